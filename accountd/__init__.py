@@ -1,0 +1,1 @@
+"""Account server: account databases (container listings, stats, metadata) on LMDB."""

@@ -1,0 +1,1 @@
+"""Throughput benchmarks that print ratios against a reference measured in the same run."""

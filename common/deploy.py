@@ -1,0 +1,190 @@
+"""The deployment file: one TOML describing every service of a cairn cluster.
+
+Each service reads its own typed section. See docs/config.md for the keys.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.config import ConfigError, from_dict, load_toml
+
+__all__ = [
+    "BlockConfig",
+    "ClusterConfig",
+    "DeploymentConfig",
+    "DeviceConfig",
+    "LogConfig",
+    "ProxyConfig",
+    "StorageNodeConfig",
+    "TempAuthConfig",
+    "TempAuthUser",
+    "load_deployment",
+]
+
+CONFIG_VERSION = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    # Secret salt mixed into every partition hash; must be identical on every node and never
+    # change once data is written (it decides where everything lives).
+    hash_path_prefix: str
+    hash_path_suffix: str
+    replicas: int = 3
+    part_power: int = 10
+    min_part_hours: int = 1
+    # Tombstones and old rows are kept this long so every replica sees a delete.
+    reclaim_age_s: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= 10:
+            raise ValueError("replicas must be between 1 and 10")
+        if not 1 <= self.part_power <= 24:
+            raise ValueError("part_power must be between 1 and 24")
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    weight: float = 100.0
+    region: int = 1
+    zone: int = 1
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"bad device name {self.name!r}")
+
+
+@dataclass(frozen=True)
+class StorageNodeConfig:
+    name: str
+    devices: list[DeviceConfig]
+    host: str = "127.0.0.1"
+    object_port: int = 6200
+    container_port: int = 6201
+    account_port: int = 6202
+    # Directory holding one sub-directory per device; relative paths are under data_dir.
+    devices_dir: str = ""
+    # Require each device directory to exist (a mount point in production); a missing device
+    # answers 507 instead of writing into the parent file system.
+    mount_check: bool = True
+    # Refuse writes that would leave less than this many free bytes on a device (answers 507).
+    fallocate_reserve_bytes: int = 0
+    workers: int = 1
+    # Device-local thread pool size for blocking disk I/O.
+    threads_per_device: int = 4
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"bad node name {self.name!r}")
+        if not self.devices:
+            raise ValueError(f"node {self.name} has no devices")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    conn_timeout_s: float = 0.5
+    node_timeout_s: float = 10.0
+    # A node that fails this many times within the interval is skipped for the interval.
+    error_suppression_limit: int = 10
+    error_suppression_interval_s: float = 60.0
+    account_autocreate: bool = True
+    # Public URL prefix used in X-Storage-Url; empty means http://host:port.
+    public_url: str = ""
+    # Domain for S3 virtual-hosted-style addressing (bucket.domain); empty disables it.
+    s3_domain: str = ""
+    # Accepted clock skew for S3 signatures.
+    s3_max_skew_s: int = 900
+
+
+@dataclass(frozen=True)
+class TempAuthUser:
+    account: str
+    user: str
+    key: str
+    admin: bool = False
+    reseller_admin: bool = False
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TempAuthConfig:
+    reseller_prefixes: list[str] = field(default_factory=lambda: ["AUTH_"])
+    # Groups a service token's user must be in, per reseller prefix (Swift's
+    # <prefix>_require_group), e.g. {"SERVICE_" = "service"}.
+    require_group: dict[str, str] = field(default_factory=dict)
+    token_life_s: int = 86400
+    users: list[TempAuthUser] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    iscsi_port: int = 3260
+    api_port: int = 8776
+    target_prefix: str = "iqn.2026-11.org.cairn"
+    default_chunk_bytes: int = 1 << 20
+    flush_interval_s: float = 1.0
+    cache_bytes_max: int = 256 << 20
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "INFO"
+    # "json" for machine-read logs, "text" for people.
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    cluster: ClusterConfig
+    nodes: list[StorageNodeConfig]
+    version: int = CONFIG_VERSION
+    data_dir: str = ""
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    tempauth: TempAuthConfig = field(default_factory=TempAuthConfig)
+    block: BlockConfig = field(default_factory=BlockConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        if self.version != CONFIG_VERSION:
+            raise ValueError(f"config version {self.version} is not supported (want 1)")
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be unique")
+
+    def node(self, name: str) -> StorageNodeConfig:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def devices_dir(self, node: StorageNodeConfig) -> Path:
+        base = Path(node.devices_dir or f"nodes/{node.name}")
+        return base if base.is_absolute() else Path(self.data_dir) / base
+
+    def ring_dir(self) -> Path:
+        return Path(self.data_dir) / "rings"
+
+
+def load_deployment(path: str | Path, data_dir: str | Path | None = None) -> DeploymentConfig:
+    """Load and validate a deployment file; `data_dir` overrides the file's own."""
+    raw: dict[str, Any] = load_toml(path)
+    if data_dir is not None:
+        raw["data_dir"] = str(data_dir)
+    if not raw.get("data_dir"):
+        raw["data_dir"] = str(Path(path).resolve().parent)
+    raw["data_dir"] = str(Path(raw["data_dir"]).resolve())
+    cfg = from_dict(DeploymentConfig, raw, where=str(path))
+    if not cfg.nodes:
+        raise ConfigError(f"{path}: at least one [[nodes]] entry is required")
+    return cfg

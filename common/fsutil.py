@@ -1,0 +1,64 @@
+"""Crash-safe file writes: temp file, write, fsync, rename, fsync of the directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["atomic_write_bytes", "atomic_writer", "fsync_dir", "makedirs_durable"]
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a directory entry change (create, rename, unlink) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makedirs_durable(path: str | os.PathLike[str]) -> None:
+    """Create `path` and any missing parents, fsyncing each parent whose entries changed."""
+    p = Path(path)
+    missing: list[Path] = []
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir()
+        fsync_dir(d.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yield a file object; on clean exit its bytes replace `path` atomically and durably.
+
+    On an exception the temp file is removed and `path` is untouched, so a reader never
+    sees a half-written file, and after a crash either the old or the new content exists.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    f = os.fdopen(fd, "wb")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        f.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically and durably."""
+    with atomic_writer(path, mode) as f:
+        f.write(data)

@@ -1,0 +1,264 @@
+"""The HTTP server every cairn daemon uses: aiohttp on uvloop.
+
+It gives each daemon the same outer behaviour: ``/healthcheck``, Prometheus ``/metrics``, a
+request id on every request and response, a structured access log with no secrets, errors
+turned into plain responses (never a traceback on the wire), several worker processes sharing
+one listening socket, and a graceful stop on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import uvloop
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from common.log import get_logger, new_trans_id, request_id, setup_logging
+
+__all__ = [
+    "HEALTH_CHECKS",
+    "METRICS",
+    "SERVICE_NAME",
+    "AppFactory",
+    "ServiceMetrics",
+    "bind_socket",
+    "make_app",
+    "running_app",
+    "serve",
+]
+
+log = get_logger("cairn.server")
+
+AppFactory = Callable[[], Awaitable[web.Application]]
+
+
+@dataclass
+class ServiceMetrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+
+
+SERVICE_NAME = web.AppKey("service_name", str)
+METRICS = web.AppKey("metrics", ServiceMetrics)
+HEALTH_CHECKS = web.AppKey("health_checks", list[Callable[[], Awaitable[str | None]]])
+
+_INTERNAL_PATHS = frozenset({"/healthcheck", "/metrics"})
+
+
+def _make_metrics(service: str) -> ServiceMetrics:
+    registry = CollectorRegistry(auto_describe=True)
+    requests = Counter(
+        "cairn_http_requests",
+        "HTTP requests handled",
+        ["service", "method", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "cairn_http_request_seconds",
+        "Time to first response byte",
+        ["service", "method"],
+        registry=registry,
+        buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    )
+    return ServiceMetrics(registry, requests, latency)
+
+
+@web.middleware
+async def _outer_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    trans_id = request.headers.get("X-Trans-Id") or new_trans_id()
+    token = request_id.set(trans_id)
+    started = time.monotonic()
+    status = 500
+    try:
+        try:
+            resp = await handler(request)
+        except web.HTTPException as e:
+            resp = e
+        except (asyncio.CancelledError, ConnectionResetError):
+            status = 499  # the client went away
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"path": request.path}})
+            resp = web.Response(status=500, text="Internal Server Error\n")
+        status = resp.status
+        if not resp.prepared:
+            resp.headers.setdefault("X-Trans-Id", trans_id)
+            resp.headers.setdefault("X-Openstack-Request-Id", trans_id)
+        return resp
+    finally:
+        elapsed = time.monotonic() - started
+        app = request.app
+        service = app[SERVICE_NAME]
+        m = app[METRICS]
+        m.requests.labels(service, request.method, str(status)).inc()
+        m.latency.labels(service, request.method).observe(elapsed)
+        if request.path not in _INTERNAL_PATHS:
+            log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "method": request.method,
+                        # the path only: query strings may carry presigned credentials
+                        "path": request.path,
+                        "status": status,
+                        "elapsed_s": round(elapsed, 6),
+                        "remote": request.remote,
+                    }
+                },
+            )
+        request_id.reset(token)
+
+
+async def _healthcheck(request: web.Request) -> web.Response:
+    for check in request.app[HEALTH_CHECKS]:
+        problem = await check()
+        if problem:
+            return web.Response(status=503, text=f"{problem}\n")
+    return web.Response(text="OK")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    data = generate_latest(request.app[METRICS].registry)
+    resp = web.Response(body=data)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+def make_app(service: str, **kwargs: object) -> web.Application:
+    """An aiohttp application with cairn's outer behaviour; add routes to it."""
+    app = web.Application(middlewares=[_outer_middleware], **kwargs)  # type: ignore[arg-type]
+    app[SERVICE_NAME] = service
+    app[METRICS] = _make_metrics(service)
+    app[HEALTH_CHECKS] = []
+    app.router.add_get("/healthcheck", _healthcheck)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket that several worker processes can accept on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve_on(app_factory: AppFactory, sock: socket.socket, shutdown_s: float) -> None:
+    app = await app_factory()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.SockSite(runner, sock, shutdown_timeout=shutdown_s)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _run_worker(app_factory: AppFactory, sock: socket.socket, shutdown_s: float) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve_on(app_factory, sock, shutdown_s))
+
+
+def serve(
+    app_factory: AppFactory,
+    *,
+    service: str,
+    host: str,
+    port: int,
+    workers: int = 1,
+    log_level: str = "INFO",
+    log_format: str = "json",
+    shutdown_s: float = 10.0,
+    ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run a daemon until SIGTERM/SIGINT. With workers > 1, forked processes share the socket.
+
+    `ready` is called with the bound port once the socket listens (port 0 picks one).
+    """
+    setup_logging(service, log_level, log_format)
+    sock = bind_socket(host, port)
+    bound = sock.getsockname()[1]
+    if ready is not None:
+        ready(bound)
+    log.info("listening", extra={"fields": {"host": host, "port": bound, "workers": workers}})
+    if workers <= 1:
+        _run_worker(app_factory, sock, shutdown_s)
+        return
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 0
+            try:
+                _run_worker(app_factory, sock, shutdown_s)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                sys.stderr.flush()
+                os._exit(code)
+        children.append(pid)
+    _supervise_workers(children)
+
+
+def _supervise_workers(children: list[int]) -> None:
+    """Forward SIGTERM/SIGINT to the workers and wait for all of them."""
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    alive = set(children)
+    while alive:
+        try:
+            pid, _status = os.wait()
+        except ChildProcessError:
+            break
+        if pid in alive:
+            alive.discard(pid)
+            if alive:  # one worker died: stop the rest so the supervisor restarts us whole
+                forward(signal.SIGTERM, None)
+
+
+@contextlib.asynccontextmanager
+async def running_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """Serve `app` on an ephemeral loopback port inside the current loop; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+logging.getLogger("aiohttp.server").setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""Compute service: instances on libvirt that boot from cairn images and attach cairn volumes."""

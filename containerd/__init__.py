@@ -1,0 +1,1 @@
+"""Container server: container databases (object listings, stats, metadata) on LMDB."""

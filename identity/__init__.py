@@ -1,0 +1,1 @@
+"""Identity service in the style of Keystone v3: users, projects, tokens, catalog."""

@@ -1,0 +1,1 @@
+"""Image service in the style of Glance: images stored as cairn objects."""

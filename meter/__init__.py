@@ -1,0 +1,1 @@
+"""Metering service: usage samples from the other services."""

@@ -1,0 +1,1 @@
+"""Swift-style consistent-hash ring: builder, ring file format, runtime lookups."""

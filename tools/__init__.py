@@ -1,0 +1,1 @@
+"""Command-line tools: cairn (up/down/status/...) and cairn-ring."""

@@ -109,7 +109,8 @@ class ProxyConfig:
 class TempAuthUser:
     account: str
     user: str
-    key: str
+    # The user's password; repr=False keeps it out of logged config dumps.
+    key: str = field(repr=False)
     admin: bool = False
     reseller_admin: bool = False
     groups: list[str] = field(default_factory=list)
@@ -123,6 +124,9 @@ class TempAuthConfig:
     require_group: dict[str, str] = field(default_factory=dict)
     token_life_s: int = 86400
     users: list[TempAuthUser] = field(default_factory=list)
+    # Key material for signing tokens (see docs/auth.md). Empty means: derive it from the
+    # cluster's hash_path_prefix/suffix. Changing it invalidates every issued token.
+    secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,392 @@
+"""The chunk write-back cache: a disk write cache's semantics over chunk objects.
+
+One cache serves every volume of a blockd, bounded by ``bytes_max``. Each cached chunk is an
+entry holding the whole chunk (or ``None`` for "all zeros / no object").
+
+- A write is applied to the entry under the entry's lock (a partial-chunk write first loads the
+  chunk: read-modify-write) and acknowledged; the entry is then dirty.
+- Every write bumps the entry's ``dirty_gen``. A flush snapshots the bytes and the generation
+  under the lock, writes the snapshot without holding it, and then records ``flushed_gen``.
+  Writes landing during the put leave ``dirty_gen > flushed_gen``: the entry stays dirty and the
+  next flush writes them. Only one put per chunk is in flight (``flush_lock``), so an older
+  snapshot can never land after a newer one.
+- A failed put leaves the entry dirty and the flush raises; nothing is dropped.
+- Memory: an entry reserves its chunk length when created. When the budget is full, clean
+  entries are evicted (least recently used first); if that is not enough the writer starts a
+  flush and waits for space (back-pressure) for at most ``backpressure_timeout_s``, then
+  :class:`CacheFull` is raised (the SCSI layer turns it into an error, never unbounded growth).
+- An all-zero or discarded chunk is flushed as a DELETE of its object (thin again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from blockd.chunkstore import ChunkStore
+from common.clock import Clock, SystemClock
+from common.log import get_logger
+
+__all__ = ["CacheFull", "CacheStats", "ChunkCache", "zeros"]
+
+log = get_logger("cairn.blockd.cache")
+
+
+class CacheFull(Exception):
+    """No cache space was freed within the back-pressure timeout (store too slow or down)."""
+
+
+@functools.lru_cache(maxsize=16)
+def zeros(n: int) -> bytes:
+    return bytes(n)
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    flushed_chunks: int = 0
+    deleted_chunks: int = 0
+    flush_errors: int = 0
+    evictions: int = 0
+    prefetches: int = 0
+    backpressure_waits: int = 0
+
+
+class _Entry:
+    __slots__ = (
+        "chunks",
+        "data",
+        "dirty_gen",
+        "flush_lock",
+        "flushed_gen",
+        "idx",
+        "loaded",
+        "lock",
+        "pins",
+        "size",
+    )
+
+    def __init__(self, chunks: ChunkStore, idx: int) -> None:
+        self.chunks = chunks
+        self.idx = idx
+        self.size = chunks.chunk_len(idx)
+        self.data: bytearray | None = None  # None: all zeros (no object)
+        self.loaded = False
+        self.dirty_gen = 0
+        self.flushed_gen = 0
+        self.lock = asyncio.Lock()
+        self.flush_lock = asyncio.Lock()
+        self.pins = 0
+
+    @property
+    def dirty(self) -> bool:
+        return self.dirty_gen != self.flushed_gen
+
+    @property
+    def evictable(self) -> bool:
+        return (
+            not self.dirty
+            and self.pins == 0
+            and not self.lock.locked()
+            and not self.flush_lock.locked()
+        )
+
+
+_Key = tuple[str, int]
+
+
+class ChunkCache:
+    def __init__(
+        self,
+        bytes_max: int,
+        *,
+        clock: Clock | None = None,
+        flush_concurrency: int = 16,
+        backpressure_timeout_s: float = 30.0,
+        prefetch_inflight_max: int = 8,
+    ) -> None:
+        if bytes_max <= 0:
+            raise ValueError("cache bytes_max must be positive")
+        self.bytes_max = bytes_max
+        self.clock = clock or SystemClock()
+        self.backpressure_timeout_s = backpressure_timeout_s
+        self.prefetch_inflight_max = prefetch_inflight_max
+        self.stats = CacheStats()
+        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._dirty: dict[str, set[int]] = {}
+        self._used_bytes = 0
+        self._space_freed = asyncio.Event()
+        self._flush_sem = asyncio.Semaphore(flush_concurrency)
+        self._kick_task: asyncio.Task[None] | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._prefetch_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used_bytes
+
+    def dirty_count(self, chunks: ChunkStore | None = None) -> int:
+        if chunks is None:
+            return sum(len(s) for s in self._dirty.values())
+        return len(self._dirty.get(chunks.container, ()))
+
+    # ---- the data path -------------------------------------------------------------------
+
+    async def read(self, chunks: ChunkStore, idx: int, offset: int, length: int) -> bytes:
+        e = await self._pin(chunks, idx)
+        try:
+            async with e.lock:
+                await self._load(e)
+                if e.data is None:
+                    return zeros(length)
+                with memoryview(e.data) as view:
+                    return bytes(view[offset : offset + length])
+        finally:
+            self._unpin(e)
+
+    async def write(self, chunks: ChunkStore, idx: int, offset: int, data: memoryview) -> None:
+        e = await self._pin(chunks, idx)
+        try:
+            async with e.lock:
+                if offset == 0 and len(data) == e.size:
+                    e.data = bytearray(data)  # whole chunk: no read needed
+                    e.loaded = True
+                else:
+                    await self._load(e)
+                    if e.data is None:
+                        e.data = bytearray(e.size)
+                    e.data[offset : offset + len(data)] = data
+                self._mark_dirty(e)
+        finally:
+            self._unpin(e)
+
+    async def discard(self, chunks: ChunkStore, idx: int, offset: int, length: int) -> None:
+        """Zero a range; a whole chunk becomes "no object" and is deleted at flush."""
+        e = await self._pin(chunks, idx)
+        try:
+            async with e.lock:
+                if offset == 0 and length == e.size:
+                    e.data = None
+                    e.loaded = True
+                else:
+                    await self._load(e)
+                    if e.data is None:
+                        return  # already zeros
+                    e.data[offset : offset + length] = zeros(length)
+                self._mark_dirty(e)
+        finally:
+            self._unpin(e)
+
+    async def is_mapped(self, chunks: ChunkStore, idx: int) -> bool:
+        """Whether the chunk holds data (cached state first, then the store)."""
+        e = self._entries.get((chunks.container, idx))
+        if e is not None and e.loaded:
+            return e.data is not None
+        return await chunks.exists(idx)
+
+    def _mark_dirty(self, e: _Entry) -> None:
+        e.dirty_gen += 1
+        self._dirty.setdefault(e.chunks.container, set()).add(e.idx)
+
+    async def _load(self, e: _Entry) -> None:
+        """Fill an entry from the store; called with e.lock held."""
+        if e.loaded:
+            self.stats.hits += 1
+            return
+        self.stats.misses += 1
+        body = await e.chunks.get(e.idx)
+        e.data = None if body is None else bytearray(body)
+        e.loaded = True
+
+    # ---- memory budget -------------------------------------------------------------------
+
+    async def _pin(self, chunks: ChunkStore, idx: int) -> _Entry:
+        key = (chunks.container, idx)
+        e = self._entries.get(key)
+        if e is None:
+            size = chunks.chunk_len(idx)
+            await self._reserve(size)
+            e = self._entries.get(key)  # another task may have made it while we waited
+            if e is None:
+                e = _Entry(chunks, idx)
+                self._entries[key] = e
+            else:
+                self._release(size)
+        self._entries.move_to_end(key)
+        e.pins += 1
+        return e
+
+    def _unpin(self, e: _Entry) -> None:
+        e.pins -= 1
+        assert e.pins >= 0
+
+    def _release(self, size: int) -> None:
+        self._used_bytes -= size
+        assert self._used_bytes >= 0
+        self._space_freed.set()
+
+    def _evict_for(self, size: int) -> bool:
+        """Evict clean entries (LRU first) until `size` more bytes fit; True if they do."""
+        if self._used_bytes + size <= self.bytes_max:
+            return True
+        for key in list(self._entries):
+            e = self._entries[key]
+            if e.evictable:
+                del self._entries[key]
+                self._release(e.size)
+                self.stats.evictions += 1
+                if self._used_bytes + size <= self.bytes_max:
+                    return True
+        return False
+
+    async def _reserve(self, size: int) -> None:
+        if size > self.bytes_max:
+            raise CacheFull(f"a {size}-byte chunk does not fit a {self.bytes_max}-byte cache")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.backpressure_timeout_s
+        while not self._evict_for(size):
+            self.stats.backpressure_waits += 1
+            self._kick_flush()
+            self._space_freed.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise CacheFull(f"no cache space freed within {self.backpressure_timeout_s} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._space_freed.wait(), remaining)
+        self._used_bytes += size
+
+    def _kick_flush(self) -> None:
+        if self._kick_task is None or self._kick_task.done():
+            self._kick_task = asyncio.create_task(self._kicked_flush())
+
+    async def _kicked_flush(self) -> None:
+        try:
+            await self.flush()
+        except Exception as e:
+            log.warning("back-pressure flush failed", extra={"fields": {"error": repr(e)}})
+            await asyncio.sleep(0.01)  # do not spin on a store that is down
+        finally:
+            self._space_freed.set()  # let waiters re-check (and re-kick)
+
+    # ---- flushing ------------------------------------------------------------------------
+
+    async def flush(
+        self, chunks: ChunkStore | None = None, idxs: Iterable[int] | None = None
+    ) -> None:
+        """Write dirty chunks (of one volume, optionally only `idxs`; or of all volumes).
+
+        Returns once every write acknowledged before the call is in the store; raises the first
+        store error after trying every chunk (the failed ones stay dirty).
+        """
+        targets = self._flush_targets(chunks, idxs)
+        if not targets:
+            return
+        results = await asyncio.gather(
+            *(self._flush_entry(e) for e in targets), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            self.stats.flush_errors += len(errors)
+            raise errors[0]
+
+    def _flush_targets(self, chunks: ChunkStore | None, idxs: Iterable[int] | None) -> list[_Entry]:
+        containers = list(self._dirty) if chunks is None else [chunks.container]
+        wanted = None if idxs is None else set(idxs)
+        out = []
+        for c in containers:
+            for idx in sorted(self._dirty.get(c, ())):
+                if wanted is None or idx in wanted:
+                    out.append(self._entries[(c, idx)])
+        return out
+
+    async def _flush_entry(self, e: _Entry) -> None:
+        e.pins += 1
+        try:
+            async with self._flush_sem, e.flush_lock:
+                if not e.dirty:
+                    return  # a concurrent flush already wrote everything we were asked for
+                async with e.lock:
+                    gen = e.dirty_gen
+                    data = e.data
+                    body = None if data is None or data == zeros(e.size) else bytes(data)
+                if body is None:
+                    await e.chunks.delete(e.idx)
+                    self.stats.deleted_chunks += 1
+                else:
+                    await e.chunks.put(e.idx, body)
+                    self.stats.flushed_chunks += 1
+                e.flushed_gen = gen
+                if e.dirty_gen == gen:  # no write landed during the put
+                    self._dirty.get(e.chunks.container, set()).discard(e.idx)
+                    self._space_freed.set()
+        finally:
+            self._unpin(e)
+
+    def start_timer(self, interval_s: float) -> None:
+        """Flush everything every `interval_s` (uses the injected clock's sleep)."""
+        if self._timer_task is None:
+            self._timer_task = asyncio.create_task(self._timer(interval_s))
+
+    async def _timer(self, interval_s: float) -> None:
+        while True:
+            await self.clock.sleep(interval_s)
+            try:
+                await self.flush()
+            except Exception as e:
+                log.warning("timed flush failed", extra={"fields": {"error": repr(e)}})
+
+    # ---- prefetch and lifetime -----------------------------------------------------------
+
+    def prefetch(self, chunks: ChunkStore, idxs: Iterable[int]) -> None:
+        """Load chunks in the background if there is room without waiting; never blocks."""
+        for idx in idxs:
+            if len(self._prefetch_tasks) >= self.prefetch_inflight_max:
+                return
+            key = (chunks.container, idx)
+            if key in self._entries or not self._evict_for(chunks.chunk_len(idx)):
+                continue
+            self._used_bytes += chunks.chunk_len(idx)
+            e = _Entry(chunks, idx)
+            self._entries[key] = e
+            e.pins += 1
+            task = asyncio.create_task(self._prefetch_one(e))
+            self._prefetch_tasks.add(task)
+            task.add_done_callback(self._prefetch_tasks.discard)
+
+    async def _prefetch_one(self, e: _Entry) -> None:
+        try:
+            async with e.lock:
+                if not e.loaded:
+                    body = await e.chunks.get(e.idx)
+                    e.data = None if body is None else bytearray(body)
+                    e.loaded = True
+                    self.stats.prefetches += 1
+        except Exception as err:  # a failed prefetch is only a missed optimisation
+            log.debug("prefetch failed", extra={"fields": {"error": repr(err)}})
+        finally:
+            self._unpin(e)
+
+    def drop(self, chunks: ChunkStore) -> None:
+        """Forget a volume's entries, dirty or not (the volume is being deleted)."""
+        for key in [k for k in self._entries if k[0] == chunks.container]:
+            e = self._entries.pop(key)
+            self._release(e.size)
+        self._dirty.pop(chunks.container, None)
+
+    async def close(self) -> None:
+        """Stop the timer and background work; flush everything (raises if that fails)."""
+        tasks = [t for t in (self._timer_task, self._kick_task) if t is not None]
+        tasks += list(self._prefetch_tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._timer_task = None
+        self._kick_task = None
+        await self.flush()

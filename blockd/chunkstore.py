@@ -1,0 +1,110 @@
+"""A volume's chunks as objects: naming, geometry and validation of chunk bodies.
+
+A volume of ``size_bytes`` is cut into chunks of ``chunk_bytes`` (the last one may be
+shorter). Chunk ``i`` is the object ``<RESERVED_ACCOUNT>/vol-<volume id>/<i as 12 digits>``
+holding the chunk's raw bytes; a missing object reads as zeros (thin provisioning). The body
+is raw disk data, so the format version travels in a metadata header instead
+(``X-Object-Meta-Cairn-Chunk-Format: 1``); see docs/block.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from blockd.store import ObjectStore, StoreError
+
+__all__ = [
+    "CHUNK_FORMAT",
+    "CHUNK_FORMAT_HEADER",
+    "RESERVED_ACCOUNT",
+    "ChunkCorrupt",
+    "ChunkStore",
+    "chunk_container",
+]
+
+# Accounts starting with "." are refused by the proxy, so users can never reach volume data.
+RESERVED_ACCOUNT = ".cairn_block"
+CHUNK_FORMAT = 1
+CHUNK_FORMAT_HEADER = "X-Object-Meta-Cairn-Chunk-Format"
+_NAME_DIGITS = 12
+
+
+class ChunkCorrupt(StoreError):
+    """A chunk object whose body cannot be a chunk of this volume (wrong length)."""
+
+
+def chunk_container(volume_id: str) -> str:
+    return f"vol-{volume_id}"
+
+
+class ChunkStore:
+    """Reads and writes one volume's chunk objects; ``fence`` runs before every mutation.
+
+    The fence is how an exporter that lost its lease stops writing: it raises, and the write
+    never reaches the store.
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        volume_id: str,
+        size_bytes: int,
+        chunk_bytes: int,
+        *,
+        account: str = RESERVED_ACCOUNT,
+        fence: Callable[[], None] | None = None,
+    ) -> None:
+        if chunk_bytes <= 0 or size_bytes <= 0:
+            raise ValueError("size_bytes and chunk_bytes must be positive")
+        self.store = store
+        self.volume_id = volume_id
+        self.account = account
+        self.container = chunk_container(volume_id)
+        self.size_bytes = size_bytes
+        self.chunk_bytes = chunk_bytes
+        self.num_chunks = -(-size_bytes // chunk_bytes)
+        self.fence = fence
+
+    def chunk_len(self, idx: int) -> int:
+        self._check_idx(idx)
+        return min(self.chunk_bytes, self.size_bytes - idx * self.chunk_bytes)
+
+    def object_name(self, idx: int) -> str:
+        self._check_idx(idx)
+        return f"{idx:0{_NAME_DIGITS}d}"
+
+    def _check_idx(self, idx: int) -> None:
+        if not 0 <= idx < self.num_chunks:
+            raise IndexError(f"chunk {idx} outside 0..{self.num_chunks}")
+
+    async def get(self, idx: int) -> bytes | None:
+        """The chunk's bytes padded to its length, or None if it was never written."""
+        body = await self.store.get(self.account, self.container, self.object_name(idx))
+        if body is None:
+            return None
+        want = self.chunk_len(idx)
+        if len(body) > want:
+            raise ChunkCorrupt(
+                f"{self.container}/{self.object_name(idx)}: {len(body)} bytes > chunk {want}"
+            )
+        if len(body) < want:
+            body = body + bytes(want - len(body))
+        return body
+
+    async def put(self, idx: int, data: bytes) -> None:
+        if len(data) != self.chunk_len(idx):
+            raise ValueError(f"chunk {idx} body is {len(data)} bytes, want {self.chunk_len(idx)}")
+        if self.fence is not None:
+            self.fence()
+        headers = {CHUNK_FORMAT_HEADER: str(CHUNK_FORMAT)}
+        await self.store.put(self.account, self.container, self.object_name(idx), data, headers)
+
+    async def delete(self, idx: int) -> None:
+        if self.fence is not None:
+            self.fence()
+        await self.store.delete(self.account, self.container, self.object_name(idx))
+
+    async def exists(self, idx: int) -> bool:
+        return (
+            await self.store.head(self.account, self.container, self.object_name(idx)) is not None
+        )

@@ -1,0 +1,37 @@
+"""Small builders shared by the blockd unit tests."""
+
+from __future__ import annotations
+
+from blockd.cache import ChunkCache
+from blockd.chunkstore import ChunkStore
+from blockd.store import ObjectStore
+from blockd.volume import Volume
+
+VOLUME_ID = "0123456789abcdef0123456789abcdef"
+BS = 512
+
+
+def make_volume(
+    store: ObjectStore,
+    *,
+    size_bytes: int = 40 * BS * 8,
+    chunk_bytes: int = 8 * BS,
+    cache_bytes_max: int = 1 << 20,
+    cache: ChunkCache | None = None,
+    backpressure_timeout_s: float = 10.0,
+    volume_id: str = VOLUME_ID,
+) -> Volume:
+    """A small volume; a fresh cache unless one is given (a fresh cache = a restarted blockd)."""
+    chunks = ChunkStore(store, volume_id, size_bytes, chunk_bytes)
+    if cache is None:
+        cache = ChunkCache(cache_bytes_max, backpressure_timeout_s=backpressure_timeout_s)
+    return Volume(chunks, cache, block_size=BS)
+
+
+def pattern(tag: int, nblocks: int) -> bytes:
+    """Distinct, recognisable block contents: every block starts with its tag and index."""
+    out = bytearray()
+    for i in range(nblocks):
+        head = f"tag{tag:06d}-blk{i:06d}-".encode()
+        out += (head * (BS // len(head) + 1))[:BS]
+    return bytes(out)

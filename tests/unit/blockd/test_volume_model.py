@@ -1,0 +1,97 @@
+"""Hypothesis stateful test: a Volume behaves like a bytearray, across flushes and restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from blockd.store import MemoryObjectStore
+from tests.unit.blockd.helpers import BS, make_volume
+
+CHUNK = 4 * BS
+SIZE = 9 * CHUNK + 2 * BS  # a short last chunk
+NBLOCKS = SIZE // BS
+
+
+class VolumeModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.store = MemoryObjectStore()
+        self.model = bytearray(SIZE)
+        self.durable = bytearray(SIZE)  # what a restart must show at least for unchanged blocks
+        self.changed_since_flush: set[int] = set()
+        self.vol = self._open()
+        self.fill = 0
+
+    def _open(self):
+        # a cache of 3 chunks: eviction and back-pressure flushes happen all the time
+        return make_volume(
+            self.store, size_bytes=SIZE, chunk_bytes=CHUNK, cache_bytes_max=3 * CHUNK
+        )
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        self.loop.close()
+
+    @rule(lba=st.integers(0, NBLOCKS - 1), n=st.integers(1, 12), fua=st.booleans())
+    def write(self, lba: int, n: int, fua: bool) -> None:
+        n = min(n, NBLOCKS - lba)
+        self.fill += 1
+        data = bytes([self.fill % 251 + 1]) * (n * BS)
+        self.run(self.vol.write(lba, data, fua=fua))
+        self.model[lba * BS : (lba + n) * BS] = data
+        self.changed_since_flush.update(range(lba, lba + n))
+
+    @rule(lba=st.integers(0, NBLOCKS - 1), n=st.integers(1, 12))
+    def read(self, lba: int, n: int) -> None:
+        n = min(n, NBLOCKS - lba)
+        assert self.run(self.vol.read(lba, n)) == bytes(self.model[lba * BS : (lba + n) * BS])
+
+    @rule(lba=st.integers(0, NBLOCKS - 1), n=st.integers(1, 16))
+    def unmap(self, lba: int, n: int) -> None:
+        n = min(n, NBLOCKS - lba)
+        self.run(self.vol.unmap(lba, n))
+        self.model[lba * BS : (lba + n) * BS] = bytes(n * BS)
+        self.changed_since_flush.update(range(lba, lba + n))
+
+    @rule()
+    def flush(self) -> None:
+        self.run(self.vol.flush())
+        self.durable[:] = self.model
+        self.changed_since_flush.clear()
+
+    @rule()
+    def restart_after_flush(self) -> None:
+        self.flush()
+        self.vol = self._open()
+        assert self.run(self.vol.read(0, NBLOCKS)) == bytes(self.model)
+
+    @precondition(lambda self: bool(self.changed_since_flush))
+    @rule()
+    def crash(self) -> None:
+        """Abandon the cache: unchanged blocks keep flushed data, changed ones are whole blocks."""
+        self.vol = self._open()
+        got = self.run(self.vol.read(0, NBLOCKS))
+        for b in range(NBLOCKS):
+            block = got[b * BS : (b + 1) * BS]
+            if b not in self.changed_since_flush:
+                assert block == self.durable[b * BS : (b + 1) * BS]
+            else:
+                assert len(set(block)) == 1, f"block {b} is torn"
+        self.model[:] = got
+        self.durable[:] = got
+        self.changed_since_flush.clear()
+
+    @invariant()
+    def memory_is_bounded(self) -> None:
+        assert self.vol.cache.used_bytes <= self.vol.cache.bytes_max
+
+
+TestVolumeModel = VolumeModel.TestCase
+TestVolumeModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from common.log import get_logger, new_trans_id, request_id, setup_logging
 
 __all__ = [
+    "AUTO_DECOMPRESS",
     "HEALTH_CHECKS",
     "METRICS",
     "SERVICE_NAME",
@@ -53,6 +54,9 @@ class ServiceMetrics:
 SERVICE_NAME = web.AppKey("service_name", str)
 METRICS = web.AppKey("metrics", ServiceMetrics)
 HEALTH_CHECKS = web.AppKey("health_checks", list[Callable[[], Awaitable[str | None]]])
+# Set to False on an app whose request bodies must arrive as sent: a storage server keeps a
+# body with Content-Encoding: gzip as the gzip bytes the client stored (default True).
+AUTO_DECOMPRESS = web.AppKey("auto_decompress", bool)
 
 _INTERNAL_PATHS = frozenset({"/healthcheck", "/metrics"})
 
@@ -162,7 +166,12 @@ def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
 
 async def _serve_on(app_factory: AppFactory, sock: socket.socket, shutdown_s: float) -> None:
     app = await app_factory()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        auto_decompress=app.get(AUTO_DECOMPRESS, True),
+    )
     await runner.setup()
     site = web.SockSite(runner, sock, shutdown_timeout=shutdown_s)
     await site.start()
@@ -248,7 +257,12 @@ def _supervise_workers(children: list[int]) -> None:
 @contextlib.asynccontextmanager
 async def running_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Serve `app` on an ephemeral loopback port inside the current loop; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        auto_decompress=app.get(AUTO_DECOMPRESS, True),
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()

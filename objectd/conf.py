@@ -1,0 +1,92 @@
+"""The object server's typed configuration and the per-app state its handlers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from common.clock import Clock
+from common.deploy import DeploymentConfig, StorageNodeConfig
+from objectd.devices import Devices
+
+__all__ = ["STATE", "ObjectMetrics", "ObjectServerConf", "ServerState"]
+
+
+@dataclass(frozen=True)
+class ObjectServerConf:
+    devices_dir: Path
+    hash_path_prefix: str
+    hash_path_suffix: str
+    mount_check: bool = True
+    fallocate_reserve_bytes: int = 0
+    threads_per_device: int = 4
+    # Longest wait for the next piece of a request body before answering 408.
+    node_timeout_s: float = 10.0
+    # Longest wait for a container server to accept an update before saving an async pending.
+    container_update_timeout_s: float = 1.0
+    object_bytes_max: int = 5 * 1024**3 + 2  # Swift's default 5 GiB, plus its slack of 2
+    # Body bytes buffered before one write to disk (a thread-pool round trip).
+    write_chunk_bytes: int = 1024 * 1024
+    # Bytes verified (and then sent) per step when serving a GET.
+    read_chunk_bytes: int = 1024 * 1024
+    # Send verified ranges with sendfile (zero copy to the socket) instead of write().
+    use_sendfile: bool = True
+
+    def __post_init__(self) -> None:
+        if self.threads_per_device < 1:
+            raise ValueError("threads_per_device must be at least 1")
+        if self.fallocate_reserve_bytes < 0:
+            raise ValueError("fallocate_reserve_bytes must not be negative")
+        if min(self.node_timeout_s, self.container_update_timeout_s) <= 0:
+            raise ValueError("timeouts must be positive")
+        if self.write_chunk_bytes < 4096 or self.read_chunk_bytes < 4096:
+            raise ValueError("chunk sizes must be at least 4096 bytes")
+
+    @classmethod
+    def from_deployment(cls, deploy: DeploymentConfig, node: StorageNodeConfig) -> ObjectServerConf:
+        return cls(
+            devices_dir=deploy.devices_dir(node),
+            hash_path_prefix=deploy.cluster.hash_path_prefix,
+            hash_path_suffix=deploy.cluster.hash_path_suffix,
+            mount_check=node.mount_check,
+            fallocate_reserve_bytes=node.fallocate_reserve_bytes,
+            threads_per_device=node.threads_per_device,
+            node_timeout_s=deploy.proxy.node_timeout_s,
+        )
+
+
+@dataclass
+class ObjectMetrics:
+    bytes_in: Counter
+    bytes_out: Counter
+    quarantines: Counter
+    async_pendings: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> ObjectMetrics:
+        return cls(
+            Counter("cairn_object_bytes_in", "Object body bytes received", registry=registry),
+            Counter("cairn_object_bytes_out", "Object body bytes sent", registry=registry),
+            Counter("cairn_object_quarantines", "Files quarantined", registry=registry),
+            Counter("cairn_object_async_pendings", "Async pendings written", registry=registry),
+        )
+
+
+@dataclass
+class ServerState:
+    conf: ObjectServerConf
+    clock: Clock
+    devices: Devices
+    metrics: ObjectMetrics
+    session: aiohttp.ClientSession | None = None  # for container updates; set on startup
+
+    def client(self) -> aiohttp.ClientSession:
+        assert self.session is not None, "the app has not started"
+        return self.session
+
+
+STATE = web.AppKey("object_state", ServerState)

@@ -1,0 +1,106 @@
+"""The devices of one node: which are usable, a bounded thread pool each, and DiskFile lookup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from objectd.diskfile import DiskFile, FaultPlan, FaultyDiskFile, RealDiskFile
+from objectd.layout import DeviceLayout, valid_device_name
+from ring.hashing import hash_path
+
+__all__ = ["DeviceUnavailable", "Devices"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class DeviceUnavailable(Exception):
+    """The device is not there (not mounted / directory missing): 507."""
+
+
+class Devices:
+    """Per-device thread pools (blocking disk I/O never runs on the event loop) and DiskFiles."""
+
+    def __init__(
+        self,
+        devices_dir: Path,
+        hash_path_prefix: str,
+        hash_path_suffix: str,
+        *,
+        mount_check: bool,
+        threads_per_device: int,
+        on_quarantine: Callable[[Path], None] | None = None,
+        fault_plan: FaultPlan | None = None,
+    ) -> None:
+        assert threads_per_device >= 1
+        self.devices_dir = devices_dir
+        self._prefix = hash_path_prefix
+        self._suffix = hash_path_suffix
+        self.mount_check = mount_check
+        self._threads = threads_per_device
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._on_quarantine = on_quarantine
+        # Tests only: every DiskFile made is a FaultyDiskFile following this plan.
+        self.fault_plan = fault_plan
+
+    def layout(self, device: str) -> DeviceLayout:
+        if not valid_device_name(device):
+            raise DeviceUnavailable(f"bad device name {device!r}")
+        return DeviceLayout(self.devices_dir, device)
+
+    def check(self, device: str) -> DeviceLayout:
+        """The device's layout if it can be used (blocking: call via `run`)."""
+        layout = self.layout(device)
+        if self.mount_check:
+            if not layout.root.is_dir():
+                raise DeviceUnavailable(f"device {device} is not present")
+        else:
+            layout.root.mkdir(parents=True, exist_ok=True)
+        return layout
+
+    def diskfile(
+        self, device: str, partition: int, account: str, container: str, obj: str
+    ) -> DiskFile:
+        layout = self.layout(device)
+        hash_hex = hash_path(self._prefix, self._suffix, account, container, obj)
+        name = f"/{account}/{container}/{obj}"
+        real = RealDiskFile(layout, partition, hash_hex, name, self._on_quarantine)
+        if self.fault_plan is not None:
+            return FaultyDiskFile(real, self.fault_plan)
+        return real
+
+    def _pool(self, device: str) -> ThreadPoolExecutor:
+        pool = self._pools.get(device)
+        if pool is None:
+            pool = ThreadPoolExecutor(self._threads, thread_name_prefix=f"disk-{device}")
+            self._pools[device] = pool
+        return pool
+
+    async def run(self, device: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run blocking `fn` in `device`'s pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool(device), functools.partial(fn, *args, **kwargs)
+        )
+
+    def usable_devices(self) -> list[str]:
+        """Devices present under devices_dir (blocking)."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(
+                d
+                for d in os.listdir(self.devices_dir)
+                if valid_device_name(d) and (self.devices_dir / d).is_dir()
+            )
+        return []
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._pools.clear()

@@ -1,0 +1,469 @@
+"""Objects on a device: look up, read with per-block verification, write crash-safely, quarantine.
+
+The `DiskFile` protocol is the seam: `RealDiskFile` does real file I/O (temp file, fsync,
+rename, fsync of the directory), `FaultyDiskFile` wraps it to inject failures in tests. All
+methods block; the server runs them in the device's thread pool (see `devices.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import xxhash
+
+from common.fsutil import fsync_dir, makedirs_durable
+from common.timestamps import Timestamp
+from objectd.fileformat import (
+    BLOCK_BYTES,
+    TRAILER,
+    FileFormatError,
+    ObjectMetadata,
+    decode_trailer,
+    encode_footer,
+    parse_footer,
+)
+from objectd.headers import merge_post_headers
+from objectd.layout import DeviceLayout, invalidate_suffix, quarantine_hash_dir, select_files
+
+__all__ = [
+    "ChecksumMismatch",
+    "Deleted",
+    "DiskFile",
+    "DiskFileError",
+    "DiskFull",
+    "FaultPlan",
+    "FaultyDiskFile",
+    "Lookup",
+    "Missing",
+    "ObjectInfo",
+    "ObjectReader",
+    "ObjectWriter",
+    "RealDiskFile",
+]
+
+
+class DiskFileError(Exception):
+    """Base of the disk failures the server turns into status codes."""
+
+
+class DiskFull(DiskFileError):
+    """Writing would leave the device below its reserve, or it is out of space (507)."""
+
+
+class ChecksumMismatch(DiskFileError):
+    """A block did not match its checksum; the hash directory has been quarantined."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """The merged view of a live object: its .data metadata with a newer .meta applied."""
+
+    data: ObjectMetadata
+    meta: ObjectMetadata | None
+    path: Path
+
+    @property
+    def timestamp(self) -> Timestamp:
+        return self.meta.timestamp if self.meta else self.data.timestamp
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.meta is None:
+            return dict(self.data.headers)
+        return merge_post_headers(self.data.headers, self.meta.headers)
+
+    @property
+    def delete_at(self) -> int | None:
+        raw = self.headers.get("X-Delete-At")
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Nothing here (or only a .meta waiting for its data)."""
+
+
+@dataclass(frozen=True)
+class Deleted:
+    timestamp: Timestamp
+
+
+Lookup = ObjectInfo | Deleted | Missing
+
+
+class ObjectReader(Protocol):
+    info: ObjectInfo
+
+    def fileno(self) -> int: ...
+    def verify(self, offset: int, count: int) -> None: ...
+    def read(self, offset: int, count: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class ObjectWriter(Protocol):
+    bytes_written: int
+
+    def write(self, chunk: bytes) -> None: ...
+    def etag(self) -> str: ...
+    def commit(self, md: ObjectMetadata) -> None: ...
+    def abort(self) -> None: ...
+
+
+class DiskFile(Protocol):
+    layout: DeviceLayout
+    partition: int
+    hash_hex: str
+    name: str
+
+    def lookup(self) -> Lookup: ...
+    def open(self) -> ObjectReader | Deleted | Missing: ...
+    def writer(self, size_hint: int | None, reserve_bytes: int) -> ObjectWriter: ...
+    def put_tombstone(self, ts: Timestamp) -> None: ...
+    def put_meta(self, ts: Timestamp, headers: dict[str, str]) -> None: ...
+    def quarantine(self) -> Path | None: ...
+
+
+def _read_footer(fd: int) -> ObjectMetadata:
+    size = os.fstat(fd).st_size
+    trailer = os.pread(fd, TRAILER.size, max(0, size - TRAILER.size))
+    meta_len, _body_len, _ = decode_trailer(trailer, size)
+    meta = os.pread(fd, meta_len, size - TRAILER.size - meta_len)
+    return parse_footer(meta, trailer, size)
+
+
+def _load(path: Path) -> ObjectMetadata:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _read_footer(fd)
+    finally:
+        os.close(fd)
+
+
+class RealDiskFile:
+    """One object name on one device: its hash directory and the files in it."""
+
+    def __init__(
+        self,
+        layout: DeviceLayout,
+        partition: int,
+        hash_hex: str,
+        name: str,
+        on_quarantine: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.layout = layout
+        self.partition = partition
+        self.hash_hex = hash_hex
+        self.name = name
+        self.hash_dir = layout.hash_dir(partition, hash_hex)
+        self._on_quarantine = on_quarantine
+
+    def _listdir(self) -> list[str]:
+        try:
+            return os.listdir(self.hash_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def lookup(self) -> Lookup:
+        files = select_files(self._listdir())
+        if files.base is None:
+            return Missing()
+        ts, kind = files.base
+        if kind == "ts":
+            return Deleted(ts)
+        try:
+            data = _load(self.hash_dir / f"{ts.internal}.data")
+            meta_name = files.meta_name()
+            meta = _load(self.hash_dir / meta_name) if meta_name else None
+            self._check(data, meta, ts)
+        except FileNotFoundError:
+            return Missing()  # raced with a delete/cleanup: report what a reader would find
+        except FileFormatError:
+            self.quarantine()
+            return Missing()
+        return ObjectInfo(data, meta, self.hash_dir / f"{ts.internal}.data")
+
+    def _check(self, data: ObjectMetadata, meta: ObjectMetadata | None, ts: Timestamp) -> None:
+        if data.kind != "data" or data.timestamp != ts or data.name != self.name:
+            raise FileFormatError("data file metadata does not match its name")
+        if meta is not None and (meta.kind != "meta" or meta.name != self.name):
+            raise FileFormatError("meta file metadata does not match its name")
+
+    def open(self) -> ObjectReader | Deleted | Missing:
+        found = self.lookup()
+        if not isinstance(found, ObjectInfo):
+            return found
+        try:
+            fd = os.open(found.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return Missing()
+        return _RealReader(self, found, fd)
+
+    def writer(self, size_hint: int | None, reserve_bytes: int) -> ObjectWriter:
+        return _RealWriter(self, size_hint, reserve_bytes)
+
+    def _commit_file(self, tmp: Path, final_name: str) -> None:
+        """Move a complete, fsynced temp file into the hash dir; then drop obsolete files."""
+        makedirs_durable(self.hash_dir)
+        invalidate_suffix(self.layout, self.partition, self.hash_hex[-3:])
+        os.replace(tmp, self.hash_dir / final_name)
+        fsync_dir(self.hash_dir)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        removed = False
+        for name in select_files(self._listdir()).obsolete:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.hash_dir / name)
+                removed = True
+        if removed:
+            fsync_dir(self.hash_dir)
+
+    def _write_small(self, md: ObjectMetadata) -> None:
+        makedirs_durable(self.layout.tmp)
+        tmp = self.layout.tmp / f"{self.hash_hex}.{os.urandom(8).hex()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, encode_footer(md))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            self._commit_file(tmp, f"{md.timestamp.internal}.{md.kind}")
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+
+    def put_tombstone(self, ts: Timestamp) -> None:
+        self._write_small(ObjectMetadata(kind="ts", name=self.name, timestamp=ts))
+
+    def put_meta(self, ts: Timestamp, headers: dict[str, str]) -> None:
+        self._write_small(
+            ObjectMetadata(kind="meta", name=self.name, timestamp=ts, headers=headers)
+        )
+
+    def quarantine(self) -> Path | None:
+        dest = quarantine_hash_dir(self.layout, self.hash_dir)
+        if dest is not None:
+            # The replicator must notice this suffix lost a file and fetch a good copy.
+            invalidate_suffix(self.layout, self.partition, self.hash_hex[-3:])
+            if self._on_quarantine is not None:
+                self._on_quarantine(dest)
+        return dest
+
+
+class _RealReader:
+    def __init__(self, df: RealDiskFile, info: ObjectInfo, fd: int) -> None:
+        self._df = df
+        self.info = info
+        self._fd = fd
+        self._verified_upto = 0  # blocks [0, n) already verified in order
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def _blocks(self, offset: int, count: int) -> tuple[int, int]:
+        md = self.info.data
+        assert offset >= 0 and count > 0 and offset + count <= md.content_length
+        return offset // md.block_bytes, (offset + count - 1) // md.block_bytes
+
+    def _read_blocks(self, first: int, last: int) -> bytes:
+        md = self.info.data
+        start = first * md.block_bytes
+        end = min((last + 1) * md.block_bytes, md.content_length)
+        buf = os.pread(self._fd, end - start, start)
+        for i in range(first, last + 1):
+            lo = (i - first) * md.block_bytes
+            block = memoryview(buf)[lo : lo + md.block_bytes]
+            good = len(buf) == end - start and (xxhash.xxh3_64_digest(block) == md.block_digest(i))
+            if not good:
+                self.close()
+                self._df.quarantine()
+                raise ChecksumMismatch(f"{self._df.name}: block {i} does not match its checksum")
+        return buf
+
+    def verify(self, offset: int, count: int) -> None:
+        """Check the blocks covering the range (the caller then sends them by sendfile).
+
+        Object files are never modified in place, so the verified bytes are the sent bytes.
+        """
+        first, last = self._blocks(offset, count)
+        self._read_blocks(first, last)
+
+    def read(self, offset: int, count: int) -> bytes:
+        first, last = self._blocks(offset, count)
+        buf = self._read_blocks(first, last)
+        lo = offset - first * self.info.data.block_bytes
+        return buf[lo : lo + count]
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class _RealWriter:
+    def __init__(self, df: RealDiskFile, size_hint: int | None, reserve_bytes: int) -> None:
+        self._df = df
+        self._reserve_bytes = reserve_bytes
+        makedirs_durable(df.layout.tmp)
+        self._check_space(size_hint or 0)
+        self.tmp = df.layout.tmp / f"{df.hash_hex}.{os.urandom(8).hex()}.tmp"
+        self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self._md5 = hashlib.md5()
+        self._block_bytes = BLOCK_BYTES
+        self._partial = bytearray()
+        self._digests = bytearray()
+        self.bytes_written = 0
+        if size_hint:
+            try:
+                os.posix_fallocate(self._fd, 0, size_hint)
+            except OSError as e:
+                self.abort()
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFull(str(e)) from None
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+
+    def _check_space(self, need: int) -> None:
+        st = os.statvfs(self._df.layout.root)
+        free = st.f_bavail * st.f_frsize
+        if free - need < self._reserve_bytes:
+            raise DiskFull(f"{free} bytes free, {need} needed, reserve {self._reserve_bytes}")
+
+    def write(self, chunk: bytes) -> None:
+        self._md5.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            take = self._block_bytes - len(self._partial)
+            self._partial += view[:take]
+            view = view[take:]
+            if len(self._partial) == self._block_bytes:
+                self._digests += xxhash.xxh3_64_digest(self._partial)
+                self._partial.clear()
+        try:
+            _write_all(self._fd, chunk)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(str(e)) from None
+            raise
+        self.bytes_written += len(chunk)
+
+    def etag(self) -> str:
+        return self._md5.hexdigest()
+
+    def commit(self, md: ObjectMetadata) -> None:
+        """Append the footer, fsync, rename into place; `md` gets this body's checksums."""
+        if self._partial:
+            self._digests += xxhash.xxh3_64_digest(self._partial)
+            self._partial.clear()
+        md = replace(
+            md,
+            content_length=self.bytes_written,
+            etag=self.etag(),
+            block_bytes=self._block_bytes,
+            block_xxh3=bytes(self._digests),
+        )
+        try:
+            _write_all(self._fd, encode_footer(md))
+            os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR))  # drop fallocate excess
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            self._df._commit_file(self.tmp, f"{md.timestamp.internal}.data")
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+@dataclass
+class FaultPlan:
+    """Failures to inject: each is checked on the matching operation."""
+
+    fail_write_after_bytes: int | None = None  # raise EIO once this many body bytes are in
+    fail_commit: bool = False  # raise EIO just before the rename into place
+    enospc_on_write: bool = False
+    calls: list[str] = field(default_factory=list)
+
+
+class FaultyDiskFile:
+    """A RealDiskFile twin that fails on purpose (tests only): see `FaultPlan`."""
+
+    def __init__(self, real: RealDiskFile, plan: FaultPlan) -> None:
+        self._real = real
+        self._plan = plan
+        self.layout = real.layout
+        self.partition = real.partition
+        self.hash_hex = real.hash_hex
+        self.name = real.name
+
+    def lookup(self) -> Lookup:
+        return self._real.lookup()
+
+    def open(self) -> ObjectReader | Deleted | Missing:
+        return self._real.open()
+
+    def writer(self, size_hint: int | None, reserve_bytes: int) -> ObjectWriter:
+        return _FaultyWriter(_RealWriter(self._real, size_hint, reserve_bytes), self._plan)
+
+    def put_tombstone(self, ts: Timestamp) -> None:
+        self._real.put_tombstone(ts)
+
+    def put_meta(self, ts: Timestamp, headers: dict[str, str]) -> None:
+        self._real.put_meta(ts, headers)
+
+    def quarantine(self) -> Path | None:
+        return self._real.quarantine()
+
+
+class _FaultyWriter:
+    def __init__(self, real: _RealWriter, plan: FaultPlan) -> None:
+        self._real = real
+        self._plan = plan
+        self.bytes_written = 0
+
+    def write(self, chunk: bytes) -> None:
+        limit = self._plan.fail_write_after_bytes
+        if self._plan.enospc_on_write:
+            raise DiskFull("injected ENOSPC")
+        if limit is not None and self._real.bytes_written + len(chunk) > limit:
+            self._real.write(chunk[: max(0, limit - self._real.bytes_written)])
+            raise OSError(errno.EIO, "injected write failure")
+        self._real.write(chunk)
+        self.bytes_written = self._real.bytes_written
+
+    def etag(self) -> str:
+        return self._real.etag()
+
+    def commit(self, md: ObjectMetadata) -> None:
+        if self._plan.fail_commit:
+            self._real.abort()
+            raise OSError(errno.EIO, "injected failure before rename")
+        self._real.commit(md)
+
+    def abort(self) -> None:
+        self._real.abort()

@@ -1,0 +1,207 @@
+"""Where things live on a device, and which files in a hash directory are current.
+
+::
+
+    <devices_dir>/<device>/objects/<partition>/<suffix>/<hash>/<timestamp>.data|.meta|.ts
+    <devices_dir>/<device>/objects/<partition>/hashes.invalid      suffixes changed since last hash
+    <devices_dir>/<device>/tmp/                                     files being written
+    <devices_dir>/<device>/quarantined/objects/<hash>[-<n>]/       corrupt hash directories
+    <devices_dir>/<device>/async_pending/<suffix>/<hash>-<timestamp>
+
+All of this runs in the device's thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.fsutil import fsync_dir, makedirs_durable
+from common.timestamps import Timestamp, TimestampError
+from objectd.fileformat import Kind
+
+__all__ = [
+    "HASHES_INVALID",
+    "HASHES_INVALID_HEADER",
+    "DeviceLayout",
+    "HashDirFiles",
+    "invalidate_suffix",
+    "read_invalid_suffixes",
+    "select_files",
+    "valid_device_name",
+]
+
+HASHES_INVALID = "hashes.invalid"
+HASHES_INVALID_HEADER = b"cairn-hashes-invalid 1\n"
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_FILE_RE = re.compile(r"^([0-9]{10}\.[0-9]{5}(?:_[0-9a-f]{16})?)\.(data|meta|ts)$")
+QUARANTINE_TRIES_MAX = 1000
+
+
+def valid_device_name(name: str) -> bool:
+    """A device is one path component made of safe characters (never '.', '..' or '/')."""
+    return bool(_DEVICE_RE.match(name))
+
+
+@dataclass(frozen=True)
+class DeviceLayout:
+    devices_dir: Path
+    device: str
+
+    def __post_init__(self) -> None:
+        assert valid_device_name(self.device), self.device
+
+    @property
+    def root(self) -> Path:
+        return self.devices_dir / self.device
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def quarantined(self) -> Path:
+        return self.root / "quarantined" / "objects"
+
+    @property
+    def async_pending(self) -> Path:
+        return self.root / "async_pending"
+
+    def partition_dir(self, partition: int) -> Path:
+        return self.objects / str(partition)
+
+    def hash_dir(self, partition: int, hash_hex: str) -> Path:
+        assert len(hash_hex) == 32 and all(c in "0123456789abcdef" for c in hash_hex)
+        return self.partition_dir(partition) / hash_hex[-3:] / hash_hex
+
+
+@dataclass(frozen=True)
+class HashDirFiles:
+    """The outcome of looking at a hash directory's file names."""
+
+    # The newest .data or .ts (whichever is newer), if any.
+    base: tuple[Timestamp, Kind] | None
+    # The newest .meta newer than a .data base.
+    meta: Timestamp | None
+    # Files made obsolete by newer ones (safe to delete).
+    obsolete: tuple[str, ...]
+
+    def file_name(self) -> str | None:
+        return f"{self.base[0].internal}.{self.base[1]}" if self.base else None
+
+    def meta_name(self) -> str | None:
+        return f"{self.meta.internal}.meta" if self.meta else None
+
+
+def _parse_name(name: str) -> tuple[Timestamp, Kind] | None:
+    m = _FILE_RE.match(name)
+    if m is None:
+        return None
+    try:
+        ts = Timestamp.parse(m.group(1))
+    except TimestampError:
+        return None
+    if ts.internal != m.group(1):  # only canonical names are ours
+        return None
+    return ts, m.group(2)  # type: ignore[return-value]
+
+
+def select_files(names: list[str]) -> HashDirFiles:
+    """Pick the current files: the newest .data/.ts wins; a .meta counts only above a .data."""
+    parsed = sorted((p for n in names if (p := _parse_name(n)) is not None), reverse=True)
+    base: tuple[Timestamp, Kind] | None = None
+    meta: Timestamp | None = None
+    obsolete: list[str] = []
+    for ts, kind in parsed:
+        name = f"{ts.internal}.{kind}"
+        if kind == "meta":
+            if base is None and meta is None:
+                meta = ts
+            else:
+                obsolete.append(name)
+        elif base is None:
+            base = (ts, kind)
+        else:
+            obsolete.append(name)
+    # A .meta above a tombstone means nothing. With no base at all it is kept: its data may
+    # still arrive by replication.
+    if meta is not None and base is not None and base[1] == "ts":
+        obsolete.append(f"{meta.internal}.meta")
+        meta = None
+    return HashDirFiles(base, meta, tuple(obsolete))
+
+
+def invalidate_suffix(layout: DeviceLayout, partition: int, suffix: str) -> None:
+    """Record that `suffix` of `partition` changed, durably, before the change is visible.
+
+    The replicator (issue 4) recomputes only the suffixes listed here. A spurious entry is
+    harmless (one extra hash), a missing one is not, so callers invalidate before renaming
+    the new file into place.
+    """
+    assert len(suffix) == 3
+    part_dir = layout.partition_dir(partition)
+    makedirs_durable(part_dir)
+    path = part_dir / HASHES_INVALID
+    if not path.exists():
+        _create_with_header(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, suffix.encode("ascii") + b"\n")  # one small O_APPEND write: atomic
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_with_header(path: Path) -> None:
+    # link() never replaces an existing file, so racing writers agree on one header.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, HASHES_INVALID_HEADER)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(FileExistsError):
+        os.link(tmp, path)
+    tmp.unlink()
+    fsync_dir(path.parent)
+
+
+def read_invalid_suffixes(layout: DeviceLayout, partition: int) -> set[str]:
+    """The suffixes listed in a partition's hashes.invalid (for the replicator and tests)."""
+    path = layout.partition_dir(partition) / HASHES_INVALID
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    if not data.startswith(HASHES_INVALID_HEADER):
+        raise ValueError(f"{path}: not a version 1 hashes.invalid file")
+    lines = data[len(HASHES_INVALID_HEADER) :].split(b"\n")
+    return {ln.decode("ascii") for ln in lines if len(ln) == 3}
+
+
+def quarantine_hash_dir(layout: DeviceLayout, hash_dir: Path) -> Path | None:
+    """Move a whole hash directory aside; returns where it went (None if already gone)."""
+    makedirs_durable(layout.quarantined)
+    name = hash_dir.name
+    for n in range(QUARANTINE_TRIES_MAX):
+        dest = layout.quarantined / (name if n == 0 else f"{name}-{n}")
+        if dest.exists():
+            continue
+        try:
+            os.rename(hash_dir, dest)
+        except FileNotFoundError:
+            return None
+        except OSError:  # raced with another quarantine of the same name (ENOTEMPTY/EEXIST)
+            continue
+        fsync_dir(layout.quarantined)
+        fsync_dir(hash_dir.parent)
+        return dest
+    raise OSError(f"cannot quarantine {hash_dir}: {QUARANTINE_TRIES_MAX} copies already")

@@ -1,0 +1,127 @@
+"""The object server: Swift's backend object protocol over HTTP, one per storage node.
+
+``python -m objectd.server --config FILE --node NAME [--data-dir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from common.clock import Clock, SystemClock
+from common.config import ConfigError
+from common.deploy import load_deployment
+from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, METRICS, make_app, serve
+from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
+from objectd.devices import Devices
+from objectd.diskfile import FaultPlan
+from objectd.reads import handle_get
+from objectd.writes import expect_handler, handle_delete, handle_post, handle_put
+
+__all__ = ["SERVICE", "ObjectServerConf", "main", "make_object_app"]
+
+SERVICE = "object-server"
+UPDATE_CONNECTIONS_MAX = 64
+
+
+async def make_object_app(
+    conf: ObjectServerConf, clock: Clock | None = None, *, fault_plan: FaultPlan | None = None
+) -> web.Application:
+    """The object server app; `fault_plan` (tests only) makes every DiskFile a faulty twin."""
+    app = make_app(SERVICE, client_max_size=1024**2)
+    app[AUTO_DECOMPRESS] = False  # store bodies exactly as sent (Content-Encoding included)
+    metrics = ObjectMetrics.create(app[METRICS].registry)
+    devices = Devices(
+        conf.devices_dir,
+        conf.hash_path_prefix,
+        conf.hash_path_suffix,
+        mount_check=conf.mount_check,
+        threads_per_device=conf.threads_per_device,
+        on_quarantine=lambda _dest: metrics.quarantines.inc(),
+        fault_plan=fault_plan,
+    )
+    state = ServerState(conf, clock or SystemClock(), devices, metrics)
+    app[STATE] = state
+
+    async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=UPDATE_CONNECTIONS_MAX)
+        state.session = aiohttp.ClientSession(connector=connector)
+        yield
+        await state.session.close()
+        await asyncio.to_thread(devices.close)
+
+    async def any_device_usable() -> str | None:
+        usable = await asyncio.to_thread(devices.usable_devices)
+        return None if usable else f"no usable device under {conf.devices_dir}"
+
+    app.cleanup_ctx.append(lifetime)
+    app[HEALTH_CHECKS].append(any_device_usable)
+    app.router.add_get("/info", _info)
+    route = "/{device}/{partition}/{account}/{container}/{obj:.+}"
+    app.router.add_route("PUT", route, handle_put, expect_handler=expect_handler)
+    app.router.add_route("POST", route, handle_post)
+    app.router.add_route("DELETE", route, handle_delete)
+    app.router.add_get(route, handle_get, allow_head=True)
+    app.router.add_route("*", "/{tail:.*}", _not_an_object_path)
+    return app
+
+
+async def _not_an_object_path(request: web.Request) -> web.Response:
+    if request.method not in ("GET", "HEAD", "PUT", "POST", "DELETE"):
+        return web.Response(status=405, text=f"method {request.method} not allowed\n")
+    return web.Response(
+        status=400, text="path must be /device/partition/account/container/object\n"
+    )
+
+
+async def _info(request: web.Request) -> web.Response:
+    conf = request.app[STATE].conf
+    return web.json_response(
+        {"service": SERVICE, "object_bytes_max": conf.object_bytes_max, "format_version": 1}
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m objectd.server", description=__doc__)
+    parser.add_argument("--config", required=True, help="deployment TOML file")
+    parser.add_argument("--node", required=True, help="storage node name in the deployment")
+    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
+    args = parser.parse_args(argv)
+    if sys.flags.optimize:
+        print("error: refusing to run with python -O (assertions must stay on)", file=sys.stderr)
+        return 2
+    try:
+        deploy = load_deployment(args.config, args.data_dir)
+        node = deploy.node(args.node)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyError:
+        print(f"error: no node named {args.node!r} in {args.config}", file=sys.stderr)
+        return 2
+    conf = ObjectServerConf.from_deployment(deploy, node)
+    Path(conf.devices_dir).mkdir(parents=True, exist_ok=True)
+
+    async def factory() -> web.Application:
+        return await make_object_app(conf)
+
+    serve(
+        factory,
+        service=SERVICE,
+        host=node.host,
+        port=node.object_port,
+        workers=node.workers,
+        log_level=deploy.log.level,
+        log_format=deploy.log.format,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

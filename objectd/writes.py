@@ -1,0 +1,309 @@
+"""PUT, POST and DELETE of objects, plus the container updates and async pendings they cause."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from common.log import get_logger, request_id
+from common.timestamps import Timestamp
+from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
+from objectd.conf import STATE, ServerState
+from objectd.container_update import TargetParseError, parse_targets, send_updates
+from objectd.devices import DeviceUnavailable
+from objectd.diskfile import Deleted, DiskFile, DiskFull, Missing, ObjectInfo, ObjectWriter
+from objectd.fileformat import ObjectMetadata
+from objectd.headers import persisted_from_request, postable_from_request
+from objectd.request import (
+    BadRequest,
+    ObjectPath,
+    parse_content_type,
+    parse_delete_at,
+    parse_object_path,
+    parse_timestamp,
+)
+
+__all__ = ["expect_handler", "handle_delete", "handle_post", "handle_put", "status"]
+
+log = get_logger("cairn.object-server")
+
+
+def status(code: int, text: str = "", headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=code, text=(text + "\n") if text else None, headers=headers)
+
+
+def _conflict(existing: Timestamp) -> web.Response:
+    return status(
+        409, "timestamp older than what is stored", {"X-Backend-Timestamp": existing.internal}
+    )
+
+
+async def expect_handler(request: web.Request) -> None:
+    """Accept Expect: 100-continue without answering; the handler sends 100 after its checks."""
+    expect = request.headers.get("Expect", "")
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"unknown Expect: {expect}\n")
+
+
+def _send_continue(request: web.Request) -> None:
+    if request.headers.get("Expect", "").lower() == "100-continue" and request.version >= (1, 1):
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _existing_timestamp(
+    found: ObjectInfo | Deleted | Missing, include_meta: bool
+) -> Timestamp | None:
+    if isinstance(found, Deleted):
+        return found.timestamp
+    if isinstance(found, ObjectInfo):
+        return found.timestamp if include_meta else found.data.timestamp
+    return None
+
+
+class LengthProblem(Exception):
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+
+
+def _content_length(request: web.Request, limit: int) -> int | None:
+    """The declared body length, or None for chunked; raises for what we cannot accept."""
+    te = request.headers.get("Transfer-Encoding", "").lower()
+    raw = request.headers.get("Content-Length")
+    if "chunked" in te:
+        return None
+    if raw is None:
+        raise LengthProblem(411, "Content-Length or chunked transfer encoding required")
+    if not raw.isdigit():
+        raise BadRequest("invalid Content-Length")
+    length = int(raw)
+    if length > limit:
+        raise LengthProblem(413, f"Content-Length {length} is more than {limit}")
+    return length
+
+
+async def handle_put(request: web.Request) -> web.StreamResponse:
+    st = request.app[STATE]
+    try:
+        path = parse_object_path(request.rel_url.raw_path)
+        ts = parse_timestamp(request.headers)
+        assert ts is not None
+        length = _content_length(request, st.conf.object_bytes_max)
+        ctype = parse_content_type(request.headers)
+        parse_delete_at(request.headers, st.clock.time())
+        targets = parse_targets(request.headers)
+    except (BadRequest, TargetParseError) as e:
+        return status(400, str(e))
+    except LengthProblem as e:
+        return status(e.code, str(e))
+    try:
+        await st.devices.run(path.device, st.devices.check, path.device)
+    except DeviceUnavailable as e:
+        return status(507, str(e))
+    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
+    found = await st.devices.run(path.device, df.lookup)
+    existing = _existing_timestamp(found, include_meta=False)
+    if existing is not None and existing >= ts:
+        return _conflict(existing)
+    if request.headers.get("If-None-Match") == "*" and isinstance(found, ObjectInfo):
+        return status(412, "object exists", {"X-Backend-Timestamp": found.timestamp.internal})
+    try:
+        writer = await st.devices.run(
+            path.device, df.writer, length, st.conf.fallocate_reserve_bytes
+        )
+    except DiskFull as e:
+        return status(507, str(e))
+    _send_continue(request)
+    return await _receive(request, st, path, df, writer, ts, ctype, length, targets)
+
+
+async def _receive(
+    request: web.Request,
+    st: ServerState,
+    path: ObjectPath,
+    df: DiskFile,
+    writer: ObjectWriter,
+    ts: Timestamp,
+    ctype: str,
+    length: int | None,
+    targets: tuple[ContainerTarget, ...],
+) -> web.StreamResponse:
+    committed = False
+    try:
+        problem = await _read_body(request, st, path.device, writer, length)
+        if problem is not None:
+            return problem
+        etag = writer.etag()
+        expected = request.headers.get("ETag", "").strip().strip('"').lower()
+        if expected and expected != etag:
+            return status(422, "ETag does not match the body's MD5")
+        md = ObjectMetadata(
+            kind="data",
+            name=path.name,
+            timestamp=ts,
+            content_type=ctype,
+            headers=persisted_from_request(request.headers),
+        )
+        await st.devices.run(path.device, writer.commit, md)
+        committed = True
+    except DiskFull as e:
+        return status(507, str(e))
+    finally:
+        if not committed:
+            # Not awaited on purpose: this also runs when the handler is being cancelled.
+            with contextlib.suppress(RuntimeError):
+                _ = asyncio.get_running_loop().run_in_executor(None, writer.abort)
+    update = {
+        "X-Timestamp": ts.internal,
+        "X-Size": str(writer.bytes_written),
+        "X-Content-Type": ctype,
+        "X-Etag": etag,
+    }
+    await _update_containers(st, path, df.hash_hex, "PUT", ts, update, targets)
+    return status(201, headers={"ETag": etag})
+
+
+async def _read_body(
+    request: web.Request, st: ServerState, device: str, writer: ObjectWriter, length: int | None
+) -> web.StreamResponse | None:
+    """Stream the body to `writer`; a response if the body could not be fully read."""
+    limit = st.conf.object_bytes_max if length is None else length
+    buf = bytearray()
+    received = 0
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.readany(), st.conf.node_timeout_s)
+        except TimeoutError:
+            return status(408, "timed out reading the request body")
+        except (HttpProcessingError, ConnectionError):
+            return status(499, "client disconnected")
+        if not chunk:
+            break
+        received += len(chunk)
+        if received > limit:
+            return status(413, "body larger than allowed")
+        buf += chunk
+        if len(buf) >= st.conf.write_chunk_bytes:
+            await st.devices.run(device, writer.write, bytes(buf))
+            buf.clear()
+    if buf:
+        await st.devices.run(device, writer.write, bytes(buf))
+    st.metrics.bytes_in.inc(received)
+    if length is not None and received < length:
+        return status(499, "client disconnected before sending the whole body")
+    return None
+
+
+async def _update_containers(
+    st: ServerState,
+    path: ObjectPath,
+    hash_hex: str,
+    op: str,
+    ts: Timestamp,
+    headers: dict[str, str],
+    targets: tuple[ContainerTarget, ...],
+) -> None:
+    if not targets:
+        return
+    headers = {**headers, "X-Trans-Id": request_id.get(), "User-Agent": "cairn-object-server"}
+    failed = await send_updates(
+        st.client(),
+        op,
+        targets,
+        path.account,
+        path.container,
+        path.obj,
+        headers,
+        st.conf.container_update_timeout_s,
+    )
+    if not failed:
+        return
+    pending = AsyncPending(
+        op, path.account, path.container, path.obj, ts, headers, failed, hash_hex
+    )
+    layout = st.devices.layout(path.device)
+    await st.devices.run(path.device, write_pending, layout.root, pending)
+    st.metrics.async_pendings.inc()
+    log.warning(
+        "container update failed; saved async pending",
+        extra={"fields": {"object": path.name, "op": op, "failed": len(failed)}},
+    )
+
+
+async def _prepare(
+    request: web.Request,
+) -> tuple[ServerState, ObjectPath, Timestamp, DiskFile] | web.Response:
+    st = request.app[STATE]
+    try:
+        path = parse_object_path(request.rel_url.raw_path)
+        ts = parse_timestamp(request.headers)
+        assert ts is not None
+    except BadRequest as e:
+        return status(400, str(e))
+    try:
+        await st.devices.run(path.device, st.devices.check, path.device)
+    except DeviceUnavailable as e:
+        return status(507, str(e))
+    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
+    return st, path, ts, df
+
+
+def _expired(st: ServerState, info: ObjectInfo) -> bool:
+    at = info.delete_at
+    return at is not None and at <= st.clock.time()
+
+
+async def handle_post(request: web.Request) -> web.StreamResponse:
+    prepared = await _prepare(request)
+    if isinstance(prepared, web.Response):
+        return prepared
+    st, path, ts, df = prepared
+    try:
+        parse_delete_at(request.headers, st.clock.time())
+    except BadRequest as e:
+        return status(400, str(e))
+    found = await st.devices.run(path.device, df.lookup)
+    if not isinstance(found, ObjectInfo) or _expired(st, found):
+        headers = (
+            {"X-Backend-Timestamp": found.timestamp.internal} if isinstance(found, Deleted) else {}
+        )
+        return status(404, headers=headers)
+    if found.timestamp >= ts:
+        return _conflict(found.timestamp)
+    await st.devices.run(path.device, df.put_meta, ts, postable_from_request(request.headers))
+    return status(202)
+
+
+async def handle_delete(request: web.Request) -> web.StreamResponse:
+    prepared = await _prepare(request)
+    if isinstance(prepared, web.Response):
+        return prepared
+    st, path, ts, df = prepared
+    try:
+        targets = parse_targets(request.headers)
+    except TargetParseError as e:
+        return status(400, str(e))
+    found = await st.devices.run(path.device, df.lookup)
+    existing = _existing_timestamp(found, include_meta=True)
+    if existing is not None and existing >= ts:
+        return _conflict(existing)
+    if_delete_at = request.headers.get("X-If-Delete-At")
+    live = isinstance(found, ObjectInfo)
+    if if_delete_at is not None:
+        if not isinstance(found, ObjectInfo):
+            return status(404)
+        if str(found.delete_at) != if_delete_at.strip():
+            return status(412, "X-If-Delete-At does not match")
+    elif isinstance(found, ObjectInfo) and _expired(st, found):
+        live = False
+    await st.devices.run(path.device, df.put_tombstone, ts)
+    await _update_containers(
+        st, path, df.hash_hex, "DELETE", ts, {"X-Timestamp": ts.internal}, targets
+    )
+    return status(204 if live else 404, headers={"X-Backend-Timestamp": ts.internal})

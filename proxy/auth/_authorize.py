@@ -83,7 +83,9 @@ def _container_acl_for(
 def _account_acl_grants(
     acl: AccountAcl, groups: frozenset[str], method: str, parts: PathParts
 ) -> Decision | None:
-    if groups & acl.admin:
+    # Swift lets an ACL admin through even for account PUT/DELETE (and relies on the proxy
+    # refusing account management); we refuse it here, as for owners.
+    if groups & acl.admin and (method not in ("PUT", "DELETE") or parts.container is not None):
         return _allow("account ACL admin", owner=True)
     # read-write may do anything to containers and objects but only read the account itself.
     if groups & acl.read_write and (parts.container is not None or method in _READ_METHODS):
@@ -119,7 +121,10 @@ def authorize(
     acl = parse_container_acl(
         _container_acl_for(method, parts, container_read_acl, container_write_acl)
     )
-    if referrer_allowed(referrer, acl.referrers) and (parts.obj is not None or acl.rlistings):
+    # Referrers only ever grant reads: clean_container_acl refuses them in write ACLs, and a
+    # write ACL that holds one anyway (stored by something else) must not open writes.
+    referrers = acl.referrers if method in _READ_METHODS else ()
+    if referrer_allowed(referrer, referrers) and (parts.obj is not None or acl.rlistings):
         return _allow("container ACL referrer")
     if identity is None:
         return _deny(identity, realm, "anonymous request not allowed by a referrer ACL")

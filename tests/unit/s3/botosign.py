@@ -6,6 +6,7 @@ No mocks: botocore is the client; these helpers only turn its prepared request i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -81,7 +82,7 @@ def sign_v4(
     access_key: str = ACCESS_KEY,
     secret: str = SECRET,
     sign_payload: bool | None = None,
-    context: dict[str, object] | None = None,
+    context: Mapping[str, object] | None = None,
 ) -> Wire:
     """Sign like an S3 client does; `sign_payload=False` gives UNSIGNED-PAYLOAD, a
     `context` with a trailer checksum algorithm gives STREAMING-UNSIGNED-PAYLOAD-TRAILER."""

@@ -144,7 +144,9 @@ def missing_account_action(
     method = method.upper()
     if not (autocreate and decision.allowed) or parts.account is None:
         return MissingAccount.NOT_FOUND
-    if parts.account[parts.account.find("_") + 1 :].startswith("."):
+    # Reseller prefixes hold exactly one "_", at their end (TempAuth enforces it), so what
+    # follows the first "_" is the account's own name.
+    if parts.account.partition("_")[2].startswith("."):
         return MissingAccount.NOT_FOUND  # ".hidden" accounts are internal, never autocreated
     if parts.container is None:
         if method in ("GET", "HEAD"):

@@ -46,10 +46,14 @@ class AuthResponse:
     body: bytes = b""
 
 
+def _quote(text: str) -> str:
+    return quote(text, safe="", errors="surrogateescape")
+
+
 def unauthorized(realm: str | None, body: bytes = b"") -> AuthResponse:
     """A 401 with the Www-Authenticate challenge Swift sends."""
     headers = {
-        "Www-Authenticate": f'Swift realm="{quote(realm or "unknown", safe="")}"',
+        "Www-Authenticate": f'Swift realm="{_quote(realm or "unknown")}"',
         "Content-Type": "text/plain; charset=UTF-8",
     }
     text = body or b"401 Unauthorized: this request needs a valid X-Auth-Token.\n"

@@ -168,7 +168,9 @@ class TempAuth:
         found = self._users.get(f"{account}:{user}")
         # Compare against something even for an unknown user, so timing says nothing.
         expected = found.key if found is not None else "\x00unknown user\x00"
-        ok = hmac.compare_digest(expected.encode("utf-8"), key.encode("utf-8"))
+        # surrogateescape: a header that is not valid UTF-8 is a wrong key, not a crash.
+        given = key.encode("utf-8", "surrogateescape")
+        ok = hmac.compare_digest(expected.encode("utf-8"), given)
         return found if ok and found is not None else None
 
     def _verify(self, token: str) -> Identity | None:

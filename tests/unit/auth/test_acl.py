@@ -6,7 +6,7 @@ import contextlib
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.auth import (
@@ -68,6 +68,7 @@ def test_write_acl_keeps_groups() -> None:
     assert clean_container_acl("X-Container-Write", "test2:tester2, test") == "test2:tester2,test"
 
 
+@settings(deadline=None, max_examples=200)
 @given(st.text(alphabet=st.sampled_from(list("ab.:*-, r%")), max_size=40))
 def test_clean_is_idempotent_or_refuses(value: str) -> None:
     try:
@@ -173,6 +174,7 @@ def test_missing_or_damaged_stored_acl_grants_nothing(stored) -> None:
     assert account_acl_from_sysmeta(stored) == AccountAcl()
 
 
+@settings(deadline=None, max_examples=200)
 @given(st.text(max_size=200))
 def test_account_acl_parser_only_raises_acl_error(value: str) -> None:
     with contextlib.suppress(AclError):

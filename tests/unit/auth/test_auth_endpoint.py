@@ -168,3 +168,16 @@ def test_s3_credentials(auth) -> None:
     assert creds.storage_account == "AUTH_test" and creds.secret_key == "testing"
     assert "AUTH_test" in creds.identity.groups
     assert auth.s3_credentials("test:nobody") is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Auth-User": "te\udcffst:tester", "X-Auth-Key": "testing"},
+        {"X-Auth-User": "test:tester", "X-Auth-Key": "test\udcffing"},
+        {"X-Auth-User": "test:tester", "X-Auth-Key": "tésting"},
+    ],
+    ids=["bad-utf8-user", "bad-utf8-key", "non-ascii-key"],
+)
+def test_undecodable_or_non_ascii_credentials_are_401_not_a_crash(auth, headers) -> None:
+    assert auth.handle_auth_get(headers, BASE).status == 401

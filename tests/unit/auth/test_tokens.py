@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import msgpack
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.clock import ManualClock
@@ -186,6 +186,7 @@ def test_garbage_in_our_namespace_is_a_clean_401(auth, token) -> None:
     assert token not in str(info.value)
 
 
+@settings(deadline=None, max_examples=200)
 @given(st.text(max_size=300))
 def test_verify_never_raises_on_arbitrary_text(text: str) -> None:
     codec = TokenCodec(b"s3cret", "AUTH_")
@@ -225,3 +226,17 @@ def test_users_added_by_groups_dot_admin_are_admins(deployment, clock) -> None:
     identity = auth.authenticate({"X-Auth-Token": auth.issue_token("legacy", "u")[0]})
     assert identity is not None and identity.admin
     assert identity.groups == ("legacy", "legacy:u", "extra", "AUTH_legacy", "SERVICE_legacy")
+
+
+def test_derived_secret_is_used_when_none_is_configured(deployment, clock) -> None:
+    salted = rebuilt(deployment, clock, secret="")
+    token, _ = salted.issue_token("test", "tester")
+    assert salted.authenticate({"X-Auth-Token": token}) is not None
+    assert rejected(auth_with_salt(deployment, clock, "other-suffix"), token)
+    assert rejected(rebuilt(deployment, clock), token)  # the explicit secret differs
+
+
+def auth_with_salt(deployment: DeploymentConfig, clock: ManualClock, suffix: str) -> TempAuth:
+    cluster = replace(deployment.cluster, hash_path_suffix=suffix)
+    tempauth = replace(deployment.tempauth, secret="")
+    return TempAuth.from_deployment(replace(deployment, cluster=cluster, tempauth=tempauth), clock)

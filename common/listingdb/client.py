@@ -1,0 +1,101 @@
+"""Request helpers shared by the container and account direct clients."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from common.listingdb.listing import ListingParams
+
+__all__ = [
+    "DEFAULT_CONN_TIMEOUT_S",
+    "DEFAULT_NODE_TIMEOUT_S",
+    "LISTING_BODY_BYTES_MAX",
+    "Headers",
+    "ListingReply",
+    "backend_url",
+    "get_listing",
+    "listing_query",
+    "simple_request",
+]
+
+DEFAULT_CONN_TIMEOUT_S = 0.5
+DEFAULT_NODE_TIMEOUT_S = 10.0
+# 10,000 rows of up to ~1.3 KiB each, with room to spare.
+LISTING_BODY_BYTES_MAX = 64 << 20
+
+Headers = CIMultiDictProxy[str]
+ListingReply = tuple[int, Headers, list[dict[str, Any]] | None]
+
+
+def backend_url(node_url: str, device: str, part: int, *names: str) -> str:
+    path = "/".join(quote(p, safe="") for p in (device, str(part), *names))
+    return f"{node_url.rstrip('/')}/{path}"
+
+
+def timeout(conn_timeout_s: float, node_timeout_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s)
+
+
+def listing_query(params: ListingParams | None) -> str:
+    p = params or ListingParams()
+    query: dict[str, str] = {"format": "json", "limit": str(p.limit)}
+    for key in ("prefix", "delimiter", "marker", "end_marker"):
+        value = getattr(p, key)
+        if value:
+            query[key] = value
+    if p.reverse:
+        query["reverse"] = "true"
+    if p.path is not None:
+        query["path"] = p.path
+    return urlencode(query, quote_via=quote)
+
+
+async def simple_request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None,
+    conn_timeout_s: float,
+    node_timeout_s: float,
+) -> tuple[int, Headers]:
+    async with session.request(
+        method,
+        url,
+        headers=dict(headers or {}),
+        timeout=timeout(conn_timeout_s, node_timeout_s),
+        allow_redirects=False,
+    ) as resp:
+        await resp.content.read(64 << 10)
+        return resp.status, resp.headers
+
+
+async def get_listing(
+    session: aiohttp.ClientSession,
+    url: str,
+    params: ListingParams | None,
+    headers: Mapping[str, str] | None,
+    conn_timeout_s: float,
+    node_timeout_s: float,
+) -> ListingReply:
+    """GET a JSON listing page: (status, headers, rows or None when not 200)."""
+    async with session.get(
+        f"{url}?{listing_query(params)}",
+        headers=dict(headers or {}),
+        timeout=timeout(conn_timeout_s, node_timeout_s),
+        allow_redirects=False,
+    ) as resp:
+        body = await resp.content.read(LISTING_BODY_BYTES_MAX + 1)
+        if len(body) > LISTING_BODY_BYTES_MAX:
+            raise ValueError(f"listing body from {url} exceeds {LISTING_BODY_BYTES_MAX} bytes")
+        if resp.status != 200:
+            return resp.status, resp.headers, None
+        rows = json.loads(body)
+        if not isinstance(rows, list):
+            raise ValueError(f"listing from {url} is not a JSON list")
+        return resp.status, resp.headers, rows

@@ -1,0 +1,359 @@
+"""The container server: Swift's backend protocol for container databases.
+
+``/<dev>/<part>/<account>/<container>``: PUT (create), GET (listing), HEAD, POST (metadata),
+DELETE (only when empty). ``/<dev>/<part>/<account>/<container>/<object>``: PUT (object row
+from the object server), DELETE (tombstone row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import Counter
+
+from common.clock import Clock, SystemClock
+from common.deploy import load_deployment
+from common.listingdb import DbInfo, ListingEnv, Subdir
+from common.listingdb.http import (
+    BackendPath,
+    DeviceEnvs,
+    bad_request,
+    listing_request,
+    metadata_from_headers,
+    metadata_headers,
+    parse_backend_path,
+    parse_count,
+    render_listing,
+    require_timestamp,
+    run_on_device,
+)
+from common.server import HEALTH_CHECKS, METRICS, make_app, serve
+from common.timestamps import Timestamp
+from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
+from containerd.conf import ContainerServerConf
+from containerd.updater import (
+    AccountReporter,
+    AccountTarget,
+    TargetParseError,
+    parse_account_targets,
+    report_once,
+)
+from ring.hashing import hash_path
+
+__all__ = ["STATE", "ContainerState", "container_headers", "main", "make_container_app"]
+
+_META_PREFIXES = ("x-container-meta-", "x-container-sysmeta-")
+_META_EXACT = {
+    h: "-".join(w.capitalize() for w in h.split("-"))
+    for h in (
+        "x-container-read",
+        "x-container-write",
+        "x-container-sync-key",
+        "x-container-sync-to",
+        "x-versions-location",
+        "x-history-location",
+    )
+}
+
+
+@dataclass
+class ContainerState:
+    conf: ContainerServerConf
+    clock: Clock
+    envs: DeviceEnvs
+    listed_rows: Counter
+    account_reports: Counter
+    session: aiohttp.ClientSession | None = None
+    reporter: AccountReporter | None = field(default=None)
+
+    def client(self) -> aiohttp.ClientSession:
+        assert self.session is not None, "the app has not started"
+        return self.session
+
+
+STATE = web.AppKey("container_state", ContainerState)
+
+
+def container_headers(info: DbInfo) -> dict[str, str]:
+    created = Timestamp.parse(info.created_at)
+    put = Timestamp.parse(info.put_timestamp)
+    return {
+        "X-Container-Object-Count": str(object_count(info)),
+        "X-Container-Bytes-Used": str(bytes_used(info)),
+        "X-Timestamp": created.normal,
+        "X-Put-Timestamp": put.normal,
+        "X-Backend-Timestamp": created.internal,
+        "X-Backend-Put-Timestamp": put.internal,
+        "X-Backend-Delete-Timestamp": Timestamp.parse(info.delete_timestamp).internal,
+        "X-Backend-Status-Changed-At": Timestamp.parse(info.status_changed_at).internal,
+        "X-Backend-Storage-Policy-Index": "0",
+        **metadata_headers(info.metadata),
+    }
+
+
+def _broker(state: ContainerState, env: ListingEnv, p: BackendPath) -> ContainerBroker:
+    assert p.container is not None
+    h = hash_path(state.conf.hash_path_prefix, state.conf.hash_path_suffix, p.account, p.container)
+    return ContainerBroker(env, p.partition, h)
+
+
+def _targets(request: web.Request) -> tuple[AccountTarget, ...]:
+    try:
+        return parse_account_targets(request.headers)
+    except TargetParseError as e:
+        raise bad_request(str(e)) from None
+
+
+async def _report(
+    state: ContainerState,
+    env: ListingEnv,
+    broker: ContainerBroker,
+    targets: Sequence[AccountTarget],
+) -> list[int | None]:
+    if not targets:
+        return []
+    statuses = await report_once(
+        state.client(), env, broker, state.clock, state.conf.account_update_timeout_s, targets
+    )
+    for s in statuses:
+        state.account_reports.labels("ok" if s is not None and s < 300 else "failed").inc()
+    return statuses
+
+
+async def _put_container(
+    request: web.Request, state: ContainerState, p: BackendPath
+) -> web.Response:
+    ts = require_timestamp(request.headers)
+    targets = _targets(request)
+    md = metadata_from_headers(request.headers, _META_PREFIXES, _META_EXACT, ts)
+    extra: dict[str, Any] = {"account_targets": [t.to_wire() for t in targets]} if targets else {}
+    assert p.container is not None
+    env = await state.envs.get(p.device)
+    broker = _broker(state, env, p)
+
+    def work(_env: ListingEnv) -> Any:
+        return broker.create_or_update(p.account, p.container, ts, md, extra)
+
+    outcome = await run_on_device(state.envs, p.device, work)
+    if outcome.status == "conflict":
+        return web.Response(status=409, headers=container_headers(outcome.info))
+    statuses = await _report(state, env, broker, targets)
+    if statuses and all(s == 404 for s in statuses):
+        return web.Response(status=404, text="account not found\n")
+    return web.Response(status=201 if outcome.status == "created" else 202)
+
+
+async def _delete_container(
+    request: web.Request, state: ContainerState, p: BackendPath
+) -> web.Response:
+    ts = require_timestamp(request.headers)
+    targets = _targets(request)
+    extra: dict[str, Any] = {"account_targets": [t.to_wire() for t in targets]} if targets else {}
+    env = await state.envs.get(p.device)
+    broker = _broker(state, env, p)
+    outcome = await run_on_device(
+        state.envs, p.device, lambda _e: broker.delete_db(ts, require_empty=True, extra=extra)
+    )
+    headers = container_headers(outcome.info) if outcome.info is not None else {}
+    if outcome.status == "not_found":
+        return web.Response(status=404, headers=headers)
+    if outcome.status == "conflict":
+        return web.Response(status=409, headers=headers, text="container is not empty\n")
+    await _report(state, env, broker, targets)
+    return web.Response(status=204)
+
+
+async def _post_container(
+    request: web.Request, state: ContainerState, p: BackendPath
+) -> web.Response:
+    ts = require_timestamp(request.headers)
+    md = metadata_from_headers(request.headers, _META_PREFIXES, _META_EXACT, ts)
+    env = await state.envs.get(p.device)
+    broker = _broker(state, env, p)
+    info = await run_on_device(state.envs, p.device, lambda _e: broker.update_metadata(md))
+    return web.Response(status=404 if info is None else 204)
+
+
+def _missing(info: DbInfo | None) -> web.Response:
+    return web.Response(status=404, headers=container_headers(info) if info is not None else {})
+
+
+async def _head_container(
+    request: web.Request, state: ContainerState, p: BackendPath
+) -> web.Response:
+    env = await state.envs.get(p.device)
+    broker = _broker(state, env, p)
+    info = await run_on_device(state.envs, p.device, lambda _e: broker.get_info())
+    if info is None or broker.is_deleted(info):
+        return _missing(info)
+    return web.Response(status=204, headers=container_headers(info))
+
+
+async def _get_container(
+    request: web.Request, state: ContainerState, p: BackendPath
+) -> web.Response:
+    params, fmt = listing_request(request)
+    env = await state.envs.get(p.device)
+    broker = _broker(state, env, p)
+    assert p.container is not None
+    root = ("container", p.container, "object")
+
+    def work(_env: ListingEnv) -> tuple[DbInfo | None, int, bytes, int]:
+        got = broker.list_rows(params)
+        if got is None or broker.is_deleted(got[0]):
+            return (got[0] if got else None), 404, b"", 0
+        info, items = got
+        status, body = render_listing(fmt, root, items, ObjectRow.listing_fields)
+        return info, status, body, sum(not isinstance(i, Subdir) for i in items)
+
+    info, status, body, rows = await run_on_device(state.envs, p.device, work)
+    if status == 404:
+        return _missing(info)
+    assert info is not None
+    state.listed_rows.inc(rows)
+    resp = web.Response(status=status, body=body or None, headers=container_headers(info))
+    resp.content_type = fmt.content_type
+    resp.charset = "utf-8"
+    return resp
+
+
+async def _put_object(request: web.Request, state: ContainerState, p: BackendPath) -> web.Response:
+    ts = require_timestamp(request.headers)
+    for name in ("X-Size", "X-Content-Type", "X-Etag"):
+        if name not in request.headers:
+            raise bad_request(f"missing {name}")
+    assert p.obj is not None
+    row = ObjectRow(
+        name=p.obj,
+        timestamp=ts.internal,
+        size=parse_count(request.headers, "X-Size"),
+        content_type=request.headers["X-Content-Type"],
+        etag=request.headers["X-Etag"].strip('"'),
+    )
+    return await _apply_object_row(state, p, row, 201)
+
+
+async def _delete_object(
+    request: web.Request, state: ContainerState, p: BackendPath
+) -> web.Response:
+    ts = require_timestamp(request.headers)
+    assert p.obj is not None
+    return await _apply_object_row(state, p, ObjectRow.tombstone(p.obj, ts), 204)
+
+
+async def _apply_object_row(
+    state: ContainerState, p: BackendPath, row: ObjectRow, ok_status: int
+) -> web.Response:
+    env = await state.envs.get(p.device)
+    broker = _broker(state, env, p)
+    changed = await run_on_device(state.envs, p.device, lambda _e: broker.put_row(row))
+    if changed is None:
+        return web.Response(status=404, text="container not found\n")
+    if changed and state.reporter is not None:
+        state.reporter.poke(env, broker)
+    return web.Response(status=ok_status)
+
+
+_CONTAINER_VERBS = {
+    "PUT": _put_container,
+    "GET": _get_container,
+    "HEAD": _head_container,
+    "POST": _post_container,
+    "DELETE": _delete_container,
+}
+_OBJECT_VERBS = {"PUT": _put_object, "DELETE": _delete_object}
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    p = parse_backend_path(request.raw_path, 2, 3)
+    verbs = _CONTAINER_VERBS if p.obj is None else _OBJECT_VERBS
+    handler = verbs.get(request.method)
+    if handler is None:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(verbs))
+    return await handler(request, state, p)
+
+
+async def make_container_app(
+    conf: ContainerServerConf, clock: Clock | None = None
+) -> web.Application:
+    app = make_app("container-server")
+    registry = app[METRICS].registry
+    state = ContainerState(
+        conf=conf,
+        clock=clock or SystemClock(),
+        envs=DeviceEnvs(conf.devices_dir, "containers", conf.mount_check, conf.env_options()),
+        listed_rows=Counter(
+            "cairn_container_listed_rows", "Object rows returned in listings", registry=registry
+        ),
+        account_reports=Counter(
+            "cairn_container_account_reports",
+            "Stats reports sent to account servers",
+            ["result"],
+            registry=registry,
+        ),
+    )
+    app[STATE] = state
+
+    async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        state.session = aiohttp.ClientSession()
+        state.reporter = AccountReporter(
+            state.session,
+            state.clock,
+            conf.account_update_interval_s,
+            conf.account_update_timeout_s,
+        )
+        try:
+            yield
+        finally:
+            await state.reporter.close()
+            await state.session.close()
+            state.envs.close()
+
+    async def devices_present() -> str | None:
+        if conf.mount_check and not conf.devices_dir.is_dir():
+            return f"devices directory {conf.devices_dir} is missing"
+        return None
+
+    app.cleanup_ctx.append(lifetime)
+    app[HEALTH_CHECKS].append(devices_present)
+    app.router.add_route("*", "/{path:.+}", _dispatch)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m containerd.server", description=__doc__)
+    parser.add_argument("--config", required=True, help="deployment TOML file")
+    parser.add_argument("--node", required=True, help="storage node name in the deployment")
+    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
+    args = parser.parse_args(argv)
+    try:
+        deploy = load_deployment(args.config, args.data_dir)
+        conf = ContainerServerConf.from_deployment(deploy, deploy.node(args.node))
+    except (ValueError, KeyError) as e:
+        print(f"containerd: {e}", file=sys.stderr)
+        return 2
+
+    async def factory() -> web.Application:
+        return await make_container_app(conf)
+
+    serve(
+        factory,
+        service="container-server",
+        host=conf.host,
+        port=conf.port,
+        workers=conf.workers,
+        log_level=conf.log_level,
+        log_format=conf.log_format,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,7 +65,24 @@ ERRORS: dict[str, tuple[int, str]] = {
     ),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
+    "InvalidStorageClass": (400, "The storage class you specified is not valid"),
+    "InvalidTag": (400, "The tag provided was not a valid tag."),
     "InvalidURI": (400, "Couldn't parse the specified URI."),
+    "InvalidLocationConstraint": (400, "The specified location constraint is not valid."),
+    "InvalidBucketState": (409, "The request is not valid with the current state of the bucket."),
+    "MissingRequestBodyError": (400, "Request Body is empty"),
+    "NoSuchTagSet": (404, "The TagSet does not exist"),
+    "OperationAborted": (
+        409,
+        "A conflicting conditional operation is currently in progress against this resource. "
+        "Please try again.",
+    ),
+    "RequestTimeout": (
+        400,
+        "Your socket connection to the server was not read from or written to within the "
+        "timeout period.",
+    ),
+    "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),
     "KeyTooLongError": (400, "Your key is too long"),
     "MalformedACLError": (
         400,

@@ -1,0 +1,600 @@
+"""One iSCSI connection from first byte to close, sans-IO (RFC 7143, ErrorRecoveryLevel 0).
+
+Feed received bytes to :meth:`Connection.receive_data`; it returns events for the I/O loop
+(:class:`Execute` a SCSI command, :class:`Close` the socket). Bytes to send accumulate and are
+taken with :meth:`Connection.data_to_send`. When an executed command finishes, the loop calls
+:meth:`Connection.complete`. The connection owns all sequence numbers:
+
+- CmdSN window: ``MaxCmdSN = ExpCmdSN + queue_depth - 1 - outstanding``, so MaxCmdSN never
+  decreases and at most ``queue_depth`` non-immediate commands are in the target at once.
+- StatSN advances on every status-bearing PDU.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from blockd.iscsi import messages as m
+from blockd.iscsi.login import LoginMachine, LoginResult, Portal
+from blockd.iscsi.negotiation import SessionParams, TargetLimits
+from blockd.iscsi.pdu import (
+    RESERVED_TAG,
+    DigestError,
+    Op,
+    Pdu,
+    PduParser,
+    ProtocolError,
+    RejectReason,
+    encode_pdu,
+)
+from blockd.iscsi.tasks import Task
+from blockd.iscsi.text import TextError, decode_text, encode_text
+from blockd.scsi.sense import ScsiResult, SenseKey, Status, sense_bytes
+
+__all__ = ["Close", "Connection", "ConnectionConfig", "Execute"]
+
+log = logging.getLogger(__name__)
+
+LOGIN_DATA_BYTES_MAX = 8192  # MaxRecvDataSegmentLength before negotiation (RFC 7143 13.12)
+SERIAL_HALF = 1 << 31
+
+TMF_ABORT_TASK = 1
+TMF_ABORT_TASK_SET = 2
+TMF_CLEAR_ACA = 3
+TMF_CLEAR_TASK_SET = 4
+TMF_LUN_RESET = 5
+TMF_TARGET_WARM_RESET = 6
+TMF_TARGET_COLD_RESET = 7
+TMF_TASK_REASSIGN = 8
+TMF_COMPLETE, TMF_NO_TASK, TMF_NO_LUN, TMF_NOT_SUPPORTED = 0, 1, 2, 5
+TMF_REASSIGN_NOT_SUPPORTED = 4
+
+
+def sn_lt(a: int, b: int) -> bool:
+    """Serial number arithmetic (RFC 1982) on 32 bits: a < b."""
+    return a != b and ((b - a) & 0xFFFFFFFF) < SERIAL_HALF
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionConfig:
+    limits: TargetLimits = field(default_factory=TargetLimits)
+    queue_depth: int = 64
+    # Largest ExpectedDataTransferLength accepted; with queue_depth this bounds the write data a
+    # connection buffers (queue_depth * command_bytes_max).
+    command_bytes_max: int = 8 << 20
+    portal_group_tag: int = 1
+    portal_address: str = "127.0.0.1:3260"
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Run ``cdb`` on ``target``'s LU ``lun``; then call ``complete(itt, result)``."""
+
+    itt: int
+    target: str
+    lun: int
+    cdb: bytes
+    data_out: bytes
+    nexus: str
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    reason: str
+
+
+Event = Execute | Close
+
+
+class Phase(enum.Enum):
+    LOGIN = "login"
+    FULL_FEATURE = "full_feature"
+    CLOSED = "closed"
+
+
+@dataclass
+class _PendingTmf:
+    itt: int
+    waiting_for: set[int]
+    response: int
+    close_after: bool = False
+
+
+class Connection:
+    """The target side of one TCP connection."""
+
+    def __init__(
+        self,
+        portal: Portal,
+        config: ConnectionConfig | None = None,
+        *,
+        list_targets: Callable[[], list[str]] = list,
+    ) -> None:
+        self.config = config or ConnectionConfig()
+        self._portal = portal
+        self._list_targets = list_targets
+        self._parser = PduParser(LOGIN_DATA_BYTES_MAX)
+        self._login = LoginMachine(
+            portal,
+            self.config.limits,
+            portal_group_tag=self.config.portal_group_tag,
+            queue_depth=self.config.queue_depth,
+        )
+        self.phase = Phase.LOGIN
+        self.session: LoginResult | None = None
+        self.params = SessionParams()
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._stat_sn = 0
+        self._exp_cmd_sn = 0
+        self._outstanding = 0
+        self._tasks: dict[int, Task] = {}
+        self._held: dict[int, Pdu] = {}  # out-of-order commands waiting for the CmdSN gap
+        self._next_ttt = 1
+        self._tmfs: list[_PendingTmf] = []
+        self._text_pending: tuple[int, bytes] | None = None  # (TTT, rest of a long Text reply)
+        self.ping_tag: int | None = None  # TTT of our unanswered NOP-In ping
+
+    # --- public API ---------------------------------------------------------------------------
+
+    @property
+    def _closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    @property
+    def nexus(self) -> str:
+        if self.session is None:
+            return ""
+        return f"{self.session.initiator_name},i,0x{self.session.isid.hex()}"
+
+    @property
+    def max_cmd_sn(self) -> int:
+        return (self._exp_cmd_sn + self.config.queue_depth - 1 - self._outstanding) & 0xFFFFFFFF
+
+    def data_to_send(self) -> bytes:
+        out, self._out = b"".join(self._out), []
+        return out
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Handle received bytes; return what the loop must do. Never raises for bad input."""
+        if self.phase is Phase.CLOSED:
+            return []
+        try:
+            for pdu in self._parser.feed(data):
+                self._dispatch(pdu)
+                if self._closed:
+                    break
+        except DigestError as exc:
+            self._close(f"digest error: {exc}")
+        except ProtocolError as exc:
+            if exc.bhs:
+                self._send(
+                    m.reject(self._seq(advance=True), reason=exc.reason, rejected_bhs=exc.bhs)
+                )
+            self._close(f"protocol error: {exc}")
+        events, self._events = self._events, []
+        return events
+
+    def complete(self, itt: int, result: ScsiResult) -> None:
+        """An Execute finished: send Data-In and/or the SCSI Response (unless aborted)."""
+        task = self._tasks.pop(itt, None)
+        if task is None:
+            return
+        self._release(task)
+        self._finish_tmfs(itt)
+        if task.aborted or self.phase is not Phase.FULL_FEATURE:
+            return
+        self._respond(task, result)
+        self._pump_r2ts()
+
+    def ping(self) -> None:
+        """Queue a keepalive NOP-In that asks for a NOP-Out reply."""
+        if self.phase is not Phase.FULL_FEATURE or self.ping_tag is not None:
+            return
+        self.ping_tag = self._new_ttt()
+        seq = self._seq(advance=False)
+        self._send(m.nop_in(seq, itt=RESERVED_TAG, ttt=self.ping_tag, lun_field=bytes(8)))
+
+    def abort_all(self) -> None:
+        """The connection is going away: forget every task (their completions are ignored)."""
+        for task in self._tasks.values():
+            task.aborted = True
+        self.phase = Phase.CLOSED
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, pdu: Pdu) -> None:
+        ffp = self.phase is Phase.FULL_FEATURE
+        self._out.append(
+            encode_pdu(
+                pdu,
+                header_digest=ffp and self.params.header_digest,
+                data_digest=ffp and self.params.data_digest,
+            )
+        )
+
+    def _seq(self, *, advance: bool) -> m.Seq:
+        seq = m.Seq(self._stat_sn, self._exp_cmd_sn, self.max_cmd_sn)
+        if advance:
+            self._stat_sn = (self._stat_sn + 1) & 0xFFFFFFFF
+        return seq
+
+    def _close(self, reason: str) -> None:
+        if self.phase is not Phase.CLOSED:
+            log.info("closing iSCSI connection", extra={"fields": {"reason": reason}})
+            self.abort_all()
+            self._events.append(Close(reason))
+
+    def _new_ttt(self) -> int:
+        ttt = self._next_ttt
+        self._next_ttt = (self._next_ttt + 1) % RESERVED_TAG or 1
+        return ttt
+
+    def _dispatch(self, pdu: Pdu) -> None:
+        if self.phase is Phase.LOGIN:
+            self._on_login(pdu)
+            return
+        handlers: dict[int, Callable[[Pdu], None]] = {
+            Op.SCSI_COMMAND: self._on_command_pdu,
+            Op.NOP_OUT: self._on_command_pdu,
+            Op.TASK_MGMT_REQUEST: self._on_command_pdu,
+            Op.TEXT_REQUEST: self._on_command_pdu,
+            Op.LOGOUT_REQUEST: self._on_command_pdu,
+            Op.DATA_OUT: self._on_data_out,
+        }
+        handler = handlers.get(pdu.opcode)
+        if handler is None or pdu.bhs[0] & 0x80:
+            reason = RejectReason.COMMAND_NOT_SUPPORTED
+            if pdu.opcode in (Op.LOGIN_REQUEST, Op.SNACK_REQUEST):
+                reason = RejectReason.PROTOCOL_ERROR
+            self._send(m.reject(self._seq(advance=True), reason=reason, rejected_bhs=pdu.bhs))
+            return
+        handler(pdu)
+
+    # --- login --------------------------------------------------------------------------------
+
+    def _on_login(self, pdu: Pdu) -> None:
+        if pdu.opcode != Op.LOGIN_REQUEST:
+            self._close("non-login PDU during login")
+            return
+        for response in self._login.feed(m.decode_login(pdu)):
+            self._send(response)
+        if not self._login.done:
+            return
+        if self._login.failed or self._login.result is None:
+            self._close(f"login failed: {self._login.failure_reason}")
+            return
+        result = self._login.result
+        self.session = result
+        self.params = result.params
+        self._stat_sn = result.stat_sn
+        self._exp_cmd_sn = result.cmd_sn
+        self.phase = Phase.FULL_FEATURE
+        self._parser.set_digests(result.params.header_digest, result.params.data_digest)
+        self._parser.set_data_bytes_max(self.config.limits.max_recv_data_segment_bytes)
+
+    # --- command numbering --------------------------------------------------------------------
+
+    def _on_command_pdu(self, pdu: Pdu) -> None:
+        """Apply the CmdSN window, then handle the PDU (and any held ones that are now due)."""
+        cmd_sn = pdu.u32(24)
+        if pdu.immediate:
+            self._handle_numbered(pdu, counted=False)
+            return
+        if sn_lt(cmd_sn, self._exp_cmd_sn) or sn_lt(self.max_cmd_sn, cmd_sn):
+            log.info(
+                "command outside the CmdSN window dropped", extra={"fields": {"cmd_sn": cmd_sn}}
+            )
+            return
+        if cmd_sn != self._exp_cmd_sn:
+            if len(self._held) < self.config.queue_depth:
+                self._held[cmd_sn] = pdu
+            return
+        self._advance_and_handle(pdu)
+        while self._exp_cmd_sn in self._held and self.phase is Phase.FULL_FEATURE:
+            self._advance_and_handle(self._held.pop(self._exp_cmd_sn))
+
+    def _advance_and_handle(self, pdu: Pdu) -> None:
+        self._exp_cmd_sn = (self._exp_cmd_sn + 1) & 0xFFFFFFFF
+        self._handle_numbered(pdu, counted=pdu.opcode == Op.SCSI_COMMAND)
+
+    def _handle_numbered(self, pdu: Pdu, counted: bool) -> None:
+        op = pdu.opcode
+        if (
+            self.session is not None
+            and self.session.target is None
+            and op
+            in (
+                Op.SCSI_COMMAND,
+                Op.TASK_MGMT_REQUEST,
+            )
+        ):
+            raise ProtocolError("SCSI commands are not allowed in a discovery session", bhs=pdu.bhs)
+        if op == Op.SCSI_COMMAND:
+            self._on_scsi_command(m.decode_scsi_command(pdu), counted)
+        elif op == Op.NOP_OUT:
+            self._on_nop_out(m.decode_nop_out(pdu))
+        elif op == Op.TASK_MGMT_REQUEST:
+            self._on_task_mgmt(m.decode_task_mgmt(pdu))
+        elif op == Op.TEXT_REQUEST:
+            self._on_text(m.decode_text(pdu))
+        else:
+            self._on_logout(m.decode_logout(pdu))
+
+    # --- SCSI commands and data ---------------------------------------------------------------
+
+    def _on_scsi_command(self, cmd: m.ScsiCommand, counted: bool) -> None:
+        if cmd.itt == RESERVED_TAG or cmd.itt in self._tasks:
+            raise ProtocolError("Initiator Task Tag reserved or in use", bhs=cmd.bhs)
+        task = Task.start(cmd, self.params, counted)
+        self._tasks[cmd.itt] = task
+        if counted:
+            self._outstanding += 1
+        if cmd.edtl > self.config.command_bytes_max:
+            task.buffer = bytearray()
+            task.unsolicited = None
+            self._early_response(task, sense_bytes(SenseKey.ILLEGAL_REQUEST, (0x24, 0x00)))
+            return
+        self._advance_task(task)
+
+    def _early_response(self, task: Task, sense: bytes) -> None:
+        self._tasks.pop(task.cmd.itt, None)
+        self._release(task)
+        self._send(
+            m.scsi_response(
+                self._seq(advance=True),
+                itt=task.cmd.itt,
+                status=Status.CHECK_CONDITION,
+                sense=sense,
+            )
+        )
+
+    def _release(self, task: Task) -> None:
+        if task.counted:
+            task.counted = False
+            self._outstanding -= 1
+        task.buffer = bytearray()
+
+    def _on_data_out(self, pdu: Pdu) -> None:
+        data = m.decode_data_out(pdu)
+        task = self._tasks.get(data.itt)
+        if task is None or task.executing:
+            return  # data for a task that was aborted or already answered
+        task.data_out(data)
+        self._advance_task(task)
+
+    def _advance_task(self, task: Task) -> None:
+        if task.data_complete:
+            self._execute(task)
+        else:
+            self._pump_r2ts()
+
+    def _pump_r2ts(self) -> None:
+        for task in list(self._tasks.values()):
+            while not task.executing:
+                request = task.next_r2t(self.params, self._new_ttt())
+                if request is None:
+                    break
+                seq = self._seq(advance=False)
+                self._send(
+                    m.r2t(
+                        seq,
+                        itt=task.cmd.itt,
+                        ttt=request.ttt,
+                        lun_field=task.cmd.lun_field,
+                        r2t_sn=request.r2t_sn,
+                        offset=request.offset,
+                        length=request.length,
+                    )
+                )
+
+    def _execute(self, task: Task) -> None:
+        assert self.session is not None and self.session.target is not None
+        task.executing = True
+        cmd = task.cmd
+        self._events.append(
+            Execute(
+                itt=cmd.itt,
+                target=self.session.target.iqn,
+                lun=cmd.lun,
+                cdb=cmd.cdb,
+                data_out=bytes(task.buffer),
+                nexus=self.nexus,
+            )
+        )
+
+    def _respond(self, task: Task, result: ScsiResult) -> None:
+        cmd = task.cmd
+        data = result.data if cmd.read else b""
+        spdtl = len(result.data) if cmd.read else (result.data_out_bytes if cmd.write else 0)
+        if not cmd.read and not cmd.write and result.data:
+            spdtl = len(result.data)
+        residual = cmd.edtl - spdtl
+        data = data[: cmd.edtl]
+        chunk = self.params.initiator_recv_data_segment_bytes
+        good = result.status == Status.GOOD and not result.sense
+        pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+        for data_sn, piece in enumerate(pieces):
+            last = data_sn == len(pieces) - 1
+            collapse = last and good
+            self._send(
+                m.data_in(
+                    self._seq(advance=collapse),
+                    itt=cmd.itt,
+                    data_sn=data_sn,
+                    offset=data_sn * chunk,
+                    data=piece,
+                    final=last,
+                    status=result.status if collapse else None,
+                    residual=residual,
+                    lun_field=cmd.lun_field,
+                )
+            )
+        if pieces and good:
+            return
+        self._send(
+            m.scsi_response(
+                self._seq(advance=True),
+                itt=cmd.itt,
+                status=result.status,
+                sense=result.sense,
+                residual=residual,
+                exp_data_sn=len(pieces),
+            )
+        )
+
+    # --- NOP, text, logout ----------------------------------------------------------------------
+
+    def _on_nop_out(self, nop: m.NopOut) -> None:
+        if nop.itt == RESERVED_TAG:
+            if nop.ttt == self.ping_tag:
+                self.ping_tag = None
+            return
+        data = nop.data[: self.params.initiator_recv_data_segment_bytes]
+        self._send(
+            m.nop_in(
+                self._seq(advance=True),
+                itt=nop.itt,
+                ttt=RESERVED_TAG,
+                lun_field=nop.lun_field,
+                data=data,
+            )
+        )
+        if nop.ttt == self.ping_tag:
+            self.ping_tag = None
+
+    def _on_text(self, req: m.TextRequest) -> None:
+        if req.ttt != RESERVED_TAG and self._text_pending and req.ttt == self._text_pending[0]:
+            self._send_text(req.itt, self._text_pending[1])
+            return
+        if req.cont:
+            raise ProtocolError(
+                "multi-PDU Text requests are not supported", RejectReason.PROTOCOL_ERROR
+            )
+        try:
+            keys = decode_text(req.data)
+        except TextError as exc:
+            raise ProtocolError(f"bad text: {exc}", RejectReason.PROTOCOL_ERROR) from exc
+        answer: list[tuple[str, str]] = []
+        for key, value in keys:
+            if key == "SendTargets":
+                answer += self._send_targets(value)
+            else:
+                answer.append((key, "NotUnderstood"))
+        self._send_text(req.itt, encode_text(answer))
+
+    def _send_targets(self, value: str) -> list[tuple[str, str]]:
+        assert self.session is not None
+        discovery = self.session.target is None
+        if value == "All" and discovery:
+            names = self._list_targets()
+        elif value == "All" or not value:
+            names = [self.session.target.iqn] if self.session.target else []
+        else:
+            names = [name for name in self._list_targets() if name == value]
+        address = f"{self.config.portal_address},{self.config.portal_group_tag}"
+        out: list[tuple[str, str]] = []
+        for name in names:
+            out += [("TargetName", name), ("TargetAddress", address)]
+        return out
+
+    def _send_text(self, itt: int, text: bytes) -> None:
+        chunk = self.params.initiator_recv_data_segment_bytes
+        if len(text) > chunk:
+            ttt = self._new_ttt()
+            self._text_pending = (ttt, text[chunk:])
+            self._send(
+                m.text_response(
+                    self._seq(advance=True),
+                    itt=itt,
+                    ttt=ttt,
+                    final=False,
+                    cont=True,
+                    data=text[:chunk],
+                )
+            )
+            return
+        self._text_pending = None
+        self._send(
+            m.text_response(
+                self._seq(advance=True),
+                itt=itt,
+                ttt=RESERVED_TAG,
+                final=True,
+                cont=False,
+                data=text,
+            )
+        )
+
+    def _on_logout(self, req: m.LogoutRequest) -> None:
+        assert self.session is not None
+        response = 0
+        if req.reason == 2:
+            response = 2  # connection recovery is not supported at ErrorRecoveryLevel 0
+        elif req.reason == 1 and req.cid != self.session.cid:
+            response = 1  # CID not found
+        self._send(m.logout_response(self._seq(advance=True), itt=req.itt, response=response))
+        if response == 0:
+            self._close("logout")
+
+    # --- task management ----------------------------------------------------------------------
+
+    def _on_task_mgmt(self, req: m.TaskMgmtRequest) -> None:
+        function = req.function
+        if function == TMF_TASK_REASSIGN:
+            self._tmf_response(req.itt, TMF_REASSIGN_NOT_SUPPORTED)
+            return
+        if function == TMF_CLEAR_ACA or function > TMF_TASK_REASSIGN or function == 0:
+            self._tmf_response(req.itt, TMF_NOT_SUPPORTED)
+            return
+        lun_functions = (TMF_ABORT_TASK, TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LUN_RESET)
+        if function in lun_functions and req.lun != 0:
+            self._tmf_response(req.itt, TMF_NO_LUN)
+            return
+        if function == TMF_ABORT_TASK:
+            victims = [self._tasks[req.ref_itt]] if req.ref_itt in self._tasks else []
+            if not victims:
+                self._tmf_response(req.itt, self._missing_task_response(req))
+                return
+        else:
+            victims = list(self._tasks.values())
+        self._abort(req.itt, victims, close_after=function == TMF_TARGET_COLD_RESET)
+
+    def _missing_task_response(self, req: m.TaskMgmtRequest) -> int:
+        # RFC 7143 11.5.1: a task already answered, or CmdSN never seen but in the window,
+        # counts as aborted.
+        if sn_lt(req.ref_cmd_sn, self._exp_cmd_sn):
+            return TMF_COMPLETE
+        return TMF_NO_TASK
+
+    def _abort(self, itt: int, victims: list[Task], *, close_after: bool) -> None:
+        waiting: set[int] = set()
+        for task in victims:
+            task.aborted = True
+            if task.executing:
+                waiting.add(task.cmd.itt)
+            else:
+                self._tasks.pop(task.cmd.itt, None)
+                self._release(task)
+        if waiting:
+            self._tmfs.append(_PendingTmf(itt, waiting, TMF_COMPLETE, close_after))
+            return
+        self._tmf_response(itt, TMF_COMPLETE)
+        if close_after:
+            self._close("target cold reset")
+
+    def _finish_tmfs(self, itt: int) -> None:
+        for tmf in list(self._tmfs):
+            tmf.waiting_for.discard(itt)
+            if not tmf.waiting_for:
+                self._tmfs.remove(tmf)
+                self._tmf_response(tmf.itt, tmf.response)
+                if tmf.close_after:
+                    self._close("target cold reset")
+
+    def _tmf_response(self, itt: int, response: int) -> None:
+        if self.phase is Phase.FULL_FEATURE:
+            self._send(m.task_mgmt_response(self._seq(advance=True), itt=itt, response=response))

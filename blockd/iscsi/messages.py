@@ -1,0 +1,414 @@
+"""Typed initiator requests decoded from PDUs, and builders for the target's PDUs.
+
+Each ``decode_*`` validates the fields it reads and raises :class:`ProtocolError` with the Reject
+reason INVALID_PDU_FIELD on bad values. Builders take the sequence numbers explicitly; the
+connection state machine owns them.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from blockd.iscsi.pdu import RESERVED_TAG, Op, Pdu, ProtocolError, RejectReason, build_bhs
+
+__all__ = [
+    "DataOut",
+    "LoginRequest",
+    "LogoutRequest",
+    "NopOut",
+    "ScsiCommand",
+    "Seq",
+    "TaskMgmtRequest",
+    "TextRequest",
+    "decode_lun",
+    "encode_lun",
+]
+
+AHS_EXTENDED_CDB = 1
+AHS_BIDI_READ_LENGTH = 2
+CDB_BYTES_MAX = 260
+NO_SUCH_LUN = 0xFFFF
+
+
+def _bad(message: str, pdu: Pdu) -> ProtocolError:
+    return ProtocolError(message, RejectReason.INVALID_PDU_FIELD, pdu.bhs)
+
+
+def decode_lun(field: bytes) -> int:
+    """The LUN number of an 8-byte SAM LUN field (peripheral or flat addressing, one level)."""
+    method = field[0] >> 6
+    if method in (0, 1) and not any(field[2:]):
+        return ((field[0] & 0x3F) << 8) | field[1]
+    return NO_SUCH_LUN
+
+
+def encode_lun(lun: int) -> bytes:
+    """The 8-byte LUN field for ``lun`` (peripheral addressing below 256, flat above)."""
+    if lun < 256:
+        return bytes([0, lun]) + bytes(6)
+    return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
+
+
+@dataclass(frozen=True, slots=True)
+class Seq:
+    """The sequence numbers a target PDU carries."""
+
+    stat_sn: int
+    exp_cmd_sn: int
+    max_cmd_sn: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScsiCommand:
+    immediate: bool
+    final: bool
+    read: bool
+    write: bool
+    attr: int
+    lun: int
+    lun_field: bytes
+    itt: int
+    edtl: int
+    cmd_sn: int
+    exp_stat_sn: int
+    cdb: bytes
+    data: bytes
+    bhs: bytes
+
+
+def decode_scsi_command(pdu: Pdu) -> ScsiCommand:
+    flags = pdu.flags
+    if flags & 0x18:
+        raise _bad("reserved flag bits set in SCSI Command", pdu)
+    cdb = pdu.bhs[32:48]
+    ahs = pdu.ahs
+    while ahs:
+        if len(ahs) < 4:
+            raise _bad("truncated AHS", pdu)
+        length = struct.unpack_from(">H", ahs)[0]
+        kind = ahs[2]
+        body_end = 3 + length
+        if body_end > len(ahs):
+            raise _bad("AHS length runs past the header", pdu)
+        if kind == AHS_EXTENDED_CDB:
+            cdb = cdb + ahs[4:body_end]
+        elif kind != AHS_BIDI_READ_LENGTH:
+            raise _bad(f"unknown AHS type {kind}", pdu)
+        ahs = ahs[body_end + (-body_end % 4) :]
+    if len(cdb) > CDB_BYTES_MAX:
+        raise _bad("CDB too long", pdu)
+    read, write = bool(flags & 0x40), bool(flags & 0x20)
+    edtl = pdu.u32(20)
+    if not read and not write and edtl:
+        raise _bad("ExpectedDataTransferLength without R or W bit", pdu)
+    if pdu.data and not write:
+        raise _bad("immediate data on a command without the W bit", pdu)
+    return ScsiCommand(
+        immediate=pdu.immediate,
+        final=pdu.final,
+        read=read,
+        write=write,
+        attr=flags & 0x07,
+        lun=decode_lun(pdu.lun_field),
+        lun_field=pdu.lun_field,
+        itt=pdu.itt,
+        edtl=edtl,
+        cmd_sn=pdu.u32(24),
+        exp_stat_sn=pdu.u32(28),
+        cdb=bytes(cdb),
+        data=pdu.data,
+        bhs=pdu.bhs,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DataOut:
+    final: bool
+    lun_field: bytes
+    itt: int
+    ttt: int
+    exp_stat_sn: int
+    data_sn: int
+    offset: int
+    data: bytes
+    bhs: bytes
+
+
+def decode_data_out(pdu: Pdu) -> DataOut:
+    if pdu.ahs:
+        raise _bad("Data-Out carries no AHS", pdu)
+    return DataOut(
+        final=pdu.final,
+        lun_field=pdu.lun_field,
+        itt=pdu.itt,
+        ttt=pdu.u32(20),
+        exp_stat_sn=pdu.u32(28),
+        data_sn=pdu.u32(36),
+        offset=pdu.u32(40),
+        data=pdu.data,
+        bhs=pdu.bhs,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NopOut:
+    immediate: bool
+    lun_field: bytes
+    itt: int
+    ttt: int
+    cmd_sn: int
+    exp_stat_sn: int
+    data: bytes
+
+
+def decode_nop_out(pdu: Pdu) -> NopOut:
+    if not pdu.final:
+        raise _bad("NOP-Out without the F bit", pdu)
+    nop = NopOut(
+        immediate=pdu.immediate,
+        lun_field=pdu.lun_field,
+        itt=pdu.itt,
+        ttt=pdu.u32(20),
+        cmd_sn=pdu.u32(24),
+        exp_stat_sn=pdu.u32(28),
+        data=pdu.data,
+    )
+    if nop.itt == RESERVED_TAG and nop.ttt == RESERVED_TAG:
+        raise _bad("NOP-Out with both ITT and TTT reserved", pdu)
+    if nop.itt == RESERVED_TAG and not nop.immediate:
+        raise _bad("NOP-Out answering a ping must be immediate", pdu)
+    return nop
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMgmtRequest:
+    immediate: bool
+    function: int
+    lun: int
+    itt: int
+    ref_itt: int
+    cmd_sn: int
+    exp_stat_sn: int
+    ref_cmd_sn: int
+
+
+def decode_task_mgmt(pdu: Pdu) -> TaskMgmtRequest:
+    if not pdu.final:
+        raise _bad("Task Management request without the F bit", pdu)
+    return TaskMgmtRequest(
+        immediate=pdu.immediate,
+        function=pdu.flags & 0x7F,
+        lun=decode_lun(pdu.lun_field),
+        itt=pdu.itt,
+        ref_itt=pdu.u32(20),
+        cmd_sn=pdu.u32(24),
+        exp_stat_sn=pdu.u32(28),
+        ref_cmd_sn=pdu.u32(32),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRequest:
+    transit: bool
+    cont: bool
+    csg: int
+    nsg: int
+    version_max: int
+    version_min: int
+    isid: bytes
+    tsih: int
+    itt: int
+    cid: int
+    cmd_sn: int
+    exp_stat_sn: int
+    data: bytes
+
+
+def decode_login(pdu: Pdu) -> LoginRequest:
+    flags = pdu.flags
+    transit, cont = bool(flags & 0x80), bool(flags & 0x40)
+    if transit and cont:
+        raise _bad("Login request with both T and C bits", pdu)
+    if pdu.ahs:
+        raise _bad("Login request carries no AHS", pdu)
+    return LoginRequest(
+        transit=transit,
+        cont=cont,
+        csg=(flags >> 2) & 3,
+        nsg=flags & 3,
+        version_max=pdu.bhs[2],
+        version_min=pdu.bhs[3],
+        isid=pdu.bhs[8:14],
+        tsih=pdu.u16(14),
+        itt=pdu.itt,
+        cid=pdu.u16(20),
+        cmd_sn=pdu.u32(24),
+        exp_stat_sn=pdu.u32(28),
+        data=pdu.data,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TextRequest:
+    immediate: bool
+    final: bool
+    cont: bool
+    itt: int
+    ttt: int
+    cmd_sn: int
+    exp_stat_sn: int
+    data: bytes
+
+
+def decode_text(pdu: Pdu) -> TextRequest:
+    final, cont = pdu.final, bool(pdu.flags & 0x40)
+    if final and cont:
+        raise _bad("Text request with both F and C bits", pdu)
+    return TextRequest(
+        immediate=pdu.immediate,
+        final=final,
+        cont=cont,
+        itt=pdu.itt,
+        ttt=pdu.u32(20),
+        cmd_sn=pdu.u32(24),
+        exp_stat_sn=pdu.u32(28),
+        data=pdu.data,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutRequest:
+    immediate: bool
+    reason: int
+    itt: int
+    cid: int
+    cmd_sn: int
+    exp_stat_sn: int
+
+
+def decode_logout(pdu: Pdu) -> LogoutRequest:
+    if not pdu.final:
+        raise _bad("Logout request without the F bit", pdu)
+    reason = pdu.flags & 0x7F
+    if reason > 2:
+        raise _bad(f"unknown logout reason {reason}", pdu)
+    return LogoutRequest(
+        immediate=pdu.immediate,
+        reason=reason,
+        itt=pdu.itt,
+        cid=pdu.u16(20),
+        cmd_sn=pdu.u32(24),
+        exp_stat_sn=pdu.u32(28),
+    )
+
+
+# --- target PDUs -----------------------------------------------------------------------------
+
+
+def _seq_words(seq: Seq) -> tuple[int, int, int]:
+    return (seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn)
+
+
+def nop_in(seq: Seq, *, itt: int, ttt: int, lun_field: bytes, data: bytes = b"") -> Pdu:
+    bhs = build_bhs(Op.NOP_IN, 0x80, lun=lun_field, itt=itt, words=(ttt, *_seq_words(seq)))
+    return Pdu(bhs, b"", data)
+
+
+def scsi_response(
+    seq: Seq,
+    *,
+    itt: int,
+    status: int,
+    sense: bytes = b"",
+    residual: int = 0,
+    exp_data_sn: int = 0,
+    response: int = 0,
+) -> Pdu:
+    """SCSI Response; ``residual`` > 0 means underflow, < 0 overflow."""
+    flags = 0x80 | (0x02 if residual > 0 else 0) | (0x04 if residual < 0 else 0)
+    data = struct.pack(">H", len(sense)) + sense if sense else b""
+    words = (0, *_seq_words(seq), exp_data_sn, 0, abs(residual))
+    bhs = build_bhs(Op.SCSI_RESPONSE, flags, byte2=response, byte3=status, itt=itt, words=words)
+    return Pdu(bhs, b"", data)
+
+
+def data_in(
+    seq: Seq,
+    *,
+    itt: int,
+    data_sn: int,
+    offset: int,
+    data: bytes,
+    final: bool,
+    status: int | None,
+    residual: int = 0,
+    lun_field: bytes = bytes(8),
+) -> Pdu:
+    """Data-In; ``status`` not None sets the S bit (phase-collapsed status, final PDU only)."""
+    flags = 0x80 if final else 0
+    if status is not None:
+        assert final
+        flags |= 0x01 | (0x02 if residual > 0 else 0) | (0x04 if residual < 0 else 0)
+    stat_sn = seq.stat_sn if status is not None else 0
+    words = (
+        RESERVED_TAG,
+        stat_sn,
+        seq.exp_cmd_sn,
+        seq.max_cmd_sn,
+        data_sn,
+        offset,
+        abs(residual) if status is not None else 0,
+    )
+    bhs = build_bhs(Op.DATA_IN, flags, byte3=status or 0, lun=lun_field, itt=itt, words=words)
+    return Pdu(bhs, b"", data)
+
+
+def r2t(
+    seq: Seq, *, itt: int, ttt: int, lun_field: bytes, r2t_sn: int, offset: int, length: int
+) -> Pdu:
+    words = (ttt, *_seq_words(seq), r2t_sn, offset, length)
+    return Pdu(build_bhs(Op.R2T, 0x80, lun=lun_field, itt=itt, words=words))
+
+
+def task_mgmt_response(seq: Seq, *, itt: int, response: int) -> Pdu:
+    words = (0, *_seq_words(seq))
+    return Pdu(build_bhs(Op.TASK_MGMT_RESPONSE, 0x80, byte2=response, itt=itt, words=words))
+
+
+def login_response(
+    seq: Seq,
+    *,
+    transit: bool,
+    csg: int,
+    nsg: int,
+    isid: bytes,
+    tsih: int,
+    itt: int,
+    status_class: int,
+    status_detail: int,
+    data: bytes = b"",
+    cont: bool = False,
+) -> Pdu:
+    flags = (0x80 if transit else 0) | (0x40 if cont else 0) | (csg << 2) | (nsg if transit else 0)
+    lun = isid + struct.pack(">H", tsih)
+    words = (0, *_seq_words(seq), (status_class << 24) | (status_detail << 16))
+    bhs = build_bhs(Op.LOGIN_RESPONSE, flags, lun=lun, itt=itt, words=words)
+    return Pdu(bhs, b"", data)
+
+
+def text_response(seq: Seq, *, itt: int, ttt: int, final: bool, cont: bool, data: bytes) -> Pdu:
+    flags = (0x80 if final else 0) | (0x40 if cont else 0)
+    bhs = build_bhs(Op.TEXT_RESPONSE, flags, itt=itt, words=(ttt, *_seq_words(seq)))
+    return Pdu(bhs, b"", data)
+
+
+def logout_response(seq: Seq, *, itt: int, response: int, time2wait_s: int = 0) -> Pdu:
+    words = (0, *_seq_words(seq), 0, 0, (time2wait_s << 16) | 0)
+    return Pdu(build_bhs(Op.LOGOUT_RESPONSE, 0x80, byte2=response, itt=itt, words=words))
+
+
+def reject(seq: Seq, *, reason: int, rejected_bhs: bytes) -> Pdu:
+    words = (0, *_seq_words(seq))
+    bhs = build_bhs(Op.REJECT, 0x80, byte2=reason, words=words)
+    return Pdu(bhs, b"", rejected_bhs)

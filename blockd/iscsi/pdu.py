@@ -1,0 +1,294 @@
+"""iSCSI PDU framing (RFC 7143 section 11), sans-IO.
+
+A PDU on the wire is a 48-byte Basic Header Segment (BHS), optional Additional Header Segments
+(AHS, ``TotalAHSLength`` 4-byte words), an optional 4-byte header digest, a data segment of
+``DataSegmentLength`` bytes padded to a multiple of 4, and an optional 4-byte data digest.
+
+:class:`PduParser` is fed arbitrary byte chunks and returns complete :class:`Pdu` objects. Any
+malformed input raises :class:`ProtocolError` (never another exception); after that the parser is
+dead and the connection must be dropped. :func:`encode_pdu` is the reverse.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+from blockd.iscsi.crc import digest_bytes
+
+__all__ = [
+    "BHS_BYTES",
+    "RESERVED_TAG",
+    "DigestError",
+    "Op",
+    "Pdu",
+    "PduParser",
+    "ProtocolError",
+    "RejectReason",
+    "encode_pdu",
+]
+
+BHS_BYTES = 48
+DIGEST_BYTES = 4
+AHS_BYTES_MAX = 255 * 4  # TotalAHSLength is one byte of 4-byte words
+DATA_SEGMENT_BYTES_LIMIT = (1 << 24) - 1  # DataSegmentLength is 24 bits
+RESERVED_TAG = 0xFFFFFFFF
+
+
+class Op(IntEnum):
+    """PDU opcodes (the low 6 bits of byte 0)."""
+
+    NOP_OUT = 0x00
+    SCSI_COMMAND = 0x01
+    TASK_MGMT_REQUEST = 0x02
+    LOGIN_REQUEST = 0x03
+    TEXT_REQUEST = 0x04
+    DATA_OUT = 0x05
+    LOGOUT_REQUEST = 0x06
+    SNACK_REQUEST = 0x10
+    NOP_IN = 0x20
+    SCSI_RESPONSE = 0x21
+    TASK_MGMT_RESPONSE = 0x22
+    LOGIN_RESPONSE = 0x23
+    TEXT_RESPONSE = 0x24
+    DATA_IN = 0x25
+    LOGOUT_RESPONSE = 0x26
+    R2T = 0x31
+    ASYNC_MESSAGE = 0x32
+    REJECT = 0x3F
+
+
+INITIATOR_OPS = frozenset(
+    {
+        Op.NOP_OUT,
+        Op.SCSI_COMMAND,
+        Op.TASK_MGMT_REQUEST,
+        Op.LOGIN_REQUEST,
+        Op.TEXT_REQUEST,
+        Op.DATA_OUT,
+        Op.LOGOUT_REQUEST,
+        Op.SNACK_REQUEST,
+    }
+)
+
+
+class RejectReason(IntEnum):
+    """Reason codes of the Reject PDU (RFC 7143 11.17.1)."""
+
+    DATA_DIGEST_ERROR = 0x02
+    SNACK_REJECT = 0x03
+    PROTOCOL_ERROR = 0x04
+    COMMAND_NOT_SUPPORTED = 0x05
+    IMMEDIATE_COMMAND_REJECT = 0x06
+    TASK_IN_PROGRESS = 0x07
+    INVALID_DATA_ACK = 0x08
+    INVALID_PDU_FIELD = 0x09
+    LONG_OP_REJECT = 0x0A
+    WAITING_FOR_LOGOUT = 0x0C
+
+
+class ProtocolError(Exception):
+    """The peer broke the protocol. ``reason`` is the Reject reason to report if one can be sent."""
+
+    def __init__(
+        self, message: str, reason: RejectReason = RejectReason.PROTOCOL_ERROR, bhs: bytes = b""
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.bhs = bhs
+
+
+class DigestError(ProtocolError):
+    """A header or data digest did not match; at ErrorRecoveryLevel 0 the connection is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pdu:
+    """One PDU: the 48-byte BHS, the AHS bytes and the (unpadded) data segment."""
+
+    bhs: bytes
+    ahs: bytes = b""
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if len(self.bhs) != BHS_BYTES:
+            raise ProtocolError(f"BHS must be {BHS_BYTES} bytes, got {len(self.bhs)}")
+        if len(self.ahs) % 4 or len(self.ahs) > AHS_BYTES_MAX:
+            raise ProtocolError(f"bad AHS length {len(self.ahs)}")
+        if len(self.data) > DATA_SEGMENT_BYTES_LIMIT:
+            raise ProtocolError(f"data segment of {len(self.data)} bytes is too long")
+
+    @property
+    def opcode(self) -> int:
+        return self.bhs[0] & 0x3F
+
+    @property
+    def immediate(self) -> bool:
+        return bool(self.bhs[0] & 0x40)
+
+    @property
+    def flags(self) -> int:
+        return self.bhs[1]
+
+    @property
+    def final(self) -> bool:
+        return bool(self.bhs[1] & 0x80)
+
+    @property
+    def lun_field(self) -> bytes:
+        return self.bhs[8:16]
+
+    @property
+    def itt(self) -> int:
+        return self.u32(16)
+
+    def u32(self, offset: int) -> int:
+        """The big-endian 32-bit field at byte ``offset`` of the BHS."""
+        value: int = struct.unpack_from(">I", self.bhs, offset)[0]
+        return value
+
+    def u16(self, offset: int) -> int:
+        value: int = struct.unpack_from(">H", self.bhs, offset)[0]
+        return value
+
+
+def build_bhs(
+    opcode: int,
+    byte1: int,
+    *,
+    byte2: int = 0,
+    byte3: int = 0,
+    data_length: int = 0,
+    lun: bytes = bytes(8),
+    itt: int = RESERVED_TAG,
+    words: tuple[int, ...] = (),
+) -> bytes:
+    """A BHS with the common fields set; ``words`` are the seven u32 fields at bytes 20..47."""
+    if len(words) > 7:
+        raise ValueError("at most 7 words fit in bytes 20..47")
+    padded = tuple(words) + (0,) * (7 - len(words))
+    header = struct.pack(
+        ">BBBBB3s8sI7I",
+        opcode,
+        byte1,
+        byte2,
+        byte3,
+        0,
+        data_length.to_bytes(3, "big"),
+        lun,
+        itt,
+        *padded,
+    )
+    assert len(header) == BHS_BYTES
+    return header
+
+
+def pad_bytes(length: int) -> int:
+    """Padding after a data segment of ``length`` bytes to reach a 4-byte boundary."""
+    return -length % 4
+
+
+def encode_pdu(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) -> bytes:
+    """The wire bytes of ``pdu``; DataSegmentLength and TotalAHSLength are filled in here."""
+    bhs = bytearray(pdu.bhs)
+    bhs[4] = len(pdu.ahs) // 4
+    bhs[5:8] = len(pdu.data).to_bytes(3, "big")
+    header = bytes(bhs) + pdu.ahs
+    parts = [header]
+    if header_digest:
+        parts.append(digest_bytes(header))
+    if pdu.data:
+        padded = pdu.data + bytes(pad_bytes(len(pdu.data)))
+        parts.append(padded)
+        if data_digest:
+            parts.append(digest_bytes(padded))
+    return b"".join(parts)
+
+
+class PduParser:
+    """Incremental PDU parser; feed bytes in any chunking, get complete PDUs back.
+
+    The parser checks framing only (lengths, digests); opcodes and fields are checked by the
+    connection, which can answer a well-framed but bad PDU with a Reject and carry on.
+
+    ``data_bytes_max`` is our MaxRecvDataSegmentLength: a longer data segment is a protocol error
+    (RFC 7143 13.12). Digests are switched on with :meth:`set_digests` after login.
+    """
+
+    def __init__(self, data_bytes_max: int, buffer_bytes_max: int = 16 << 20) -> None:
+        if not 512 <= data_bytes_max <= DATA_SEGMENT_BYTES_LIMIT:
+            raise ValueError(f"data_bytes_max out of range: {data_bytes_max}")
+        self._data_bytes_max = data_bytes_max
+        self._buffer_bytes_max = max(buffer_bytes_max, data_bytes_max * 2 + 2048)
+        self._buffer = bytearray()
+        self._header_digest = False
+        self._data_digest = False
+        self._failed: ProtocolError | None = None
+
+    def set_digests(self, header: bool, data: bool) -> None:
+        self._header_digest = header
+        self._data_digest = data
+
+    def set_data_bytes_max(self, data_bytes_max: int) -> None:
+        if not 512 <= data_bytes_max <= DATA_SEGMENT_BYTES_LIMIT:
+            raise ValueError(f"data_bytes_max out of range: {data_bytes_max}")
+        self._data_bytes_max = data_bytes_max
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes) -> list[Pdu]:
+        """Add ``chunk``; return every PDU now complete. Raises ProtocolError on bad input."""
+        if self._failed is not None:
+            raise self._failed
+        if len(self._buffer) + len(chunk) > self._buffer_bytes_max:
+            self._fail(ProtocolError("input buffer limit exceeded"))
+        self._buffer += chunk
+        out: list[Pdu] = []
+        try:
+            while True:
+                pdu = self._next()
+                if pdu is None:
+                    return out
+                out.append(pdu)
+        except ProtocolError as exc:
+            self._fail(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self._failed = exc
+        self._buffer.clear()
+        raise exc
+
+    def _next(self) -> Pdu | None:
+        buf = self._buffer
+        if len(buf) < BHS_BYTES:
+            return None
+        ahs_bytes = buf[4] * 4
+        data_length = int.from_bytes(buf[5:8], "big")
+        header_end = BHS_BYTES + ahs_bytes
+        bhs = bytes(buf[:BHS_BYTES])
+        if data_length > self._data_bytes_max:
+            raise ProtocolError(
+                f"data segment of {data_length} bytes exceeds MaxRecvDataSegmentLength "
+                f"{self._data_bytes_max}",
+                RejectReason.PROTOCOL_ERROR,
+                bhs,
+            )
+        hd = DIGEST_BYTES if self._header_digest else 0
+        dd = DIGEST_BYTES if (self._data_digest and data_length) else 0
+        data_start = header_end + hd
+        total = data_start + data_length + pad_bytes(data_length) + dd
+        if len(buf) < total:
+            return None
+        header = bytes(buf[:header_end])
+        if hd and bytes(buf[header_end:data_start]) != digest_bytes(header):
+            raise DigestError("header digest mismatch", RejectReason.PROTOCOL_ERROR, bhs)
+        padded_end = data_start + data_length + pad_bytes(data_length)
+        if dd and bytes(buf[padded_end:total]) != digest_bytes(buf[data_start:padded_end]):
+            raise DigestError("data digest mismatch", RejectReason.DATA_DIGEST_ERROR, bhs)
+        data = bytes(buf[data_start : data_start + data_length])
+        del buf[:total]
+        return Pdu(bhs, header[BHS_BYTES:], data)

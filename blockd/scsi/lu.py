@@ -1,0 +1,219 @@
+"""One direct-access logical unit: ``handle(cdb, data_out)`` -> :class:`ScsiResult`, sans-IO.
+
+The transport (iSCSI) hands over a complete CDB and all Data-Out bytes and gets back status,
+Data-In and sense. It knows nothing about sockets; only the backend is awaited.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Awaitable, Callable
+
+from blockd.backend import BlockBackend
+from blockd.scsi import modes
+from blockd.scsi.block import BlockCommands, Command
+from blockd.scsi.inquiry import LuLimits, inquiry
+from blockd.scsi.opcodes import SERVICE_ACTION_OPS, lookup, report_supported_opcodes
+from blockd.scsi.pr import PrState, pr_in, pr_out
+from blockd.scsi.sense import (
+    Asc,
+    ScsiError,
+    ScsiResult,
+    SenseKey,
+    Status,
+    invalid_cdb,
+    sense_bytes,
+)
+
+__all__ = ["LogicalUnit", "LuLimits", "ScsiResult"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Command], Awaitable[bytes | None]]
+
+
+def _u16(cdb: bytes, offset: int) -> int:
+    value: int = struct.unpack_from(">H", cdb, offset)[0]
+    return value
+
+
+def _u32(cdb: bytes, offset: int) -> int:
+    value: int = struct.unpack_from(">I", cdb, offset)[0]
+    return value
+
+
+# Where each data-in command keeps its allocation length.
+_ALLOCATION_LENGTH: dict[int, Callable[[bytes], int]] = {
+    0x03: lambda c: c[4],
+    0x12: lambda c: _u16(c, 3),
+    0x1A: lambda c: c[4],
+    0x5A: lambda c: _u16(c, 7),
+    0x5E: lambda c: _u16(c, 7),
+    0x9E: lambda c: _u32(c, 10),
+    0xA0: lambda c: _u32(c, 6),
+    0xA3: lambda c: _u32(c, 6),
+}
+
+
+class LogicalUnit:
+    """LUN 0 of a target: SCSI block commands over a :class:`BlockBackend`."""
+
+    def __init__(self, backend: BlockBackend, limits: LuLimits | None = None) -> None:
+        self.backend = backend
+        self.limits = limits or LuLimits()
+        self.block = BlockCommands(backend, self.limits)
+        self.modes = modes.ModeState()
+        self.pr = PrState()
+        self._handlers: dict[int, Handler] = self._build_handlers()
+
+    def _build_handlers(self) -> dict[int, Handler]:
+        b = self.block
+        table: dict[int, Handler] = {
+            0x00: self._nothing,
+            0x03: self._request_sense,
+            0x12: self._inquiry,
+            0x15: self._mode_select,
+            0x1A: self._mode_sense,
+            0x1B: self._nothing,
+            0x1E: self._nothing,
+            0x25: self._read_capacity10,
+            0x35: _none(b.sync_cache),
+            0x41: _none(b.write_same),
+            0x42: _none(b.unmap),
+            0x55: self._mode_select,
+            0x5A: self._mode_sense,
+            0x5E: self._pr_in,
+            0x5F: self._pr_out,
+            0x89: _none(b.compare_and_write),
+            0x91: _none(b.sync_cache),
+            0x93: _none(b.write_same),
+            0x9E: self._service_action_in,
+            0xA0: self._report_luns,
+            0xA3: self._maintenance_in,
+        }
+        for op in (0x08, 0x28, 0xA8, 0x88):
+            table[op] = b.read
+        for op in (0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0xAE, 0x8E):
+            table[op] = _none(b.write)
+        for op in (0x2F, 0xAF, 0x8F):
+            table[op] = _none(b.verify)
+        return table
+
+    async def handle(
+        self, cdb: bytes, data_out: bytes | None = None, nexus: str = "", lun: int = 0
+    ) -> ScsiResult:
+        """Run one command; never raises for bad input (that becomes CHECK CONDITION)."""
+        cmd = Command(cdb=bytes(cdb), data_out=data_out or b"", nexus=nexus)
+        try:
+            data = await self._dispatch(cmd, lun)
+        except ScsiError as exc:
+            return ScsiResult(exc.status, b"", exc.sense(), cmd.data_out_bytes)
+        except Exception:  # a backend failure must not kill the connection
+            log.exception("backend failure", extra={"fields": {"opcode": cdb[0] if cdb else -1}})
+            sense = sense_bytes(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+            return ScsiResult(Status.CHECK_CONDITION, b"", sense, cmd.data_out_bytes)
+        alloc = _ALLOCATION_LENGTH.get(cmd.cdb[0])
+        if data and alloc is not None:
+            data = data[: alloc(cmd.cdb)]
+        return ScsiResult(Status.GOOD, data or b"", b"", cmd.data_out_bytes)
+
+    async def _dispatch(self, cmd: Command, lun: int) -> bytes | None:
+        cdb = cmd.cdb
+        if len(cdb) < 6:
+            raise invalid_cdb(0)
+        info = lookup(cdb)
+        if info is None:
+            if cdb[0] in SERVICE_ACTION_OPS:
+                raise invalid_cdb(1)
+            raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_OPCODE)
+        if len(cdb) < info.cdb_bytes:
+            raise invalid_cdb(0)
+        if lun != 0:
+            return self._other_lun(cmd)
+        if cdb[info.cdb_bytes - 1] & 0x04:  # NACA is not supported
+            raise invalid_cdb(info.cdb_bytes - 1)
+        self.pr.check_access(cmd.nexus, info.access)
+        return await self._handlers[cdb[0]](cmd)
+
+    def _other_lun(self, cmd: Command) -> bytes | None:
+        op = cmd.cdb[0]
+        if op == 0x12:
+            return inquiry(cmd.cdb, self.backend.serial, self.limits, lun_present=False)
+        if op == 0xA0:
+            return self._report_luns_data(cmd.cdb)
+        if op == 0x03:
+            return sense_bytes(SenseKey.ILLEGAL_REQUEST, Asc.LU_NOT_SUPPORTED)
+        raise ScsiError(SenseKey.ILLEGAL_REQUEST, Asc.LU_NOT_SUPPORTED)
+
+    async def _nothing(self, cmd: Command) -> None:
+        return None
+
+    async def _request_sense(self, cmd: Command) -> bytes:
+        if cmd.cdb[1] & 0xFE:
+            raise invalid_cdb(1)
+        return sense_bytes(SenseKey.NO_SENSE, Asc.NONE, descriptor=bool(cmd.cdb[1] & 0x01))
+
+    async def _inquiry(self, cmd: Command) -> bytes:
+        return inquiry(cmd.cdb, self.backend.serial, self.limits, lun_present=True)
+
+    async def _mode_sense(self, cmd: Command) -> bytes:
+        self.modes.write_cache = self.block.write_cache
+        return modes.mode_sense(
+            self.modes,
+            cmd.cdb,
+            num_blocks=self.backend.num_blocks,
+            block_size=self.backend.block_size,
+            ten=cmd.cdb[0] == 0x5A,
+        )
+
+    async def _mode_select(self, cmd: Command) -> None:
+        ten = cmd.cdb[0] == 0x55
+        length = _u16(cmd.cdb, 7) if ten else cmd.cdb[4]
+        data = cmd.need_data_out(length)
+        modes.mode_select(self.modes, cmd.cdb, data, ten=ten)
+        self.block.write_cache = self.modes.write_cache
+
+    async def _read_capacity10(self, cmd: Command) -> bytes:
+        if not cmd.cdb[8] & 0x01 and _u32(cmd.cdb, 2):
+            raise invalid_cdb(2)
+        last = min(self.backend.num_blocks - 1, 0xFFFFFFFF)
+        return struct.pack(">II", last, self.backend.block_size)
+
+    def _read_capacity16(self) -> bytes:
+        data = bytearray(32)
+        struct.pack_into(">QI", data, 0, self.backend.num_blocks - 1, self.backend.block_size)
+        data[14] = 0x80 | 0x40  # LBPME (thin provisioning), LBPRZ (unmapped reads zeros)
+        return bytes(data)
+
+    async def _service_action_in(self, cmd: Command) -> bytes:
+        if cmd.cdb[1] & 0x1F == 0x10:
+            return self._read_capacity16()
+        return await self.block.get_lba_status(cmd)
+
+    async def _maintenance_in(self, cmd: Command) -> bytes:
+        return report_supported_opcodes(cmd.cdb)
+
+    async def _report_luns(self, cmd: Command) -> bytes:
+        return self._report_luns_data(cmd.cdb)
+
+    @staticmethod
+    def _report_luns_data(cdb: bytes) -> bytes:
+        if cdb[2] not in (0x00, 0x01, 0x02, 0x10, 0x11, 0x12) or _u32(cdb, 6) < 16:
+            raise invalid_cdb(2 if cdb[2] > 2 else 6)
+        return struct.pack(">I4x", 8) + bytes(8)
+
+    async def _pr_in(self, cmd: Command) -> bytes:
+        return pr_in(self.pr, cmd.cdb)
+
+    async def _pr_out(self, cmd: Command) -> None:
+        data = cmd.need_data_out(_u32(cmd.cdb, 5))
+        pr_out(self.pr, cmd.nexus, cmd.cdb, data)
+
+
+def _none(func: Callable[[Command], Awaitable[None]]) -> Handler:
+    async def run(cmd: Command) -> bytes | None:
+        await func(cmd)
+        return None
+
+    return run

@@ -108,7 +108,7 @@ class ChunkCache:
         clock: Clock | None = None,
         flush_concurrency: int = 16,
         backpressure_timeout_s: float = 30.0,
-        prefetch_inflight_max: int = 8,
+        prefetch_inflight_max: int = 32,
     ) -> None:
         if bytes_max <= 0:
             raise ValueError("cache bytes_max must be positive")

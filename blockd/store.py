@@ -73,15 +73,20 @@ _Key = tuple[str, str, str]
 class MemoryObjectStore:
     """The in-memory twin: a dict of objects, optionally with a per-request latency.
 
-    ``put_latency_s``/``get_latency_s`` model the round trips of a replicated store (used by the
-    chunk-size measurement); they are real ``asyncio.sleep`` calls, so leave them 0 in unit tests.
+    ``put_latency_s``/``get_latency_s`` (per request) and ``bytes_per_s`` (per body byte) model a
+    replicated store's round trips and bandwidth for the chunk-size measurement; they are real
+    ``asyncio.sleep`` calls, so leave them at 0 in unit tests.
     Counters (``puts``, ``gets``, ``deletes``, ``bytes_put``) let tests see what reached the store.
     """
 
-    def __init__(self, put_latency_s: float = 0.0, get_latency_s: float = 0.0) -> None:
+    def __init__(
+        self, put_latency_s: float = 0.0, get_latency_s: float = 0.0, bytes_per_s: float = 0.0
+    ) -> None:
         self._objects: dict[_Key, tuple[bytes, dict[str, str]]] = {}
         self.put_latency_s = put_latency_s
         self.get_latency_s = get_latency_s
+        self.bytes_per_s = bytes_per_s
+        self._link_free_at = 0.0
         self.puts = 0
         self.gets = 0
         self.deletes = 0
@@ -96,22 +101,31 @@ class MemoryObjectStore:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         body = bytes(data)  # a private copy: the caller may reuse its buffer
-        if self.put_latency_s:
-            await asyncio.sleep(self.put_latency_s)
+        await self._wait(self.put_latency_s, len(body))
         self._objects[(account, container, obj)] = (body, dict(headers or {}))
         self.puts += 1
         self.bytes_put += len(body)
 
     async def get(self, account: str, container: str, obj: str) -> bytes | None:
-        if self.get_latency_s:
-            await asyncio.sleep(self.get_latency_s)
+        found = self._objects.get((account, container, obj))
+        await self._wait(self.get_latency_s, 0 if found is None else len(found[0]))
         self.gets += 1
         found = self._objects.get((account, container, obj))
         return None if found is None else found[0]
 
+    async def _wait(self, latency_s: float, nbytes: int) -> None:
+        """Sleep for the request's latency plus its turn on one shared link of `bytes_per_s`."""
+        delay = latency_s
+        if self.bytes_per_s and nbytes:
+            now = asyncio.get_running_loop().time()
+            start = max(now, self._link_free_at)
+            self._link_free_at = start + nbytes / self.bytes_per_s
+            delay += self._link_free_at - now
+        if delay:
+            await asyncio.sleep(delay)
+
     async def delete(self, account: str, container: str, obj: str) -> None:
-        if self.put_latency_s:
-            await asyncio.sleep(self.put_latency_s)
+        await self._wait(self.put_latency_s, 0)
         self.deletes += 1
         self._objects.pop((account, container, obj), None)
 

@@ -3,8 +3,8 @@
 Byte ranges are split at chunk boundaries and each piece goes through :class:`ChunkCache`
 (concurrently for a multi-chunk request). FUA writes flush the chunks they touched before
 returning; ``flush`` (SYNCHRONIZE CACHE) flushes every dirty chunk of the volume. A read that
-starts where the previous one ended is sequential, and the next ``prefetch_chunks`` chunks are
-loaded in the background.
+starts where the previous one ended is sequential, and the chunks covering the next
+``prefetch_bytes`` are loaded in the background (if the cache has room without waiting).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Volume:
         *,
         block_size: int = 512,
         serial: str | None = None,
-        prefetch_chunks: int = 2,
+        prefetch_bytes: int = 4 << 20,
     ) -> None:
         if chunks.chunk_bytes % block_size or chunks.size_bytes % block_size:
             raise ValueError("chunk and volume sizes must be whole blocks")
@@ -38,7 +38,7 @@ class Volume:
         self._block_size = block_size
         self._num_blocks = chunks.size_bytes // block_size
         self._serial = serial or chunks.volume_id[:32]
-        self.prefetch_chunks = prefetch_chunks
+        self.prefetch_chunks = -(-prefetch_bytes // chunks.chunk_bytes)
         self._next_seq_lba = -1
 
     @property

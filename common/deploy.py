@@ -136,9 +136,19 @@ class BlockConfig:
     iscsi_port: int = 3260
     api_port: int = 8776
     target_prefix: str = "iqn.2026-11.org.cairn"
-    default_chunk_bytes: int = 1 << 20
+    # Measured choice, see docs/block.md ("Chunk size").
+    default_chunk_bytes: int = 512 << 10
     flush_interval_s: float = 1.0
     cache_bytes_max: int = 256 << 20
+    # A writer waits at most this long for cache space before the write fails (store down).
+    backpressure_timeout_s: float = 30.0
+    # Export leases (one blockd per volume): lifetime, and the pause between writing the lease
+    # and the verify read, which must exceed a competitor's read-check-write (docs/block.md).
+    lease_ttl_s: float = 30.0
+    lease_settle_s: float = 2.0
+    # Lease holder identity; empty means "<hostname>:<iscsi port>", stable across restarts so
+    # a restarted blockd takes its own leases back at once.
+    holder_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""The real ObjectStore: objectd's ring-aware cluster client, straight to the object servers.
+
+``ObjectCluster.put`` returns only after a quorum of replicas fsynced the object, and ``get``
+reads every primary and returns the newest answer, which is what the chunk cache and the
+leases rely on. Quorum failures become :class:`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+
+from blockd.store import StoreNotFound, StoreUnavailable
+from common.clock import Clock
+from common.deploy import DeploymentConfig
+from objectd.cluster_client import ObjectCluster, QuorumError
+
+__all__ = ["RingObjectStore", "open_ring_store"]
+
+
+class RingObjectStore:
+    def __init__(self, cluster: ObjectCluster) -> None:
+        self.cluster = cluster
+
+    async def put(
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        data: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        try:
+            await self.cluster.put(account, container, obj, data, headers)
+        except QuorumError as e:
+            raise StoreUnavailable(str(e)) from e
+
+    async def get(self, account: str, container: str, obj: str) -> bytes | None:
+        try:
+            found = await self.cluster.get(account, container, obj)
+        except QuorumError as e:
+            raise StoreUnavailable(str(e)) from e
+        return None if found is None else found[1]
+
+    async def delete(self, account: str, container: str, obj: str) -> None:
+        try:
+            await self.cluster.delete(account, container, obj)
+        except QuorumError as e:
+            raise StoreUnavailable(str(e)) from e
+
+    async def head(self, account: str, container: str, obj: str) -> Mapping[str, str] | None:
+        try:
+            return await self.cluster.head(account, container, obj)
+        except QuorumError as e:
+            raise StoreUnavailable(str(e)) from e
+
+    async def post(
+        self, account: str, container: str, obj: str, headers: Mapping[str, str]
+    ) -> None:
+        try:
+            found = await self.cluster.post(account, container, obj, headers)
+        except QuorumError as e:
+            raise StoreUnavailable(str(e)) from e
+        if not found:
+            raise StoreNotFound(f"{account}/{container}/{obj}")
+
+
+def open_ring_store(
+    cfg: DeploymentConfig,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+) -> RingObjectStore:
+    """A store over the deployment's object ring (``<data_dir>/rings/object.ring``)."""
+    from ring import Ring
+
+    ring = Ring(
+        cfg.ring_dir() / "object.ring",
+        cfg.cluster.hash_path_prefix,
+        cfg.cluster.hash_path_suffix,
+    )
+    cluster = ObjectCluster(
+        ring,
+        session,
+        clock,
+        conn_timeout_s=cfg.proxy.conn_timeout_s,
+        node_timeout_s=cfg.proxy.node_timeout_s,
+    )
+    return RingObjectStore(cluster)

@@ -89,6 +89,18 @@ def _content_length(request: web.Request, limit: int) -> int | None:
 
 
 async def handle_put(request: web.Request) -> web.StreamResponse:
+    resp = await _put(request)
+    if resp.status >= 300 and not request.content.is_eof():
+        # The body was refused or cut short: send the answer, then close the connection
+        # rather than let aiohttp wait (up to its lingering time) for the rest of the body.
+        resp.force_close()
+        await resp.prepare(request)
+        await resp.write_eof()
+        request.protocol.force_close()
+    return resp
+
+
+async def _put(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     try:
         path = parse_object_path(request.rel_url.raw_path)

@@ -1,0 +1,140 @@
+"""PUT failure paths over real sockets: truncated bodies, stalled clients, faulty disks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from objectd.diskfile import FaultPlan
+from tests.integration.objectd.conftest import object_server, run, ts
+
+pytestmark = pytest.mark.integration
+
+OBJ = "/sda/7/AUTH_a/c/o"
+
+
+def _files(devices_dir: Path, pattern: str) -> list[Path]:
+    return sorted((devices_dir / "sda").rglob(pattern))
+
+
+async def _raw_put(url: str, head_extra: str, body: bytes, length: int, clock) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"PUT {OBJ} HTTP/1.1\r\nHost: {host}\r\nX-Timestamp: {ts(clock)}\r\n"
+        f"Content-Type: x/y\r\nContent-Length: {length}\r\n{head_extra}\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    return reader, writer
+
+
+async def _wait_for_no_tmp(devices_dir: Path) -> None:
+    # the temp file is removed off the event loop; give that a moment (bounded)
+    for _ in range(200):
+        if not _files(devices_dir, "tmp/*"):
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _wait_for_metric(s, url: str, needle: str) -> None:
+    for _ in range(500):
+        async with s.get(url + "/metrics") as r:
+            if needle in await r.text():
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"metric {needle} never appeared")
+
+
+def test_client_closing_mid_body_writes_nothing(conf, clock, devices_dir):
+    async def go():
+        async with object_server(conf, clock) as (url, s):
+            _reader, writer = await _raw_put(url, "", b"x" * 10, 1000, clock)
+            writer.close()
+            await writer.wait_closed()
+            await _wait_for_metric(s, url, 'method="PUT",service="object-server",status="499"')
+            await _wait_for_no_tmp(devices_dir)
+            async with s.get(url + OBJ) as r:
+                assert r.status == 404
+
+    run(go())
+    assert _files(devices_dir, "*.data") == []
+    assert _files(devices_dir, "tmp/*") == []
+
+
+def test_stalled_body_times_out_with_408(conf, clock, devices_dir):
+    quick = replace(conf, node_timeout_s=0.2)
+
+    async def go():
+        async with object_server(quick, clock) as (url, _s):
+            reader, writer = await _raw_put(url, "", b"x" * 10, 1000, clock)
+            status_line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            return status_line
+
+    assert run(go()).startswith(b"HTTP/1.1 408")
+    assert _files(devices_dir, "*.data") == []
+
+
+def test_expect_100_continue_before_body(conf, clock):
+    async def go():
+        async with object_server(conf, clock) as (url, _s):
+            reader, writer = await _raw_put(url, "Expect: 100-continue\r\n", b"", 3, clock)
+            line = await asyncio.wait_for(reader.readline(), 10)
+            assert line.startswith(b"HTTP/1.1 100")
+            await reader.readline()
+            writer.write(b"abc")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            return line
+
+    assert run(go()).startswith(b"HTTP/1.1 201")
+
+
+def _put_headers(clock, body: bytes, delta: float) -> dict[str, str]:
+    return {
+        "X-Timestamp": ts(clock, delta),
+        "Content-Type": "x/y",
+        "Content-Length": str(len(body)),
+    }
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [FaultPlan(fail_write_after_bytes=100_000), FaultPlan(fail_commit=True)],
+    ids=["write-fails-midway", "fails-before-rename"],
+)
+def test_failed_overwrite_keeps_old_data(conf, clock, devices_dir, plan):
+    old, new = b"old" * 1000, b"new" * 200_000
+
+    async def go():
+        async with object_server(conf, clock) as (url, s):
+            hdrs = _put_headers(clock, old, 0)
+            async with s.put(url + OBJ, data=old, headers=hdrs) as r:
+                assert r.status == 201
+        async with object_server(conf, clock, fault_plan=plan) as (url, s):
+            async with s.put(url + OBJ, data=new, headers=_put_headers(clock, new, 1)) as r:
+                assert r.status == 500
+            async with s.get(url + OBJ) as r:
+                assert r.status == 200 and await r.read() == old
+            await _wait_for_no_tmp(devices_dir)
+
+    run(go())
+    assert len(_files(devices_dir, "*.data")) == 1
+    assert _files(devices_dir, "tmp/*") == []
+
+
+def test_enospc_is_507(conf, clock, devices_dir):
+    async def go():
+        plan = FaultPlan(enospc_on_write=True)
+        async with object_server(conf, clock, fault_plan=plan) as (url, s):
+            hdrs = _put_headers(clock, b"abc", 0)
+            async with s.put(url + OBJ, data=b"abc", headers=hdrs) as r:
+                assert r.status == 507
+
+    run(go())
+    assert _files(devices_dir, "*.data") == []

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 LOGIN_DATA_BYTES_MAX = 8192  # MaxRecvDataSegmentLength before negotiation (RFC 7143 13.12)
 SERIAL_HALF = 1 << 31
+DATA_PHASE_ERROR = (0x4B, 0x00)
 
 TMF_ABORT_TASK = 1
 TMF_ABORT_TASK_SET = 2
@@ -363,7 +364,15 @@ class Connection:
         task = self._tasks.get(data.itt)
         if task is None or task.executing:
             return  # data for a task that was aborted or already answered
-        task.data_out(data)
+        try:
+            task.data_out(data)
+        except ProtocolError as exc:
+            # A bad DataSN or offset: reject the PDU and fail only this task, so one broken
+            # sequence costs a command, not the session.
+            log.info("bad Data-Out", extra={"fields": {"error": str(exc)}})
+            self._send(m.reject(self._seq(advance=True), reason=exc.reason, rejected_bhs=pdu.bhs))
+            self._early_response(task, sense_bytes(SenseKey.ABORTED_COMMAND, DATA_PHASE_ERROR))
+            return
         self._advance_task(task)
 
     def _advance_task(self, task: Task) -> None:

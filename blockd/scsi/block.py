@@ -57,6 +57,16 @@ class Command:
     nexus: str
     data_out_bytes: int = 0
 
+    def data_out_upto(self, length: int, block_size: int) -> bytes:
+        """For WRITE-family commands: up to ``length`` bytes, cut to whole blocks.
+
+        When the initiator sent fewer bytes than the CDB asks for (iSCSI overflow), only what
+        arrived is written and the residual reports the rest (FCP-4 9.4.2, option a).
+        """
+        self.data_out_bytes = length
+        usable = min(len(self.data_out), length)
+        return self.data_out[: usable - usable % block_size]
+
     def need_data_out(self, length: int) -> bytes:
         """The Data-Out bytes the CDB calls for; fewer than that is an overflow (FCP-4 9.4.2)."""
         self.data_out_bytes = length
@@ -125,10 +135,10 @@ class BlockCommands:
         cdb = cmd.cdb
         lba, count = parse_lba_count(cdb)
         self._check_protect(cdb)
-        data = cmd.need_data_out(count * self.backend.block_size)
+        data = cmd.data_out_upto(count * self.backend.block_size, self.backend.block_size)
         self._check_range(lba, count)
         self._check_transfer(count, 4)
-        if count == 0:
+        if not data:
             return
         fua = (cdb[0] not in _SIX and bool(cdb[1] & 0x08)) or not self.write_cache
         if cdb[0] in (0x2E, 0xAE, 0x8E):  # WRITE AND VERIFY: the data must reach the medium
@@ -231,6 +241,8 @@ class BlockCommands:
         lba = struct.unpack_from(">Q", cdb, 2)[0]
         count = cdb[13]
         bs = self.backend.block_size
+        if count == 0 and cmd.data_out:
+            raise invalid_cdb(13)  # Data-Out for zero blocks: the NLB field is wrong
         data = cmd.need_data_out(2 * count * bs)
         self._check_range(lba, count)
         if count > self.limits.compare_write_blocks_max:

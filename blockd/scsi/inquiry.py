@@ -24,9 +24,9 @@ class LuLimits:
     """Limits the LU reports in VPD B0h and enforces."""
 
     transfer_blocks_max: int = 16384
-    unmap_blocks_max: int = 1 << 22
+    unmap_blocks_max: int = 1 << 20
     unmap_descriptors_max: int = 256
-    write_same_blocks_max: int = 1 << 22
+    write_same_blocks_max: int = 16384
     compare_write_blocks_max: int = 255
     optimal_transfer_blocks: int = 2048
 

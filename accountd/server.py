@@ -23,6 +23,7 @@ from common.listingdb import DbInfo, ListingEnv, Subdir
 from common.listingdb.http import (
     BackendPath,
     DeviceEnvs,
+    error_response,
     listing_request,
     metadata_from_headers,
     metadata_headers,
@@ -195,13 +196,16 @@ _CONTAINER_VERBS = {"PUT": _put_container_row}
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    p = parse_backend_path(request.raw_path, 1, 2)
-    verbs = _ACCOUNT_VERBS if p.container is None else _CONTAINER_VERBS
-    handler = verbs.get(request.method)
-    if handler is None:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(verbs))
-    return await handler(request, state, p)
+    try:
+        state = request.app[STATE]
+        p = parse_backend_path(request.raw_path, 1, 2)
+        verbs = _ACCOUNT_VERBS if p.container is None else _CONTAINER_VERBS
+        handler = verbs.get(request.method)
+        if handler is None:
+            raise web.HTTPMethodNotAllowed(request.method, sorted(verbs))
+        return await handler(request, state, p)
+    except web.HTTPException as e:
+        return error_response(e)
 
 
 async def make_account_app(conf: AccountServerConf, clock: Clock | None = None) -> web.Application:

@@ -24,6 +24,7 @@ from common.listingdb.http import (
     BackendPath,
     DeviceEnvs,
     bad_request,
+    error_response,
     listing_request,
     metadata_from_headers,
     metadata_headers,
@@ -271,13 +272,16 @@ _OBJECT_VERBS = {"PUT": _put_object, "DELETE": _delete_object}
 
 
 async def _dispatch(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE]
-    p = parse_backend_path(request.raw_path, 2, 3)
-    verbs = _CONTAINER_VERBS if p.obj is None else _OBJECT_VERBS
-    handler = verbs.get(request.method)
-    if handler is None:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(verbs))
-    return await handler(request, state, p)
+    try:
+        state = request.app[STATE]
+        p = parse_backend_path(request.raw_path, 2, 3)
+        verbs = _CONTAINER_VERBS if p.obj is None else _OBJECT_VERBS
+        handler = verbs.get(request.method)
+        if handler is None:
+            raise web.HTTPMethodNotAllowed(request.method, sorted(verbs))
+        return await handler(request, state, p)
+    except web.HTTPException as e:
+        return error_response(e)
 
 
 async def make_container_app(

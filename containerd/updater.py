@@ -156,13 +156,23 @@ async def report_once(
     chosen = stored_targets(info) if targets is None else tuple(targets)
     if report is None or not chosen:
         return []
-    stats_ts = Timestamp.from_float(clock.time())
+    stats_ts = _next_stats_ts(info, clock)
     statuses = await asyncio.gather(
         *(send_report(session, t, info, report, stats_ts, timeout_s) for t in chosen)
     )
     if all(s is not None and 200 <= s < 300 for s in statuses):
-        await env.run(broker.set_extra, {"reported": report})
+        await env.run(broker.set_extra, {"reported": report, "stats_ts": stats_ts.internal})
     return list(statuses)
+
+
+def _next_stats_ts(info: DbInfo, clock: Clock) -> Timestamp:
+    """Now, but always after this container's last accepted report, so the account never
+    mistakes a newer report for an older one when two land in the same clock tick."""
+    now = Timestamp.from_float(clock.time())
+    last = info.extra.get("stats_ts")
+    if last is None:
+        return now
+    return max(now, Timestamp(Timestamp.parse(str(last)).ticks + 1))
 
 
 class AccountReporter:
@@ -177,11 +187,13 @@ class AccountReporter:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._waiting: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._dirty: set[tuple[str, str]] = set()
         self._last: dict[tuple[str, str], float] = {}
 
     def poke(self, env: ListingEnv, broker: ContainerBroker) -> None:
         key = (str(env.path), broker.hash_hex)
         if key in self._waiting:
+            self._dirty.add(key)  # the running report may have read older totals: go again
             return
         delay_s = max(0.0, self._last.get(key, -1e18) + self.interval_s - self.clock.monotonic())
         self._waiting[key] = asyncio.create_task(self._later(key, delay_s, env, broker))
@@ -190,14 +202,20 @@ class AccountReporter:
         self, key: tuple[str, str], delay_s: float, env: ListingEnv, broker: ContainerBroker
     ) -> None:
         try:
-            if delay_s > 0:
-                await self.clock.sleep(delay_s)
-            self._last[key] = self.clock.monotonic()
-            await report_once(self.session, env, broker, self.clock, self.timeout_s)
+            while True:
+                if delay_s > 0:
+                    await self.clock.sleep(delay_s)
+                self._dirty.discard(key)
+                self._last[key] = self.clock.monotonic()
+                await report_once(self.session, env, broker, self.clock, self.timeout_s)
+                if key not in self._dirty:
+                    break
+                delay_s = self.interval_s
         except Exception:
             log.exception("account report failed")
         finally:
             self._waiting.pop(key, None)
+            self._dirty.discard(key)
             if len(self._last) > 100_000:  # bound memory: forget the oldest half
                 for old in sorted(self._last, key=self._last.__getitem__)[:50_000]:
                     del self._last[old]

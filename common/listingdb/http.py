@@ -34,6 +34,7 @@ __all__ = [
     "DeviceEnvs",
     "DeviceUnavailable",
     "bad_request",
+    "error_response",
     "listing_request",
     "metadata_from_headers",
     "metadata_headers",
@@ -59,6 +60,13 @@ def bad_request(message: str, status: int = 400) -> web.HTTPException:
         406: web.HTTPNotAcceptable,
     }
     return classes.get(status, web.HTTPBadRequest)(text=message + "\n")
+
+
+def error_response(e: web.HTTPException) -> web.Response:
+    """A plain response for an HTTP error raised by a handler (aiohttp deprecates returning
+    exception objects as responses, so the dispatcher converts them)."""
+    headers = {k: v for k, v in e.headers.items() if k.lower() != "content-length"}
+    return web.Response(status=e.status, body=e.body, headers=headers)
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,10 @@ def seq_key(dbid: int, seq: int) -> bytes:
 
 def info_key(partition: int, hash_hex: str) -> bytes:
     """Key of a database's info record: partition (4 bytes BE) + the 16-byte path hash."""
-    raw = bytes.fromhex(hash_hex)
+    try:
+        raw = bytes.fromhex(hash_hex)
+    except ValueError:
+        raw = b""
     if len(raw) != _HASH_BYTES:
         raise ValueError(f"a path hash has 32 hex digits, got {hash_hex!r}")
     return _U32.pack(partition) + raw

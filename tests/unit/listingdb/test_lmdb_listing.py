@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def _new_db(env: ListingEnv) -> ContainerBroker:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> ListingEnv:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ListingEnv]:
     path = Path(tmp_path_factory.mktemp("lmdb")) / "containers.lmdb"
     e = acquire_env(path, EnvOptions(map_bytes=1 << 32, threads=1))
     yield e

@@ -171,7 +171,9 @@ def test_two_replicas_converge(
             model[name] = (t, 0 if deleted else size, deleted)
     # Replicate both ways in small batches from each side's sync point, as a replicator would.
     for src, dst in ((a, b), (b, a), (a, b)):
-        src_id = src.get_info().instance_id
+        src_info = src.get_info()
+        assert src_info is not None
+        src_id = src_info.instance_id
         while rows := src.rows_since(dst.sync_point(src_id), batch):
             dst.merge_rows(rows, peer_id=src_id)
     want_live = sorted((n for n, v in model.items() if not v[2]), key=str.encode)

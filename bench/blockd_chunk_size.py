@@ -153,16 +153,17 @@ async def fua_latency_ms(chunk_bytes: int, n: int) -> float:
     return await _timed(run) / n * 1000
 
 
-async def measure(chunk_bytes: int, quick: bool) -> dict[str, float]:
+async def measure(chunk_bytes: int, quick: bool, only: str) -> dict[str, float]:
     rng = random.Random(chunk_bytes)
     scale = 4 if quick else 1
-    return {
-        "rand_write_4k_qd32_iops": await rand_write_iops(chunk_bytes, 2000 // scale, rng),
-        "rand_read_4k_qd32_iops": await rand_read_iops(chunk_bytes, 2000 // scale, rng),
-        "seq_write_1m_qd8_mbs": await seq_write_mbs(chunk_bytes, 128 * MIB // scale),
-        "seq_read_1m_qd1_mbs": await seq_read_mbs(chunk_bytes, 128 * MIB // scale),
-        "fua_write_4k_qd1_ms": await fua_latency_ms(chunk_bytes, 100 // scale),
+    jobs: dict[str, Callable[[], Awaitable[float]]] = {
+        "rand_write_4k_qd32_iops": lambda: rand_write_iops(chunk_bytes, 2000 // scale, rng),
+        "rand_read_4k_qd32_iops": lambda: rand_read_iops(chunk_bytes, 2000 // scale, rng),
+        "seq_write_1m_qd8_mbs": lambda: seq_write_mbs(chunk_bytes, 128 * MIB // scale),
+        "seq_read_1m_qd1_mbs": lambda: seq_read_mbs(chunk_bytes, 128 * MIB // scale),
+        "fua_write_4k_qd1_ms": lambda: fua_latency_ms(chunk_bytes, 100 // scale),
     }
+    return {name: await job() for name, job in jobs.items() if only in name}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a quarter of the operations")
     ap.add_argument("--chunks-kib", default="64,256,1024,4096")
     ap.add_argument("--cpu-us", type=float, default=CPU_S_PER_REQUEST * 1e6)
+    ap.add_argument("--only", default="", help="run only the jobs whose name contains this")
     args = ap.parse_args(argv)
     global _cpu_s_per_request
     _cpu_s_per_request = args.cpu_us / 1e6
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{_cpu_s_per_request * 1e6:.0f} us CPU per replica request; "
         f"volume {VOLUME_BYTES // MIB} MiB, cache {CACHE_BYTES // MIB} MiB"
     )
-    rows = {size: asyncio.run(measure(size, args.quick)) for size in sizes}
+    rows = {size: asyncio.run(measure(size, args.quick, args.only)) for size in sizes}
     keys = list(next(iter(rows.values())))
     print("chunk".ljust(10) + "".join(k.rjust(26) for k in keys))
     for size, row in rows.items():

@@ -102,11 +102,16 @@ class VolumeManager:
         self.attached: dict[str, _Attached] = {}
         self._lock = asyncio.Lock()  # create/delete/attach are serialised
         self._background: set[asyncio.Task[None]] = set()
+        self._timers = True
 
     # ---- lifetime --------------------------------------------------------------------------
 
-    async def start(self, *, timer: bool = True) -> None:
-        """Export every volume we can take the lease of; finish interrupted deletes."""
+    async def start(self, *, timers: bool = True) -> None:
+        """Export every volume we can take the lease of; finish interrupted deletes.
+
+        `timers` starts the cache flush timer and lease renewals (off for ManualClock tests).
+        """
+        self._timers = timers
         for record in await self.catalog.records():
             if record.status == "deleting":
                 self._spawn(self._finish_delete(record))
@@ -118,7 +123,7 @@ class VolumeManager:
                     "volume not exported here",
                     extra={"fields": {"volume": record.id, "error": str(e)}},
                 )
-        if timer:
+        if timers:
             self.cache.start_timer(self.conf.flush_interval_s)
 
     async def stop(self) -> None:
@@ -246,7 +251,8 @@ class VolumeManager:
         self.attached[record.id] = _Attached(volume, lease)
         if self.exporter is not None:
             self.exporter.export(self.iqn(record.id), volume, record.chap_user, record.chap_secret)
-        lease.start_renewal(on_lost=self._on_lease_lost(record.id))
+        if self._timers:
+            lease.start_renewal(on_lost=self._on_lease_lost(record.id))
 
     def _on_lease_lost(self, volume_id: str) -> Callable[[LeaseLost], None]:
         def lost(_: LeaseLost) -> None:

@@ -87,7 +87,7 @@ async def make_block_service(
     *,
     authenticate: Authenticate = refuse_all,
     clock: Clock | None = None,
-    flush_timer: bool = True,
+    timers: bool = True,
 ) -> BlockService:
     """Start the iSCSI target and the volume API (ports 0 in `conf` pick free ones)."""
     target = IscsiTarget()
@@ -101,7 +101,7 @@ async def make_block_service(
         portal=f"{conf.host}:{iscsi_port}",
     )
     try:
-        await manager.start(timer=flush_timer)
+        await manager.start(timers=timers)
         runner = web.AppRunner(
             make_volume_app(manager, authenticate),
             access_log=None,

@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from blockd.chunkstore import ChunkStore
 from blockd.cache import ChunkCache
+from blockd.chunkstore import ChunkStore
 from blockd.store import MemoryObjectStore
 from blockd.volume import Volume
 from tests.integration.blockd.test_api import create, service
@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         shutil.which("qemu-img") is None or shutil.which("iscsi-inq") is None,
-        reason="needs qemu-utils + qemu-block-extra and libiscsi-bin (scripts/apt-packages-test.txt)",
+        reason="needs qemu-utils, qemu-block-extra and libiscsi-bin (Debian packages)",
     ),
 ]
 

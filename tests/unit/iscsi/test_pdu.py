@@ -1,0 +1,116 @@
+"""PDU framing: whole, byte-by-byte, trailing garbage, digests, limits, and a fuzz target."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blockd.iscsi.crc import crc32c, crc32c_table, digest_bytes
+from blockd.iscsi.pdu import DigestError, Op, Pdu, PduParser, ProtocolError, build_bhs, encode_pdu
+
+from .initiator import data_out, nop_out, scsi_command
+
+
+def sample_pdus() -> list[Pdu]:
+    return [
+        nop_out(itt=1, cmd_sn=1, data=b"ping"),
+        scsi_command(
+            bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]), itt=2, cmd_sn=2, edtl=512, read=True
+        ),
+        data_out(
+            itt=3, ttt=7, data_sn=0, offset=0, data=bytes(range(256)) * 2 + b"odd", final=True
+        ),
+        Pdu(build_bhs(Op.SCSI_COMMAND, 0x80), ahs=b"\x00\x05\x01\x00" + b"ABCD"),
+    ]
+
+
+def test_crc32c_known_vectors() -> None:
+    # RFC 3720 B.4: 32 bytes of zeros -> aa 36 91 8a on the wire; "123456789" -> e3069283.
+    assert digest_bytes(bytes(32)) == bytes.fromhex("aa36918a")
+    assert digest_bytes(b"\xff" * 32) == bytes.fromhex("43aba862")
+    assert crc32c(b"123456789") == 0xE3069283
+    assert crc32c_table(b"123456789") == 0xE3069283
+    assert crc32c_table(bytes(range(32))) == crc32c(bytes(range(32)))
+
+
+@pytest.mark.parametrize("digests", [False, True])
+def test_parse_whole_and_bytewise(digests: bool) -> None:
+    pdus = sample_pdus()
+    wire = b"".join(encode_pdu(p, header_digest=digests, data_digest=digests) for p in pdus)
+    whole = PduParser(8192)
+    whole.set_digests(digests, digests)
+    assert [(p.opcode, p.ahs, p.data) for p in whole.feed(wire)] == [
+        (p.opcode, p.ahs, p.data) for p in pdus
+    ]
+    bytewise = PduParser(8192)
+    bytewise.set_digests(digests, digests)
+    got: list[Pdu] = []
+    for i in range(len(wire)):
+        got += bytewise.feed(wire[i : i + 1])
+    assert [p.data for p in got] == [p.data for p in pdus]
+    assert bytewise.buffered_bytes == 0
+
+
+def test_trailing_garbage_is_kept_until_complete_then_rejected() -> None:
+    parser = PduParser(8192)
+    wire = encode_pdu(sample_pdus()[0])
+    # a BHS claiming a data segment beyond MaxRecvDataSegmentLength is a protocol error
+    bad = bytearray(build_bhs(Op.NOP_OUT, 0x80))
+    bad[5:8] = (9000).to_bytes(3, "big")
+    # a partial second PDU stays buffered and yields nothing yet
+    assert len(parser.feed(wire + bytes(bad[:20]))) == 1
+    assert parser.buffered_bytes == 20
+    with pytest.raises(ProtocolError):
+        parser.feed(bytes(bad[20:]))
+    with pytest.raises(ProtocolError):  # the parser stays failed
+        parser.feed(b"")
+
+
+def test_digest_mismatch_is_reported() -> None:
+    wire = bytearray(encode_pdu(sample_pdus()[0], header_digest=True, data_digest=True))
+    wire[-1] ^= 0xFF
+    parser = PduParser(8192)
+    parser.set_digests(True, True)
+    with pytest.raises(DigestError):
+        parser.feed(bytes(wire))
+    wire = bytearray(encode_pdu(sample_pdus()[0], header_digest=True))
+    wire[49] ^= 0x01
+    parser = PduParser(8192)
+    parser.set_digests(True, False)
+    with pytest.raises(DigestError):
+        parser.feed(bytes(wire))
+
+
+def test_padding_and_lengths_in_encoding() -> None:
+    pdu = data_out(itt=1, ttt=1, data_sn=0, offset=0, data=b"abcde", final=True)
+    wire = encode_pdu(pdu)
+    assert len(wire) == 48 + 8
+    assert int.from_bytes(wire[5:8], "big") == 5
+    assert wire[-3:] == b"\x00\x00\x00"
+
+
+def test_pdu_validates_construction() -> None:
+    with pytest.raises(ProtocolError):
+        Pdu(b"short")
+    with pytest.raises(ProtocolError):
+        Pdu(bytes(48), ahs=b"123")
+
+
+def test_parser_limits_validated() -> None:
+    with pytest.raises(ValueError):
+        PduParser(100)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.booleans(), st.integers(min_value=1, max_value=64))
+def test_fuzz_parses_or_raises_protocol_error(data: bytes, digests: bool, step: int) -> None:
+    """Arbitrary bytes in arbitrary chunks: PDUs or ProtocolError, nothing else."""
+    parser = PduParser(512)
+    parser.set_digests(digests, digests)
+    try:
+        for i in range(0, len(data), step):
+            for pdu in parser.feed(data[i : i + step]):
+                assert len(pdu.bhs) == 48
+    except ProtocolError:
+        pass

@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Gauge
 
 from blockd.catalog import VolumeRecord
 from blockd.lease import LeaseHeld
 from blockd.manager import NameInUse, VolumeManager, VolumeNotFound
 from blockd.store import StoreError
-from common.server import make_app
+from common.server import METRICS, make_app
 
 __all__ = ["MANAGER", "Authenticate", "make_volume_app"]
 
@@ -58,6 +59,7 @@ def fault(status: int, message: str) -> web.Response:
 def make_volume_app(manager: VolumeManager, authenticate: Authenticate) -> web.Application:
     app = make_app("volume", client_max_size=REQUEST_BYTES_MAX)
     app.middlewares.append(_fault_middleware)
+    _add_metrics(app, manager)
     app[MANAGER] = manager
     app[_AUTH] = authenticate
     app.router.add_get("/", _versions)
@@ -70,6 +72,21 @@ def make_volume_app(manager: VolumeManager, authenticate: Authenticate) -> web.A
     app.router.add_get(base + "/{volume_id}", _show)
     app.router.add_delete(base + "/{volume_id}", _delete)
     return app
+
+
+def _add_metrics(app: web.Application, manager: VolumeManager) -> None:
+    """Cache and export gauges, read when /metrics is scraped."""
+    reg = app[METRICS].registry
+    cache = manager.cache
+    gauges: dict[str, tuple[str, Callable[[], float]]] = {
+        "cairn_block_cache_bytes": ("bytes reserved by cached chunks", lambda: cache.used_bytes),
+        "cairn_block_dirty_chunks": ("chunks not yet in the store", lambda: cache.dirty_count()),
+        "cairn_block_flushed_chunks": ("chunks written", lambda: cache.stats.flushed_chunks),
+        "cairn_block_flush_errors": ("chunk writes that failed", lambda: cache.stats.flush_errors),
+        "cairn_block_exported_volumes": ("volumes exported here", lambda: len(manager.attached)),
+    }
+    for name, (text, read) in gauges.items():
+        Gauge(name, text, registry=reg).set_function(read)
 
 
 @web.middleware

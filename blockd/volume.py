@@ -67,9 +67,13 @@ class Volume:
         check_range(lba, count, self._num_blocks)
         bs = self._block_size
         spans = list(self._spans(lba * bs, count * bs))
-        parts = await asyncio.gather(
-            *(self.cache.read(self.chunks, idx, off, n) for idx, off, n, _ in spans)
-        )
+        if len(spans) == 1:  # the common case: no task per chunk
+            idx, off, n, _ = spans[0]
+            parts = [await self.cache.read(self.chunks, idx, off, n)]
+        else:
+            parts = await asyncio.gather(
+                *(self.cache.read(self.chunks, idx, off, n) for idx, off, n, _ in spans)
+            )
         if spans and lba == self._next_seq_lba and self.prefetch_chunks:
             last = spans[-1][0]
             upto = min(last + 1 + self.prefetch_chunks, self.chunks.num_chunks)
@@ -84,12 +88,16 @@ class Volume:
         check_range(lba, len(data) // bs, self._num_blocks)
         view = memoryview(data)
         spans = list(self._spans(lba * bs, len(data)))
-        await asyncio.gather(
-            *(
-                self.cache.write(self.chunks, idx, off, view[pos : pos + n])
-                for idx, off, n, pos in spans
+        if len(spans) == 1:
+            idx, off, n, _ = spans[0]
+            await self.cache.write(self.chunks, idx, off, view)
+        else:
+            await asyncio.gather(
+                *(
+                    self.cache.write(self.chunks, idx, off, view[pos : pos + n])
+                    for idx, off, n, pos in spans
+                )
             )
-        )
         if fua:
             await self.cache.flush(self.chunks, [idx for idx, _, _, _ in spans])
 

@@ -218,3 +218,17 @@ def test_small_volume_with_size_bytes():
             assert svc.manager.attached[vol["id"]].volume.num_blocks == (10 << 20) // 512
 
     asyncio.run(run())
+
+
+def test_metrics_and_healthcheck():
+    async def run():
+        async with service() as (svc, http):
+            await create(svc, http)
+            async with http.get(f"{svc.api_url}/healthcheck") as r:
+                assert r.status == 200
+            async with http.get(f"{svc.api_url}/metrics") as r:
+                text = await r.text()
+            assert "cairn_block_exported_volumes 1.0" in text
+            assert "cairn_block_dirty_chunks 0.0" in text
+
+    asyncio.run(run())

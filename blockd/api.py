@@ -80,7 +80,7 @@ def _add_metrics(app: web.Application, manager: VolumeManager) -> None:
     cache = manager.cache
     gauges: dict[str, tuple[str, Callable[[], float]]] = {
         "cairn_block_cache_bytes": ("bytes reserved by cached chunks", lambda: cache.used_bytes),
-        "cairn_block_dirty_chunks": ("chunks not yet in the store", lambda: cache.dirty_count()),
+        "cairn_block_dirty_chunks": ("chunks not yet in the store", cache.dirty_count),
         "cairn_block_flushed_chunks": ("chunks written", lambda: cache.stats.flushed_chunks),
         "cairn_block_flush_errors": ("chunk writes that failed", lambda: cache.stats.flush_errors),
         "cairn_block_exported_volumes": ("volumes exported here", lambda: len(manager.attached)),

@@ -89,7 +89,7 @@ class Volume:
         view = memoryview(data)
         spans = list(self._spans(lba * bs, len(data)))
         if len(spans) == 1:
-            idx, off, n, _ = spans[0]
+            idx, off, _, _ = spans[0]
             await self.cache.write(self.chunks, idx, off, view)
         else:
             await asyncio.gather(

@@ -1,0 +1,430 @@
+"""Placing partition-replicas on devices: the first layout, and the moves of a rebalance.
+
+Tables are flat: one ``array('H')`` per replica mapping partition -> device id, 0xFFFF meaning
+"unassigned". Everything that touches every slot runs through C-level iteration (``map``,
+``compress``, ``Counter``, slicing); Python-level work is per *moved* slot only.
+
+First layout: write the quota of every device as a run into one sequence of
+``partitions x replicas`` slots, ordered by the failure-domain tree, and cut it into one column
+per replica. Partition p gets the slots p, p + P, p + 2P, ... A domain whose run is at most P
+long therefore holds at most one replica of any partition, and a run of length L holds at most
+ceil(L / P) replicas of any partition: dispersion is optimal for every tier at once, and balance
+is exact. Inside a run of at most P slots, devices are interleaved so partitions that share one
+device do not all share the others too (faster re-replication when a disk dies).
+
+Rebalance: gather slots that must or should move -- all slots of removed devices, one replica of
+each partition whose replicas crowd a failure domain, and the excess of devices over quota --
+never more than one replica of a partition per round unless its device was removed, and none of a
+partition moved within min_part_hours. Then place each gathered slot on a device with spare
+quota, scanning devices in round-robin failure-domain order and taking the first that does not
+crowd a domain this partition already uses.
+"""
+
+from __future__ import annotations
+
+import random
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import compress
+from operator import eq
+
+from ring.errors import RebalanceError
+from ring.tiers import LEVELS, Plan
+
+__all__ = [
+    "NONE",
+    "RoundResult",
+    "initial_assignment",
+    "rebalance_round",
+    "replica_lengths",
+    "slot_counts",
+    "violations",
+]
+
+NONE = 0xFFFF
+_SCAN_MAX = 512  # devices examined for one slot before settling for the least-bad one
+_REPAIR_TRIES = 32  # full devices examined when freeing room for a slot that fits nowhere
+_REPAIR_SCAN = 64  # devices with spare examined for the slot being displaced
+_LEVEL_PENALTY = (1_000_000, 10_000, 100)  # crowding a region is worse than a zone, ...
+
+Progress = Callable[[str], None]
+
+
+def replica_lengths(partitions: int, replicas: float) -> list[int]:
+    """Column lengths: whole replicas cover every partition, a fraction covers a prefix."""
+    whole = int(replicas)
+    lengths = [partitions] * whole
+    extra = round((replicas - whole) * partitions)
+    if extra:
+        lengths.append(extra)
+    return lengths
+
+
+def slot_counts(columns: list[array[int]]) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for col in columns:
+        counts.update(col)
+    counts.pop(NONE, None)
+    return counts
+
+
+def _emit_group(group: list[int], quota: dict[int, int], out: array[int]) -> None:
+    """Interleave the group's devices: each round emits every device that still has quota."""
+    active = [d for d in group if quota[d] > 0]
+    done = 0
+    for level in sorted({quota[d] for d in active}):
+        out.extend(array("H", active) * (level - done))
+        done = level
+        active = [d for d in active if quota[d] > level]
+
+
+def initial_assignment(plan: Plan, lengths: list[int]) -> list[array[int]]:
+    seq: array[int] = array("H")
+    for group in plan.layout:
+        _emit_group(group, plan.quota, seq)
+    assert len(seq) == sum(lengths), "layout does not cover every slot"
+    columns = []
+    offset = 0
+    for n in lengths:
+        columns.append(seq[offset : offset + n])
+        offset += n
+    return columns
+
+
+def _padded(table: list[int]) -> list[int]:
+    return table + [-1] * (NONE + 1 - len(table))
+
+
+def _exact_violation(p: int, columns: list[array[int]], plan: Plan) -> int:
+    """The highest tier (0 region .. 3 device) crowded by partition p's replicas, or -1."""
+    devs = [c[p] for c in columns if p < len(c) and c[p] != NONE]
+    for level in range(len(LEVELS)):
+        table, caps = plan.dom[level], plan.cap[level]
+        seen: dict[int, int] = {}
+        for d in devs:
+            x = table[d] if d < len(table) else -1
+            if x >= 0:
+                seen[x] = seen.get(x, 0) + 1
+                if seen[x] > caps[x]:
+                    return level
+    return len(LEVELS) if len(set(devs)) < len(devs) else -1
+
+
+def _pairs_equal(cols: list[list[int]] | list[array[int]], into: set[int]) -> None:
+    for r in range(len(cols)):
+        for s in range(r + 1, len(cols)):
+            into.update(compress(range(len(cols[s])), map(eq, cols[r], cols[s])))
+
+
+def violations(columns: list[array[int]], plan: Plan) -> dict[int, int]:
+    """Partitions whose replicas crowd a failure domain more than necessary -> worst tier.
+
+    Candidates (two replicas in one domain) are found at C speed per tier; only those are
+    checked exactly against the caps. Tiers where no domain can be crowded are skipped.
+    """
+    candidates: set[int] = set()
+    for level in range(len(LEVELS)):
+        caps = plan.cap[level]
+        if caps and min(caps) < plan.replicas_max:
+            table = _padded(plan.dom[level])
+            _pairs_equal([list(map(table.__getitem__, c)) for c in columns], candidates)
+            if max(caps) == 1:
+                break  # two replicas in one lower domain share this one too: already found
+    else:
+        _pairs_equal(columns, candidates)
+    out = {}
+    for p in sorted(candidates):
+        level = _exact_violation(p, columns, plan)
+        if level >= 0:
+            out[p] = level
+    return out
+
+
+@dataclass
+class RoundResult:
+    gathered: int = 0
+    moved: int = 0
+    unplaceable_dispersion: int = 0
+    moved_partitions: list[int] = field(default_factory=list)
+
+
+class _Round:
+    """One gather-and-place pass over the tables (mutates `columns` and `last_moved`)."""
+
+    def __init__(
+        self,
+        columns: list[array[int]],
+        plan: Plan,
+        last_moved: array[int],
+        now_min: int,
+        min_part_minutes: int,
+    ) -> None:
+        self.columns = columns
+        self.plan = plan
+        self.parts = plan.partitions
+        self.last_moved = last_moved
+        self.now_min = now_min
+        self.min_part_minutes = min_part_minutes
+        self.flag = bytearray(self.parts)
+        self.counts = slot_counts(columns)
+        self.slots: list[int] = []
+        self.origin: list[int] = []
+        self._tables()
+
+    def eligible(self, p: int) -> bool:
+        return not self.flag[p] and self.now_min - self.last_moved[p] >= self.min_part_minutes
+
+    def take(self, slot: int) -> None:
+        r, p = divmod(slot, self.parts)
+        d = self.columns[r][p]
+        self.columns[r][p] = NONE
+        self.flag[p] = 1
+        self.counts[d] -= 1
+        self.slots.append(slot)
+        self.origin.append(d)
+
+    def excess(self, d: int) -> int:
+        return self.counts[d] - self.plan.quota.get(d, 0)
+
+    def gather_removed(self, removed: set[int]) -> None:
+        if not removed:
+            return
+        for r, col in enumerate(self.columns):
+            base = r * self.parts
+            for p in list(compress(range(len(col)), map(removed.__contains__, col))):
+                self.take(base + p)
+
+    def gather_crowded(self) -> None:
+        """Free one replica of each partition that crowds a failure domain (if allowed to move)."""
+        for p, level in violations(self.columns, self.plan).items():
+            if not self.eligible(p):
+                continue
+            reps = [r for r, c in enumerate(self.columns) if p < len(c) and c[p] != NONE]
+            devs = {r: self.columns[r][p] for r in reps}
+            if level >= len(LEVELS):
+                per: Counter[int] = Counter(devs.values())
+                crowded = [r for r in reps if per[devs[r]] > 1]
+            else:
+                table, caps = self.plan.dom[level], self.plan.cap[level]
+                per = Counter(table[d] for d in devs.values())
+                crowded = [r for r in reps if per[table[devs[r]]] > caps[table[devs[r]]]]
+            if crowded:
+                pick = max(crowded, key=lambda r: (self.excess(devs[r]), r))
+                self.take(pick * self.parts + p)
+
+    def gather_excess(self, rng: random.Random) -> None:
+        """Free each over-quota device's excess, visiting partitions in a seeded random cycle.
+
+        An odd stride modulo a power of two visits every partition once; the scan stops as
+        soon as no device is over quota, so its cost follows the amount that must move.
+        """
+        need = [0] * (NONE + 1)
+        remaining = 0
+        for d in self.counts:
+            need[d] = max(0, self.excess(d))
+            remaining += need[d]
+        parts, cols, ncols = self.parts, self.columns, len(self.columns)
+        mask, flag, last = parts - 1, self.flag, self.last_moved
+        stride = rng.randrange(parts) | 1
+        p = rng.randrange(parts)
+        oldest = self.now_min - self.min_part_minutes
+        for k in range(parts):
+            if remaining <= 0:
+                break
+            p = (p + stride) & mask
+            if flag[p] or last[p] > oldest:
+                continue
+            for i in range(ncols):
+                r = (k + i) % ncols
+                col = cols[r]
+                if p < len(col) and need[col[p]] > 0:
+                    need[col[p]] -= 1
+                    remaining -= 1
+                    self.take(r * parts + p)
+                    break
+
+    def _tables(self) -> None:
+        """Per device, its domains as global ids (one id space over all tiers), caps, penalties."""
+        self.path: list[tuple[int, ...]] = [()] * (NONE + 1)
+        self.capg: list[int] = []
+        self.pen: list[int] = []
+        offsets = []
+        for level in range(len(LEVELS)):
+            offsets.append(len(self.capg))
+            self.capg.extend(self.plan.cap[level])
+            self.pen.extend([_LEVEL_PENALTY[level]] * len(self.plan.cap[level]))
+        dom = self.plan.dom
+        for d in range(len(dom[0])):
+            if dom[0][d] >= 0:
+                self.path[d] = tuple(offsets[lv] + dom[lv][d] for lv in range(len(LEVELS)))
+
+    def _used(self, others: list[int]) -> dict[int, int]:
+        used: dict[int, int] = {}
+        for o in others:
+            for g in self.path[o]:
+                used[g] = used.get(g, 0) + 1
+        return used
+
+    def _score(self, c: int, used: dict[int, int]) -> int:
+        """0 if device c can take one more replica of a partition whose domains are `used`."""
+        score = 0
+        for g in self.path[c]:
+            if used.get(g, 0) >= self.capg[g]:
+                score += self.pen[g]
+        return score
+
+    def _fallback(self, others: list[int]) -> int:
+        """No device with spare quota fits: take the least-bad device not holding the partition."""
+        used = self._used(others)
+        best, best_score = -1, -1
+        for c in self.plan.order:
+            if c in others:
+                continue
+            score = self._score(c, used)
+            if best < 0 or score < best_score:
+                best, best_score = c, score
+        if best < 0:
+            raise RebalanceError("no device can hold another replica of a partition")
+        return best
+
+    def _others(self, p: int, skip: int = -1) -> list[int]:
+        return [
+            c[p] for r, c in enumerate(self.columns) if r != skip and p < len(c) and c[p] != NONE
+        ]
+
+    def _pick(
+        self,
+        order: list[int],
+        cursor: int,
+        spare: list[int],
+        others: list[int],
+        limit: int = _SCAN_MAX,
+    ) -> tuple[int, int, int]:
+        """(device, score, index in order) of the first clean device with spare, else least bad."""
+        used = self._used(others)
+        chosen, best_score, at, n = -1, -1, cursor, len(order)
+        for k in range(min(n, limit)):
+            i = (cursor + k) % n
+            c = order[i]
+            if spare[c] <= 0 or c in others:
+                continue
+            score = self._score(c, used)
+            if score == 0:
+                return c, 0, i
+            if chosen < 0 or score < best_score:
+                chosen, best_score, at = c, score, i
+        return chosen, best_score, at
+
+    def _repair(
+        self,
+        p: int,
+        others: list[int],
+        order: list[int],
+        spare: list[int],
+        placed: dict[int, list[int]],
+        final: list[int],
+    ) -> int:
+        """Free a clean device for p by moving one of this round's placements elsewhere.
+
+        One step of an augmenting path: device c suits p but is full; an item placed on c this
+        round moves to a device with spare that suits it. Bounded by _REPAIR_TRIES devices.
+        """
+        used = self._used(others)
+        tried = 0
+        for c, items in placed.items():
+            if not items or c in others or self._score(c, used) != 0:
+                continue
+            tried += 1
+            if tried > _REPAIR_TRIES:
+                break
+            for j in items[-2:]:
+                rq, q = divmod(self.slots[j], self.parts)
+                e, score, _ = self._pick(order, 0, spare, self._others(q, skip=rq), _REPAIR_SCAN)
+                if e >= 0 and score == 0:
+                    self.columns[rq][q] = e
+                    spare[e] -= 1
+                    spare[c] += 1
+                    self.counts[e] += 1
+                    self.counts[c] -= 1
+                    items.remove(j)
+                    placed.setdefault(e, []).append(j)
+                    final[j] = e
+                    return c
+        return -1
+
+    def place(self) -> RoundResult:
+        """Put every gathered slot on a device with spare quota, least crowding first."""
+        spare = [0] * (NONE + 1)
+        for d, q in self.plan.quota.items():
+            spare[d] = q - self.counts[d]
+        order = [d for d in self.plan.order if spare[d] > 0]
+        cursor, exhausted = 0, 0
+        local: dict[int, list[int]] = {}
+        for d in order:
+            local.setdefault(self.path[d][1], []).append(d)
+        local_cursor: dict[int, int] = {}
+        result = RoundResult(gathered=len(self.slots))
+        placed: dict[int, list[int]] = {}
+        final = [NONE] * len(self.slots)
+        for j, slot in enumerate(self.slots):
+            r, p = divmod(slot, self.parts)
+            others = self._others(p)
+            zone = self.path[self.origin[j]][1] if self.path[self.origin[j]] else -1
+            mine = local.get(zone, [])
+            chosen, score, at = self._pick(mine, local_cursor.get(zone, 0), spare, others, 16)
+            if score == 0:
+                local_cursor[zone] = at + 1
+            else:
+                chosen, score, at = self._pick(order, cursor, spare, others)
+            if score == 0:
+                cursor = at + 1 if chosen == order[at % len(order)] else cursor
+            else:
+                fixed = self._repair(p, others, order, spare, placed, final)
+                if fixed >= 0:
+                    chosen, score = fixed, 0
+                elif chosen < 0:
+                    chosen = self._fallback(others)
+                    score = self._score(chosen, self._used(others))
+            if score:
+                result.unplaceable_dispersion += 1
+            self.columns[r][p] = chosen
+            self.counts[chosen] += 1
+            spare[chosen] -= 1
+            placed.setdefault(chosen, []).append(j)
+            final[j] = chosen
+            if spare[chosen] == 0:
+                exhausted += 1
+                if exhausted * 2 > len(order):
+                    order = [d for d in order if spare[d] > 0] or order
+                    cursor, exhausted = 0, 0
+        moved_parts = set()
+        for j, slot in enumerate(self.slots):
+            if final[j] != self.origin[j]:
+                p = slot % self.parts
+                result.moved += 1
+                self.last_moved[p] = self.now_min
+                moved_parts.add(p)
+        result.moved_partitions = sorted(moved_parts)
+        return result
+
+
+def rebalance_round(
+    columns: list[array[int]],
+    plan: Plan,
+    last_moved: array[int],
+    removed: set[int],
+    now_min: int,
+    min_part_minutes: int,
+    rng: random.Random,
+    progress: Progress,
+) -> RoundResult:
+    """Gather what must or should move, then place it; mutates `columns` and `last_moved`."""
+    rnd = _Round(columns, plan, last_moved, now_min, min_part_minutes)
+    rnd.gather_removed(removed)
+    rnd.gather_crowded()
+    progress(f"gathered {len(rnd.slots)} slots from removed devices and crowded partitions")
+    rnd.gather_excess(rng)
+    progress(f"gathered {len(rnd.slots)} slots in all; placing")
+    return rnd.place()

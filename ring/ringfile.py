@@ -98,7 +98,8 @@ def encode_ring(data: RingData, compress: bool = True) -> bytes:
         body = zlib.compress(body, _ZLIB_LEVEL)
     flags = FLAG_ZLIB if compress else 0
     out = _PREFIX.pack(MAGIC, RING_FORMAT_VERSION, flags, len(header), len(body)) + header + body
-    return out + xxhash.xxh3_64_digest(out)
+    digest: bytes = xxhash.xxh3_64_digest(out)
+    return out + digest
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""A cairn all-in-one for benchmarks, started and stopped the way an operator does it.
+
+`cairn up --config <file> --data-dir <dir> -d` with the default all-in-one deployment
+(2 storage nodes x 2 devices, 3 replicas, part power 10) on free loopback ports, proxy
+workers = cores, block storage off (it plays no part in the object benchmarks). Stopped with
+`cairn down`; if that fails, every process of the supervisor's tree is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.ports import free_ports
+from bench.procstat import tree_pids
+
+__all__ = ["CairnCluster", "running_cairn"]
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_USER = "admin:admin"
+ADMIN_KEY = "adminkey"
+_UP_TIMEOUT_S = 180.0
+_DOWN_TIMEOUT_S = 60.0
+
+
+class CairnRefError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class CairnCluster:
+    data_dir: Path
+    proxy_port: int
+    supervisor_pid: int
+
+    @property
+    def auth_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}/auth/v1.0"
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.supervisor_pid]
+
+
+def _cairn(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def deployment_doc(proxy_workers: int) -> dict[str, Any]:
+    from tools.deployment import default_config
+
+    doc = default_config(admin_key=ADMIN_KEY, ports=free_ports(10), proxy_workers=proxy_workers)
+    doc["block"]["enabled"] = False
+    return doc
+
+
+def _kill_tree(pid: int) -> None:
+    for p in tree_pids([pid]):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_cairn(base: Path, proxy_workers: int) -> Iterator[CairnCluster]:
+    from tools.deployment import config_text
+
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    data_dir = base / "data"
+    doc = deployment_doc(proxy_workers)
+    conf = base / "cairn.toml"
+    conf.write_text(config_text(doc))
+    up = _cairn(
+        "up", "--config", str(conf), "--data-dir", str(data_dir), "-d", timeout_s=_UP_TIMEOUT_S
+    )
+    sup_pid = _supervisor_pid(data_dir)
+    try:
+        if up.returncode != 0 or sup_pid is None:
+            raise CairnRefError(
+                f"cairn up failed ({up.returncode}): {(up.stdout + up.stderr).strip()[-1500:]}"
+            )
+        yield CairnCluster(data_dir, int(doc["proxy"]["port"]), sup_pid)
+    finally:
+        down = _cairn("down", "--data-dir", str(data_dir), timeout_s=_DOWN_TIMEOUT_S)
+        if sup_pid is not None and (down.returncode != 0 or _alive(sup_pid)):
+            _kill_tree(sup_pid)
+
+
+def _supervisor_pid(data_dir: Path) -> int | None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = json.loads((data_dir / "run" / "state.json").read_text())
+            pid = state.get("supervisor_pid")
+            if isinstance(pid, int):
+                return pid
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,210 @@
+"""`cairn bench compare`: cairn and OpenStack Swift all-in-ones, same machine, same run.
+
+Both systems are started, then each workload runs on both, alternating (A B, then B A), twice
+each; every run records throughput, latency, errors, the load generator's CPU and the
+server CPU seconds of the system's whole process tree. The table, a JSON file and a PNG
+chart go to the output directory; everything started is stopped on the way out, also on
+Ctrl-C, SIGTERM or an error. The last line printed is the `ratio ...` line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnRefError, running_cairn
+from bench.ports import free_ports
+from bench.procstat import TreeCPU
+from bench.report import Summary, format_table, ratio_line, summarize, to_json, write_chart
+from bench.stats import Result
+from bench.swiftref import SwiftLayout, SwiftRefError, ensure_swift, running_swift
+from bench.target import AuthError, swift_auth
+from bench.workloads import (
+    WORKLOADS,
+    SuiteSpec,
+    SystemUnderTest,
+    full_spec,
+    quick_spec,
+    run_workload,
+)
+
+__all__ = ["compare", "hardware"]
+
+SYSTEMS = ("cairn", "swift")
+REPS = 2
+
+
+def hardware() -> dict[str, Any]:
+    """nproc, CPU model, memory and kernel of this machine."""
+    model, mem_kib = "unknown", 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _swift_version(venv: Path) -> str:
+    for d in (venv / "lib").glob("python*/site-packages/swift-*.dist-info"):
+        return d.name.removeprefix("swift-").removesuffix(".dist-info")
+    return "unknown"
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every started process is stopped."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _start_swift(
+    stack: contextlib.ExitStack, out: Path, venv: Path, workers: int
+) -> SystemUnderTest:
+    bindir = ensure_swift(venv, log=out / "swift-pip.log")
+    p = free_ports(8)
+    lay = SwiftLayout(
+        base=(out / "swift").resolve(),
+        proxy_port=p[0],
+        node_ports=((p[1], p[2], p[3]), (p[4], p[5], p[6])),
+        memcached_port=p[7],
+        proxy_workers=workers,
+    )
+    sp = stack.enter_context(running_swift(lay, bindir))
+    target = swift_auth(lay.auth_url, f"{lay.account}:{lay.user}", lay.key)
+    return SystemUnderTest("swift", target, TreeCPU(sp.pids))
+
+
+def _start_cairn(stack: contextlib.ExitStack, out: Path, workers: int) -> SystemUnderTest:
+    cl = stack.enter_context(running_cairn((out / "cairn").resolve(), workers))
+    target = swift_auth(cl.auth_url, ADMIN_USER, ADMIN_KEY)
+    return SystemUnderTest("cairn", target, TreeCPU(cl.pids))
+
+
+def _progress(t0: float, name: str, rep: int, r: Result) -> None:
+    thr = f"{r.mb_per_s:8.1f} MB/s" if r.bytes_moved >= 1_000_000 else f"{r.ops_per_s:8.1f} op/s"
+    why = f" FAILED: {r.extra['failed']}" if "failed" in r.extra else ""
+    if r.errors and "first_error" in r.extra:
+        why += f" first error: {r.extra['first_error']}"
+    print(
+        f"[{time.monotonic() - t0:6.1f}s] {name:<5} {r.workload:<8} rep {rep + 1}: {thr}, "
+        f"p99 {r.p99_s * 1000:7.1f} ms, {r.errors} errors, server cpu {r.server_cpu_s:.2f}s, "
+        f"loadgen cpu {r.client_cpu_s:.2f}s ({r.tool}){why}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _run_all(
+    suts: dict[str, SystemUnderTest], spec: SuiteSpec, t0: float
+) -> dict[str, list[Result]]:
+    runs: dict[str, list[Result]] = {n: [] for n in suts}
+    names = [n for n in SYSTEMS if n in suts]
+    for w in WORKLOADS:
+        for rep in range(REPS):
+            for name in names if rep % 2 == 0 else names[::-1]:
+                r = run_workload(suts[name], spec, w, rep)
+                r.extra["rep"] = rep
+                runs[name].append(r)
+                _progress(t0, name, rep, r)
+    return runs
+
+
+def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
+    """Run the comparison; prints the table and, last, the ratio line. 0 if both ran."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = quick_spec(use_wrk) if quick else full_spec(use_wrk)
+    workers = os.cpu_count() or 1
+    t0 = time.monotonic()
+    notes: dict[str, str] = {}
+    suts: dict[str, SystemUnderTest] = {}
+    meta: dict[str, Any] = {
+        "hardware": hardware(),
+        "quick": quick,
+        "spec": asdict(spec),
+        "reps": REPS,
+        "cairn_commit": _git_commit(),
+        "swift_version": _swift_version(venv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_start": os.getloadavg(),
+        "proxy_workers": workers,
+    }
+    with _signals_raise(), contextlib.ExitStack() as stack:
+        for name, start in (
+            ("swift", lambda: _start_swift(stack, out, venv, workers)),
+            ("cairn", lambda: _start_cairn(stack, out, workers)),
+        ):
+            try:
+                suts[name] = start()
+                print(f"[{time.monotonic() - t0:6.1f}s] {name} is up", file=sys.stderr)
+            except (SwiftRefError, CairnRefError, AuthError, OSError) as e:
+                notes[name] = f"{type(e).__name__}: {e}"
+                print(f"{name}: not available: {notes[name]}", file=sys.stderr)
+        runs = _run_all(suts, spec, t0)
+        meta["loadavg_end"] = os.getloadavg()
+        print(f"[{time.monotonic() - t0:6.1f}s] stopping both systems", file=sys.stderr)
+    meta["elapsed_s"] = round(time.monotonic() - t0, 1)
+    meta["unavailable"] = notes
+    summaries: dict[str, dict[str, Summary]] = {
+        n: {w: summarize(w, [r for r in rs if r.workload == w]) for w in WORKLOADS}
+        for n, rs in runs.items()
+    }
+    (out / "compare.json").write_text(to_json(meta, runs, summaries))
+    skipped = write_chart(out / "compare.png", SYSTEMS, summaries)
+    c, s = summaries.get("cairn", {}), summaries.get("swift", {})
+    print(format_table(SYSTEMS, [(c.get(w), s.get(w)) for w in WORKLOADS]))
+    print(
+        f"(throughput: mean of {REPS} runs; cpu/op: server CPU ms per successful request, "
+        f"whole process trees; p99: worst run; errors cairn/swift)"
+    )
+    for name, why in notes.items():
+        print(f"{name} did not run: {why}")
+    print(
+        f"wrote {out / 'compare.json'}"
+        + (f"; {skipped}" if skipped else f", {out / 'compare.png'}")
+    )
+    print(ratio_line(c, s))
+    return 0 if not notes else 1

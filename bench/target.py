@@ -1,0 +1,100 @@
+"""Where the load goes: a storage endpoint that turns (container, object) into signed requests.
+
+`Target` is the seam for API flavours. `SwiftTarget` (storage URL + token, the token being
+a header that never changes) is what the Swift benchmarks use; an S3 target would produce
+a presigned URL per request (botocore's `generate_presigned_url`) or SigV4 headers with
+`UNSIGNED-PAYLOAD` from the same two methods, and the Python generator would run unchanged.
+wrk needs fixed headers, so it takes `static_headers()` and is only used with targets that
+have them.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import quote, urlsplit
+
+__all__ = ["AuthError", "SwiftTarget", "Target", "swift_auth"]
+
+AUTH_TIMEOUT_S = 30.0
+
+
+class AuthError(RuntimeError):
+    pass
+
+
+class Target(Protocol):
+    """A place to send object requests to."""
+
+    @property
+    def base_url(self) -> str:
+        """scheme://host:port of the endpoint."""
+        ...
+
+    def request(
+        self, method: str, container: str, obj: str | None = None, query: str = ""
+    ) -> tuple[str, dict[str, str]]:
+        """The URL and the auth headers for one request."""
+        ...
+
+    def static_headers(self) -> dict[str, str] | None:
+        """Headers valid for every request (None if requests are signed one by one)."""
+        ...
+
+    def container_path(self, container: str) -> str:
+        """The quoted path of a container, for tools that build their own request lines."""
+        ...
+
+
+@dataclass(frozen=True)
+class SwiftTarget:
+    storage_url: str  # e.g. http://127.0.0.1:8080/v1/AUTH_admin
+    token: str
+
+    @property
+    def base_url(self) -> str:
+        p = urlsplit(self.storage_url)
+        return f"{p.scheme}://{p.netloc}"
+
+    def container_path(self, container: str) -> str:
+        path = urlsplit(self.storage_url).path.rstrip("/")
+        return f"{path}/{quote(container, safe='')}"
+
+    def request(
+        self, method: str, container: str, obj: str | None = None, query: str = ""
+    ) -> tuple[str, dict[str, str]]:
+        url = self.base_url + self.container_path(container)
+        if obj is not None:
+            url += "/" + quote(obj, safe="")
+        if query:
+            url += "?" + query
+        return url, {"X-Auth-Token": self.token}
+
+    def static_headers(self) -> dict[str, str] | None:
+        return {"X-Auth-Token": self.token}
+
+    def describe(self) -> str:
+        return json.dumps({"storage_url": self.storage_url})
+
+
+def swift_auth(
+    auth_url: str, user: str, key: str, timeout_s: float = AUTH_TIMEOUT_S
+) -> SwiftTarget:
+    """Swift v1 auth (tempauth and friends): GET auth_url with X-Auth-User/X-Auth-Key."""
+    if urlsplit(auth_url).scheme not in ("http", "https"):
+        raise AuthError(f"auth URL must be http(s): {auth_url!r}")
+    req = urllib.request.Request(auth_url, headers={"X-Auth-User": user, "X-Auth-Key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            token = resp.headers.get("X-Auth-Token") or resp.headers.get("X-Storage-Token")
+            url = resp.headers.get("X-Storage-Url")
+    except urllib.error.HTTPError as e:
+        raise AuthError(f"auth at {auth_url} refused: HTTP {e.code}") from None
+    except OSError as e:
+        raise AuthError(f"auth at {auth_url} failed: {e}") from None
+    if not token or not url:
+        raise AuthError(f"auth at {auth_url} returned no X-Auth-Token/X-Storage-Url")
+    return SwiftTarget(storage_url=url, token=token)

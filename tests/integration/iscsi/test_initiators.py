@@ -184,7 +184,7 @@ def test_qemu_img_convert_and_compare(target: RunningTarget, tmp_path: Path) -> 
 def parse_summary(output: str) -> dict[str, int]:
     match = re.search(r"tests\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", output)
     assert match, output[-2000:]
-    total, ran, passed, failed, inactive = map(int, match.groups())
+    total, ran, passed, failed, _inactive = map(int, match.groups())
     skipped = len(re.findall(r"\[SKIPPED\]", output))
     return {"total": total, "ran": ran, "passed": passed, "failed": failed, "skipped": skipped}
 

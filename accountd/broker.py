@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from common.listingdb import Broker
 from common.timestamps import Timestamp
@@ -13,8 +12,7 @@ __all__ = ["AccountBroker", "ContainerRow"]
 _ZERO = "0000000000.00000"
 
 
-@dataclass(frozen=True)
-class ContainerRow:
+class ContainerRow(NamedTuple):
     name: str
     put_timestamp: str
     delete_timestamp: str = _ZERO
@@ -68,7 +66,7 @@ class AccountBroker(Broker[ContainerRow]):
         put = max(Timestamp.parse(old.put_timestamp), Timestamp.parse(new.put_timestamp))
         delete = max(Timestamp.parse(old.delete_timestamp), Timestamp.parse(new.delete_timestamp))
         stats_from = new if new._stats_key() > old._stats_key() else old
-        merged = replace(stats_from, put_timestamp=put.internal, delete_timestamp=delete.internal)
+        merged = stats_from._replace(put_timestamp=put.internal, delete_timestamp=delete.internal)
         return None if merged == old else merged
 
     def row_is_live(self, row: ContainerRow) -> bool:

@@ -61,7 +61,7 @@ def test_counts_follow_overwrites_and_deletes(env: ListingEnv) -> None:
     assert put(b, "a", 102, 15) is True
     assert totals(b) == (2, 35)
     assert put(b, "a", 101.5, 999) is False  # older than what is stored
-    assert put(b, "a", 102, 999) is False  # same timestamp: first writer stays
+    assert put(b, "a", 102, 1) is False  # same timestamp: the tie-break keeps the bigger row
     assert totals(b) == (2, 35)
     assert b.put_row(ObjectRow.tombstone("a", ts(103))) is True
     assert totals(b) == (1, 20)
@@ -70,6 +70,21 @@ def test_counts_follow_overwrites_and_deletes(env: ListingEnv) -> None:
     assert totals(b) == (1, 20)
     got = b.list_rows(ListingParams())
     assert got is not None and [r.name for r in got[1]] == ["b"]
+
+
+def test_timestamp_ties_resolve_the_same_in_any_order(env: ListingEnv) -> None:
+    rows = [
+        ObjectRow("o", ts(101).internal, 5, "t", "e1"),
+        ObjectRow("o", ts(101).internal, 7, "t", "e2"),
+        ObjectRow.tombstone("o", ts(101)),
+    ]
+    kept = set()
+    for order in (rows, rows[::-1], rows[1:] + rows[:1]):
+        b = new_broker(env)
+        for r in order:
+            b.put_row(r)
+        kept.add(b.get_row("o"))
+    assert len(kept) == 1
 
 
 def test_rows_need_a_live_container(env: ListingEnv) -> None:
@@ -157,8 +172,9 @@ def test_two_replicas_converge(
     env: ListingEnv, ops: list[tuple[str, int, int, bool, str]], batch: int
 ) -> None:
     a, b = new_broker(env), new_broker(env)
-    model: dict[str, tuple[int, int, bool]] = {}
-    for name, t, size, deleted, where in ops:
+    model: dict[str, tuple[float, int, bool]] = {}
+    for i, (name, secs, size, deleted, where) in enumerate(ops):
+        t = secs + i / 1000  # unique stamps: the model below is plain last-writer-wins
         row = (
             ObjectRow.tombstone(name, ts(t))
             if deleted

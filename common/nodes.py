@@ -1,0 +1,106 @@
+"""Choosing storage nodes: error limiting and the primaries-then-handoffs order.
+
+Error limiting: a storage node that keeps failing is skipped for a while.
+
+Keyed by (ip, port, device). After `limit` errors within `interval_s`, the node is skipped
+until `interval_s` has passed since its last error; a 507 limits the device at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from common.clock import Clock
+
+__all__ = ["ErrorLimiter", "NodeKey", "NodeLike", "iter_nodes", "node_key"]
+
+NodeKey = tuple[str, int, str]
+
+
+class NodeLike(Protocol):
+    @property
+    def ip(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def device(self) -> str: ...
+
+
+N = TypeVar("N", bound=NodeLike)
+
+
+class RingLike(Protocol[N]):
+    @property
+    def replica_count(self) -> float: ...
+    def get_part_nodes(self, part: int) -> list[N]: ...
+    def get_more_nodes(self, part: int) -> Iterator[N]: ...
+
+
+def node_key(node: NodeLike) -> NodeKey:
+    return (node.ip, node.port, node.device)
+
+
+@dataclass
+class _NodeErrors:
+    count: int = 0
+    last_s: float = 0.0
+
+
+@dataclass
+class ErrorLimiter:
+    clock: Clock
+    limit: int = 10
+    interval_s: float = 60.0
+    _errors: dict[NodeKey, _NodeErrors] = field(default_factory=dict)
+
+    def error(self, key: NodeKey) -> None:
+        now = self.clock.monotonic()
+        e = self._errors.setdefault(key, _NodeErrors())
+        if now - e.last_s > self.interval_s:
+            e.count = 0
+        e.count += 1
+        e.last_s = now
+
+    def limit_now(self, key: NodeKey) -> None:
+        """Skip this node for the interval (used for 507 Insufficient Storage)."""
+        e = self._errors.setdefault(key, _NodeErrors())
+        e.count = max(e.count, self.limit + 1)
+        e.last_s = self.clock.monotonic()
+
+    def is_limited(self, key: NodeKey) -> bool:
+        e = self._errors.get(key)
+        if e is None:
+            return False
+        if self.clock.monotonic() - e.last_s > self.interval_s:
+            del self._errors[key]
+            return False
+        return e.count > self.limit
+
+    def limited_count(self) -> int:
+        return sum(1 for k in list(self._errors) if self.is_limited(k))
+
+
+def iter_nodes(
+    ring: RingLike[N], part: int, limiter: ErrorLimiter, node_count: int | None = None
+) -> Iterator[N]:
+    """Primaries that are not error-limited, then handoffs; `node_count` nodes at most.
+
+    The default count is 2 x replicas (Swift's request_node_count); a skipped primary lets
+    one more handoff in, so a limited node never shrinks the set of candidates.
+    """
+    primaries = ring.get_part_nodes(part)
+    budget = len(primaries) * 2 if node_count is None else node_count
+    given = 0
+    for node in primaries:
+        if not limiter.is_limited(node_key(node)):
+            given += 1
+            yield node
+    for node in ring.get_more_nodes(part):
+        if given >= budget:
+            return
+        if limiter.is_limited(node_key(node)):
+            continue
+        given += 1
+        yield node

@@ -1,0 +1,223 @@
+"""A ring-aware client for whole, modest-sized objects, straight to the object servers. INTERFACE READY.
+
+For services that keep their own data as objects without going through the public proxy
+(blockd's volume chunks, leases, records). Semantics:
+
+* `put` writes to every replica (a failing primary is replaced by a handoff) and returns
+  only when a quorum answered 201, i.e. each of them fsynced the data; else it raises
+  `QuorumError`.
+* `get` asks every primary at once and returns the NEWEST version among the answers (by
+  X-Timestamp, a tombstone counting as a version), so a replica that missed an overwrite is
+  never read alone; a quorum of primaries must answer, else `QuorumError`. If primaries fail
+  it also asks handoffs.
+* `delete` writes a tombstone with quorum; `head` is `get` without the body.
+* `post` replaces the object's user metadata (X-Object-Meta-*).
+
+No container updates are sent: these objects are not listed.
+
+Calls: ObjectCluster(ring, session, clock, conn_timeout_s=..., node_timeout_s=...)
+  await put(account, container, obj, data: bytes, headers=None) -> str (etag)
+  await get(account, container, obj) -> (headers, body) | None
+  await head(account, container, obj) -> headers | None
+  await delete(account, container, obj) -> None
+  await post(account, container, obj, headers) -> bool (False if the object is missing)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from common.clock import Clock
+from common.log import request_id
+from common.nodes import ErrorLimiter, iter_nodes, node_key
+from common.timestamps import Timestamp, TimestampError
+from ring import Device, Ring
+
+__all__ = ["ObjectCluster", "QuorumError"]
+
+
+class QuorumError(Exception):
+    """Too few replicas answered; the operation may or may not have taken effect."""
+
+
+@dataclass
+class _Answer:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    node: Device | None
+
+
+def _quorum(n: int) -> int:
+    return n // 2 + 1
+
+
+def _ts(h: Mapping[str, str]) -> Timestamp:
+    for key in ("X-Backend-Timestamp", "X-Timestamp"):
+        v = h.get(key)
+        if v:
+            try:
+                return Timestamp.parse(v)
+            except TimestampError:
+                continue
+    return Timestamp(0)
+
+
+class ObjectCluster:
+    def __init__(
+        self,
+        ring: Ring,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        *,
+        conn_timeout_s: float = 0.5,
+        node_timeout_s: float = 10.0,
+        limiter: ErrorLimiter | None = None,
+    ) -> None:
+        self.ring = ring
+        self.session = session
+        self.clock = clock
+        self.limiter = limiter or ErrorLimiter(clock)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s
+        )
+        self._last = Timestamp(0)
+
+    def _timestamp(self) -> Timestamp:
+        ts = Timestamp.from_float(self.clock.time())
+        if ts <= self._last:
+            ts = Timestamp(self._last.ticks + 1)
+        self._last = ts
+        return ts
+
+    def _url(self, node: Device, part: int, a: str, c: str, o: str) -> URL:
+        from objectd.client import object_url
+
+        return URL(
+            object_url(f"http://{node.ip}:{node.port}", node.device, part, a, c, o), encoded=True
+        )
+
+    async def _call(
+        self,
+        node: Device,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+    ) -> _Answer:
+        h = CIMultiDict(headers)
+        h["X-Trans-Id"] = request_id.get()
+        try:
+            async with self.session.request(
+                method, url, headers=h, data=body, timeout=self._timeout
+            ) as r:
+                data = await r.read()
+                if r.status == 507:
+                    self.limiter.limit_now(node_key(node))
+                elif r.status >= 500:
+                    self.limiter.error(node_key(node))
+                return _Answer(r.status, CIMultiDict(r.headers), data, node)
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            self.limiter.error(node_key(node))
+            return _Answer(503, CIMultiDict(), b"", node)
+
+    async def _write(
+        self,
+        method: str,
+        a: str,
+        c: str,
+        o: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        ok: tuple[int, ...],
+    ) -> list[_Answer]:
+        part = self.ring.get_part(a, c, o)
+        nodes = iter_nodes(self.ring, part, self.limiter)
+        lock = asyncio.Lock()
+
+        async def one() -> _Answer:
+            last = _Answer(503, CIMultiDict(), b"", None)
+            while True:
+                async with lock:
+                    node = next(nodes, None)
+                if node is None:
+                    return last
+                last = await self._call(node, method, self._url(node, part, a, c, o), headers, body)
+                if last.status < 500:
+                    return last
+
+        n = len(self.ring.get_part_nodes(part))
+        answers = list(await asyncio.gather(*(one() for _ in range(n))))
+        if sum(1 for x in answers if x.status in ok) < _quorum(n):
+            codes = sorted(x.status for x in answers)
+            raise QuorumError(f"{method} /{a}/{c}/{o}: replicas answered {codes}")
+        return answers
+
+    async def put(
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        data: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        etag = hashlib.md5(data).hexdigest()
+        h = CIMultiDict(headers or {})
+        h.setdefault("Content-Type", "application/octet-stream")
+        h["Content-Length"] = str(len(data))
+        h["ETag"] = etag
+        h["X-Timestamp"] = self._timestamp().internal
+        await self._write("PUT", account, container, obj, h, data, (201,))
+        return etag
+
+    async def delete(self, account: str, container: str, obj: str) -> None:
+        h = {"X-Timestamp": self._timestamp().internal}
+        await self._write("DELETE", account, container, obj, h, None, (204, 404))
+
+    async def post(
+        self, account: str, container: str, obj: str, headers: Mapping[str, str]
+    ) -> bool:
+        h = CIMultiDict(headers)
+        h["X-Timestamp"] = self._timestamp().internal
+        answers = await self._write("POST", account, container, obj, h, None, (202, 404))
+        return sum(1 for x in answers if x.status == 202) >= _quorum(len(answers))
+
+    async def _read(self, method: str, a: str, c: str, o: str) -> _Answer | None:
+        part = self.ring.get_part(a, c, o)
+        n = len(self.ring.get_part_nodes(part))
+        nodes = list(iter_nodes(self.ring, part, self.limiter))
+        answers: list[_Answer] = []
+        asked = 0
+        # Ask nodes in waves until a quorum gave a definite answer (2xx or 404).
+        while asked < len(nodes):
+            need = _quorum(n) - sum(1 for x in answers if x.status in (200, 404))
+            if need <= 0:
+                break
+            wave = nodes[asked : asked + max(need, n - asked if asked == 0 else need)]
+            asked += len(wave)
+            answers += await asyncio.gather(
+                *(self._call(node, method, self._url(node, part, a, c, o), {}) for node in wave)
+            )
+        definite = [x for x in answers if x.status in (200, 404)]
+        if len(definite) < _quorum(n):
+            codes = sorted(x.status for x in answers)
+            raise QuorumError(f"{method} /{a}/{c}/{o}: replicas answered {codes}")
+        newest = max(definite, key=lambda x: (_ts(x.headers), x.status == 200))
+        return newest if newest.status == 200 else None
+
+    async def get(
+        self, account: str, container: str, obj: str
+    ) -> tuple[CIMultiDict[str], bytes] | None:
+        ans = await self._read("GET", account, container, obj)
+        return None if ans is None else (ans.headers, ans.body)
+
+    async def head(self, account: str, container: str, obj: str) -> CIMultiDict[str] | None:
+        ans = await self._read("HEAD", account, container, obj)
+        return None if ans is None else ans.headers

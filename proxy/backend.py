@@ -1,0 +1,272 @@
+"""Talking to the storage servers: node choice, error limiting, fan-out and quorum.
+
+The proxy never holds an object in memory here: bodies of object PUTs are streamed by
+proxy/objput.py; this module handles the small requests (account and container writes,
+HEADs, listings) and the common machinery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from common.clock import Clock
+from common.log import get_logger, request_id
+from common.nodes import ErrorLimiter, iter_nodes, node_key
+from ring import Device, Ring
+
+__all__ = [
+    "Backend",
+    "Resp",
+    "Rings",
+    "best_status",
+    "node_key",
+    "quorum_size",
+]
+
+log = get_logger("cairn.proxy.backend")
+
+# Statuses from a node that mean "this node can't do it now", so try another one.
+_RETRY_ELSEWHERE = frozenset({500, 502, 503, 504, 507})
+
+
+@dataclass(frozen=True)
+class Rings:
+    account: Ring
+    container: Ring
+    object: Ring
+
+
+@dataclass
+class Resp:
+    status: int
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+    body: bytes = b""
+    node: Device | None = None
+
+
+def quorum_size(n: int) -> int:
+    """A majority of n replicas (Swift's quorum for replicated writes)."""
+    return n // 2 + 1
+
+
+def best_status(statuses: list[int], n: int) -> int:
+    """The response class that a quorum of the n replicas agrees on, else 503.
+
+    Classes are checked in Swift's order: success, redirection, client error, server error.
+    Within the winning class the most common status wins (ties: the lowest).
+    """
+    q = quorum_size(n)
+    for low in (200, 300, 400, 500):
+        in_class = [s for s in statuses if low <= s < low + 100]
+        if len(in_class) >= q:
+            return min(set(in_class), key=lambda s: (-in_class.count(s), s))
+    return 503
+
+
+def backend_path(
+    device: str, part: int, account: str, container: str | None = None, obj: str | None = None
+) -> str:
+    parts = [device, str(part), account]
+    if container is not None:
+        parts.append(container)
+        if obj is not None:
+            parts.append(obj)
+    return "/" + "/".join(
+        quote(p, safe="") if i < 3 else quote(p, safe="/") for i, p in enumerate(parts)
+    )
+
+
+class Backend:
+    """Storage-node access shared by every controller of one proxy worker."""
+
+    def __init__(
+        self,
+        rings: Rings,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        *,
+        conn_timeout_s: float,
+        node_timeout_s: float,
+        error_limiter: ErrorLimiter,
+    ) -> None:
+        self.rings = rings
+        self.session = session
+        self.clock = clock
+        self.conn_timeout_s = conn_timeout_s
+        self.node_timeout_s = node_timeout_s
+        self.errors = error_limiter
+
+    # -- node choice -------------------------------------------------------------------
+    def nodes(self, ring: Ring, part: int) -> Iterator[Device]:
+        """Primaries not error-limited, then handoffs; at most 2 x replicas nodes in all."""
+        return iter_nodes(ring, part, self.errors)
+
+    def url(self, node: Device, path: str, query: Mapping[str, str] | None = None) -> URL:
+        u = URL(f"http://{node.ip}:{node.port}{path}", encoded=True)
+        return u.update_query(query) if query else u
+
+    def _timeout(self, read_s: float | None = None) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=self.conn_timeout_s, sock_read=read_s or self.node_timeout_s
+        )
+
+    def base_headers(self) -> CIMultiDict[str]:
+        return CIMultiDict({"X-Trans-Id": request_id.get()})
+
+    # -- one request -------------------------------------------------------------------
+    async def call(
+        self,
+        node: Device,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        *,
+        query: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> Resp:
+        """One small request to one node; connection trouble becomes a 503 Resp."""
+        key = node_key(node)
+        try:
+            async with self.session.request(
+                method,
+                self.url(node, path, query),
+                headers=headers,
+                data=body,
+                timeout=self._timeout(),
+                allow_redirects=False,
+            ) as r:
+                data = await r.read()
+                if r.status == 507:
+                    self.errors.limit_now(key)
+                elif r.status >= 500:
+                    self.errors.error(key)
+                return Resp(r.status, r.headers, data, node)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            self.errors.error(key)
+            log.warning(
+                "node request failed",
+                extra={
+                    "fields": {
+                        "node": f"{node.ip}:{node.port}/{node.device}",
+                        "method": method,
+                        "error": type(e).__name__,
+                    }
+                },
+            )
+            return Resp(503, CIMultiDict(), b"", node)
+
+    # -- fan-out -----------------------------------------------------------------------
+    async def write_all(
+        self,
+        ring: Ring,
+        part: int,
+        method: str,
+        path_for: Callable[[Device], str],
+        headers_for: Callable[[int, Device], Mapping[str, str]],
+        body: bytes | None = None,
+    ) -> list[Resp]:
+        """Send a write to every replica; a failing primary is replaced by the next handoff."""
+        n = len(ring.get_part_nodes(part))
+        node_iter = self.nodes(ring, part)
+        lock = asyncio.Lock()
+
+        async def next_node() -> Device | None:
+            async with lock:
+                return next(node_iter, None)
+
+        async def one(i: int) -> Resp:
+            last = Resp(503, CIMultiDict())
+            while True:
+                node = await next_node()
+                if node is None:
+                    return last
+                last = await self.call(
+                    node, method, path_for(node), headers_for(i, node), body=body
+                )
+                if last.status not in _RETRY_ELSEWHERE:
+                    return last
+
+        return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+    async def read_first(
+        self,
+        ring: Ring,
+        part: int,
+        method: str,
+        path_for: Callable[[Device], str],
+        headers: Mapping[str, str],
+        query: Mapping[str, str] | None = None,
+        accept: Callable[[Resp], bool] | None = None,
+    ) -> Resp:
+        """Ask nodes one after another; the first good answer wins.
+
+        A 404 from one primary is not final (it may have missed the write): the others are
+        asked too. When none has it, the answer is 404 if any node said so, else 503.
+        """
+        ok = accept or (lambda r: r.status < 400 or r.status in (412, 416))
+        seen_404: Resp | None = None
+        primaries_asked = 0
+        for node in self.nodes(ring, part):
+            r = await self.call(node, method, path_for(node), headers, query=query)
+            if ok(r):
+                return r
+            primaries_asked += 1
+            if r.status == 404:
+                seen_404 = seen_404 or r
+                # Once every primary says 404, handoffs are only worth asking if some failed.
+                if primaries_asked >= len(ring.get_part_nodes(part)) and seen_404 is r:
+                    continue
+        if seen_404 is not None:
+            return seen_404
+        return Resp(503, CIMultiDict())
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.session.close()
+
+
+async def open_stream(
+    backend: Backend,
+    ring: Ring,
+    part: int,
+    method: str,
+    path_for: Callable[[Device], str],
+    headers: Mapping[str, str],
+) -> tuple[aiohttp.ClientResponse | None, Resp]:
+    """Like read_first, but leaves a good response open so its body can be streamed.
+
+    Returns (open response, summary). The caller must release the open response.
+    """
+    seen_404: Resp | None = None
+    for node in backend.nodes(ring, part):
+        key = node_key(node)
+        try:
+            r = await backend.session.request(
+                method,
+                backend.url(node, path_for(node)),
+                headers=headers,
+                timeout=backend._timeout(),
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            backend.errors.error(key)
+            continue
+        if r.status < 400 or r.status in (412, 416):
+            return r, Resp(r.status, r.headers, b"", node)
+        body = await r.read()
+        r.release()
+        if r.status == 507:
+            backend.errors.limit_now(key)
+        elif r.status >= 500:
+            backend.errors.error(key)
+        elif r.status == 404:
+            seen_404 = seen_404 or Resp(404, r.headers, body, node)
+    return None, seen_404 or Resp(503, CIMultiDict())

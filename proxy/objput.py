@@ -1,0 +1,178 @@
+"""Streaming object PUT to all replicas at once.
+
+Each replica gets its own bounded queue and its own backend request (with
+``Expect: 100-continue``, so a full or missing device answers before any body is sent and a
+handoff takes its place). The client's body is read once and offered to every live queue;
+a replica that fails mid-stream is dropped. The PUT succeeds only when a quorum of replicas
+answered 201 after writing durably.
+
+If the client's body ends early (disconnect, short body) every backend request is aborted,
+so no replica commits a truncated object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+from multidict import CIMultiDict
+
+from common.log import get_logger
+from common.nodes import node_key
+from proxy.backend import Backend, Resp, quorum_size
+from ring import Device, Ring
+
+__all__ = ["ClientBodyError", "stream_put"]
+
+log = get_logger("cairn.proxy.objput")
+
+_QUEUE_CHUNKS = 8
+_EOF = b""
+
+
+class ClientBodyError(Exception):
+    """The client's body could not be read in full (disconnect, timeout, short body)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Abort(Exception):
+    """Raised inside a backend body generator to abort that backend request."""
+
+
+@dataclass
+class _Slot:
+    index: int
+    queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(_QUEUE_CHUNKS))
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[Resp] | None = None
+    node: Device | None = None
+    dead: bool = False
+
+
+async def _body_gen(slot: _Slot) -> AsyncIterator[bytes]:
+    slot.ready.set()  # the backend said 100 Continue (or needs no body confirmation)
+    while True:
+        chunk = await slot.queue.get()
+        if chunk is None:
+            raise _Abort()
+        if chunk is _EOF:
+            return
+        yield chunk
+
+
+async def _one_backend(
+    backend: Backend,
+    slot: _Slot,
+    next_node: Callable[[], Device | None],
+    path_for: Callable[[Device], str],
+    headers_for: Callable[[int, Device], Mapping[str, str]],
+) -> Resp:
+    """Run one replica's request, trying handoffs while the body hasn't started."""
+    last = Resp(503, CIMultiDict())
+    while not slot.ready.is_set():
+        node = next_node()
+        if node is None:
+            break
+        slot.node = node
+        try:
+            async with backend.session.put(
+                backend.url(node, path_for(node)),
+                headers=headers_for(slot.index, node),
+                data=_body_gen(slot),
+                expect100=True,
+                timeout=backend._timeout(),
+            ) as r:
+                body = await r.read()
+                last = Resp(r.status, r.headers, body, node)
+        except (aiohttp.ClientError, TimeoutError, OSError, _Abort) as e:
+            if not isinstance(e, _Abort):
+                backend.errors.error(node_key(node))
+            last = Resp(499 if isinstance(e, _Abort) else 503, CIMultiDict(), b"", node)
+        if last.status == 507:
+            backend.errors.limit_now(node_key(node))
+        elif last.status >= 500:
+            backend.errors.error(node_key(node))
+        if slot.ready.is_set() or last.status < 500:
+            break
+    slot.dead = True
+    slot.ready.set()
+    return last
+
+
+async def stream_put(
+    backend: Backend,
+    ring: Ring,
+    part: int,
+    path_for: Callable[[Device], str],
+    headers_for: Callable[[int, Device], Mapping[str, str]],
+    body: AsyncIterator[bytes],
+    *,
+    connect_timeout_s: float,
+) -> list[Resp]:
+    """Stream `body` to every replica; returns each replica's final response."""
+    n = len(ring.get_part_nodes(part))
+    nodes = backend.nodes(ring, part)
+    slots = [_Slot(i) for i in range(n)]
+
+    def next_node() -> Device | None:
+        return next(nodes, None)
+
+    for s in slots:
+        s.task = asyncio.create_task(_one_backend(backend, s, next_node, path_for, headers_for))
+    try:
+        async with asyncio.timeout(connect_timeout_s + backend.node_timeout_s):
+            await asyncio.gather(*(s.ready.wait() for s in slots))
+        live = [s for s in slots if not s.dead]
+        if len(live) < quorum_size(n):
+            await _abort_all(slots)
+            return [await s.task for s in slots if s.task]
+        await _pump(body, slots, backend.node_timeout_s)
+    except BaseException:
+        await _abort_all(slots)
+        raise
+    return [await s.task for s in slots if s.task]
+
+
+async def _pump(body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float) -> None:
+    quorum = quorum_size(len(slots))
+    async for chunk in body:
+        if not chunk:
+            continue
+        for s in slots:
+            if s.dead:
+                continue
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await s.queue.put(chunk)
+            except TimeoutError:
+                s.dead = True
+                if s.task:
+                    s.task.cancel()
+        if sum(1 for s in slots if not s.dead) < quorum:
+            raise ClientBodyError(503, "too few storage nodes kept up with the upload")
+    for s in slots:
+        if not s.dead:
+            await s.queue.put(_EOF)
+
+
+async def _abort_all(slots: list[_Slot]) -> None:
+    for s in slots:
+        if s.task is None or s.task.done():
+            continue
+        if s.ready.is_set() and not s.dead:
+            with contextlib.suppress(asyncio.QueueFull):
+                while not s.queue.empty():
+                    s.queue.get_nowait()
+                s.queue.put_nowait(None)
+        else:
+            s.task.cancel()
+    for s in slots:
+        if s.task is not None:
+            with contextlib.suppress(BaseException):
+                await s.task

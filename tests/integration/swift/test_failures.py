@@ -1,0 +1,99 @@
+"""Quorum, handoffs and clean errors when storage nodes or devices fail (own cluster)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+from swiftclient import ClientException
+
+from tests.cluster import start_cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+NODE_SERVICES = ("object", "container", "account")
+
+
+@pytest.fixture(scope="module")
+def fcluster(tmp_path_factory):
+    c = start_cluster(tmp_path_factory.mktemp("failures"))
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _down(cluster, node: str) -> None:
+    for kind in NODE_SERVICES:
+        cluster.hold(f"{node}-{kind}")
+        cluster.kill9(f"{node}-{kind}")
+
+
+def _up(cluster, node: str) -> None:
+    for kind in NODE_SERVICES:
+        cluster.release(f"{node}-{kind}")
+    cluster.wait_healthy()
+
+
+def test_one_node_down_put_and_get_work(fcluster):
+    conn = fcluster.connection()
+    c = f"f-{uuid.uuid4().hex[:8]}"
+    conn.put_container(c)
+    before = {f"old{i}": os.urandom(2000) for i in range(10)}
+    for k, v in before.items():
+        conn.put_object(c, k, v)
+    _down(fcluster, "node2")
+    try:
+        time.sleep(0.5)
+        for k, v in before.items():
+            assert conn.get_object(c, k)[1] == v
+        fresh = {f"new{i}": os.urandom(3000) for i in range(10)}
+        for k, v in fresh.items():
+            conn.put_object(c, k, v)
+        for k, v in fresh.items():
+            assert conn.get_object(c, k)[1] == v
+    finally:
+        _up(fcluster, "node2")
+    for k, v in {**before, **fresh}.items():
+        assert conn.get_object(c, k)[1] == v
+
+
+def test_both_nodes_down_is_clean_503(fcluster):
+    conn = fcluster.connection()
+    conn.get_auth()
+    c = f"f-{uuid.uuid4().hex[:8]}"
+    conn.put_container(c)
+    conn.put_object(c, "o", b"x")
+    _down(fcluster, "node1")
+    _down(fcluster, "node2")
+    try:
+        time.sleep(0.5)
+        for call in (lambda: conn.put_object(c, "p", b"y"), lambda: conn.get_object(c, "o")):
+            with pytest.raises(ClientException) as e:
+                call()
+            assert e.value.http_status == 503
+    finally:
+        _up(fcluster, "node1")
+        _up(fcluster, "node2")
+
+
+def test_missing_device_507_then_handoff(fcluster):
+    conn = fcluster.connection()
+    c = f"f-{uuid.uuid4().hex[:8]}"
+    conn.put_container(c)
+    dev = fcluster.data_dir / "nodes" / "node1" / "d1"
+    moved = dev.with_name("d1.unmounted")
+    dev.rename(moved)
+    try:
+        objs = {f"o{i}": os.urandom(500) for i in range(20)}
+        for k, v in objs.items():
+            conn.put_object(c, k, v)
+        for k, v in objs.items():
+            assert conn.get_object(c, k)[1] == v
+    finally:
+        moved.rename(dev)
+    # 507s were answered: the proxy error-limited d1 and wrote to handoffs instead.
+    log = (fcluster.data_dir / "logs" / "node1-object.log").read_text()
+    assert '"status": 507' in log

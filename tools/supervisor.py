@@ -1,0 +1,186 @@
+"""Run a deployment's processes and keep them running.
+
+The supervisor starts every service as a child process (logs in `<data-dir>/logs/`),
+restarts one that dies (with back-off), and publishes `<data-dir>/run/state.json` (written
+atomically) for `cairn status` and `cairn down`. SIGTERM or SIGINT stops every child
+cleanly (SIGTERM, then SIGKILL after a grace period).
+
+A file `<data-dir>/run/hold/<service>` holds a service down: the supervisor does not restart
+it while the file exists (used by fault tests and operators to keep a node down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.fsutil import atomic_write_bytes, makedirs_durable
+from tools.deployment import ServiceSpec
+
+__all__ = ["STATE_VERSION", "Supervisor", "main", "read_state", "state_path"]
+
+STATE_VERSION = 1
+_POLL_S = 0.25
+_BACKOFF_MAX_S = 10.0
+_STOP_GRACE_S = 15.0
+
+
+def state_path(data_dir: Path) -> Path:
+    return data_dir / "run" / "state.json"
+
+
+def read_state(data_dir: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(state_path(data_dir).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("version") == STATE_VERSION else None
+
+
+@dataclass
+class _Child:
+    spec: ServiceSpec
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start_s: float = 0.0
+    backoff_s: float = 0.5
+    started_s: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    data_dir: Path
+    specs: list[ServiceSpec]
+    endpoints: dict[str, str] = field(default_factory=dict)
+    credentials: dict[str, str] = field(default_factory=dict)
+    _children: list[_Child] = field(default_factory=list)
+    _stopping: bool = False
+
+    def __post_init__(self) -> None:
+        self._children = [_Child(s) for s in self.specs]
+        makedirs_durable(self.data_dir / "logs")
+        makedirs_durable(self.data_dir / "run" / "hold")
+
+    def _held(self, name: str) -> bool:
+        return (self.data_dir / "run" / "hold" / name).exists()
+
+    def _start(self, c: _Child) -> None:
+        log = open(self.data_dir / "logs" / f"{c.spec.name}.log", "ab")  # noqa: SIM115
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        c.proc = subprocess.Popen(
+            c.spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+        log.close()
+        c.started_s = time.monotonic()
+
+    def start_all(self) -> None:
+        for c in self._children:
+            if not self._held(c.spec.name):
+                self._start(c)
+        self.write_state()
+
+    def poll(self) -> None:
+        """Restart what died (unless held); called in a loop."""
+        now = time.monotonic()
+        changed = False
+        for c in self._children:
+            if c.proc is not None and c.proc.poll() is not None:
+                if now - c.started_s > 30:
+                    c.backoff_s = 0.5
+                c.proc = None
+                c.next_start_s = now + c.backoff_s
+                c.backoff_s = min(_BACKOFF_MAX_S, c.backoff_s * 2)
+                changed = True
+            if (
+                c.proc is None
+                and not self._stopping
+                and now >= c.next_start_s
+                and not self._held(c.spec.name)
+            ):
+                self._start(c)
+                c.restarts += 1
+                changed = True
+        if changed:
+            self.write_state()
+
+    def write_state(self) -> None:
+        state = {
+            "version": STATE_VERSION,
+            "supervisor_pid": os.getpid(),
+            "data_dir": str(self.data_dir),
+            "endpoints": self.endpoints,
+            "credentials": self.credentials,
+            "services": [
+                {
+                    "name": c.spec.name,
+                    "url": c.spec.url,
+                    "pid": c.proc.pid if c.proc is not None else None,
+                    "restarts": c.restarts,
+                    "held": self._held(c.spec.name),
+                }
+                for c in self._children
+            ],
+        }
+        atomic_write_bytes(
+            state_path(self.data_dir), json.dumps(state, indent=1).encode(), mode=0o600
+        )
+
+    def stop_all(self) -> None:
+        self._stopping = True
+        for c in self._children:
+            if c.proc is not None and c.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for c in self._children:
+            if c.proc is None:
+                continue
+            try:
+                c.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.proc.kill()
+                c.proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            state_path(self.data_dir).unlink()
+
+    def run_forever(self) -> None:
+        stop = False
+
+        def on_signal(_signum: int, _frame: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            while not stop:
+                self.poll()
+                time.sleep(_POLL_S)
+        finally:
+            self.stop_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tools.supervisor --data-dir DIR [--config FILE]`: used by `cairn up -d`."""
+    p = argparse.ArgumentParser(prog="cairn-supervisor")
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--config", type=Path)
+    args = p.parse_args(argv)
+    from tools.up import prepare
+
+    sup = prepare(args.data_dir.resolve(), args.config, quiet=True)
+    sup.start_all()
+    sup.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -47,6 +47,7 @@ __all__ = [
     "PutOutcome",
     "RowRecord",
     "list_databases",
+    "reclaim_all",
 ]
 
 ROW_VERSION = 1
@@ -353,43 +354,62 @@ class Broker(ABC, Generic[R]):
 
     def reclaim(self, cutoff: Timestamp, batch_rows_max: int = 10_000) -> tuple[int, bool]:
         """Drop tombstone rows and deleted metadata keys older than `cutoff`, and the whole
-        database when it was deleted before `cutoff`. Returns (rows removed, db removed)."""
-        removed = 0
-        while True:
-            with self.env.env.begin(write=True) as txn:
-                info = self._info(txn)
-                if info is None:
-                    return removed, False
-                if self.is_deleted(info) and info.ts("delete_timestamp") < cutoff:
-                    removed += self._drop_all(txn, info)
-                    txn.delete(self.key, db=self.env.info)
-                    return removed, True
-                batch = self._reclaim_batch(txn, info, cutoff, batch_rows_max)
-                removed += batch
-                md = {
-                    k: v
-                    for k, v in info.metadata.items()
-                    if v[0] or Timestamp.parse(v[1]) >= cutoff
-                }
-                if batch or md != info.metadata:
-                    info.metadata = md
-                    self._save_info(txn, info)
-            if batch < batch_rows_max:
-                return removed, False
+        database when it was deleted before `cutoff`. Returns (rows removed, db removed).
 
-    def _reclaim_batch(self, txn: Txn, info: DbInfo, cutoff: Timestamp, count_max: int) -> int:
-        doomed: list[tuple[bytes, int]] = []
-        for name, raw in iter_forward(txn.cursor(db=self.env.rows), info.dbid, b"", self._name_of):
-            row, seq = self._decode_row(name, raw)
-            if self.row_reclaimable(row, cutoff):
-                doomed.append((name_key(name), seq))
-                if len(doomed) >= count_max:
-                    break
-        prefix = dbid_prefix(info.dbid)
-        for nkey, seq in doomed:
-            txn.delete(prefix + nkey, db=self.env.rows)
-            txn.delete(seq_key(info.dbid, seq), db=self.env.seqs)
-        return len(doomed)
+        Rows are examined `batch_rows_max` at a time in a read transaction and deleted in a
+        short write transaction, so other writers on the device wait for one batch at most.
+        """
+        with self.env.env.begin(write=True) as txn:
+            info = self._info(txn)
+            if info is None:
+                return 0, False
+            if self.is_deleted(info) and info.ts("delete_timestamp") < cutoff:
+                dropped = self._drop_all(txn, info)
+                txn.delete(self.key, db=self.env.info)
+                return dropped, True
+            md = {k: v for k, v in info.metadata.items() if v[0] or Timestamp.parse(v[1]) >= cutoff}
+            if md != info.metadata:
+                info.metadata = md
+                self._save_info(txn, info)
+        removed = 0
+        start: bytes | None = b""
+        while start is not None:
+            doomed, start = self._find_reclaimable(info.dbid, start, cutoff, batch_rows_max)
+            if doomed:
+                removed += self._delete_rows(doomed, cutoff)
+        return removed, False
+
+    def _find_reclaimable(
+        self, dbid: int, start: bytes, cutoff: Timestamp, examine_max: int
+    ) -> tuple[list[bytes], bytes | None]:
+        """Names of reclaimable rows among the next `examine_max` rows from `start`, and
+        where to continue (None at the end)."""
+        doomed: list[bytes] = []
+        with self.env.env.begin(db=self.env.rows) as txn:
+            rows = iter_forward(txn.cursor(db=self.env.rows), dbid, start, self._name_of)
+            for examined, (name, raw) in enumerate(rows, 1):
+                if self.row_reclaimable(self._decode_row(name, raw)[0], cutoff):
+                    doomed.append(name)
+                if examined >= examine_max:
+                    return doomed, name + b"\x00"
+        return doomed, None
+
+    def _delete_rows(self, names: list[bytes], cutoff: Timestamp) -> int:
+        """Delete rows that are (still) reclaimable, with their seq entries."""
+        removed = 0
+        with self.env.env.begin(write=True) as txn:
+            info = self._info(txn)
+            if info is None:
+                return 0
+            prefix = dbid_prefix(info.dbid)
+            for name in names:
+                held = self._get_row(txn, info, name.decode())
+                if held is None or not self.row_reclaimable(held[0], cutoff):
+                    continue  # changed since it was examined
+                txn.delete(prefix + name_key(name), db=self.env.rows)
+                txn.delete(seq_key(info.dbid, held[1]), db=self.env.seqs)
+                removed += 1
+        return removed
 
     def _drop_all(self, txn: Txn, info: DbInfo) -> int:
         prefix = dbid_prefix(info.dbid)
@@ -439,3 +459,18 @@ def list_databases(env: ListingEnv, partition: int | None = None) -> list[tuple[
                 break
             out.append(parse_info_key(key))
     return out
+
+
+def reclaim_all(
+    env: ListingEnv,
+    make_broker: Callable[[ListingEnv, int, str], Broker[Any]],
+    cutoff: Timestamp,
+) -> tuple[int, int]:
+    """Reclaim every database of an environment (blocking; run it on the env's executor).
+    Returns (rows removed, databases removed)."""
+    rows = dbs = 0
+    for part, hash_hex in list_databases(env):
+        removed, dropped = make_broker(env, part, hash_hex).reclaim(cutoff)
+        rows += removed
+        dbs += dropped
+    return rows, dbs

@@ -18,6 +18,7 @@ from common.listingdb import (
     acquire_env,
     list_databases,
     live_metadata,
+    reclaim_all,
     release_env,
 )
 from common.timestamps import Timestamp
@@ -226,6 +227,20 @@ def test_reclaim_in_batches(env: ListingEnv) -> None:
         b.put_row(ObjectRow.tombstone(f"o{i:02d}", ts(101)))
     assert b.reclaim(ts(150), batch_rows_max=10) == (25, False)
     assert b.rows_since(0, 100) == []
+
+
+def test_reclaim_all_walks_every_database(tmp_path: Path) -> None:
+    e = acquire_env(tmp_path / "containers.lmdb", EnvOptions(1 << 26))
+    try:
+        gone, kept = ContainerBroker(e, 1, "c" * 32), ContainerBroker(e, 2, "d" * 32)
+        for b in (gone, kept):
+            b.create_or_update("a", "c", ts(100), {})
+            b.put_row(ObjectRow.tombstone("t", ts(101)))
+        gone.delete_db(ts(102), require_empty=True)
+        assert reclaim_all(e, ContainerBroker, ts(200)) == (2, 1)
+        assert list_databases(e) == [(2, "d" * 32)]
+    finally:
+        release_env(e)
 
 
 def test_merge_info_and_partition_listing(tmp_path: Path) -> None:

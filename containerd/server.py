@@ -49,14 +49,12 @@ from ring.hashing import hash_path
 
 __all__ = ["STATE", "ContainerState", "container_headers", "main", "make_container_app"]
 
-_META_PREFIXES = ("x-container-meta-", "x-container-sysmeta-")
+_META_PREFIXES = ("x-container-meta-", "x-container-sysmeta-", "x-container-sync-")
 _META_EXACT = {
     h: "-".join(w.capitalize() for w in h.split("-"))
     for h in (
         "x-container-read",
         "x-container-write",
-        "x-container-sync-key",
-        "x-container-sync-to",
         "x-versions-location",
         "x-history-location",
     )

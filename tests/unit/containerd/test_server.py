@@ -60,7 +60,14 @@ async def put_objects(s: aiohttp.ClientSession, url: str, names: list[str]) -> N
 
 def test_container_lifecycle(tmp_path: Path) -> None:
     async def scenario(s: aiohttp.ClientSession, url: str) -> None:
-        meta = {**ts(1), "X-Container-Meta-Color": "blue", "X-Container-Read": ".r:*"}
+        meta = {
+            **ts(1),
+            "X-Container-Meta-Color": "blue",
+            "X-Container-Read": ".r:*",
+            "X-Container-Sync-Key": "k",
+            "X-Container-Write": "a:b",
+            "X-History-Location": "h",
+        }
         assert (await client.direct_put_container(s, url, "sda", 1, "a", "c", meta))[0] == 201
         assert (await client.direct_put_container(s, url, "sda", 1, "a", "c", ts(2)))[0] == 202
         st, h = await client.direct_head_container(s, url, "sda", 1, "a", "c")
@@ -68,6 +75,8 @@ def test_container_lifecycle(tmp_path: Path) -> None:
         assert h["X-Container-Object-Count"] == "0"
         assert h["X-Container-Meta-Color"] == "blue"
         assert h["X-Container-Read"] == ".r:*"
+        assert (h["X-Container-Write"], h["X-Container-Sync-Key"]) == ("a:b", "k")
+        assert h["X-History-Location"] == "h"
         assert h["X-Timestamp"] == "1700000001.00000"
         assert h["X-Put-Timestamp"] == "1700000002.00000"
         assert h["X-Backend-Delete-Timestamp"] == "0000000000.00000"

@@ -191,7 +191,8 @@ class ChunkCache:
 
     def _mark_dirty(self, e: _Entry) -> None:
         e.dirty_gen += 1
-        self._dirty.setdefault(e.chunks.container, set()).add(e.idx)
+        if self._entries.get((e.chunks.container, e.idx)) is e:  # not dropped meanwhile
+            self._dirty.setdefault(e.chunks.container, set()).add(e.idx)
 
     async def _load(self, e: _Entry) -> None:
         """Fill an entry from the store; called with e.lock held."""
@@ -301,7 +302,7 @@ class ChunkCache:
         for c in containers:
             for idx in sorted(self._dirty.get(c, ())):
                 if wanted is None or idx in wanted:
-                    out.append(self._entries[(c, idx)])
+                    out.append(self._entries[(c, idx)])  # dirty entries are never evicted
         return out
 
     async def _flush_entry(self, e: _Entry) -> None:
@@ -378,8 +379,8 @@ class ChunkCache:
             self._release(e.size)
         self._dirty.pop(chunks.container, None)
 
-    async def close(self) -> None:
-        """Stop the timer and background work; flush everything (raises if that fails)."""
+    async def stop_background(self) -> None:
+        """Cancel the timer, back-pressure flushes and prefetches (dirty data stays)."""
         tasks = [t for t in (self._timer_task, self._kick_task) if t is not None]
         tasks += list(self._prefetch_tasks)
         for t in tasks:
@@ -389,4 +390,8 @@ class ChunkCache:
                 await t
         self._timer_task = None
         self._kick_task = None
+
+    async def close(self) -> None:
+        """Stop background work, then flush everything (raises if that fails)."""
+        await self.stop_background()
         await self.flush()

@@ -41,6 +41,7 @@ log = get_logger("cairn.blockd.manager")
 NAME_BYTES_MAX = 255
 SIZE_BYTES_MAX = 64 << 40  # 64 TiB
 _DELETE_CONCURRENCY = 32
+_ATTACH_CONCURRENCY = 32
 
 
 class VolumeNotFound(LookupError):
@@ -112,17 +113,23 @@ class VolumeManager:
         `timers` starts the cache flush timer and lease renewals (off for ManualClock tests).
         """
         self._timers = timers
-        for record in await self.catalog.records():
+        sem = asyncio.Semaphore(_ATTACH_CONCURRENCY)  # each attach waits lease_settle_s
+
+        async def attach(record: VolumeRecord) -> None:
+            async with sem:
+                try:
+                    await self._attach(record)
+                except (LeaseHeld, StoreError) as e:
+                    log.warning(
+                        "volume not exported here",
+                        extra={"fields": {"volume": record.id, "error": str(e)}},
+                    )
+
+        records = await self.catalog.records()
+        for record in records:
             if record.status == "deleting":
                 self._spawn(self._finish_delete(record))
-                continue
-            try:
-                await self._attach(record)
-            except (LeaseHeld, StoreError) as e:
-                log.warning(
-                    "volume not exported here",
-                    extra={"fields": {"volume": record.id, "error": str(e)}},
-                )
+        await asyncio.gather(*(attach(r) for r in records if r.status != "deleting"))
         if timers:
             self.cache.start_timer(self.conf.flush_interval_s)
 

@@ -148,7 +148,11 @@ async def _run(args: argparse.Namespace, authenticate: Authenticate) -> int:
         try:
             await stop.wait()
         finally:
-            await service.stop()
+            try:
+                await service.stop()
+            except Exception as e:  # the store is down: unflushed data is lost, say so
+                log.error("stopped without flushing", extra={"fields": {"error": repr(e)}})
+                return 1
     return 0
 
 

@@ -322,3 +322,20 @@ def test_unflushed_writes_after_crash_are_old_or_new_never_torn():
 
     for seed in range(5):
         asyncio.run(run(seed))
+
+
+def test_dropping_a_volume_mid_write_leaves_nothing_dirty():
+    async def run():
+        store = FaultyObjectStore(
+            MemoryObjectStore(), random.Random(2), FaultPlan(latency_max_s=0.01)
+        )
+        vol = make_volume(store)
+        writes = asyncio.gather(*(vol.write(i * 8 + 1, pattern(i, 2)) for i in range(6)))
+        await asyncio.sleep(0.002)  # some writes are loading their chunk now
+        vol.cache.drop(vol.chunks)
+        await writes
+        assert vol.cache.dirty_count() == 0
+        await vol.cache.flush()
+        assert vol.cache.used_bytes == 0
+
+    asyncio.run(run())

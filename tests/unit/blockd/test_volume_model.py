@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from blockd.store import MemoryObjectStore
+from blockd.store import (
+    FaultPlan,
+    FaultyObjectStore,
+    MemoryObjectStore,
+    ObjectStore,
+    StoreUnavailable,
+)
 from tests.unit.blockd.helpers import BS, make_volume
 
 CHUNK = 4 * BS
@@ -20,12 +27,15 @@ class VolumeModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.store = MemoryObjectStore()
+        self.store = self._store()
         self.model = bytearray(SIZE)
         self.durable = bytearray(SIZE)  # what a restart must show at least for unchanged blocks
         self.changed_since_flush: set[int] = set()
         self.vol = self._open()
         self.fill = 0
+
+    def _store(self) -> ObjectStore:
+        return MemoryObjectStore()
 
     def _open(self):
         # a cache of 3 chunks: eviction and back-pressure flushes happen all the time
@@ -37,6 +47,7 @@ class VolumeModel(RuleBasedStateMachine):
         return self.loop.run_until_complete(coro)
 
     def teardown(self) -> None:
+        self.run(self.vol.cache.stop_background())
         self.loop.close()
 
     @rule(lba=st.integers(0, NBLOCKS - 1), n=st.integers(1, 12), fua=st.booleans())
@@ -44,7 +55,10 @@ class VolumeModel(RuleBasedStateMachine):
         n = min(n, NBLOCKS - lba)
         self.fill += 1
         data = bytes([self.fill % 251 + 1]) * (n * BS)
-        self.run(self.vol.write(lba, data, fua=fua))
+        try:
+            self.run(self.vol.write(lba, data, fua=fua))
+        except StoreUnavailable:
+            assert fua  # only the FUA flush can fail; the data is in the cache regardless
         self.model[lba * BS : (lba + n) * BS] = data
         self.changed_since_flush.update(range(lba, lba + n))
 
@@ -62,15 +76,22 @@ class VolumeModel(RuleBasedStateMachine):
 
     @rule()
     def flush(self) -> None:
-        self.run(self.vol.flush())
+        self._flush()
+
+    def _flush(self) -> bool:
+        try:
+            self.run(self.vol.flush())
+        except StoreUnavailable:
+            return False  # the data stays dirty: reads still see it, a later flush writes it
         self.durable[:] = self.model
         self.changed_since_flush.clear()
+        return True
 
     @rule()
     def restart_after_flush(self) -> None:
-        self.flush()
-        self.vol = self._open()
-        assert self.run(self.vol.read(0, NBLOCKS)) == bytes(self.model)
+        if self._flush():
+            self.vol = self._open()
+            assert self.run(self.vol.read(0, NBLOCKS)) == bytes(self.model)
 
     @precondition(lambda self: bool(self.changed_since_flush))
     @rule()
@@ -93,5 +114,32 @@ class VolumeModel(RuleBasedStateMachine):
         assert self.vol.cache.used_bytes <= self.vol.cache.bytes_max
 
 
+class FaultyStoreVolumeModel(VolumeModel):
+    """The same model over a store where a third of the puts and deletes fail.
+
+    Writes that need a chunk load get no faults (a failed read is simply an error to the
+    initiator and changes nothing); every failure is in the flush path.
+    """
+
+    def _store(self) -> ObjectStore:
+        self.inner = MemoryObjectStore()
+        plan = FaultPlan(put_fail_rate=0.33, delete_fail_rate=0.33)
+        return FaultyObjectStore(self.inner, random.Random(5), plan, partial_write_rate=0.5)
+
+    def _open(self):
+        return make_volume(
+            self.store,
+            size_bytes=SIZE,
+            chunk_bytes=CHUNK,
+            cache_bytes_max=3 * CHUNK,
+            backpressure_timeout_s=60.0,
+        )
+
+
+_SETTINGS = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestVolumeModel = VolumeModel.TestCase
-TestVolumeModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestVolumeModel.settings = _SETTINGS
+TestFaultyStoreVolumeModel = FaultyStoreVolumeModel.TestCase
+TestFaultyStoreVolumeModel.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None
+)

@@ -27,7 +27,7 @@ import uvloop
 
 from blockd.backend import BlockBackend, FileBackend, MemoryBackend
 from blockd.iscsi.chap import ChapCredentials
-from blockd.iscsi.connection import Close, Connection, ConnectionConfig, Execute
+from blockd.iscsi.connection import Close, Connection, ConnectionConfig, Event, Execute, ResetLu
 from blockd.iscsi.login import LoginResult, LoginStatus, TargetEntry
 from blockd.iscsi.negotiation import TargetLimits
 from blockd.scsi.lu import LogicalUnit
@@ -257,8 +257,12 @@ class _ConnectionLoop:
                 task.cancel()
             if self.running:
                 await asyncio.gather(*self.running, return_exceptions=True)
-            if self.conn.session is not None:
-                self.target._forget(self.conn.session)
+            session = self.conn.session
+            if session is not None:
+                self.target._forget(session)
+                lu = self.target._lu(session.target.iqn) if session.target else None
+                if lu is not None:
+                    lu.nexus_lost(self.conn.nexus)
 
     def _close_from_outside(self) -> None:
         self.conn.abort_all()
@@ -288,9 +292,14 @@ class _ConnectionLoop:
             self._handle(event)
         await self._flush()
 
-    def _handle(self, event: Execute | Close) -> None:
+    def _handle(self, event: Event) -> None:
         if isinstance(event, Close):
             self.closed.set()
+            return
+        if isinstance(event, ResetLu):
+            lu = self.target._lu(event.target)
+            if lu is not None:
+                lu.reset()
             return
         task = asyncio.create_task(self._execute(event))
         self.running.add(task)

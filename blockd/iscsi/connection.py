@@ -34,7 +34,7 @@ from blockd.iscsi.tasks import Task
 from blockd.iscsi.text import TextError, decode_text, encode_text
 from blockd.scsi.sense import ScsiResult, SenseKey, Status, sense_bytes
 
-__all__ = ["Close", "Connection", "ConnectionConfig", "Execute"]
+__all__ = ["Close", "Connection", "ConnectionConfig", "Event", "Execute", "ResetLu"]
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,18 @@ class Execute:
 
 
 @dataclass(frozen=True, slots=True)
+class ResetLu:
+    """A LUN or target reset: the loop resets ``target``'s LU (SPC-2 reservations end)."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     reason: str
 
 
-Event = Execute | Close
+Event = Execute | ResetLu | Close
 
 
 class Phase(enum.Enum):
@@ -570,6 +577,9 @@ class Connection:
                 return
         else:
             victims = list(self._tasks.values())
+        resets = (TMF_LUN_RESET, TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET)
+        if function in resets and self.session is not None and self.session.target is not None:
+            self._events.append(ResetLu(self.session.target.iqn))
         self._abort(req.itt, victims, close_after=function == TMF_TARGET_COLD_RESET)
 
     def _missing_task_response(self, req: m.TaskMgmtRequest) -> int:

@@ -26,9 +26,9 @@ LBA_STATUS_DESCRIPTORS_MAX = 64
 INVALID_FIELD_IN_IU = (0x0E, 0x03)
 
 _SIX = {0x08, 0x0A}
-_TEN = {0x28, 0x2A, 0x2E, 0x2F, 0x35, 0x41}
+_TEN = {0x28, 0x2A, 0x2E, 0x2F, 0x34, 0x35, 0x41}
 _TWELVE = {0xA8, 0xAA, 0xAE, 0xAF}
-_SIXTEEN = {0x88, 0x8A, 0x8E, 0x8F, 0x91, 0x93}
+_SIXTEEN = {0x88, 0x8A, 0x8B, 0x8E, 0x8F, 0x90, 0x91, 0x93}
 
 
 def parse_lba_count(cdb: bytes) -> tuple[int, int]:
@@ -234,6 +234,33 @@ class BlockCommands:
         for lba, count in ranges:
             if count:
                 await self._locked_unmap(lba, count)
+
+    async def prefetch(self, cmd: Command) -> None:
+        """PRE-FETCH: nothing to stage in memory ahead of time; check the range only."""
+        lba, count = parse_lba_count(cmd.cdb)
+        self._check_range(lba, count)
+
+    async def or_write(self, cmd: Command) -> None:
+        """ORWRITE (16): OR the Data-Out into the blocks, atomically per range."""
+        cdb = cmd.cdb
+        lba, count = parse_lba_count(cdb)
+        self._check_protect(cdb)
+        bs = self.backend.block_size
+        data = cmd.need_data_out(count * bs)
+        self._check_range(lba, count)
+        self._check_transfer(count, 10)
+        if count == 0:
+            return
+        span = await self.locks.acquire(lba, count)
+        try:
+            current = await self.backend.read(lba, count)
+            merged = (int.from_bytes(current, "big") | int.from_bytes(data, "big")).to_bytes(
+                len(data), "big"
+            )
+            fua = bool(cdb[1] & 0x08) or not self.write_cache
+            await self.backend.write(lba, merged, fua=fua)
+        finally:
+            await self.locks.release(span)
 
     async def compare_and_write(self, cmd: Command) -> None:
         cdb = cmd.cdb

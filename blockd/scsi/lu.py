@@ -22,6 +22,7 @@ from blockd.scsi.sense import (
     ScsiResult,
     SenseKey,
     Status,
+    conflict,
     invalid_cdb,
     sense_bytes,
 )
@@ -42,6 +43,9 @@ def _u32(cdb: bytes, offset: int) -> int:
     value: int = struct.unpack_from(">I", cdb, offset)[0]
     return value
 
+
+# Commands another I_T nexus may run while an SPC-2 (RESERVE(6)) reservation is held.
+_SPC2_ALLOWED = frozenset({0x03, 0x12, 0x17, 0x5E, 0xA0, 0xA3})
 
 # Where each data-in command keeps its allocation length.
 _ALLOCATION_LENGTH: dict[int, Callable[[bytes], int]] = {
@@ -65,6 +69,7 @@ class LogicalUnit:
         self.block = BlockCommands(backend, self.limits)
         self.modes = modes.ModeState()
         self.pr = PrState()
+        self.spc2_holder: str | None = None  # RESERVE(6) holder (SPC-2 reservation)
         self._handlers: dict[int, Handler] = self._build_handlers()
 
     def _build_handlers(self) -> dict[int, Handler]:
@@ -77,6 +82,11 @@ class LogicalUnit:
             0x1A: self._mode_sense,
             0x1B: self._nothing,
             0x1E: self._nothing,
+            0x16: self._reserve6,
+            0x17: self._release6,
+            0x34: _none(b.prefetch),
+            0x8B: _none(b.or_write),
+            0x90: _none(b.prefetch),
             0x25: self._read_capacity10,
             0x35: _none(b.sync_cache),
             0x41: _none(b.write_same),
@@ -133,6 +143,9 @@ class LogicalUnit:
             return self._other_lun(cmd)
         if cdb[info.cdb_bytes - 1] & 0x04:  # NACA is not supported
             raise invalid_cdb(info.cdb_bytes - 1)
+        holder = self.spc2_holder
+        if holder is not None and holder != cmd.nexus and cdb[0] not in _SPC2_ALLOWED:
+            raise conflict()
         self.pr.check_access(cmd.nexus, info.access)
         return await self._handlers[cdb[0]](cmd)
 
@@ -148,6 +161,26 @@ class LogicalUnit:
 
     async def _nothing(self, cmd: Command) -> None:
         return None
+
+    def reset(self) -> None:
+        """LUN RESET / target reset: SPC-2 reservations end (persistent ones stay)."""
+        self.spc2_holder = None
+
+    def nexus_lost(self, nexus: str) -> None:
+        """The I_T nexus ended (logout or connection loss): its SPC-2 reservation ends."""
+        if self.spc2_holder == nexus:
+            self.spc2_holder = None
+
+    async def _reserve6(self, cmd: Command) -> None:
+        if cmd.cdb[1] & 0x1F:  # 3rdPty / extents (obsolete) are not supported
+            raise invalid_cdb(1)
+        if self.pr.keys or self.pr.holder is not None:
+            raise conflict()  # SPC-4 5.12.3: RESERVE(6) conflicts with persistent reservations
+        self.spc2_holder = cmd.nexus
+
+    async def _release6(self, cmd: Command) -> None:
+        if self.spc2_holder == cmd.nexus:
+            self.spc2_holder = None
 
     async def _request_sense(self, cmd: Command) -> bytes:
         if cmd.cdb[1] & 0xFE:

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 
 from blockd.backend import MemoryBackend
-from blockd.iscsi.connection import Close, Connection, ConnectionConfig, Execute
+from blockd.iscsi.connection import Close, Connection, ConnectionConfig, Event, Execute
 from blockd.iscsi.pdu import BHS_BYTES, Op, Pdu, build_bhs, encode_pdu, pad_bytes
 from blockd.iscsi.text import decode_text, encode_text
 from blockd.target import IscsiTarget
@@ -154,10 +154,12 @@ class Harness:
         self._run(events)
         return split_pdus(self.conn.data_to_send(), header_digest=digests, data_digest=digests)
 
-    def _run(self, events: list[Execute | Close]) -> None:
+    def _run(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, Close):
                 self.closed = True
+                continue
+            if not isinstance(event, Execute):
                 continue
             lu = self.target._lu(event.target)
             assert lu is not None

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
-from common.log import get_logger, request_id
+from common.log import get_logger, new_trans_id, request_id
 from proxy.s3.authtypes import VerifiedAuth, split_query, split_target
 from proxy.s3.context import S3Context, S3Settings
 from proxy.s3.errors import S3Error, invalid_access_key
@@ -38,7 +39,6 @@ _SWIFT_PREFIXES = ("/v1/", "/v1.0/", "/auth/", "/info/")
 _SWIFT_PATHS = frozenset({"/v1", "/v1.0", "/auth", "/info", "/healthcheck", "/metrics"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class ProxyStateLike(Protocol):
@@ -112,6 +112,8 @@ def s3_middleware(
         if not _wants_s3(request, raw_query):
             return await handler(request)
         trans_id = request_id.get()
+        if trans_id == "-":  # not behind common/server's request-id middleware
+            trans_id = new_trans_id()
         state = state_getter()
         settings = settings_from(state.cfg)
         try:

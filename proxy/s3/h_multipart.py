@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mimetypes
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -44,7 +43,7 @@ from proxy.s3.multipart import (
     upload_prefix,
     validate_completion,
 )
-from proxy.s3.objmeta import swift_object_headers, with_type_params
+from proxy.s3.objmeta import DEFAULT_CONTENT_TYPE, swift_object_headers, with_type_params
 from proxy.s3.xmlparse import parse_complete_multipart_upload
 
 __all__ = ["MARKER_VERSION", "MULTIPART_HANDLERS"]
@@ -253,9 +252,7 @@ async def complete_multipart_upload(ctx: S3Context) -> web.StreamResponse:
     etag = multipart_etag([p.etag for p in chosen])
     total = sum(p.size for p in chosen)
     headers = {str(k): str(v) for k, v in dict(doc.get("headers", {})).items()}
-    content_type = headers.get("Content-Type") or (
-        mimetypes.guess_type(ctx.key)[0] or "application/octet-stream"
-    )
+    content_type = headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
     headers.update(
         {
             "Content-Type": with_type_params(content_type, total, etag),

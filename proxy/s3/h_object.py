@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from common.log import get_logger, request_id
+from common.log import get_logger
 from proxy import largeobj
 from proxy.s3 import xml as x
 from proxy.s3.access import authorize, resolve_bucket, unavailable
@@ -170,15 +170,15 @@ async def _fetch(ctx: S3Context, account: str, head: bool) -> web.StreamResponse
     if head:
         await result.close()
         result.stream = None
-    return await send_result(ctx.request, result.status, sent, result)
+    return await send_result(ctx.request, ctx.request_id, result.status, sent, result)
 
 
 async def send_result(
-    request: web.Request, status: int, headers: Mapping[str, str], result: Result
+    request: web.Request, trans_id: str, status: int, headers: Mapping[str, str], result: Result
 ) -> web.StreamResponse:
     """Stream an ops Result's body (if any) with the given status and headers."""
     sent: CIMultiDict[str] = CIMultiDict(headers)
-    sent["x-amz-request-id"] = request_id.get()
+    sent["x-amz-request-id"] = trans_id
     resp = web.StreamResponse(status=status, headers=sent)
     if "Content-Length" in headers:
         resp.content_length = int(headers["Content-Length"])

@@ -22,6 +22,7 @@ from proxy.s3.headers import HeaderMap
 
 __all__ = [
     "CONTENT_HEADERS",
+    "DEFAULT_CONTENT_TYPE",
     "RESPONSE_OVERRIDES",
     "copy_source_conditions",
     "evaluate_conditions",
@@ -50,6 +51,7 @@ RESPONSE_OVERRIDES = {
     "response-content-encoding": "Content-Encoding",
 }
 _STORAGE_CLASSES = frozenset({"STANDARD"})
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 _TYPE_PARAMS = ("swift_bytes", "s3_etag")
 
 
@@ -67,6 +69,8 @@ def swift_object_headers(hmap: HeaderMap) -> CIMultiDict[str]:
             value = strip_aws_chunked(value)
         if value is not None:
             out[name] = value
+    # S3's default type when a client names none (Swift would guess from the name).
+    out.setdefault("Content-Type", DEFAULT_CONTENT_TYPE)
     for name, value in hmap.items():
         if name.startswith("x-amz-meta-"):
             out.add("X-Object-Meta-" + name[len("x-amz-meta-") :], value)

@@ -21,7 +21,6 @@ from aiohttp import web
 from botocore.config import Config
 
 from common.deploy import ProxyConfig, TempAuthConfig, TempAuthUser
-from common.server import make_app
 from proxy.auth import TempAuth
 from proxy.s3.frontend import s3_middleware
 from tests.unit.s3.memory_ops import MemoryOps
@@ -102,13 +101,14 @@ def serve_front() -> Iterator[Front]:
     auth = TempAuth(TempAuthConfig(users=_users()), b"s3-front-test-secret-0123456789ab", clock)
     state = SimpleNamespace(cfg=SimpleNamespace(proxy=ProxyConfig(s3_domain=DOMAIN)), ops=ops,
                             auth=auth)  # fmt: skip
-    app = make_app("proxy-s3-test")
-    app.middlewares.append(s3_middleware(lambda: state, rng=random.Random(7)))  # type: ignore[arg-type]
+    middleware = s3_middleware(lambda: state, rng=random.Random(7))
+    app = web.Application(middlewares=[middleware])
 
-    async def swift_stand_in(_request: web.Request) -> web.Response:
+    async def stand_in(_request: web.Request) -> web.Response:
         return web.Response(text="swift route")
 
-    app.router.add_route("*", "/v1/{tail:.*}", swift_stand_in)
+    app.router.add_route("*", "/v1/{tail:.*}", stand_in)
+    app.router.add_route("GET", "/healthcheck", stand_in)
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder: dict[str, Any] = {}

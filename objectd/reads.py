@@ -157,7 +157,11 @@ async def _send_range(
                 if use_sendfile:
                     await st.devices.run(path.device, reader.verify, pos, n)
                     assert transport is not None
-                    await loop.sendfile(transport, fobj, pos, n)
+                    try:
+                        await loop.sendfile(transport, fobj, pos, n)
+                    except NotImplementedError:  # uvloop has no loop.sendfile: nothing sent
+                        use_sendfile = False
+                        await resp.write(await st.devices.run(path.device, reader.read, pos, n))
                 else:
                     data = await st.devices.run(path.device, reader.read, pos, n)
                     await resp.write(data)

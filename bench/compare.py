@@ -26,7 +26,7 @@ from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnRefError, running_cairn
 from bench.ports import free_ports
 from bench.procstat import TreeCPU
 from bench.report import Summary, format_table, ratio_line, summarize, to_json, write_chart
-from bench.stats import Result
+from bench.stats import MBPS_WORKLOADS, Result
 from bench.swiftref import SwiftLayout, SwiftRefError, ensure_swift, running_swift
 from bench.target import AuthError, swift_auth
 from bench.workloads import (
@@ -125,7 +125,8 @@ def _start_cairn(stack: contextlib.ExitStack, out: Path, workers: int) -> System
 
 
 def _progress(t0: float, name: str, rep: int, r: Result) -> None:
-    thr = f"{r.mb_per_s:8.1f} MB/s" if r.bytes_moved >= 1_000_000 else f"{r.ops_per_s:8.1f} op/s"
+    mbps = r.workload in MBPS_WORKLOADS
+    thr = f"{r.mb_per_s:8.1f} MB/s" if mbps else f"{r.ops_per_s:8.1f} op/s"
     why = f" FAILED: {r.extra['failed']}" if "failed" in r.extra else ""
     if r.errors and "first_error" in r.extra:
         why += f" first error: {r.extra['first_error']}"

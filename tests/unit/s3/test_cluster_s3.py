@@ -27,7 +27,7 @@ from tests.cluster import Cluster, start_cluster
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
-USERS = [
+USERS: list[dict[str, Any]] = [
     {"account": "test", "user": "tester", "key": "testing", "admin": True},
     {"account": "test", "user": "tester3", "key": "testing3"},
     {"account": "test2", "user": "tester2", "key": "testing2", "admin": True},

@@ -33,6 +33,10 @@ class ObjectServerConf:
     write_chunk_bytes: int = 1024 * 1024
     # Bytes verified (and then sent) per step when serving a GET.
     read_chunk_bytes: int = 1024 * 1024
+    # Disk operations queued per device before requests get 503, and the longest one step
+    # (a read, a 1 MiB write, an fsync+rename) may take before the request gives up (503).
+    ops_queued_max: int = 256
+    disk_timeout_s: float = 60.0
     # Send verified ranges with sendfile (zero copy to the socket) instead of write().
     use_sendfile: bool = True
 

@@ -15,7 +15,7 @@ from objectd.diskfile import DiskFile, FaultPlan, FaultyDiskFile, RealDiskFile
 from objectd.layout import DeviceLayout, valid_device_name
 from ring.hashing import hash_path
 
-__all__ = ["DeviceUnavailable", "Devices"]
+__all__ = ["DeviceBusy", "DeviceUnavailable", "Devices"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -23,6 +23,10 @@ R = TypeVar("R")
 
 class DeviceUnavailable(Exception):
     """The device is not there (not mounted / directory missing): 507."""
+
+
+class DeviceBusy(Exception):
+    """Too many operations queued on the device, or one took too long: 503, try elsewhere."""
 
 
 class Devices:
@@ -36,6 +40,8 @@ class Devices:
         *,
         mount_check: bool,
         threads_per_device: int,
+        ops_queued_max: int = 256,
+        disk_timeout_s: float = 60.0,
         on_quarantine: Callable[[Path], None] | None = None,
         fault_plan: FaultPlan | None = None,
     ) -> None:
@@ -46,6 +52,11 @@ class Devices:
         self.mount_check = mount_check
         self._threads = threads_per_device
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        # Bound on operations waiting for or running in a device's pool: a hung disk makes
+        # requests fail fast (503) instead of piling up without limit.
+        self._ops_queued_max = ops_queued_max
+        self._disk_timeout_s = disk_timeout_s
+        self._inflight: dict[str, int] = {}
         self._on_quarantine = on_quarantine
         # Tests only: every DiskFile made is a FaultyDiskFile following this plan.
         self.fault_plan = fault_plan
@@ -84,11 +95,22 @@ class Devices:
         return pool
 
     async def run(self, device: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run blocking `fn` in `device`'s pool."""
+        """Run blocking `fn` in `device`'s pool; DeviceBusy if the device is swamped or hung.
+
+        On timeout the thread still finishes its step; only the waiting request gives up.
+        """
+        inflight = self._inflight.get(device, 0)
+        if inflight >= self._ops_queued_max:
+            raise DeviceBusy(f"device {device} has {inflight} operations queued")
+        self._inflight[device] = inflight + 1
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool(device), functools.partial(fn, *args, **kwargs)
-        )
+        try:
+            fut = loop.run_in_executor(self._pool(device), functools.partial(fn, *args, **kwargs))
+            return await asyncio.wait_for(fut, self._disk_timeout_s)
+        except TimeoutError:
+            raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
+        finally:
+            self._inflight[device] -= 1
 
     def usable_devices(self) -> list[str]:
         """Devices present under devices_dir (blocking)."""

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -407,6 +408,7 @@ class FaultPlan:
     fail_write_after_bytes: int | None = None  # raise EIO once this many body bytes are in
     fail_commit: bool = False  # raise EIO just before the rename into place
     enospc_on_write: bool = False
+    stall_write_s: float = 0.0  # sleep this long in each write (a slow or hung disk)
     calls: list[str] = field(default_factory=list)
 
 
@@ -450,6 +452,8 @@ class _FaultyWriter:
         limit = self._plan.fail_write_after_bytes
         if self._plan.enospc_on_write:
             raise DiskFull("injected ENOSPC")
+        if self._plan.stall_write_s:
+            time.sleep(self._plan.stall_write_s)
         if limit is not None and self._real.bytes_written + len(chunk) > limit:
             self._real.write(chunk[: max(0, limit - self._real.bytes_written)])
             raise OSError(errno.EIO, "injected write failure")

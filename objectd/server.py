@@ -22,7 +22,7 @@ from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.diskfile import FaultPlan
 from objectd.reads import handle_get
-from objectd.writes import expect_handler, handle_delete, handle_post, handle_put
+from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
 
 __all__ = ["SERVICE", "ObjectServerConf", "main", "make_object_app"]
 
@@ -43,6 +43,8 @@ async def make_object_app(
         conf.hash_path_suffix,
         mount_check=conf.mount_check,
         threads_per_device=conf.threads_per_device,
+        ops_queued_max=conf.ops_queued_max,
+        disk_timeout_s=conf.disk_timeout_s,
         on_quarantine=lambda _dest: metrics.quarantines.inc(),
         fault_plan=fault_plan,
     )
@@ -64,10 +66,10 @@ async def make_object_app(
     app[HEALTH_CHECKS].append(any_device_usable)
     app.router.add_get("/info", _info)
     route = "/{device}/{partition}/{account}/{container}/{obj:.+}"
-    app.router.add_route("PUT", route, handle_put, expect_handler=expect_handler)
-    app.router.add_route("POST", route, handle_post)
-    app.router.add_route("DELETE", route, handle_delete)
-    app.router.add_get(route, handle_get, allow_head=True)
+    app.router.add_route("PUT", route, guarded(handle_put), expect_handler=expect_handler)
+    app.router.add_route("POST", route, guarded(handle_post))
+    app.router.add_route("DELETE", route, guarded(handle_delete))
+    app.router.add_get(route, guarded(handle_get), allow_head=True)
     app.router.add_route("*", "/{tail:.*}", _not_an_object_path)
     return app
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -14,7 +15,7 @@ from common.timestamps import Timestamp
 from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
 from objectd.conf import STATE, ServerState
 from objectd.container_update import TargetParseError, parse_targets, send_updates
-from objectd.devices import DeviceUnavailable
+from objectd.devices import DeviceBusy, DeviceUnavailable
 from objectd.diskfile import Deleted, DiskFile, DiskFull, Missing, ObjectInfo, ObjectWriter
 from objectd.fileformat import ObjectMetadata
 from objectd.headers import persisted_from_request, postable_from_request
@@ -27,7 +28,7 @@ from objectd.request import (
     parse_timestamp,
 )
 
-__all__ = ["expect_handler", "handle_delete", "handle_post", "handle_put", "status"]
+__all__ = ["expect_handler", "guarded", "handle_delete", "handle_post", "handle_put", "status"]
 
 log = get_logger("cairn.object-server")
 
@@ -88,19 +89,39 @@ def _content_length(request: web.Request, limit: int) -> int | None:
     return length
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turn device trouble into its status code, and never drain a refused request body."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            resp = await handler(request)
+        except DeviceUnavailable as e:
+            resp = status(507, str(e))
+        except DiskFull as e:
+            resp = status(507, str(e))
+        except DeviceBusy as e:
+            resp = status(503, str(e))
+        if not resp.prepared and resp.status >= 300 and not request.content.is_eof():
+            await _close_after(request, resp)
+        return resp
+
+    return wrapper
+
+
+async def _close_after(request: web.Request, resp: web.StreamResponse) -> None:
+    # The body was refused or cut short: send the answer, then close the connection rather
+    # than let aiohttp wait (up to its lingering time) for the rest of the body.
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()
+
+
 async def handle_put(request: web.Request) -> web.StreamResponse:
-    resp = await _put(request)
-    if resp.status >= 300 and not request.content.is_eof():
-        # The body was refused or cut short: send the answer, then close the connection
-        # rather than let aiohttp wait (up to its lingering time) for the rest of the body.
-        resp.force_close()
-        await resp.prepare(request)
-        await resp.write_eof()
-        request.protocol.force_close()
-    return resp
-
-
-async def _put(request: web.Request) -> web.StreamResponse:
     st = request.app[STATE]
     try:
         path = parse_object_path(request.rel_url.raw_path)

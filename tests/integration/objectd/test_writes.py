@@ -138,3 +138,17 @@ def test_enospc_is_507(conf, clock, devices_dir):
 
     run(go())
     assert _files(devices_dir, "*.data") == []
+
+
+def test_hung_disk_answers_503_instead_of_waiting(conf, clock, devices_dir):
+    slow = replace(conf, disk_timeout_s=0.2)
+
+    async def go():
+        plan = FaultPlan(stall_write_s=1.0)
+        async with object_server(slow, clock, fault_plan=plan) as (url, s):
+            hdrs = _put_headers(clock, b"abc", 0)
+            async with s.put(url + OBJ, data=b"abc", headers=hdrs) as r:
+                assert r.status == 503
+
+    run(go())
+    assert _files(devices_dir, "*.data") == []

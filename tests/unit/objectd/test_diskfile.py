@@ -24,12 +24,16 @@ HASH = "0123456789abcdef0123456789abcdef"
 NAME = "/a/c/o"
 
 
-@pytest.fixture
-def df(tmp_path):
+@pytest.fixture(params=["real", "faulty-without-faults"])
+def df(request, tmp_path):
+    """Every contract test runs against the real DiskFile and its fault-injecting twin."""
     (tmp_path / "sda").mkdir()
     quarantined = []
     d = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, NAME, quarantined.append)
-    d.quarantined_to = quarantined  # type: ignore[attr-defined]
+    if request.param == "faulty-without-faults":
+        d = FaultyDiskFile(d, FaultPlan())
+        d.hash_dir = d._real.hash_dir
+    d.quarantined_to = quarantined
     return d
 
 

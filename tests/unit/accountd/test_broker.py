@@ -79,7 +79,10 @@ REPORTS = st.lists(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    database=None,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(reports=REPORTS, order=st.randoms(use_true_random=False))
 def test_any_arrival_order_gives_the_same_rows(

@@ -111,6 +111,8 @@ def test_account_lifecycle(tmp_path: Path) -> None:
         assert st == 204
         st, h = await client.direct_head_account(s, url, "sda", 2, "AUTH_t")
         assert st == 404 and h["X-Account-Status"] == "Deleted"
+        st, _ = await client.direct_put_account(s, url, "sda", 2, "AUTH_t", {"X-Timestamp": ts(35)})
+        assert st == 403  # an older PUT does not undo the delete
         st, _ = await client.direct_put_account_container(
             s, url, "sda", 2, "AUTH_t", "c9", report(50, 0, 0)
         )

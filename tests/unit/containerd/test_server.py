@@ -97,6 +97,9 @@ def test_container_lifecycle(tmp_path: Path) -> None:
         assert st == 404
         assert h["X-Backend-Delete-Timestamp"] == "1700000070.00000"
         assert (await client.direct_delete_container(s, url, "sda", 1, "a", "c", ts(71)))[0] == 404
+        st, h = await client.direct_put_container(s, url, "sda", 1, "a", "c", ts(65))
+        assert st == 409  # older than the delete: still deleted
+        assert h["X-Backend-Delete-Timestamp"] == "1700000070.00000"
         st, _ = await client.direct_put_container_object(
             s, url, "sda", 1, "a", "c", "late", obj_headers(72, 1)
         )

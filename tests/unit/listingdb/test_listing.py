@@ -51,7 +51,7 @@ params_st = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(database=None, max_examples=400, deadline=None)
 @given(names=st.lists(name_st, max_size=40), p=params_st)
 def test_matches_reference(names: list[str], p: ListingParams) -> None:
     got = list_rows(ListSource(names), p)

@@ -79,7 +79,10 @@ text_st = st.one_of(st.just(""), st.sampled_from(SEGMENTS), st.integers(0, 10**6
 
 
 @settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    database=None,
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_big_listing_matches_reference(big, data: st.DataObject) -> None:
@@ -106,7 +109,10 @@ name_st = st.one_of(
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    database=None,
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     names=st.lists(name_st, max_size=30),

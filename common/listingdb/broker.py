@@ -379,6 +379,17 @@ class Broker(ABC, Generic[R]):
                 removed += self._delete_rows(doomed, cutoff)
         return removed, False
 
+    def destroy(self) -> int:
+        """Remove the database entirely (a handoff copy after it reached its primaries).
+        Returns the number of rows removed."""
+        with self.env.env.begin(write=True) as txn:
+            info = self._info(txn)
+            if info is None:
+                return 0
+            removed = self._drop_all(txn, info)
+            txn.delete(self.key, db=self.env.info)
+            return removed
+
     def _find_reclaimable(
         self, dbid: int, start: bytes, cutoff: Timestamp, examine_max: int
     ) -> tuple[list[bytes], bytes | None]:

@@ -246,6 +246,17 @@ def test_reclaim_all_walks_every_database(tmp_path: Path) -> None:
         release_env(e)
 
 
+def test_destroy_removes_only_that_database(env: ListingEnv) -> None:
+    doomed, other = new_broker(env), new_broker(env)
+    for b in (doomed, other):
+        put(b, "x", 101, 1)
+        put(b, "y", 101, 2)
+    assert doomed.destroy() == 2
+    assert doomed.get_info() is None and doomed.rows_since(0, 10) == []
+    assert doomed.destroy() == 0
+    assert totals(other) == (2, 3) and len(other.rows_since(0, 10)) == 2
+
+
 def test_merge_info_and_partition_listing(tmp_path: Path) -> None:
     e = acquire_env(tmp_path / "containers.lmdb", EnvOptions(1 << 26))
     try:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -317,6 +318,9 @@ class _RealWriter:
     def __init__(self, df: RealDiskFile, size_hint: int | None, reserve_bytes: int) -> None:
         self._df = df
         self._reserve_bytes = reserve_bytes
+        # write/commit/abort may be called from different pool threads (an abort after a
+        # timed-out step): they take turns, so an abort never closes an fd in use.
+        self._lock = threading.RLock()
         makedirs_durable(df.layout.tmp)
         self._check_space(size_hint or 0)
         self.tmp = df.layout.tmp / f"{df.hash_hex}.{os.urandom(8).hex()}.tmp"
@@ -343,6 +347,12 @@ class _RealWriter:
             raise DiskFull(f"{free} bytes free, {need} needed, reserve {self._reserve_bytes}")
 
     def write(self, chunk: bytes) -> None:
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, "writer already aborted")
+            self._write(chunk)
+
+    def _write(self, chunk: bytes) -> None:
         self._md5.update(chunk)
         view = memoryview(chunk)
         while view:
@@ -365,6 +375,12 @@ class _RealWriter:
 
     def commit(self, md: ObjectMetadata) -> None:
         """Append the footer, fsync, rename into place; `md` gets this body's checksums."""
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, "writer already aborted")
+            self._commit(md)
+
+    def _commit(self, md: ObjectMetadata) -> None:
         if self._partial:
             self._digests += xxhash.xxh3_64_digest(self._partial)
             self._partial.clear()
@@ -387,6 +403,10 @@ class _RealWriter:
             raise
 
     def abort(self) -> None:
+        with self._lock:
+            self._abort()
+
+    def _abort(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1

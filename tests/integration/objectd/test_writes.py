@@ -152,3 +152,21 @@ def test_hung_disk_answers_503_instead_of_waiting(conf, clock, devices_dir):
 
     run(go())
     assert _files(devices_dir, "*.data") == []
+
+
+def test_expect_continue_learns_507_without_sending_the_body(conf, clock):
+    async def go():
+        async with object_server(conf, clock) as (url, _s):
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            head = (
+                f"PUT /sdz/1/a/c/o HTTP/1.1\r\nHost: {host}\r\nX-Timestamp: {ts(clock)}\r\n"
+                "Content-Type: x/y\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n"
+            )
+            writer.write(head.encode())  # headers only: the body is never sent
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            return line
+
+    assert run(go()).startswith(b"HTTP/1.1 507")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "read_invalid_suffixes",
     "select_files",
     "valid_device_name",
+    "walk_hash_dirs",
 ]
 
 HASHES_INVALID = "hashes.invalid"
@@ -136,6 +138,29 @@ def select_files(names: list[str]) -> HashDirFiles:
         obsolete.append(f"{meta.internal}.meta")
         meta = None
     return HashDirFiles(base, meta, tuple(obsolete))
+
+
+def walk_hash_dirs(layout: DeviceLayout) -> Iterator[tuple[int, str, Path]]:
+    """(partition, suffix, hash dir) for every hash dir on the device (for auditor/replicator).
+
+    Lists one directory at a time, so memory stays small on big devices. Blocking.
+    """
+    for part in _sorted_entries(layout.objects):
+        if not part.isdigit():
+            continue
+        for suffix in _sorted_entries(layout.objects / part):
+            if len(suffix) != 3:
+                continue
+            for hash_hex in _sorted_entries(layout.objects / part / suffix):
+                if len(hash_hex) == 32 and hash_hex.endswith(suffix):
+                    yield int(part), suffix, layout.objects / part / suffix / hash_hex
+
+
+def _sorted_entries(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def invalidate_suffix(layout: DeviceLayout, partition: int, suffix: str) -> None:

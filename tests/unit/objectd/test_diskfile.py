@@ -16,9 +16,11 @@ from objectd.diskfile import (
     Missing,
     ObjectInfo,
     RealDiskFile,
+    load_metadata,
+    verify_file,
 )
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata
-from objectd.layout import DeviceLayout, read_invalid_suffixes
+from objectd.layout import DeviceLayout, read_invalid_suffixes, walk_hash_dirs
 
 HASH = "0123456789abcdef0123456789abcdef"
 NAME = "/a/c/o"
@@ -166,3 +168,27 @@ def test_quarantine_twice_keeps_both(df):
     put(df, 200, b"y")
     df.quarantine()
     assert sorted(os.listdir(df.layout.quarantined)) == [HASH, f"{HASH}-1"]
+
+
+def test_verify_file_checks_every_block_and_the_md5(df):
+    body = os.urandom(3 * BLOCK_BYTES + 5)
+    put(df, 100, body)
+    (path,) = [df.hash_dir / n for n in os.listdir(df.hash_dir)]
+    assert list(verify_file(path, step_bytes=BLOCK_BYTES)) == [
+        BLOCK_BYTES,
+        2 * BLOCK_BYTES,
+        3 * BLOCK_BYTES,
+        len(body),
+    ]
+    assert load_metadata(path).etag == hashlib.md5(body).hexdigest()
+    with path.open("r+b") as f:
+        f.seek(len(body) - 1)
+        f.write(bytes([body[-1] ^ 1]))
+    with pytest.raises(ChecksumMismatch):
+        list(verify_file(path))
+
+
+def test_walk_hash_dirs_finds_what_was_written(df):
+    put(df, 100, b"x")
+    df.put_tombstone(Timestamp(50))  # older than the data: cleaned up at once
+    assert list(walk_hash_dirs(df.layout)) == [(3, HASH[-3:], df.hash_dir)]

@@ -28,10 +28,17 @@ from blockd.store import ObjectStore
 from blockd.target import IscsiTarget
 from common.clock import Clock, SystemClock
 from common.config import ConfigError
-from common.deploy import BlockConfig, load_deployment
+from common.deploy import BlockConfig, DeploymentConfig, load_deployment
 from common.log import get_logger, setup_logging
 
-__all__ = ["BlockService", "IscsiExporter", "main", "make_block_service", "refuse_all"]
+__all__ = [
+    "BlockService",
+    "IscsiExporter",
+    "default_authenticator",
+    "main",
+    "make_block_service",
+    "refuse_all",
+]
 
 log = get_logger("cairn.blockd.server")
 
@@ -132,11 +139,20 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-async def _run(args: argparse.Namespace, authenticate: Authenticate) -> int:
+def default_authenticator(_cfg: DeploymentConfig) -> Authenticate | None:
+    """The token check `python -m blockd.server` uses: none yet (the deployment wires one)."""
+    return None
+
+
+async def _run(args: argparse.Namespace, authenticate: Authenticate | None) -> int:
     from blockd.ringstore import open_ring_store
 
     cfg = load_deployment(args.config, args.data_dir)
     setup_logging("blockd", cfg.log.level, cfg.log.format)
+    authenticate = authenticate or default_authenticator(cfg)
+    if authenticate is None:
+        log.warning("no authenticator wired in: the volume API refuses every request")
+        authenticate = refuse_all
     clock = SystemClock()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,11 +175,9 @@ async def _run(args: argparse.Namespace, authenticate: Authenticate) -> int:
 def main(argv: list[str] | None = None, authenticate: Authenticate | None = None) -> int:
     """Run blockd until SIGTERM; `authenticate` maps request headers to a project (or None)."""
     args = _parser().parse_args(argv)
-    if authenticate is None:
-        log.warning("no authenticator wired in: the volume API refuses every request")
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(_run(args, authenticate or refuse_all))
+            return runner.run(_run(args, authenticate))
     except ConfigError as e:
         print(f"blockd: {e}", file=sys.stderr)
         return 2

@@ -232,3 +232,10 @@ def test_metrics_and_healthcheck():
             assert "cairn_block_dirty_chunks 0.0" in text
 
     asyncio.run(run())
+
+
+def test_daemon_main_reports_a_missing_config_cleanly(tmp_path, capsys):
+    from blockd.server import main
+
+    assert main(["--config", str(tmp_path / "nope.toml")]) == 2
+    assert "no such config file" in capsys.readouterr().err

@@ -136,10 +136,10 @@ class FaultyStoreVolumeModel(VolumeModel):
         )
 
 
-_SETTINGS = settings(max_examples=60, stateful_step_count=30, deadline=None)
+_SETTINGS = settings(max_examples=40, stateful_step_count=30, deadline=None)
 TestVolumeModel = VolumeModel.TestCase
 TestVolumeModel.settings = _SETTINGS
 TestFaultyStoreVolumeModel = FaultyStoreVolumeModel.TestCase
 TestFaultyStoreVolumeModel.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None
+    max_examples=25, stateful_step_count=30, deadline=None
 )

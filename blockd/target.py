@@ -299,7 +299,7 @@ class _ConnectionLoop:
         if isinstance(event, ResetLu):
             lu = self.target._lu(event.target)
             if lu is not None:
-                lu.reset()
+                lu.reset(target_reset=event.target_reset)
             return
         task = asyncio.create_task(self._execute(event))
         self.running.add(task)

@@ -87,6 +87,7 @@ class ResetLu:
     """A LUN or target reset: the loop resets ``target``'s LU (SPC-2 reservations end)."""
 
     target: str
+    target_reset: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +580,8 @@ class Connection:
             victims = list(self._tasks.values())
         resets = (TMF_LUN_RESET, TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET)
         if function in resets and self.session is not None and self.session.target is not None:
-            self._events.append(ResetLu(self.session.target.iqn))
+            target_reset = function != TMF_LUN_RESET
+            self._events.append(ResetLu(self.session.target.iqn, target_reset))
         self._abort(req.itt, victims, close_after=function == TMF_TARGET_COLD_RESET)
 
     def _missing_task_response(self, req: m.TaskMgmtRequest) -> int:

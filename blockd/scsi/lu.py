@@ -46,6 +46,10 @@ def _u32(cdb: bytes, offset: int) -> int:
 
 # Commands another I_T nexus may run while an SPC-2 (RESERVE(6)) reservation is held.
 _SPC2_ALLOWED = frozenset({0x03, 0x12, 0x17, 0x5E, 0xA0, 0xA3})
+# Commands that do not report (or clear) a pending unit attention: INQUIRY, REPORT LUNS, and
+# REQUEST SENSE, which returns it as its data (SAM-5 5.14).
+_UA_EXEMPT = frozenset({0x03, 0x12, 0xA0})
+NEXUSES_TRACKED_MAX = 1024
 
 # Where each data-in command keeps its allocation length.
 _ALLOCATION_LENGTH: dict[int, Callable[[bytes], int]] = {
@@ -70,6 +74,8 @@ class LogicalUnit:
         self.modes = modes.ModeState()
         self.pr = PrState()
         self.spc2_holder: str | None = None  # RESERVE(6) holder (SPC-2 reservation)
+        self._nexuses: dict[str, None] = {}  # I_T nexuses seen, oldest first (bounded)
+        self._unit_attention: dict[str, tuple[int, int]] = {}
         self._handlers: dict[int, Handler] = self._build_handlers()
 
     def _build_handlers(self) -> dict[int, Handler]:
@@ -143,6 +149,11 @@ class LogicalUnit:
             return self._other_lun(cmd)
         if cdb[info.cdb_bytes - 1] & 0x04:  # NACA is not supported
             raise invalid_cdb(info.cdb_bytes - 1)
+        self._note_nexus(cmd.nexus)
+        ua = self._unit_attention.get(cmd.nexus)
+        if ua is not None and cdb[0] not in _UA_EXEMPT:
+            del self._unit_attention[cmd.nexus]
+            raise ScsiError(SenseKey.UNIT_ATTENTION, ua)
         holder = self.spc2_holder
         if holder is not None and holder != cmd.nexus and cdb[0] not in _SPC2_ALLOWED:
             raise conflict()
@@ -162,14 +173,29 @@ class LogicalUnit:
     async def _nothing(self, cmd: Command) -> None:
         return None
 
-    def reset(self) -> None:
-        """LUN RESET / target reset: SPC-2 reservations end (persistent ones stay)."""
+    def reset(self, *, target_reset: bool = False) -> None:
+        """LUN RESET / target reset: SPC-2 reservations end (persistent ones stay) and every
+        live I_T nexus gets a unit attention (29h/03h for a LUN reset, 29h/00h otherwise)."""
         self.spc2_holder = None
+        asc = Asc.RESET_OCCURRED if target_reset else Asc.LUN_RESET_OCCURRED
+        for nexus in self._nexuses:
+            self._unit_attention[nexus] = asc
 
     def nexus_lost(self, nexus: str) -> None:
-        """The I_T nexus ended (logout or connection loss): its SPC-2 reservation ends."""
+        """The I_T nexus ended (logout or connection loss): its SPC-2 reservation and unit
+        attention end with it."""
         if self.spc2_holder == nexus:
             self.spc2_holder = None
+        self._nexuses.pop(nexus, None)
+        self._unit_attention.pop(nexus, None)
+
+    def _note_nexus(self, nexus: str) -> None:
+        if nexus in self._nexuses:
+            return
+        if len(self._nexuses) >= NEXUSES_TRACKED_MAX:
+            oldest = next(iter(self._nexuses))
+            self.nexus_lost(oldest)
+        self._nexuses[nexus] = None
 
     async def _reserve6(self, cmd: Command) -> None:
         if cmd.cdb[1] & 0x1F:  # 3rdPty / extents (obsolete) are not supported
@@ -185,7 +211,11 @@ class LogicalUnit:
     async def _request_sense(self, cmd: Command) -> bytes:
         if cmd.cdb[1] & 0xFE:
             raise invalid_cdb(1)
-        return sense_bytes(SenseKey.NO_SENSE, Asc.NONE, descriptor=bool(cmd.cdb[1] & 0x01))
+        descriptor = bool(cmd.cdb[1] & 0x01)
+        ua = self._unit_attention.pop(cmd.nexus, None)
+        if ua is not None:
+            return sense_bytes(SenseKey.UNIT_ATTENTION, ua, descriptor=descriptor)
+        return sense_bytes(SenseKey.NO_SENSE, Asc.NONE, descriptor=descriptor)
 
     async def _inquiry(self, cmd: Command) -> bytes:
         return inquiry(cmd.cdb, self.backend.serial, self.limits, lun_present=True)

@@ -45,6 +45,8 @@ class Asc:
     WRITE_ERROR = (0x0C, 0x00)
     UNRECOVERED_READ_ERROR = (0x11, 0x00)
     INTERNAL_TARGET_FAILURE = (0x44, 0x00)
+    RESET_OCCURRED = (0x29, 0x00)
+    LUN_RESET_OCCURRED = (0x29, 0x03)
 
 
 class ScsiError(Exception):

@@ -192,12 +192,16 @@ def parse_summary(output: str) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("family", CONFORMANCE_FAMILIES)
 def test_libiscsi_conformance(target: RunningTarget, family: str) -> None:
-    """libiscsi's own conformance suite; data-loss tests allowed (the LUN is scratch)."""
+    """libiscsi's own conformance suite; data-loss tests allowed (the LUN is scratch).
+
+    The URL is given twice so the multipath tests run, over two sessions at once.
+    """
     result = run(
         need("iscsi-test-cu"),
         "--dataloss",
         "--test",
         family,
+        target.url(),
         target.url(),
         timeout_s=CONFORMANCE_TIMEOUT_S,
     )

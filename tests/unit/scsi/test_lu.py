@@ -200,3 +200,40 @@ def test_persistent_reservations(lu: LogicalUnit) -> None:
     caps = pr_in(lu, 2)
     assert caps[1] == 8
     assert sense_of(run(lu, struct.pack(">BB5xHB", 0x5E, 9, 512, 0)))[1] == 0x24
+
+
+def test_spc2_reserve_release_and_resets(lu: LogicalUnit) -> None:
+    assert run(lu, bytes([0x16, 0, 0, 0, 0, 0]), nexus=A).status == 0
+    assert run(lu, bytes([0x16, 0, 0, 0, 0, 0]), nexus=A).status == 0  # again: fine
+    assert run(lu, bytes([0x16, 0, 0, 0, 0, 0]), nexus=B).status == 0x18
+    assert run(lu, rw10(0x28, 0, 1), nexus=B).status == 0x18
+    assert run(lu, bytes([0x12, 0, 0, 0, 36, 0]), nexus=B).status == 0  # INQUIRY allowed
+    assert run(lu, bytes([0x17, 0, 0, 0, 0, 0]), nexus=B).status == 0  # not the holder: no-op
+    assert run(lu, rw10(0x28, 0, 1), nexus=B).status == 0x18
+    lu.nexus_lost(A)
+    assert run(lu, rw10(0x28, 0, 1), nexus=B).status == 0
+    assert run(lu, bytes([0x16, 0, 0, 0, 0, 0]), nexus=B).status == 0
+    lu.reset()
+    assert sense_of(run(lu, bytes(6), nexus=B))[0] == 0x06  # B was live: unit attention
+    assert run(lu, bytes([0x16, 0, 0, 0, 0, 0]), nexus=A).status == 0  # reset released B's
+    assert pr_out(lu, B, 0, 0, 0xBB).status == 0x18  # PR OUT conflicts with the holder
+
+
+def test_unit_attention_after_reset(lu: LogicalUnit) -> None:
+    assert run(lu, bytes(6), nexus=A).status == 0
+    assert run(lu, bytes(6), nexus=B).status == 0
+    lu.reset()
+    assert run(lu, bytes([0x12, 0, 0, 0, 36, 0]), nexus=A).status == 0  # INQUIRY: exempt
+    assert sense_of(run(lu, bytes(6), nexus=A)) == (0x06, 0x29, 0x03)
+    assert run(lu, bytes(6), nexus=A).status == 0  # reported once
+    sense = run(lu, bytes([0x03, 0, 0, 0, 18, 0]), nexus=B).data  # REQUEST SENSE takes it
+    assert (sense[2], sense[12], sense[13]) == (0x06, 0x29, 0x03)
+    assert run(lu, bytes(6), nexus=B).status == 0
+
+
+def test_prefetch_and_orwrite(lu: LogicalUnit) -> None:
+    assert run(lu, rw10(0x34, 0, 8)).status == 0
+    assert sense_of(run(lu, rw16(0x90, BLOCKS, 1)))[1] == 0x21
+    run(lu, rw10(0x2A, 4, 1), b"\x0f" * 512)
+    assert run(lu, rw16(0x8B, 4, 1), b"\xf0" * 512).status == 0
+    assert run(lu, rw10(0x28, 4, 1)).data == b"\xff" * 512

@@ -104,6 +104,7 @@ class VolumeManager:
         self._lock = asyncio.Lock()  # create/delete/attach are serialised
         self._background: set[asyncio.Task[None]] = set()
         self._timers = True
+        self._adopt_task: asyncio.Task[None] | None = None
 
     # ---- lifetime --------------------------------------------------------------------------
 
@@ -132,12 +133,17 @@ class VolumeManager:
         await asyncio.gather(*(attach(r) for r in records if r.status != "deleting"))
         if timers:
             self.cache.start_timer(self.conf.flush_interval_s)
+            self._adopt_task = asyncio.create_task(self._adopt_loop())
 
     async def stop(self) -> None:
         """Flush every volume, detach it and release its lease."""
-        for task in list(self._background):
+        tasks = list(self._background)
+        if self._adopt_task is not None:
+            tasks.append(self._adopt_task)
+            self._adopt_task = None
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:
             await self.cache.close()
         finally:
@@ -229,6 +235,33 @@ class VolumeManager:
             stop = min(start + 1024, chunks.num_chunks)
             await asyncio.gather(*(one(i) for i in range(start, stop)))
         await self.catalog.remove(record.id)
+
+    async def adopt(self) -> int:
+        """Export available volumes not exported here whose lease is free; return how many.
+
+        Picks up volumes created by another process and volumes whose blockd died (once their
+        lease has expired).
+        """
+        adopted = 0
+        async with self._lock:
+            for record in await self.catalog.records():
+                if record.status != "available" or record.id in self.attached:
+                    continue
+                try:
+                    await self._attach(record)
+                except LeaseHeld:
+                    continue
+                adopted += 1
+                log.info("volume adopted", extra={"fields": {"volume": record.id}})
+        return adopted
+
+    async def _adopt_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.conf.lease_ttl_s)
+            try:
+                await self.adopt()
+            except StoreError as e:
+                log.warning("adopting volumes failed", extra={"fields": {"error": repr(e)}})
 
     async def wait_idle(self) -> None:
         """Wait for background deletes (tests and shutdown)."""

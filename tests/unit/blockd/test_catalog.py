@@ -197,3 +197,21 @@ def test_create_validates_sizes_and_names():
             await m.create("AUTH_a", "v", 1 << 20, chunk_bytes=1000)
 
     asyncio.run(run())
+
+
+def test_adopt_exports_volumes_created_elsewhere_and_those_whose_lease_expired():
+    async def run():
+        store, clock = MemoryObjectStore(), ManualClock()
+        a = manager(store, clock)
+        b = manager(store, clock, holder="blockd-b")
+        await a.start(timers=False)
+        await b.start(timers=False)
+        rec = await a.create("AUTH_a", "v", 1 << 20)
+        assert await b.adopt() == 0  # a holds it
+        clock.advance(CONF.lease_ttl_s + 1)  # a died without renewing
+        assert await b.adopt() == 1
+        assert rec.id in b.attached
+        assert await b.adopt() == 0  # nothing new
+        await b.stop()
+
+    asyncio.run(run())

@@ -7,10 +7,12 @@ import random
 
 import pytest
 
-from blockd.chunkstore import RESERVED_ACCOUNT
+from blockd.chunkstore import RESERVED_ACCOUNT, chunk_container
 from blockd.lease import LEASES_CONTAINER, Lease, LeaseHeld, LeaseLost, LeaseRecord
+from blockd.manager import VolumeManager
 from blockd.store import FaultPlan, FaultyObjectStore, MemoryObjectStore, StoreError
 from common.clock import ManualClock, SystemClock
+from common.deploy import BlockConfig
 from tests.unit.blockd.helpers import VOLUME_ID
 
 
@@ -110,3 +112,49 @@ def test_lease_record_round_trips_and_rejects_other_versions():
     assert LeaseRecord.decode(rec.encode()) == rec
     with pytest.raises(StoreError):
         LeaseRecord.decode(rec.encode().replace(b'"format_version": 1', b'"format_version": 2'))
+
+
+def test_taken_over_lease_fences_the_volume_writes():
+    async def run():
+        store, clock = MemoryObjectStore(), ManualClock()
+        conf = BlockConfig(lease_settle_s=0.0, default_chunk_bytes=64 << 10)
+        m = VolumeManager(store, conf, holder_id="blockd-a", clock=clock)
+        await m.start(timers=False)
+        rec = await m.create("AUTH_a", "v", 1 << 20)
+        att = m.attached[rec.id]
+        current = await att.lease.read()
+        assert current is not None
+        thief = LeaseRecord(rec.id, "blockd-b", clock.time() + 30, current.version + 1)
+        await store.put(RESERVED_ACCOUNT, LEASES_CONTAINER, rec.id, thief.encode())
+        with pytest.raises(LeaseLost):
+            await att.lease.renew()
+        await att.volume.write(0, b"\x01" * 512)  # the cache still takes it...
+        with pytest.raises(LeaseLost):
+            await att.volume.flush()  # ...but nothing reaches the store
+        assert store.object_names(RESERVED_ACCOUNT, chunk_container(rec.id)) == []
+
+    asyncio.run(run())
+
+
+def test_renewal_loop_reports_a_takeover():
+    async def run():
+        store = MemoryObjectStore()
+        a = Lease(
+            store,
+            VOLUME_ID,
+            "blockd-a",
+            clock=SystemClock(),
+            ttl_s=0.3,
+            settle_s=0.0,
+            skew_margin_s=0.05,
+        )
+        await a.acquire()
+        lost = asyncio.Event()
+        a.start_renewal(on_lost=lambda _e: lost.set())
+        thief = LeaseRecord(VOLUME_ID, "blockd-b", 2e9, 99)
+        await store.put(RESERVED_ACCOUNT, LEASES_CONTAINER, VOLUME_ID, thief.encode())
+        await asyncio.wait_for(lost.wait(), 10)
+        assert not a.held
+        a.stop_renewal()
+
+    asyncio.run(run())

@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from objectd.diskfile import DiskFile, FaultPlan, FaultyDiskFile, RealDiskFile
+from objectd.diskfile import DiskFile, RealDiskFile
+from objectd.faulty import FaultPlan, FaultyDiskFile
 from objectd.layout import DeviceLayout, valid_device_name
 from ring.hashing import hash_path
 

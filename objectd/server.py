@@ -20,7 +20,7 @@ from common.deploy import load_deployment
 from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, METRICS, make_app, serve
 from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
-from objectd.diskfile import FaultPlan
+from objectd.faulty import FaultPlan
 from objectd.reads import handle_get
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
 

@@ -13,7 +13,7 @@ import pytest
 from common.clock import ManualClock
 from common.server import running_app
 from common.timestamps import Timestamp
-from objectd.diskfile import FaultPlan
+from objectd.faulty import FaultPlan
 from objectd.server import ObjectServerConf, make_object_app
 
 PREFIX, SUFFIX = "pre", "suf"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from objectd.diskfile import FaultPlan
+from objectd.faulty import FaultPlan
 from tests.integration.objectd.conftest import object_server, run, ts
 
 pytestmark = pytest.mark.integration
@@ -170,3 +170,25 @@ def test_expect_continue_learns_507_without_sending_the_body(conf, clock):
             return line
 
     assert run(go()).startswith(b"HTTP/1.1 507")
+
+
+def test_chunked_body_cut_at_a_chunk_boundary_commits_nothing(conf, clock, devices_dir):
+    async def go():
+        async with object_server(conf, clock) as (url, s):
+            host, port = url.removeprefix("http://").split(":")
+            _reader, writer = await asyncio.open_connection(host, int(port))
+            head = (
+                f"PUT {OBJ} HTTP/1.1\r\nHost: {host}\r\nX-Timestamp: {ts(clock)}\r\n"
+                "Content-Type: x/y\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            # two whole chunks, then the connection ends without the terminating 0-chunk
+            writer.write(head.encode() + b"5\r\nhello\r\n5\r\nworld\r\n")
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            await _wait_for_metric(s, url, 'method="PUT",service="object-server",status="499"')
+            async with s.get(url + OBJ) as r:
+                assert r.status == 404
+
+    run(go())
+    assert _files(devices_dir, "*.data") == []

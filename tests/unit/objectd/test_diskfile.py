@@ -11,14 +11,13 @@ from common.timestamps import Timestamp
 from objectd.diskfile import (
     ChecksumMismatch,
     Deleted,
-    FaultPlan,
-    FaultyDiskFile,
     Missing,
     ObjectInfo,
     RealDiskFile,
     load_metadata,
     verify_file,
 )
+from objectd.faulty import FaultPlan, FaultyDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata
 from objectd.layout import DeviceLayout, read_invalid_suffixes, walk_hash_dirs
 

@@ -42,6 +42,7 @@ NAME_BYTES_MAX = 255
 SIZE_BYTES_MAX = 64 << 40  # 64 TiB
 _DELETE_CONCURRENCY = 32
 _ATTACH_CONCURRENCY = 32
+_CACHE_CHUNKS_MIN = 8  # a cache must hold several chunks or every write waits for a flush
 
 
 class VolumeNotFound(LookupError):
@@ -188,6 +189,11 @@ class VolumeManager:
             raise ValueError(f"size must be 1..{SIZE_BYTES_MAX} bytes in whole 512-byte blocks")
         if chunk % 512 or not 4096 <= chunk <= 64 << 20:
             raise ValueError("chunk size must be 4 KiB..64 MiB in whole 512-byte blocks")
+        if chunk * _CACHE_CHUNKS_MIN > self.cache.bytes_max:
+            raise ValueError(
+                f"chunk size must be at most 1/{_CACHE_CHUNKS_MIN} of the cache "
+                f"({self.cache.bytes_max} bytes)"
+            )
         async with self._lock:
             if any(r.name == name for r in await self.list(project)):
                 raise NameInUse(f"a volume named {name!r} already exists")

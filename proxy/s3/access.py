@@ -101,6 +101,13 @@ async def unregister_bucket(ops: Ops, bucket: str, account: str) -> None:
 
 async def _container(ops: Ops, account: str, bucket: str) -> ContainerInfo:
     info = await ops.container_info(account, bucket)
+    if info.status == 404:
+        # container_info caches per worker, 404s too: a bucket another worker just made
+        # must not look missing here, so a miss is confirmed uncached (and the cache fixed).
+        fresh = await ops.head_container(account, bucket)
+        if fresh.status < 300:
+            ops.invalidate(account, bucket)
+            info = await ops.container_info(account, bucket)
     if info.status >= 500:
         raise unavailable()
     return info

@@ -128,6 +128,9 @@ class MemoryOps:
             headers=dict(c.headers),
         )
 
+    async def head_container(self, account: str, container: str) -> MemResult:
+        return MemResult(204 if (account, container) in self.containers else 404)
+
     async def put_container(
         self, account: str, container: str, headers: Mapping[str, str]
     ) -> MemResult:

@@ -231,5 +231,15 @@ def test_aws_cli_multipart_100mib(cluster: Cluster, s3: Any, tmp_path: Path) -> 
     swift = cluster.connection("test:tester", "testing")
     _, body = swift.get_object("cl-cli", "hundred.bin")
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
-    aws("s3", "rm", "s3://cl-cli/hundred.bin")
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a.txt").write_text("a\n")
+    (tree / "sub" / "b.txt").write_text("b\n")
+    assert "upload:" in aws("s3", "sync", str(tree), "s3://cl-cli/tree/")
+    # A second sync finds nothing to do: the sizes and times it compares match.
+    assert "upload:" not in aws("s3", "sync", str(tree), "s3://cl-cli/tree/")
+    listed = aws("s3", "ls", "--recursive", "s3://cl-cli/")
+    assert "tree/sub/b.txt" in listed and "hundred.bin" in listed
+    aws("s3", "rm", "--recursive", "s3://cl-cli/")
     aws("s3", "rb", "s3://cl-cli")
+    assert code_of(s3.head_bucket, Bucket="cl-cli")[1] == 404

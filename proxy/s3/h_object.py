@@ -154,6 +154,10 @@ async def _fetch(ctx: S3Context, account: str, head: bool) -> web.StreamResponse
         kept = [(k, v) for k, v in headers.items() if k in ("ETag", "Last-Modified")]
         return empty_response(304, kept)
     range_header = hmap.get("range")
+    large = "x-static-large-object" in meta.headers or "x-object-manifest" in meta.headers
+    if head and not range_header and not large:
+        # A plain object's HEAD says all there is; no need to open its body.
+        return await send_result(ctx.request, ctx.request_id, 200, _overridden(ctx, headers), meta)
     wanted = {"Range": range_header} if range_header else {}
     result = await ctx.ops.get_object(account, ctx.bucket, ctx.key, wanted)
     if result.status == 416:
@@ -164,13 +168,19 @@ async def _fetch(ctx: S3Context, account: str, head: bool) -> web.StreamResponse
         raise no_such_key(ctx, ctx.bucket, ctx.key) if result.status == 404 else unavailable()
     sent, _ = object_response_headers(result.headers)
     sent["ETag"] = f'"{etag}"'
-    for param, name in RESPONSE_OVERRIDES.items():
-        if param in ctx.s3.query:
-            sent[name] = ctx.s3.query[param]
+    sent = _overridden(ctx, sent)
     if head:
         await result.close()
         result.stream = None
     return await send_result(ctx.request, ctx.request_id, result.status, sent, result)
+
+
+def _overridden(ctx: S3Context, headers: CIMultiDict[str]) -> CIMultiDict[str]:
+    """Apply the response-* query parameters (response-content-type, ...)."""
+    for param, name in RESPONSE_OVERRIDES.items():
+        if param in ctx.s3.query:
+            headers[name] = ctx.s3.query[param]
+    return headers
 
 
 async def send_result(

@@ -24,7 +24,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import threading
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -193,7 +192,6 @@ class FileBackend:
             os.close(fd)
             raise
         self._fd = fd
-        self._lock = threading.Lock()
         self._can_punch = _FALLOCATE is not None
 
     @property

@@ -113,7 +113,7 @@ class BlockCommands:
             raise lba_out_of_range()
 
     def _check_transfer(self, count: int, field_byte: int) -> None:
-        if count > self.limits.transfer_blocks_max:
+        if count > self.limits.transfer_blocks_max(self.backend.block_size):
             raise invalid_cdb(field_byte)
 
     @staticmethod

@@ -23,12 +23,20 @@ IEEE_OUI = 0x001405  # the NAA IEEE registered extended designator needs an OUI
 class LuLimits:
     """Limits the LU reports in VPD B0h and enforces."""
 
-    transfer_blocks_max: int = 16384
+    # The iSCSI layer refuses commands moving more than 8 MiB (ConnectionConfig.command_bytes_max);
+    # the block counts below are derived per block size.
+    transfer_bytes_max: int = 8 << 20
+    optimal_transfer_bytes: int = 1 << 20
     unmap_blocks_max: int = 1 << 20
     unmap_descriptors_max: int = 256
     write_same_blocks_max: int = 16384
     compare_write_blocks_max: int = 255
-    optimal_transfer_blocks: int = 2048
+
+    def transfer_blocks_max(self, block_size: int) -> int:
+        return self.transfer_bytes_max // block_size
+
+    def optimal_transfer_blocks(self, block_size: int) -> int:
+        return self.optimal_transfer_bytes // block_size
 
 
 def standard_inquiry(lun_present: bool) -> bytes:
@@ -72,14 +80,14 @@ def device_identification(serial: str) -> bytes:
     return b"".join(descriptors)
 
 
-def block_limits(limits: LuLimits) -> bytes:
+def block_limits(limits: LuLimits, block_size: int) -> bytes:
     body = bytearray(0x3C)
     body[0] = 0x01  # WSNZ: WRITE SAME with zero blocks is not supported
     body[1] = limits.compare_write_blocks_max
     struct.pack_into(">H", body, 2, 1)  # optimal transfer length granularity
-    struct.pack_into(">I", body, 4, limits.transfer_blocks_max)
-    struct.pack_into(">I", body, 8, limits.optimal_transfer_blocks)
-    struct.pack_into(">I", body, 12, limits.transfer_blocks_max)  # max prefetch
+    struct.pack_into(">I", body, 4, limits.transfer_blocks_max(block_size))
+    struct.pack_into(">I", body, 8, limits.optimal_transfer_blocks(block_size))
+    struct.pack_into(">I", body, 12, limits.transfer_blocks_max(block_size))  # max prefetch
     struct.pack_into(">I", body, 16, limits.unmap_blocks_max)
     struct.pack_into(">I", body, 20, limits.unmap_descriptors_max)
     struct.pack_into(">I", body, 24, 1)  # optimal unmap granularity
@@ -87,7 +95,9 @@ def block_limits(limits: LuLimits) -> bytes:
     return bytes(body)
 
 
-def inquiry(cdb: bytes, serial: str, limits: LuLimits, lun_present: bool) -> bytes:
+def inquiry(
+    cdb: bytes, serial: str, limits: LuLimits, lun_present: bool, block_size: int = 512
+) -> bytes:
     """INQUIRY data for ``cdb`` (not yet truncated to the allocation length)."""
     evpd, page = cdb[1] & 0x01, cdb[2]
     if cdb[1] & 0xFE:
@@ -103,7 +113,7 @@ def inquiry(cdb: bytes, serial: str, limits: LuLimits, lun_present: bool) -> byt
     if page == 0x83:
         return _vpd(0x83, device_identification(serial))
     if page == 0xB0:
-        return _vpd(0xB0, block_limits(limits))
+        return _vpd(0xB0, block_limits(limits, block_size))
     if page == 0xB1:
         return _vpd(0xB1, struct.pack(">H", 1) + bytes(0x3A))  # non-rotating medium
     if page == 0xB2:

@@ -218,7 +218,13 @@ class LogicalUnit:
         return sense_bytes(SenseKey.NO_SENSE, Asc.NONE, descriptor=descriptor)
 
     async def _inquiry(self, cmd: Command) -> bytes:
-        return inquiry(cmd.cdb, self.backend.serial, self.limits, lun_present=True)
+        return inquiry(
+            cmd.cdb,
+            self.backend.serial,
+            self.limits,
+            lun_present=True,
+            block_size=self.backend.block_size,
+        )
 
     async def _mode_sense(self, cmd: Command) -> bytes:
         self.modes.write_cache = self.block.write_cache

@@ -243,3 +243,52 @@ def test_aws_cli_multipart_100mib(cluster: Cluster, s3: Any, tmp_path: Path) -> 
     aws("s3", "rm", "--recursive", "s3://cl-cli/")
     aws("s3", "rb", "s3://cl-cli")
     assert code_of(s3.head_bucket, Bucket="cl-cli")[1] == 404
+
+
+def test_bad_digests_store_nothing(cluster: Cluster, s3: Any) -> None:
+    import base64
+    import io
+    import zlib
+
+    from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum
+
+    from tests.unit.s3.botosign import sign_v4
+
+    s3.create_bucket(Bucket="cl-digest")
+    wrong = base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode()
+    assert code_of(s3.put_object, Bucket="cl-digest", Key="k", Body=b"data" * 1000,
+                   ChecksumCRC32=wrong) == ("BadDigest", 400)  # fmt: skip
+    assert code_of(s3.head_object, Bucket="cl-digest", Key="k")[1] == 404
+    # An aws-chunked upload (botocore's own encoder, CRC32 trailer) stores the decoded bytes;
+    # the same body with a forged trailer stores nothing.
+    data = os.urandom(50_000)
+    body = AwsChunkedWrapper(
+        io.BytesIO(data),
+        checksum_cls=Crc32Checksum,
+        checksum_name="x-amz-checksum-crc32",
+        chunk_size=16384,
+    ).read()
+    context = {
+        "checksum": {
+            "request_algorithm": {
+                "in": "trailer",
+                "algorithm": "crc32",
+                "name": "x-amz-checksum-crc32",
+            }
+        }
+    }
+    for key, payload, expected in [
+        ("chunked", body, 200),
+        ("forged", body.replace(b"x-amz-checksum-crc32:", b"x-amz-checksum-crc32:A"), 400),
+    ]:
+        headers = {
+            "Content-Encoding": "aws-chunked",
+            "X-Amz-Trailer": "x-amz-checksum-crc32",
+            "X-Amz-Decoded-Content-Length": str(len(data)),
+            "Content-Length": str(len(payload)),
+        }
+        url = f"{cluster.proxy_url}/cl-digest/{key}"
+        w = sign_v4("PUT", url, headers=headers, body=payload, context=context)
+        assert http("PUT", url, payload, dict(w.headers))[0] == expected
+    assert s3.get_object(Bucket="cl-digest", Key="chunked")["Body"].read() == data
+    assert code_of(s3.head_object, Bucket="cl-digest", Key="forged")[1] == 404

@@ -146,6 +146,7 @@ class Connection:
         self._tmfs: list[_PendingTmf] = []
         self._text_pending: tuple[int, bytes] | None = None  # (TTT, rest of a long Text reply)
         self.ping_tag: int | None = None  # TTT of our unanswered NOP-In ping
+        self.close_reason = ""
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -184,6 +185,9 @@ class Connection:
                     m.reject(self._seq(advance=True), reason=exc.reason, rejected_bhs=exc.bhs)
                 )
             self._close(f"protocol error: {exc}")
+        except Exception:  # a bug must cost this connection, never the server
+            log.exception("iSCSI connection failed")
+            self._close("internal error")
         events, self._events = self._events, []
         return events
 
@@ -233,6 +237,7 @@ class Connection:
 
     def _close(self, reason: str) -> None:
         if self.phase is not Phase.CLOSED:
+            self.close_reason = reason
             log.info("closing iSCSI connection", extra={"fields": {"reason": reason}})
             self.abort_all()
             self._events.append(Close(reason))

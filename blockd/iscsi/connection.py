@@ -147,6 +147,14 @@ class Connection:
         self._text_pending: tuple[int, bytes] | None = None  # (TTT, rest of a long Text reply)
         self.ping_tag: int | None = None  # TTT of our unanswered NOP-In ping
         self.close_reason = ""
+        self._handlers: dict[int, Callable[[Pdu], None]] = {
+            Op.SCSI_COMMAND: self._on_command_pdu,
+            Op.NOP_OUT: self._on_command_pdu,
+            Op.TASK_MGMT_REQUEST: self._on_command_pdu,
+            Op.TEXT_REQUEST: self._on_command_pdu,
+            Op.LOGOUT_REQUEST: self._on_command_pdu,
+            Op.DATA_OUT: self._on_data_out,
+        }
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -251,15 +259,7 @@ class Connection:
         if self.phase is Phase.LOGIN:
             self._on_login(pdu)
             return
-        handlers: dict[int, Callable[[Pdu], None]] = {
-            Op.SCSI_COMMAND: self._on_command_pdu,
-            Op.NOP_OUT: self._on_command_pdu,
-            Op.TASK_MGMT_REQUEST: self._on_command_pdu,
-            Op.TEXT_REQUEST: self._on_command_pdu,
-            Op.LOGOUT_REQUEST: self._on_command_pdu,
-            Op.DATA_OUT: self._on_data_out,
-        }
-        handler = handlers.get(pdu.opcode)
+        handler = self._handlers.get(pdu.opcode)
         if handler is None or pdu.bhs[0] & 0x80:
             reason = RejectReason.COMMAND_NOT_SUPPORTED
             if pdu.opcode in (Op.LOGIN_REQUEST, Op.SNACK_REQUEST):

@@ -29,6 +29,7 @@ from ring.errors import (
 from ring.placement import (
     NONE,
     initial_assignment,
+    move_stamp,
     rebalance_round,
     replica_lengths,
     slot_counts,
@@ -247,7 +248,7 @@ class RingBuilder:
         say(f"planned quotas for {len(plan.quota)} weighted devices")
         if self._columns is None:
             self._columns = initial_assignment(plan, self.replica_lengths)
-            self._last_moved = array("I", [now_min]) * self.partitions
+            self._last_moved = array("I", [move_stamp(now_min)]) * self.partitions
             moved, rounds, crowded_left, parts_moved = sum(self.replica_lengths), 1, 0, 0
             parts_moved = self.partitions
         else:
@@ -287,7 +288,7 @@ class RingBuilder:
             )
             removed = set()
             moved += res.moved
-            crowded_left = res.unplaceable_dispersion
+            crowded_left += res.unplaceable_dispersion
             parts.update(res.moved_partitions)
             counts = slot_counts(self._columns)
             balanced = all(counts.get(d, 0) == q for d, q in plan.quota.items())

@@ -98,6 +98,15 @@ def _int(text: str | None) -> int | None:
     return None if text is None else int(text)
 
 
+def _port(text: str | None) -> int | None:
+    if text is None:
+        return None
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise InvalidDeviceError(f"port must be in 1..65535, got {port}")
+    return port
+
+
 def _ip(text: str | None) -> str | None:
     return None if text is None else normalize_ip(text)
 
@@ -121,14 +130,15 @@ def parse_add(value: str, weight: float) -> NewDevice:
             "[R<replication_ip>:<replication_port>]/<device>[_<meta>]"
         )
     ip = normalize_ip(m["ip"])
-    port = int(m["port"])
+    port = _port(m["port"])
+    assert port is not None
     return NewDevice(
         region=int(m["region"]) if m["region"] is not None else 1,
         zone=int(m["zone"]),
         ip=ip,
         port=port,
         replication_ip=normalize_ip(m["rip"]) if m["rip"] else ip,
-        replication_port=int(m["rport"]) if m["rport"] else port,
+        replication_port=_port(m["rport"]) or port,
         device=m["device"],
         weight=weight,
         meta=m["meta"] or "",
@@ -145,9 +155,9 @@ def parse_search(value: str) -> DeviceQuery:
         region=_int(m["region"]),
         zone=_int(m["zone"]),
         ip=_ip(m["ip"]),
-        port=_int(m["port"]),
+        port=_port(m["port"]),
         replication_ip=_ip(m["rip"]),
-        replication_port=_int(m["rport"]),
+        replication_port=_port(m["rport"]),
         device=m["device"],
         meta=m["meta"],
     )
@@ -163,9 +173,9 @@ def parse_change(value: str) -> DeviceChange:
         raise InvalidDeviceError(f"invalid change value {value!r}")
     change = DeviceChange(
         ip=_ip(m["ip"]),
-        port=_int(m["port"]),
+        port=_port(m["port"]),
         replication_ip=_ip(m["rip"]),
-        replication_port=_int(m["rport"]),
+        replication_port=_port(m["rport"]),
         device=m["device"],
         meta=m["meta"],
     )

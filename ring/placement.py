@@ -52,6 +52,11 @@ _LEVEL_PENALTY = (1_000_000, 10_000, 100)  # crowding a region is worse than a z
 Progress = Callable[[str], None]
 
 
+def move_stamp(now_min: int) -> int:
+    """What the last-moved table records for a move at minute `now_min` (0 = never moved)."""
+    return now_min + 1
+
+
 def replica_lengths(partitions: int, replicas: float) -> list[int]:
     """Column lengths: whole replicas cover every partition, a fraction covers a prefix."""
     whole = int(replicas)
@@ -160,23 +165,29 @@ class _Round:
         last_moved: array[int],
         now_min: int,
         min_part_minutes: int,
+        removed: set[int],
     ) -> None:
         self.columns = columns
+        self.removed = removed
         self.plan = plan
         self.parts = plan.partitions
         self.last_moved = last_moved
-        self.now_min = now_min
+        self.stamp = move_stamp(now_min)
         self.min_part_minutes = min_part_minutes
         self.flag = bytearray(self.parts)
         self.counts = slot_counts(columns)
         self.slots: list[int] = []
         self.origin: list[int] = []
+        self.aim: list[int] = []
         self._tables()
 
     def eligible(self, p: int) -> bool:
-        return not self.flag[p] and self.now_min - self.last_moved[p] >= self.min_part_minutes
+        last = self.last_moved[p]
+        return not self.flag[p] and (last == 0 or self.stamp - last >= self.min_part_minutes)
 
-    def take(self, slot: int) -> None:
+    def take(self, slot: int, aim: int = -1) -> None:
+        """Unassign a slot; `aim` is the zone placement should try first (-1: its own)."""
+        self.aim.append(aim)
         r, p = divmod(slot, self.parts)
         d = self.columns[r][p]
         self.columns[r][p] = NONE
@@ -225,25 +236,28 @@ class _Round:
         for d in self.counts:
             need[d] = max(0, self.excess(d))
             remaining += need[d]
+        zones = _ZoneLedger(self)
         parts, cols, ncols = self.parts, self.columns, len(self.columns)
         mask, flag, last = parts - 1, self.flag, self.last_moved
         stride = rng.randrange(parts) | 1
         p = rng.randrange(parts)
-        oldest = self.now_min - self.min_part_minutes
+        oldest = self.stamp - self.min_part_minutes
         for k in range(parts):
             if remaining <= 0:
                 break
             p = (p + stride) & mask
-            if flag[p] or last[p] > oldest:
+            if flag[p] or oldest < last[p] != 0:
                 continue
             for i in range(ncols):
                 r = (k + i) % ncols
                 col = cols[r]
                 if p < len(col) and need[col[p]] > 0:
-                    need[col[p]] -= 1
-                    remaining -= 1
-                    self.take(r * parts + p)
-                    break
+                    aim = zones.reserve(col[p], p, r)
+                    if aim >= 0:
+                        need[col[p]] -= 1
+                        remaining -= 1
+                        self.take(r * parts + p, aim)
+                        break
 
     def _tables(self) -> None:
         """Per device, its domains as global ids (one id space over all tiers), caps, penalties."""
@@ -326,88 +340,194 @@ class _Round:
         placed: dict[int, list[int]],
         final: list[int],
     ) -> int:
-        """Free a clean device for p by moving one of this round's placements elsewhere.
+        """Free a clean device for p by moving another replica off it (an augmenting step).
 
-        One step of an augmenting path: device c suits p but is full; an item placed on c this
-        round moves to a device with spare that suits it. Bounded by _REPAIR_TRIES devices.
+        Device c suits p but is full. First try moving a slot placed on c in this round to a
+        device with spare that suits that slot; then an older slot on c whose partition may
+        move (min_part_hours). Bounded by _REPAIR_TRIES devices; returns c or -1.
         """
         used = self._used(others)
-        tried = 0
-        for c, items in placed.items():
-            if not items or c in others or self._score(c, used) != 0:
-                continue
-            tried += 1
-            if tried > _REPAIR_TRIES:
-                break
-            for j in items[-2:]:
+        clean = [c for c in self.plan.order if c not in others and self._score(c, used) == 0]
+        for c in clean[:_REPAIR_TRIES]:
+            for j in placed.get(c, [])[-2:]:
                 rq, q = divmod(self.slots[j], self.parts)
                 e, score, _ = self._pick(order, 0, spare, self._others(q, skip=rq), _REPAIR_SCAN)
                 if e >= 0 and score == 0:
-                    self.columns[rq][q] = e
-                    spare[e] -= 1
-                    spare[c] += 1
-                    self.counts[e] += 1
-                    self.counts[c] -= 1
-                    items.remove(j)
+                    self._shift(rq, q, c, e, spare)
+                    placed[c].remove(j)
                     placed.setdefault(e, []).append(j)
                     final[j] = e
                     return c
+        for c in clean[:_REPAIR_TRIES]:
+            for rq, q in self._slots_on(c, _REPAIR_SCAN):
+                if not self.eligible(q):
+                    continue
+                e, score, _ = self._pick(order, 0, spare, self._others(q, skip=rq), _REPAIR_SCAN)
+                if e >= 0 and score == 0:
+                    self._shift(rq, q, c, e, spare)
+                    self.flag[q] = 1
+                    self.slots.append(rq * self.parts + q)
+                    self.origin.append(c)
+                    self.aim.append(-1)
+                    final.append(e)
+                    placed.setdefault(e, []).append(len(final) - 1)
+                    return c
         return -1
+
+    def _shift(self, r: int, p: int, src: int, dst: int, spare: list[int]) -> None:
+        self.columns[r][p] = dst
+        spare[dst] -= 1
+        spare[src] += 1
+        self.counts[dst] += 1
+        self.counts[src] -= 1
+
+    def _slots_on(self, dev: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` (replica, partition) slots held by `dev`, found with array.index."""
+        out: list[tuple[int, int]] = []
+        for r, col in enumerate(self.columns):
+            at = 0
+            while len(out) < limit:
+                try:
+                    at = col.index(dev, at) + 1
+                except ValueError:
+                    break
+                out.append((r, at - 1))
+        return out
+
+    def _choose(self, j: int, others: list[int], st: _PlaceState) -> tuple[int, int]:
+        """(device, crowding score) for gathered slot j whose partition is held by `others`.
+
+        Prefer a device with spare quota in the slot's own zone (zone totals rarely change, so
+        this rarely crowds anything), then anywhere; then an augmenting repair; then leave the
+        slot where it was (dispersion beats balance); only a removed device's slot may crowd.
+        """
+        p = self.slots[j] % self.parts
+        origin = self.origin[j]
+        zone = (
+            self.aim[j] if self.aim[j] >= 0 else self.path[origin][1] if self.path[origin] else -1
+        )
+        mine = st.local.get(zone)
+        if mine:
+            c, score, at = self._pick(mine, st.local_cursor.get(zone, 0), st.spare, others, 16)
+            if score == 0:
+                st.local_cursor[zone] = at + 1
+                return c, 0
+        c, score, at = self._pick(st.order, st.cursor, st.spare, others)
+        if score == 0:
+            st.cursor = at + 1
+            return c, 0
+        fixed = self._repair(p, others, st.order, st.spare, st.placed, st.final)
+        if fixed >= 0:
+            return fixed, 0
+        used = self._used(others)
+        if origin not in self.removed and origin not in others and self._score(origin, used) == 0:
+            return origin, 0
+        over = self._overflow(others, used)
+        if over >= 0:
+            return over, 0
+        if c < 0:
+            c = self._fallback(others)
+        return c, self._score(c, used)
+
+    def _overflow(self, others: list[int], used: dict[int, int]) -> int:
+        """A device that does not crowd the partition, over quota by the least, or -1."""
+        best, best_over = -1, 0
+        quota = self.plan.quota
+        for c in self.plan.order:
+            if c in others or self._score(c, used):
+                continue
+            over = self.counts[c] - quota[c]
+            if best < 0 or over < best_over:
+                best, best_over = c, over
+        return best
 
     def place(self) -> RoundResult:
         """Put every gathered slot on a device with spare quota, least crowding first."""
         spare = [0] * (NONE + 1)
         for d, q in self.plan.quota.items():
             spare[d] = q - self.counts[d]
-        order = [d for d in self.plan.order if spare[d] > 0]
-        cursor, exhausted = 0, 0
-        local: dict[int, list[int]] = {}
-        for d in order:
-            local.setdefault(self.path[d][1], []).append(d)
-        local_cursor: dict[int, int] = {}
+        st = _PlaceState(spare, [d for d in self.plan.order if spare[d] > 0])
+        for d in st.order:
+            st.local.setdefault(self.path[d][1], []).append(d)
+        st.final = [NONE] * len(self.slots)
         result = RoundResult(gathered=len(self.slots))
-        placed: dict[int, list[int]] = {}
-        final = [NONE] * len(self.slots)
-        for j, slot in enumerate(self.slots):
-            r, p = divmod(slot, self.parts)
-            others = self._others(p)
-            zone = self.path[self.origin[j]][1] if self.path[self.origin[j]] else -1
-            mine = local.get(zone, [])
-            chosen, score, at = self._pick(mine, local_cursor.get(zone, 0), spare, others, 16)
-            if score == 0:
-                local_cursor[zone] = at + 1
-            else:
-                chosen, score, at = self._pick(order, cursor, spare, others)
-            if score == 0:
-                cursor = at + 1 if chosen == order[at % len(order)] else cursor
-            else:
-                fixed = self._repair(p, others, order, spare, placed, final)
-                if fixed >= 0:
-                    chosen, score = fixed, 0
-                elif chosen < 0:
-                    chosen = self._fallback(others)
-                    score = self._score(chosen, self._used(others))
+        for j in range(len(self.slots)):  # repairs append displaced slots, already placed
+            r, p = divmod(self.slots[j], self.parts)
+            chosen, score = self._choose(j, self._others(p), st)
             if score:
                 result.unplaceable_dispersion += 1
             self.columns[r][p] = chosen
             self.counts[chosen] += 1
             spare[chosen] -= 1
-            placed.setdefault(chosen, []).append(j)
-            final[j] = chosen
+            st.placed.setdefault(chosen, []).append(j)
+            st.final[j] = chosen
             if spare[chosen] == 0:
-                exhausted += 1
-                if exhausted * 2 > len(order):
-                    order = [d for d in order if spare[d] > 0] or order
-                    cursor, exhausted = 0, 0
+                st.exhausted += 1
+                if st.exhausted * 2 > len(st.order):
+                    st.order = [d for d in st.order if spare[d] > 0] or st.order
+                    st.cursor, st.exhausted = 0, 0
         moved_parts = set()
         for j, slot in enumerate(self.slots):
-            if final[j] != self.origin[j]:
+            if st.final[j] != self.origin[j]:
                 p = slot % self.parts
                 result.moved += 1
-                self.last_moved[p] = self.now_min
+                self.last_moved[p] = self.stamp
                 moved_parts.add(p)
         result.moved_partitions = sorted(moved_parts)
         return result
+
+
+class _ZoneLedger:
+    """Zone-level supply and demand while gathering excess.
+
+    Of the excess slots taken from a zone, as many as its devices have room for can stay in
+    the zone; the rest (`shed`) must move to a zone with room that the partition does not use.
+    Each take is booked as one or the other, and placement is told which zone to aim for, so
+    gathering never frees a slot that could only be placed by crowding a zone.
+    """
+
+    def __init__(self, rnd: _Round) -> None:
+        self.rnd = rnd
+        self.shed: dict[int, int] = {}
+        self.local: dict[int, int] = {}
+        for d, q in rnd.plan.quota.items():
+            z = rnd.path[d][1]
+            diff = rnd.counts.get(d, 0) - q
+            self.shed[z] = self.shed.get(z, 0) + diff
+            self.local[z] = self.local.get(z, 0) + max(0, -diff)
+        for d, n in rnd.counts.items():
+            if d not in rnd.plan.quota and rnd.path[d]:
+                z = rnd.path[d][1]
+                self.shed[z] = self.shed.get(z, 0) + n
+        self.room = {z: -v for z, v in self.shed.items() if v < 0}
+
+    def reserve(self, dev: int, p: int, r: int) -> int:
+        """The zone a slot taken from `dev` should go to, or -1 to leave it where it is."""
+        rnd = self.rnd
+        zone = rnd.path[dev][1]
+        if self.shed.get(zone, 0) > 0:
+            used = {rnd.path[o][1] for o in rnd._others(p, skip=r) if rnd.path[o]}
+            for z, n in self.room.items():
+                if n > 0 and z not in used:
+                    self.room[z] = n - 1
+                    self.shed[zone] -= 1
+                    return z
+        if self.local.get(zone, 0) > 0:
+            self.local[zone] -= 1
+            return zone
+        return -1
+
+
+@dataclass
+class _PlaceState:
+    spare: list[int]
+    order: list[int]
+    cursor: int = 0
+    exhausted: int = 0
+    local: dict[int, list[int]] = field(default_factory=dict)
+    local_cursor: dict[int, int] = field(default_factory=dict)
+    placed: dict[int, list[int]] = field(default_factory=dict)
+    final: list[int] = field(default_factory=list)
 
 
 def rebalance_round(
@@ -421,7 +541,7 @@ def rebalance_round(
     progress: Progress,
 ) -> RoundResult:
     """Gather what must or should move, then place it; mutates `columns` and `last_moved`."""
-    rnd = _Round(columns, plan, last_moved, now_min, min_part_minutes)
+    rnd = _Round(columns, plan, last_moved, now_min, min_part_minutes, removed)
     rnd.gather_removed(removed)
     rnd.gather_crowded()
     progress(f"gathered {len(rnd.slots)} slots from removed devices and crowded partitions")

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -107,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError:
         print(f"error: no node named {args.node!r} in {args.config}", file=sys.stderr)
         return 2
+    # devices_dir is not created here: with mount_check a missing device must stay missing.
     conf = ObjectServerConf.from_deployment(deploy, node)
-    Path(conf.devices_dir).mkdir(parents=True, exist_ok=True)
 
     async def factory() -> web.Application:
         return await make_object_app(conf)

@@ -287,7 +287,25 @@ class Connection:
         self._stat_sn = result.stat_sn
         self._exp_cmd_sn = result.cmd_sn
         self.phase = Phase.FULL_FEATURE
-        self._parser.set_digests(result.params.header_digest, result.params.data_digest)
+        params = result.params
+        log.info(
+            "iSCSI login complete",
+            extra={
+                "fields": {
+                    "initiator": result.initiator_name,
+                    "target": result.target.iqn if result.target else "(discovery)",
+                    "tsih": result.tsih,
+                    "header_digest": params.header_digest,
+                    "data_digest": params.data_digest,
+                    "max_burst_bytes": params.max_burst_bytes,
+                    "first_burst_bytes": params.first_burst_bytes,
+                    "initial_r2t": params.initial_r2t,
+                    "immediate_data": params.immediate_data,
+                    "initiator_recv_data_segment_bytes": params.initiator_recv_data_segment_bytes,
+                }
+            },
+        )
+        self._parser.set_digests(params.header_digest, params.data_digest)
         self._parser.set_data_bytes_max(self.config.limits.max_recv_data_segment_bytes)
 
     # --- command numbering --------------------------------------------------------------------

@@ -73,7 +73,7 @@ def start_target(tmp_path: Path, *extra: str) -> RunningTarget:
             "--port-file",
             str(port_file),
             "--log-level",
-            "WARNING",
+            "INFO",
             *extra,
         ],
         stdout=log,
@@ -209,3 +209,20 @@ def test_libiscsi_conformance(target: RunningTarget, family: str) -> None:
     failures = re.findall(r"Test: (\S+) \.\.\..*?FAILED", result.stdout, flags=re.S)
     assert summary["failed"] == 0, f"{family}: {summary} {failures}\n{result.stdout[-4000:]}"
     assert summary["ran"] == summary["total"] > 0
+
+
+def test_qemu_with_header_digests(target: RunningTarget, tmp_path: Path) -> None:
+    """QEMU negotiates HeaderDigest=CRC32C when asked; every PDU then carries a checked CRC."""
+    qemu_img = need("qemu-img")
+    image = tmp_path / "digest.raw"
+    image.write_bytes(random.Random(11).randbytes(4 << 20))
+    opts = (
+        f"driver=iscsi,transport=tcp,portal=127.0.0.1:{target.port},target={IQN},lun=0,"
+        "header-digest=crc32c"
+    )
+    convert = run(qemu_img, "convert", "-n", "-f", "raw", "--target-image-opts", str(image), opts)
+    assert convert.returncode == 0, convert.stderr
+    local = f"driver=raw,file.driver=file,file.filename={image}"
+    compare = run(qemu_img, "compare", "--image-opts", local, opts)
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    assert "header_digest=True" in (tmp_path / "target.log").read_text()

@@ -192,3 +192,33 @@ def test_chunked_body_cut_at_a_chunk_boundary_commits_nothing(conf, clock, devic
 
     run(go())
     assert _files(devices_dir, "*.data") == []
+
+
+def test_length_limits_and_missing_length(conf, clock, devices_dir):
+    small = replace(conf, object_bytes_max=10)
+
+    async def chunks():
+        for _ in range(4):
+            yield b"x" * 5
+
+    async def go():
+        async with object_server(small, clock) as (url, s):
+            hdrs = _put_headers(clock, b"x" * 11, 0)
+            async with s.put(url + OBJ, data=b"x" * 11, headers=hdrs) as r:
+                assert r.status == 413
+            chunked = {"X-Timestamp": ts(clock), "Content-Type": "x/y"}
+            async with s.put(url + OBJ, data=chunks(), headers=chunked) as r:
+                assert r.status == 413
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"PUT {OBJ} HTTP/1.1\r\nHost: {host}\r\nX-Timestamp: {ts(clock)}\r\n"
+                "Content-Type: x/y\r\n\r\n".encode()
+            )
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 10)
+            writer.close()
+            assert line.startswith(b"HTTP/1.1 411")
+
+    run(go())
+    assert _files(devices_dir, "*.data") == []

@@ -59,6 +59,13 @@ def _newest_per_object(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return [p for _, p in best.values()], older
 
 
+def _device_names(devices_dir: Path) -> list[str]:
+    try:
+        return sorted(d for d in os.listdir(devices_dir) if valid_device_name(d))
+    except FileNotFoundError:
+        return []
+
+
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -115,8 +122,7 @@ async def run_once(
     assert concurrency >= 1
     stats = UpdaterStats()
     if devices is None:
-        names = await asyncio.to_thread(lambda: sorted(os.listdir(devices_dir)))
-        devices = [d for d in names if valid_device_name(d)]
+        devices = await asyncio.to_thread(_device_names, devices_dir)
     sem = asyncio.Semaphore(concurrency)
 
     async def one(root: Path, path: Path) -> None:

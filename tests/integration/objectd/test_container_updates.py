@@ -164,6 +164,14 @@ def test_newer_pending_supersedes_older_for_the_same_object(conf, clock, devices
     run(go())
 
 
+def test_updater_with_nothing_to_do(tmp_path):
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            return await run_once(tmp_path / "absent", session)
+
+    assert run(go()).found == 0
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -54,6 +54,7 @@ class TargetOptions:
     login_timeout_s: float = 15.0
     nop_interval_s: float = 10.0
     commands_running_max: int = 128
+    drain_timeout_s: float = 30.0  # how long a closing connection waits for running commands
     connections_max: int = 256
     portal_group_tag: int = 1
     discovery_chap: ChapCredentials | None = None  # if set, discovery sessions must use it
@@ -253,16 +254,23 @@ class _ConnectionLoop:
                 await self._read_once(self.target.options.nop_interval_s)
         finally:
             self.conn.abort_all()
-            for task in self.running:
-                task.cancel()
-            if self.running:
-                await asyncio.gather(*self.running, return_exceptions=True)
+            await self._drain_commands()
             session = self.conn.session
             if session is not None:
                 self.target._forget(session)
                 lu = self.target._lu(session.target.iqn) if session.target else None
                 if lu is not None:
                     lu.nexus_lost(self.conn.nexus)
+
+    async def _drain_commands(self) -> None:
+        """Let running commands finish (their responses are dropped) rather than cancel a
+        backend write halfway; cancel what is still running after ``drain_timeout_s``."""
+        if self.running:
+            _, late = await asyncio.wait(self.running, timeout=self.target.options.drain_timeout_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
 
     def _close_from_outside(self) -> None:
         self.conn.abort_all()

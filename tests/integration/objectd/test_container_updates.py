@@ -188,3 +188,19 @@ def test_bad_container_headers_are_400(conf, clock, headers):
                 assert r.status == 400
 
     run(go())
+
+
+def test_undecodable_pending_is_moved_aside(devices_dir):
+    name = "0123456789abcdef0123456789abcdef-1700000000.00000"
+    bad = devices_dir / "sda" / "async_pending" / "def" / name
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x93not a pending")
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            return await run_once(devices_dir, session)
+
+    stats = run(go())
+    assert (stats.found, stats.bad) == (1, 1)
+    assert not bad.exists()
+    assert (devices_dir / "sda" / "quarantined" / "async_pending" / name).exists()

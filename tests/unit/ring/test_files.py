@@ -87,7 +87,7 @@ def test_damage_is_detected(which: str) -> None:
         blob[:40] + bytes([blob[40] ^ 1]) + blob[41:],
     ):
         with pytest.raises(RingFileError):
-            decode(bad)  # type: ignore[operator]
+            decode(bad)
 
 
 @settings(max_examples=50, deadline=None)
@@ -95,7 +95,7 @@ def test_damage_is_detected(which: str) -> None:
 def test_garbage_never_crashes(blob: bytes) -> None:
     for decode in (decode_ring, decode_builder):
         with pytest.raises(RingFileError):
-            decode(blob)  # type: ignore[operator]
+            decode(blob)
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def test_reload_on_change_at_most_every_interval(tmp_path: Path) -> None:
 
 
 def test_bad_reload_keeps_serving_the_old_ring(tmp_path: Path) -> None:
-    b, path = built(tmp_path)
+    _, path = built(tmp_path)
     clock = ManualClock()
     ring = Ring(path, PREFIX, SUFFIX, reload_interval_s=1, clock=clock)
     before = ring.get_nodes("a", "c", "o")

@@ -24,7 +24,7 @@ from typing import Any
 from bench.ports import free_ports
 from bench.procstat import tree_pids
 
-__all__ = ["CairnCluster", "running_cairn"]
+__all__ = ["ADMIN_KEY", "ADMIN_USER", "CairnCluster", "CairnRefError", "running_cairn"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USER = "admin:admin"

@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--key", default="")
     r.add_argument("--storage-url", help="storage URL (with --token)")
     r.add_argument("--token", default="")
+    r.add_argument("--s3-endpoint", help="S3 endpoint, path-style (with --access-key/--secret-key)")
+    r.add_argument("--access-key", default="")
+    r.add_argument("--secret-key", default="")
+    r.add_argument("--region", default="us-east-1")
     r.add_argument("--workloads", default="put4k,get4k,head4k,delete4k",
                    help="comma-separated, in order, from: put4k get4k head4k delete4k put1m "
                         "get1m put256m get256m list")  # fmt: skip
@@ -105,18 +109,20 @@ def _print(results: list[Result], as_json: bool) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.aioload import LoadSpec, run_load
-    from bench.target import AuthError, SwiftTarget, Target, swift_auth
+    from bench.target import AuthError, S3Target, SwiftTarget, Target, swift_auth
     from bench.workloads import WORKLOADS, SuiteSpec, SystemUnderTest, run_workload
 
     target: Target
     try:
-        if args.storage_url:
+        if args.s3_endpoint:
+            target = S3Target(args.s3_endpoint, args.access_key, args.secret_key, args.region)
+        elif args.storage_url:
             target = SwiftTarget(args.storage_url, args.token)
         elif args.auth_url:
             target = swift_auth(args.auth_url, args.user, args.key)
         else:
-            print("cairn bench run: give --auth-url (+ --user/--key) or --storage-url + --token",
-                  file=sys.stderr)  # fmt: skip
+            print("cairn bench run: give --auth-url (+ --user/--key), --storage-url + --token"
+                  " or --s3-endpoint + --access-key/--secret-key", file=sys.stderr)  # fmt: skip
             return 2
     except AuthError as e:
         print(f"cairn bench run: {e}", file=sys.stderr)

@@ -16,24 +16,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnRefError, running_cairn
+from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnCluster, CairnRefError, running_cairn
 from bench.ports import free_ports
 from bench.procstat import TreeCPU
 from bench.report import Summary, format_table, ratio_line, summarize, to_json, write_chart
 from bench.stats import MBPS_WORKLOADS, Result
-from bench.swiftref import SwiftLayout, SwiftRefError, ensure_swift, running_swift
+from bench.swiftref import (
+    SwiftLayout,
+    SwiftProcesses,
+    SwiftRefError,
+    ensure_swift,
+    running_swift,
+)
 from bench.target import AuthError, swift_auth
 from bench.workloads import (
     WORKLOADS,
     SuiteSpec,
     SystemUnderTest,
     full_spec,
+    prepare_listing,
     quick_spec,
     run_workload,
 )
@@ -101,9 +109,20 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _start_swift(
-    stack: contextlib.ExitStack, out: Path, venv: Path, workers: int
-) -> SystemUnderTest:
+Started = tuple[SystemUnderTest, contextlib.AbstractContextManager[object]]
+
+
+def _entered(cm: contextlib.AbstractContextManager[Any], make: Any) -> Started:
+    """Enter `cm`, build the system from what it yields; leave it again if that fails."""
+    value = cm.__enter__()
+    try:
+        return make(value), cm
+    except BaseException:
+        cm.__exit__(*sys.exc_info())
+        raise
+
+
+def _start_swift(out: Path, venv: Path, workers: int) -> Started:
     bindir = ensure_swift(venv, log=out / "swift-pip.log")
     p = free_ports(8)
     lay = SwiftLayout(
@@ -113,15 +132,65 @@ def _start_swift(
         memcached_port=p[7],
         proxy_workers=workers,
     )
-    sp = stack.enter_context(running_swift(lay, bindir))
-    target = swift_auth(lay.auth_url, f"{lay.account}:{lay.user}", lay.key)
-    return SystemUnderTest("swift", target, TreeCPU(sp.pids))
+
+    def make(sp: SwiftProcesses) -> SystemUnderTest:
+        target = swift_auth(lay.auth_url, f"{lay.account}:{lay.user}", lay.key)
+        return SystemUnderTest("swift", target, TreeCPU(sp.pids))
+
+    return _entered(running_swift(lay, bindir), make)
 
 
-def _start_cairn(stack: contextlib.ExitStack, out: Path, workers: int) -> SystemUnderTest:
-    cl = stack.enter_context(running_cairn((out / "cairn").resolve(), workers))
-    target = swift_auth(cl.auth_url, ADMIN_USER, ADMIN_KEY)
-    return SystemUnderTest("cairn", target, TreeCPU(cl.pids))
+def _start_cairn(out: Path, workers: int) -> Started:
+    def make(cl: CairnCluster) -> SystemUnderTest:
+        target = swift_auth(cl.auth_url, ADMIN_USER, ADMIN_KEY)
+        return SystemUnderTest("cairn", target, TreeCPU(cl.pids))
+
+    return _entered(running_cairn((out / "cairn").resolve(), workers), make)
+
+
+_START_ERRORS = (SwiftRefError, CairnRefError, AuthError, OSError, subprocess.SubprocessError)
+
+
+def _start_all(
+    stack: contextlib.ExitStack, starters: dict[str, Callable[[], Started]], t0: float
+) -> tuple[dict[str, SystemUnderTest], dict[str, str]]:
+    """Start the systems side by side; each one that came up is stopped by `stack`."""
+    suts: dict[str, SystemUnderTest] = {}
+    notes: dict[str, str] = {}
+    futs: dict[str, Future[Started]] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=len(starters)) as pool:
+            futs = {name: pool.submit(fn) for name, fn in starters.items()}
+            wait(list(futs.values()))
+    finally:  # also on Ctrl-C: the pool waited for the starters, so each future is done
+        for name, fut in futs.items():
+            err = fut.exception() if fut.done() else None
+            if not fut.done():
+                continue
+            if err is None:
+                sut, cm = fut.result()
+                stack.push(cm)
+                suts[name] = sut
+                print(f"[{time.monotonic() - t0:6.1f}s] {name} is up", file=sys.stderr)
+            elif isinstance(err, _START_ERRORS):
+                notes[name] = f"{type(err).__name__}: {err}"
+                print(f"{name}: not available: {notes[name]}", file=sys.stderr)
+            else:
+                raise err
+    return suts, notes
+
+
+def _fill_listings(suts: dict[str, SystemUnderTest], spec: SuiteSpec, t0: float) -> None:
+    """Fill every system's listing container side by side (not measured)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(suts))) as pool:
+        futs = {n: pool.submit(prepare_listing, sut, spec) for n, sut in suts.items()}
+        for name, fut in futs.items():
+            r = fut.result()
+            print(
+                f"[{time.monotonic() - t0:6.1f}s] {name} listing container: {r.ops} objects, "
+                f"{r.errors} errors",
+                file=sys.stderr,
+            )
 
 
 def _progress(t0: float, name: str, rep: int, r: Result) -> None:
@@ -160,8 +229,6 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
     spec = quick_spec(use_wrk) if quick else full_spec(use_wrk)
     workers = os.cpu_count() or 1
     t0 = time.monotonic()
-    notes: dict[str, str] = {}
-    suts: dict[str, SystemUnderTest] = {}
     meta: dict[str, Any] = {
         "hardware": hardware(),
         "quick": quick,
@@ -174,16 +241,15 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
         "proxy_workers": workers,
     }
     with _signals_raise(), contextlib.ExitStack() as stack:
-        for name, start in (
-            ("swift", lambda: _start_swift(stack, out, venv, workers)),
-            ("cairn", lambda: _start_cairn(stack, out, workers)),
-        ):
-            try:
-                suts[name] = start()
-                print(f"[{time.monotonic() - t0:6.1f}s] {name} is up", file=sys.stderr)
-            except (SwiftRefError, CairnRefError, AuthError, OSError) as e:
-                notes[name] = f"{type(e).__name__}: {e}"
-                print(f"{name}: not available: {notes[name]}", file=sys.stderr)
+        suts, notes = _start_all(
+            stack,
+            {
+                "swift": lambda: _start_swift(out, venv, workers),
+                "cairn": lambda: _start_cairn(out, workers),
+            },
+            t0,
+        )
+        _fill_listings(suts, spec, t0)
         runs = _run_all(suts, spec, t0)
         meta["loadavg_end"] = os.getloadavg()
         print(f"[{time.monotonic() - t0:6.1f}s] stopping both systems", file=sys.stderr)

@@ -34,14 +34,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "SwiftLayout",
+    "SwiftProcesses",
     "SwiftRefError",
     "ensure_swift",
     "render_configs",
+    "ring_commands",
     "running_swift",
 ]
 
@@ -174,20 +177,26 @@ def render_configs(lay: SwiftLayout) -> dict[Path, str]:
     return out
 
 
-def ring_commands(lay: SwiftLayout, builder_exe: str) -> list[list[str]]:
-    """The swift-ring-builder invocations that build the three rings (pure)."""
-    cmds = []
+def ring_commands(lay: SwiftLayout, builder_exe: str) -> list[list[list[str]]]:
+    """Per ring, the swift-ring-builder invocations that build it, in order (pure).
+
+    One `add` takes all devices (swift-ring-builder accepts several <dev> <weight> pairs),
+    so a ring is three runs of the tool; the three rings are independent of each other.
+    """
+    rings = []
     for kind in KINDS:
         builder = str(lay.etc / f"{kind}.builder")
-        cmds.append([builder_exe, builder, "create", str(lay.part_power), str(lay.replicas), "1"])
+        adds: list[str] = []
         for i, ports in enumerate(lay.node_ports):
             port = ports[KINDS.index(kind)]
             for dev in lay.devices(i):
-                cmds.append(
-                    [builder_exe, builder, "add", f"r1z{i + 1}-127.0.0.1:{port}/{dev}", "100"]
-                )
-        cmds.append([builder_exe, builder, "rebalance"])
-    return cmds
+                adds += [f"r1z{i + 1}-127.0.0.1:{port}/{dev}", "100"]
+        rings.append([
+            [builder_exe, builder, "create", str(lay.part_power), str(lay.replicas), "1"],
+            [builder_exe, builder, "add", *adds],
+            [builder_exe, builder, "rebalance"],
+        ])  # fmt: skip
+    return rings
 
 
 def ensure_swift(venv: Path, log: Path | None = None) -> Path:
@@ -229,11 +238,18 @@ def _write_layout(lay: SwiftLayout) -> None:
     (lay.base / "logs").mkdir(parents=True, exist_ok=True)
 
 
-def _build_rings(lay: SwiftLayout, bindir: Path) -> None:
-    for cmd in ring_commands(lay, str(bindir / "swift-ring-builder")):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+def _build_ring(cmds: list[list[str]]) -> None:
+    for cmd in cmds:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
         if proc.returncode not in (0, 1):  # 1 = finished with warnings
             raise SwiftRefError(f"{' '.join(cmd[1:])} failed: {proc.stdout}{proc.stderr}")
+
+
+def _build_rings(lay: SwiftLayout, bindir: Path) -> None:
+    rings = ring_commands(lay, str(bindir / "swift-ring-builder"))
+    with ThreadPoolExecutor(max_workers=len(rings)) as pool:
+        for f in [pool.submit(_build_ring, cmds) for cmds in rings]:
+            f.result()
 
 
 @dataclass

@@ -26,6 +26,7 @@ __all__ = [
     "SuiteSpec",
     "SystemUnderTest",
     "full_spec",
+    "prepare_listing",
     "quick_spec",
     "run_workload",
 ]
@@ -65,7 +66,7 @@ def full_spec(use_wrk: bool = True) -> SuiteSpec:
 
 def quick_spec(use_wrk: bool = True) -> SuiteSpec:
     """Short runs (and a 1,000-object listing) so `compare --quick` ends within 5 minutes."""
-    return SuiteSpec(small_s=3, mid_s=3, list_s=2, listing_objects=1_000, use_wrk=use_wrk)
+    return SuiteSpec(small_s=2, mid_s=2, list_s=2, listing_objects=1_000, use_wrk=use_wrk)
 
 
 class CpuProbe(Protocol):

@@ -78,11 +78,15 @@ def test_storage_confs_ports_devices_and_mount_check(tmp_path: Path) -> None:
 
 def test_ring_commands_three_replicas_four_devices_two_zones(tmp_path: Path) -> None:
     lay = _layout(tmp_path)
-    cmds = ring_commands(lay, "srb")
-    assert len(cmds) == 3 * (1 + 4 + 1)
-    creates = [c for c in cmds if c[2] == "create"]
-    assert [c[3:] for c in creates] == [["10", "3", "1"]] * 3
-    adds = [c[3] for c in cmds if c[2] == "add" and c[1].endswith("object.builder")]
-    assert adds == ["r1z1-127.0.0.1:6010/d1", "r1z1-127.0.0.1:6010/d2",
-                    "r1z2-127.0.0.1:6020/d3", "r1z2-127.0.0.1:6020/d4"]  # fmt: skip
-    assert all(Path(c[1]).parent == tmp_path / "etc" for c in cmds)
+    rings = ring_commands(lay, "srb")
+    assert [Path(r[0][1]).name for r in rings] == [f"{k}.builder" for k in KINDS]
+    for cmds in rings:
+        assert [c[2] for c in cmds] == ["create", "add", "rebalance"]
+        assert cmds[0][3:] == ["10", "3", "1"]  # part power, replicas, min_part_hours
+        assert all(Path(c[1]).parent == tmp_path / "etc" for c in cmds)
+    obj_add = rings[KINDS.index("object")][1][3:]
+    want = ["r1z1-127.0.0.1:6010/d1", "r1z1-127.0.0.1:6010/d2",
+            "r1z2-127.0.0.1:6020/d3", "r1z2-127.0.0.1:6020/d4"]  # fmt: skip
+    assert obj_add == [x for dev in want for x in (dev, "100")]
+    acc_add = rings[KINDS.index("account")][1][3:]
+    assert acc_add[0] == "r1z1-127.0.0.1:6012/d1"

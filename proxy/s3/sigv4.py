@@ -48,9 +48,11 @@ __all__ = [
     "canonical_query",
     "canonical_request",
     "canonical_uri",
+    "check_time",
     "derive_signing_key",
     "is_s3_request",
     "parse_auth",
+    "signature_mismatch",
     "string_to_sign",
     "verify",
 ]

@@ -31,15 +31,30 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
     def _reply(self, status: int, body: bytes = b"", length: int | None = None) -> None:
+        if status >= 400:  # the request body may be unread: do not reuse the connection
+            self.close_connection = True
         self.send_response(status)
         self.send_header("Content-Length", str(len(body) if length is None else length))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def _drain(self) -> int:
+        left, got = int(self.headers.get("Content-Length", "0")), 0
+        while left:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            got += len(chunk)
+            left -= len(chunk)
+        return got
+
     def _route(self) -> tuple[str, str | None] | None:
         parts = unquote(urlsplit(self.path).path).split("/")
         if self.headers.get("X-Auth-Token") != TOKEN:
+            self._drain()
             self._reply(401)
             return None
         # /v1/AUTH_test/<container>[/<object>]
@@ -47,6 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
             return parts[3], None
         if len(parts) == 5:
             return parts[3], parts[4]
+        self._drain()
         self._reply(400)
         return None
 
@@ -55,12 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             return
         container, obj = route
-        n = int(self.headers.get("Content-Length", "0"))
-        left, got = n, 0
-        while left:
-            chunk = self.rfile.read(min(left, 1 << 20))
-            got += len(chunk)
-            left -= len(chunk)
+        got = self._drain()
         with self.store.lock:
             self.store.requests.append(("PUT", self.path))
             if obj is None:

@@ -88,19 +88,25 @@ def iter_nodes(
     """Primaries that are not error-limited, then handoffs; `node_count` nodes at most.
 
     The default count is 2 x replicas (Swift's request_node_count); a skipped primary lets
-    one more handoff in, so a limited node never shrinks the set of candidates.
+    one more handoff in. Error-limited nodes come last, as a last resort: a node that came
+    back is tried again before a request fails for want of nodes.
     """
     primaries = ring.get_part_nodes(part)
     budget = len(primaries) * 2 if node_count is None else node_count
     given = 0
+    limited: list[N] = []
     for node in primaries:
-        if not limiter.is_limited(node_key(node)):
+        if limiter.is_limited(node_key(node)):
+            limited.append(node)
+        else:
             given += 1
             yield node
     for node in ring.get_more_nodes(part):
         if given >= budget:
-            return
+            break
         if limiter.is_limited(node_key(node)):
+            limited.append(node)
             continue
         given += 1
         yield node
+    yield from limited

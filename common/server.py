@@ -53,6 +53,7 @@ class ServiceMetrics:
 
 SERVICE_NAME = web.AppKey("service_name", str)
 METRICS = web.AppKey("metrics", ServiceMetrics)
+TRANS_ID = web.RequestKey("trans_id", str)
 HEALTH_CHECKS = web.AppKey("health_checks", list[Callable[[], Awaitable[str | None]]])
 # Set to False on an app whose request bodies must arrive as sent: a storage server keeps a
 # body with Content-Encoding: gzip as the gzip bytes the client stored (default True).
@@ -84,6 +85,7 @@ async def _outer_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     trans_id = request.headers.get("X-Trans-Id") or new_trans_id()
+    request[TRANS_ID] = trans_id
     token = request_id.set(trans_id)
     started = time.monotonic()
     status = 500
@@ -91,7 +93,8 @@ async def _outer_middleware(
         try:
             resp = await handler(request)
         except web.HTTPException as e:
-            resp = e
+            status = e.status
+            raise
         except (asyncio.CancelledError, ConnectionResetError):
             status = 499  # the client went away
             raise
@@ -99,9 +102,6 @@ async def _outer_middleware(
             log.exception("unhandled error", extra={"fields": {"path": request.path}})
             resp = web.Response(status=500, text="Internal Server Error\n")
         status = resp.status
-        if not resp.prepared:
-            resp.headers.setdefault("X-Trans-Id", trans_id)
-            resp.headers.setdefault("X-Openstack-Request-Id", trans_id)
         return resp
     finally:
         elapsed = time.monotonic() - started
@@ -127,6 +127,14 @@ async def _outer_middleware(
         request_id.reset(token)
 
 
+async def _add_trans_id(request: web.Request, resp: web.StreamResponse) -> None:
+    """Every response, streamed or not, names its transaction."""
+    trans_id = request.get(TRANS_ID)
+    if trans_id:
+        resp.headers.setdefault("X-Trans-Id", trans_id)
+        resp.headers.setdefault("X-Openstack-Request-Id", trans_id)
+
+
 async def _healthcheck(request: web.Request) -> web.Response:
     for check in request.app[HEALTH_CHECKS]:
         problem = await check()
@@ -148,6 +156,7 @@ def make_app(service: str, **kwargs: object) -> web.Application:
     app[SERVICE_NAME] = service
     app[METRICS] = _make_metrics(service)
     app[HEALTH_CHECKS] = []
+    app.on_response_prepare.append(_add_trans_id)
     app.router.add_get("/healthcheck", _healthcheck)
     app.router.add_get("/metrics", _metrics)
     return app

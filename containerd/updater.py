@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from common.clock import Clock
 from common.listingdb import DbInfo, ListingEnv, list_databases
@@ -123,7 +124,7 @@ async def send_report(
     }
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
-        async with session.put(url, headers=headers, timeout=timeout) as resp:
+        async with session.put(URL(url, encoded=True), headers=headers, timeout=timeout) as resp:
             await resp.read()
             return resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as e:

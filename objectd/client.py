@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 __all__ = [
     "DEFAULT_CONN_TIMEOUT_S",
@@ -63,7 +64,7 @@ async def direct_put_object(
     """
     url = object_url(node_url, device, part, account, container, obj)
     async with session.put(
-        url,
+        URL(url, encoded=True),
         data=body,
         headers=dict(headers),
         timeout=_timeout(conn_timeout_s, node_timeout_s),
@@ -94,7 +95,7 @@ async def direct_get_object(
     """
     url = object_url(node_url, device, part, account, container, obj)
     return await session.get(
-        url,
+        URL(url, encoded=True),
         headers=dict(headers or {}),
         timeout=_timeout(conn_timeout_s, node_timeout_s),
         allow_redirects=False,
@@ -112,7 +113,7 @@ async def _simple(
 ) -> tuple[int, Headers]:
     async with session.request(
         method,
-        url,
+        URL(url, encoded=True),
         headers=dict(headers or {}),
         timeout=_timeout(conn_timeout_s, node_timeout_s),
         allow_redirects=False,

@@ -1,4 +1,4 @@
-"""A ring-aware client for whole, modest-sized objects, straight to the object servers. INTERFACE READY.
+"""Ring-aware client for whole, modest-sized objects, straight to object servers. INTERFACE READY.
 
 For services that keep their own data as objects without going through the public proxy
 (blockd's volume chunks, leases, records). Semantics:

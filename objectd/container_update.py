@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from objectd.asyncpending import ContainerTarget
 
@@ -74,7 +75,7 @@ async def send_update(
     try:
         async with session.request(
             op,
-            url,
+            URL(url, encoded=True),
             headers=dict(headers),
             timeout=aiohttp.ClientTimeout(total=timeout_s),
             allow_redirects=False,

@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 from common.clock import Clock, SystemClock
 from common.deploy import DeploymentConfig
 from common.nodes import ErrorLimiter
-from common.server import HEALTH_CHECKS, make_app
+from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, make_app
 from proxy.auth import (
     AuthResponse,
     InvalidToken,
@@ -117,7 +117,7 @@ def _s3_middlewares(state_getter: Callable[[], ProxyState]) -> list[object]:
         return []
     from proxy.s3 import middleware as s3mw
 
-    factory: Callable[..., object] = s3mw.s3_middleware  # type: ignore[attr-defined]
+    factory: Callable[..., object] = s3mw.s3_middleware
     return [factory(state_getter)]
 
 
@@ -126,6 +126,8 @@ async def make_proxy_app(cfg: DeploymentConfig, clock: Clock | None = None) -> w
     holder: dict[str, ProxyState] = {}
     middlewares = _s3_middlewares(lambda: holder["state"])
     app = make_app("proxy-server", client_max_size=1 << 20)
+    # Bodies are stored as the client sent them (Content-Encoding: gzip stays gzip).
+    app[AUTO_DECOMPRESS] = False
     for mw in middlewares:
         app.middlewares.append(mw)  # type: ignore[arg-type]
     rings = load_rings(cfg)

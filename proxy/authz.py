@@ -35,7 +35,7 @@ async def _decide(
         return decision
     read_acl = write_acl = None
     if parts.container is not None and parts.account is not None:
-        info = await ops.container_info(parts.account, parts.container)
+        info = await ops.container_info(parts.account, parts.container, fresh=True)
         if info.status == 200:
             read_acl, write_acl = info.read_acl or None, info.write_acl or None
             decision = auth.authorize(
@@ -63,7 +63,7 @@ async def _decide(
 
 
 async def _account_acl(ops: Ops, account: str) -> AccountAcl:
-    info = await ops.account_info(account)
+    info = await ops.account_info(account, fresh=True)
     for h in _ACCOUNT_ACL_HEADERS:
         value = info.headers.get(h)
         if value:

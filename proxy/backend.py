@@ -52,6 +52,13 @@ class Resp:
     node: Device | None = None
 
 
+def stale_connection(e: BaseException) -> bool:
+    """A reused keep-alive connection that the peer had closed: worth one retry."""
+    return isinstance(
+        e, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+    ) and not isinstance(e, aiohttp.ClientConnectorError)
+
+
 def quorum_size(n: int) -> int:
     """A majority of n replicas (Swift's quorum for replicated writes)."""
     return n // 2 + 1
@@ -132,23 +139,33 @@ class Backend:
         query: Mapping[str, str] | None = None,
         body: bytes | None = None,
     ) -> Resp:
-        """One small request to one node; connection trouble becomes a 503 Resp."""
+        """One small request to one node; connection trouble becomes a 503 Resp.
+
+        A pooled keep-alive connection that the node closed (it restarted) is retried once
+        on a new connection.
+        """
         key = node_key(node)
         try:
-            async with self.session.request(
-                method,
-                self.url(node, path, query),
-                headers=headers,
-                data=body,
-                timeout=self._timeout(),
-                allow_redirects=False,
-            ) as r:
-                data = await r.read()
-                if r.status == 507:
-                    self.errors.limit_now(key)
-                elif r.status >= 500:
-                    self.errors.error(key)
-                return Resp(r.status, r.headers, data, node)
+            for attempt in (1, 2):
+                try:
+                    async with self.session.request(
+                        method,
+                        self.url(node, path, query),
+                        headers=headers,
+                        data=body,
+                        timeout=self._timeout(),
+                        allow_redirects=False,
+                    ) as r:
+                        data = await r.read()
+                        if r.status == 507:
+                            self.errors.limit_now(key)
+                        elif r.status >= 500:
+                            self.errors.error(key)
+                        return Resp(r.status, r.headers, data, node)
+                except aiohttp.ClientError as e:
+                    if attempt == 2 or not stale_connection(e):
+                        raise
+            raise AssertionError("unreachable: the loop returns or raises")
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
             self.errors.error(key)
             log.warning(
@@ -249,13 +266,24 @@ async def open_stream(
     for node in backend.nodes(ring, part):
         key = node_key(node)
         try:
-            r = await backend.session.request(
-                method,
-                backend.url(node, path_for(node)),
-                headers=headers,
-                timeout=backend._timeout(),
-                allow_redirects=False,
-            )
+            try:
+                r = await backend.session.request(
+                    method,
+                    backend.url(node, path_for(node)),
+                    headers=headers,
+                    timeout=backend._timeout(),
+                    allow_redirects=False,
+                )
+            except aiohttp.ClientError as e:
+                if not stale_connection(e):
+                    raise
+                r = await backend.session.request(
+                    method,
+                    backend.url(node, path_for(node)),
+                    headers=headers,
+                    timeout=backend._timeout(),
+                    allow_redirects=False,
+                )
         except (aiohttp.ClientError, TimeoutError, OSError):
             backend.errors.error(key)
             continue

@@ -254,8 +254,13 @@ async def get_with_manifests(
 
     plain_headers = {k: v for k, v in headers.items() if k not in _CONDITIONAL}
     first = await ops.get_object_raw(account, container, obj, headers)
-    is_slo = first.headers.get("X-Static-Large-Object", "").lower() == "true"
-    dlo_spec = first.headers.get("X-Object-Manifest")
+    meta = first.headers
+    if first.status in (304, 412, 416):
+        # The object server judged Range and conditions against the manifest's own bytes;
+        # if it is a manifest, they must be judged against the large object instead.
+        meta = (await ops.head_object(account, container, obj)).headers
+    is_slo = meta.get("X-Static-Large-Object", "").lower() == "true"
+    dlo_spec = meta.get("X-Object-Manifest")
     if not is_slo and not dlo_spec:
         return first
     # The conditional headers apply to the large object, not the manifest: fetch it plainly.
@@ -299,7 +304,8 @@ async def get_with_manifests(
 
 
 async def _empty() -> AsyncIterator[bytes]:
-    for chunk in ():
+    nothing: tuple[bytes, ...] = ()
+    for chunk in nothing:
         yield chunk
 
 

@@ -13,7 +13,6 @@ so no replica commits a truncated object.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from multidict import CIMultiDict
 
 from common.log import get_logger
 from common.nodes import node_key
-from proxy.backend import Backend, Resp, quorum_size
+from proxy.backend import Backend, Resp, quorum_size, stale_connection
 from ring import Device, Ring
 
 __all__ = ["ClientBodyError", "stream_put"]
@@ -30,6 +29,7 @@ __all__ = ["ClientBodyError", "stream_put"]
 log = get_logger("cairn.proxy.objput")
 
 _QUEUE_CHUNKS = 8
+_STALE = -1  # internal status: a pooled connection the node had closed; retry once
 _EOF = b""
 
 
@@ -47,16 +47,25 @@ class _Abort(Exception):
 
 @dataclass
 class _Slot:
+    """One replica's upload. `ready` is set once it either accepted the body (100 Continue)
+    or finished; `failed` says it finished without success."""
+
     index: int
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(_QUEUE_CHUNKS))
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[Resp] | None = None
     node: Device | None = None
-    dead: bool = False
+    started: bool = False
+    failed: bool = False
+
+    @property
+    def live(self) -> bool:
+        return not self.failed and self.task is not None and not self.task.done()
 
 
 async def _body_gen(slot: _Slot) -> AsyncIterator[bytes]:
-    slot.ready.set()  # the backend said 100 Continue (or needs no body confirmation)
+    slot.started = True
+    slot.ready.set()  # the backend said 100 Continue
     while True:
         chunk = await slot.queue.get()
         if chunk is None:
@@ -75,34 +84,59 @@ async def _one_backend(
 ) -> Resp:
     """Run one replica's request, trying handoffs while the body hasn't started."""
     last = Resp(503, CIMultiDict())
-    while not slot.ready.is_set():
-        node = next_node()
-        if node is None:
-            break
-        slot.node = node
-        try:
-            async with backend.session.put(
-                backend.url(node, path_for(node)),
-                headers=headers_for(slot.index, node),
-                data=_body_gen(slot),
-                expect100=True,
-                timeout=backend._timeout(),
-            ) as r:
-                body = await r.read()
-                last = Resp(r.status, r.headers, body, node)
-        except (aiohttp.ClientError, TimeoutError, OSError, _Abort) as e:
-            if not isinstance(e, _Abort):
-                backend.errors.error(node_key(node))
-            last = Resp(499 if isinstance(e, _Abort) else 503, CIMultiDict(), b"", node)
-        if last.status == 507:
-            backend.errors.limit_now(node_key(node))
-        elif last.status >= 500:
-            backend.errors.error(node_key(node))
-        if slot.ready.is_set() or last.status < 500:
-            break
-    slot.dead = True
-    slot.ready.set()
+    try:
+        while True:
+            node = next_node()
+            if node is None:
+                break
+            slot.node = node
+            last = await _put_one(backend, slot, node, path_for, headers_for)
+            if last.status == _STALE and not slot.started:
+                last = await _put_one(backend, slot, node, path_for, headers_for)
+            if last.status == _STALE:
+                last = Resp(503, CIMultiDict(), b"", node)
+            # A node that failed before taking any body is replaced by the next handoff.
+            if slot.started or last.status < 500:
+                break
+    finally:
+        slot.failed = last.status >= 300
+        slot.ready.set()
     return last
+
+
+async def _put_one(
+    backend: Backend,
+    slot: _Slot,
+    node: Device,
+    path_for: Callable[[Device], str],
+    headers_for: Callable[[int, Device], Mapping[str, str]],
+) -> Resp:
+    key = node_key(node)
+    try:
+        async with backend.session.put(
+            backend.url(node, path_for(node)),
+            headers=headers_for(slot.index, node),
+            data=_body_gen(slot),
+            expect100=True,
+            timeout=backend._timeout(),
+        ) as r:
+            body = await r.read()
+            resp = Resp(r.status, r.headers, body, node)
+    except _Abort:
+        return Resp(499, CIMultiDict(), b"", node)
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        if isinstance(e, aiohttp.ClientError) and stale_connection(e) and not slot.started:
+            return Resp(_STALE, CIMultiDict(), b"", node)
+        backend.errors.error(key)
+        return Resp(503, CIMultiDict(), b"", node)
+    except Exception:
+        log.exception("object PUT to a storage node failed unexpectedly")
+        return Resp(503, CIMultiDict(), b"", node)
+    if resp.status == 507:
+        backend.errors.limit_now(key)
+    elif resp.status >= 500:
+        backend.errors.error(key)
+    return resp
 
 
 async def stream_put(
@@ -128,15 +162,20 @@ async def stream_put(
     try:
         async with asyncio.timeout(connect_timeout_s + backend.node_timeout_s):
             await asyncio.gather(*(s.ready.wait() for s in slots))
-        live = [s for s in slots if not s.dead]
-        if len(live) < quorum_size(n):
+        if sum(1 for s in slots if not s.failed) < quorum_size(n):
             await _abort_all(slots)
-            return [await s.task for s in slots if s.task]
-        await _pump(body, slots, backend.node_timeout_s)
+        else:
+            await _pump(body, slots, backend.node_timeout_s)
     except BaseException:
         await _abort_all(slots)
         raise
-    return [await s.task for s in slots if s.task]
+    return await _results(slots)
+
+
+async def _results(slots: list[_Slot]) -> list[Resp]:
+    tasks = [s.task for s in slots if s.task is not None]
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    return [r if isinstance(r, Resp) else Resp(503, CIMultiDict()) for r in done]
 
 
 async def _pump(body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float) -> None:
@@ -145,19 +184,19 @@ async def _pump(body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float
         if not chunk:
             continue
         for s in slots:
-            if s.dead:
+            if not s.live:
                 continue
             try:
                 async with asyncio.timeout(timeout_s):
                     await s.queue.put(chunk)
             except TimeoutError:
-                s.dead = True
+                s.failed = True
                 if s.task:
                     s.task.cancel()
-        if sum(1 for s in slots if not s.dead) < quorum:
+        if sum(1 for s in slots if not s.failed) < quorum:
             raise ClientBodyError(503, "too few storage nodes kept up with the upload")
     for s in slots:
-        if not s.dead:
+        if s.live:
             await s.queue.put(_EOF)
 
 
@@ -165,14 +204,10 @@ async def _abort_all(slots: list[_Slot]) -> None:
     for s in slots:
         if s.task is None or s.task.done():
             continue
-        if s.ready.is_set() and not s.dead:
-            with contextlib.suppress(asyncio.QueueFull):
-                while not s.queue.empty():
-                    s.queue.get_nowait()
-                s.queue.put_nowait(None)
+        if s.started:
+            while not s.queue.empty():
+                s.queue.get_nowait()
+            s.queue.put_nowait(None)
         else:
             s.task.cancel()
-    for s in slots:
-        if s.task is not None:
-            with contextlib.suppress(BaseException):
-                await s.task
+    await asyncio.gather(*(s.task for s in slots if s.task is not None), return_exceptions=True)

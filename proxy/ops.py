@@ -236,14 +236,15 @@ class Ops:
         ]
 
     # -- accounts ----------------------------------------------------------------------
-    async def account_info(self, account: str) -> AccountInfo:
+    async def account_info(self, account: str, *, fresh: bool = False) -> AccountInfo:
+        """The account's status and headers; `fresh` skips this worker's short cache."""
         now = self.clock.monotonic()
         hit = self._ainfo.get(account)
-        if hit and hit[0] > now:
+        if hit and hit[0] > now and not fresh:
             return hit[1]
         r = await self._read("account", "HEAD", account, None, None)
         info = AccountInfo(r.status if r.status != 204 else 200, dict(r.headers))
-        if info.status < 500:
+        if info.status == 200:
             self._ainfo[account] = (now + _CACHE_TTL_S, info)
         return info
 
@@ -317,10 +318,18 @@ class Ops:
         return info.status
 
     # -- containers --------------------------------------------------------------------
-    async def container_info(self, account: str, container: str) -> ContainerInfo:
+    async def container_info(
+        self, account: str, container: str, *, fresh: bool = False
+    ) -> ContainerInfo:
+        """The container's status, ACLs and counts.
+
+        Cached a few seconds per worker for existence checks; `fresh` (used for ACL
+        decisions) asks the container servers, so an ACL change applies at once in every
+        worker.
+        """
         now = self.clock.monotonic()
         hit = self._cinfo.get((account, container))
-        if hit and hit[0] > now:
+        if hit and hit[0] > now and not fresh:
             return hit[1]
         r = await self._read("container", "HEAD", account, container, None)
         h = r.headers
@@ -332,7 +341,9 @@ class Ops:
             bytes_used=int(h.get("X-Container-Bytes-Used", "0") or 0),
             headers=dict(h),
         )
-        if info.status < 500:
+        # Only existing containers are cached: a container just created through another
+        # worker must not look missing here.
+        if info.status == 200:
             self._cinfo[(account, container)] = (now + _CACHE_TTL_S, info)
         return info
 
@@ -435,7 +446,7 @@ class Ops:
             if (
                 lk in _OBJECT_PERSIST
                 or lk.startswith(("x-object-meta-", "x-object-sysmeta-"))
-                or lk in ("x-static-large-object", "content-length", "transfer-encoding")
+                or lk in ("x-static-large-object", "content-length")
             ):
                 h[k] = v
         if (

@@ -38,9 +38,12 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def run_cairn(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CAIRN, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=check)
+def run_cairn(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CAIRN, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=check
+    )
 
 
 @dataclass
@@ -63,12 +66,19 @@ class Cluster:
     def connection(self, user: str | None = None, key: str | None = None, **kw: Any):
         import swiftclient
 
-        return swiftclient.Connection(authurl=self.auth_url, user=user or self.user,
-                                      key=key or self.key, retries=0, timeout=30, **kw)
+        return swiftclient.Connection(
+            authurl=self.auth_url,
+            user=user or self.user,
+            key=key or self.key,
+            retries=0,
+            timeout=30,
+            **kw,
+        )
 
     def status(self) -> dict[str, Any]:
         out = run_cairn("status", "--data-dir", str(self.data_dir), "--json", check=False)
-        return json.loads(out.stdout)
+        status: dict[str, Any] = json.loads(out.stdout)
+        return status
 
     def service_pid(self, name: str) -> int:
         for s in self.status()["services"]:
@@ -89,7 +99,7 @@ class Cluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             st = self.status()
-            if st["running"] and all(s["healthy"] for s in st["services"]):
+            if st["running"] and all(s["healthy"] or s["held"] for s in st["services"]):
                 return
             time.sleep(0.3)
         raise AssertionError(f"cluster not healthy: {self.status()}")
@@ -98,8 +108,13 @@ class Cluster:
         run_cairn("down", "--data-dir", str(self.data_dir), check=False)
 
 
-def start_cluster(base: Path, *, users: list[dict[str, Any]] | None = None,
-                  proxy_workers: int = 1, tweak: Any = None) -> Cluster:
+def start_cluster(
+    base: Path,
+    *,
+    users: list[dict[str, Any]] | None = None,
+    proxy_workers: int = 1,
+    tweak: Any = None,
+) -> Cluster:
     data_dir = base / "cairn-data"
     key = "adminkey"
     doc = default_config(admin_key=key, ports=free_ports(10), proxy_workers=proxy_workers)
@@ -111,19 +126,23 @@ def start_cluster(base: Path, *, users: list[dict[str, Any]] | None = None,
         tweak(doc)
     config_path = base / "cairn.toml"
     config_path.write_text(config_text(doc))
-    out = run_cairn("up", "--config", str(config_path), "--data-dir", str(data_dir), "-d",
-                    check=False)
+    out = run_cairn(
+        "up", "--config", str(config_path), "--data-dir", str(data_dir), "-d", check=False
+    )
     cluster = Cluster(data_dir, config_path, doc, key)
     if out.returncode != 0:
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}"
-                         for p in sorted((data_dir / "logs").glob("*.log")))
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-3000:]}"
+            for p in sorted((data_dir / "logs").glob("*.log"))
+        )
         cluster.stop()
         raise AssertionError(f"cairn up failed: {out.stdout}\n{out.stderr}\n{logs}")
     return cluster
 
 
-def http(method: str, url: str, headers: dict[str, str] | None = None,
-         body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:

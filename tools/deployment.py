@@ -22,10 +22,10 @@ __all__ = [
     "CONFIG_NAME",
     "ServiceSpec",
     "build_rings",
-    "make_device_dirs",
     "config_text",
     "default_config",
     "load_or_create",
+    "make_device_dirs",
     "service_specs",
 ]
 

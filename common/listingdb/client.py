@@ -9,6 +9,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from common.listingdb.listing import ListingParams
 
@@ -66,7 +67,7 @@ async def simple_request(
 ) -> tuple[int, Headers]:
     async with session.request(
         method,
-        url,
+        URL(url, encoded=True),
         headers=dict(headers or {}),
         timeout=timeout(conn_timeout_s, node_timeout_s),
         allow_redirects=False,
@@ -85,7 +86,7 @@ async def get_listing(
 ) -> ListingReply:
     """GET a JSON listing page: (status, headers, rows or None when not 200)."""
     async with session.get(
-        f"{url}?{listing_query(params)}",
+        URL(f"{url}?{listing_query(params)}", encoded=True),
         headers=dict(headers or {}),
         timeout=timeout(conn_timeout_s, node_timeout_s),
         allow_redirects=False,

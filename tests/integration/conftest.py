@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.cluster import Cluster, start_cluster
 
-USERS = [
+USERS: list[dict[str, Any]] = [
     {"account": "test", "user": "tester", "key": "testing", "admin": True},
     {"account": "test", "user": "tester3", "key": "testing3"},
     {"account": "test2", "user": "tester2", "key": "testing2", "admin": True},

@@ -57,5 +57,5 @@ async def object_server(
         yield url, session
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))

@@ -20,7 +20,9 @@ def _files(devices_dir: Path, pattern: str) -> list[Path]:
     return sorted((devices_dir / "sda").rglob(pattern))
 
 
-async def _raw_put(url: str, head_extra: str, body: bytes, length: int, clock) -> bytes:
+async def _raw_put(
+    url: str, head_extra: str, body: bytes, length: int, clock
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     head = (

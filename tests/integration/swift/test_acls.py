@@ -62,8 +62,7 @@ def test_other_account_cannot_see_or_write(owner, other_account):
     assert status == 403
     status, _, _ = http("GET", url, {"X-Auth-Token": token})
     assert status == 403
-    status, _, _ = http("PUT", f"{url}/{c}/x", {"X-Auth-Token": token, "Content-Length": "0"},
-                        b"")
+    status, _, _ = http("PUT", f"{url}/{c}/x", {"X-Auth-Token": token, "Content-Length": "0"}, b"")
     assert status == 403
 
 
@@ -129,11 +128,14 @@ def test_account_acl_read_only(owner, other_account):
     other_account.get_auth()
     token = other_account.token
     deadline = time.monotonic() + 8
-    while http("GET", f"{url}/{c}/o", {"X-Auth-Token": token})[0] != 200 \
-            and time.monotonic() < deadline:
+    while (
+        http("GET", f"{url}/{c}/o", {"X-Auth-Token": token})[0] != 200
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)
     status, _, body = http("GET", f"{url}/{c}/o", {"X-Auth-Token": token})
     assert (status, body) == (200, b"shared")
-    assert http("PUT", f"{url}/{c}/n", {"X-Auth-Token": token, "Content-Length": "0"},
-                b"")[0] == 403
+    assert (
+        http("PUT", f"{url}/{c}/n", {"X-Auth-Token": token, "Content-Length": "0"}, b"")[0] == 403
+    )
     owner.post_account({"X-Account-Access-Control": "{}"})

@@ -18,6 +18,7 @@ __all__ = [
     "DeploymentConfig",
     "DeviceConfig",
     "LogConfig",
+    "ObjectDaemonsConfig",
     "ProxyConfig",
     "StorageNodeConfig",
     "TempAuthConfig",
@@ -152,6 +153,40 @@ class BlockConfig:
 
 
 @dataclass(frozen=True)
+class ObjectDaemonsConfig:
+    """The object background daemons of each storage node (see docs/object-replication.md)."""
+
+    replicator_interval_s: float = 30.0
+    # Partitions replicated at once per node, and the bytes/s each device may send.
+    replicator_concurrency: int = 4
+    replicator_bytes_per_s: int = 50 * 1024 * 1024
+    auditor_interval_s: float = 30.0
+    # Body bytes per second the auditor reads per device (0 = unlimited).
+    auditor_bytes_per_s: int = 10 * 1024 * 1024
+    updater_interval_s: float = 30.0
+    expirer_interval_s: float = 30.0
+    # Timeouts for node-to-node calls made by the daemons.
+    conn_timeout_s: float = 0.5
+    node_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        intervals = (
+            self.replicator_interval_s,
+            self.auditor_interval_s,
+            self.updater_interval_s,
+            self.expirer_interval_s,
+        )
+        if min(intervals) <= 0:
+            raise ValueError("daemon intervals must be positive")
+        if self.replicator_concurrency < 1:
+            raise ValueError("replicator_concurrency must be at least 1")
+        if min(self.replicator_bytes_per_s, self.auditor_bytes_per_s) < 0:
+            raise ValueError("bytes_per_s limits must not be negative")
+        if min(self.conn_timeout_s, self.node_timeout_s) <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "INFO"
     # "json" for machine-read logs, "text" for people.
@@ -168,6 +203,7 @@ class DeploymentConfig:
     tempauth: TempAuthConfig = field(default_factory=TempAuthConfig)
     block: BlockConfig = field(default_factory=BlockConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    object_daemons: ObjectDaemonsConfig = field(default_factory=ObjectDaemonsConfig)
 
     def __post_init__(self) -> None:
         if self.version != CONFIG_VERSION:

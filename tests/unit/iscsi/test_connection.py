@@ -231,7 +231,7 @@ def test_data_before_login_closes_the_connection() -> None:
     assert h.closed
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=400))
 def test_fuzz_connection_never_raises(garbage: bytes) -> None:
     """Garbage before or after login ends in a Reject or a Close, never an exception."""
@@ -256,7 +256,7 @@ def framed_pdus(draw: st.DrawFn) -> bytes:
     return bytes(bhs) + data + bytes(-len(data) % 4)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(framed_pdus(), max_size=6))
 def test_fuzz_framed_pdus_after_login(pdus: list[bytes]) -> None:
     h = Harness.make()

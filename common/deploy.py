@@ -13,8 +13,10 @@ from typing import Any
 from common.config import ConfigError, from_dict, load_toml
 
 __all__ = [
+    "AccountDaemonsConfig",
     "BlockConfig",
     "ClusterConfig",
+    "ContainerDaemonsConfig",
     "DeploymentConfig",
     "DeviceConfig",
     "LogConfig",
@@ -193,6 +195,53 @@ class LogConfig:
     format: str = "json"
 
 
+def _check_daemon_limits(interval_s: float, concurrency: int, batch_rows: int) -> None:
+    if interval_s <= 0 or concurrency < 1 or batch_rows < 1:
+        raise ValueError("daemon intervals must be positive, concurrency and batch sizes >= 1")
+
+
+@dataclass(frozen=True)
+class ContainerDaemonsConfig:
+    """`[container_daemons]`: the container replicator and updater on every storage node."""
+
+    replicator_interval_s: float = 30.0
+    # Databases replicated at the same time (each talks to its peers one after another).
+    replicator_concurrency: int = 4
+    # Rows per REPLICATE request (docs/db-replication.md).
+    replicator_batch_rows: int = 1000
+    updater_interval_s: float = 30.0
+    updater_concurrency: int = 8
+    # Per-request limits when talking to peers and account servers.
+    conn_timeout_s: float = 0.5
+    node_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_daemon_limits(
+            self.replicator_interval_s, self.replicator_concurrency, self.replicator_batch_rows
+        )
+        _check_daemon_limits(self.updater_interval_s, self.updater_concurrency, 1)
+        if self.conn_timeout_s <= 0 or self.node_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+@dataclass(frozen=True)
+class AccountDaemonsConfig:
+    """`[account_daemons]`: the account replicator on every storage node."""
+
+    replicator_interval_s: float = 30.0
+    replicator_concurrency: int = 4
+    replicator_batch_rows: int = 1000
+    conn_timeout_s: float = 0.5
+    node_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_daemon_limits(
+            self.replicator_interval_s, self.replicator_concurrency, self.replicator_batch_rows
+        )
+        if self.conn_timeout_s <= 0 or self.node_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+
+
 @dataclass(frozen=True)
 class DeploymentConfig:
     cluster: ClusterConfig
@@ -203,6 +252,8 @@ class DeploymentConfig:
     tempauth: TempAuthConfig = field(default_factory=TempAuthConfig)
     block: BlockConfig = field(default_factory=BlockConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    container_daemons: ContainerDaemonsConfig = field(default_factory=ContainerDaemonsConfig)
+    account_daemons: AccountDaemonsConfig = field(default_factory=AccountDaemonsConfig)
     object_daemons: ObjectDaemonsConfig = field(default_factory=ObjectDaemonsConfig)
 
     def __post_init__(self) -> None:

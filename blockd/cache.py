@@ -36,6 +36,10 @@ __all__ = ["CacheFull", "CacheStats", "ChunkCache", "zeros"]
 log = get_logger("cairn.blockd.cache")
 
 
+_KICK_BACKOFF_MIN_S = 0.01
+_KICK_BACKOFF_MAX_S = 1.0
+
+
 class CacheFull(Exception):
     """No cache space was freed within the back-pressure timeout (store too slow or down)."""
 
@@ -125,6 +129,7 @@ class ChunkCache:
         self._kick_task: asyncio.Task[None] | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self._prefetch_tasks: set[asyncio.Task[None]] = set()
+        self._kick_backoff_s = _KICK_BACKOFF_MIN_S
 
     @property
     def used_bytes(self) -> int:
@@ -268,9 +273,12 @@ class ChunkCache:
     async def _kicked_flush(self) -> None:
         try:
             await self.flush()
+            self._kick_backoff_s = _KICK_BACKOFF_MIN_S
         except Exception as e:
             log.warning("back-pressure flush failed", extra={"fields": {"error": repr(e)}})
-            await asyncio.sleep(0.01)  # do not spin on a store that is down
+            # do not hammer a store that is down: back off up to a second between attempts
+            await asyncio.sleep(self._kick_backoff_s)
+            self._kick_backoff_s = min(self._kick_backoff_s * 2, _KICK_BACKOFF_MAX_S)
         finally:
             self._space_freed.set()  # let waiters re-check (and re-kick)
 

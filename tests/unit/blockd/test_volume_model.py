@@ -43,6 +43,11 @@ class VolumeModel(RuleBasedStateMachine):
             self.store, size_bytes=SIZE, chunk_bytes=CHUNK, cache_bytes_max=3 * CHUNK
         )
 
+    def _reopen(self) -> None:
+        """A new blockd: a fresh cache over the same store (the old one's tasks end here)."""
+        self.run(self.vol.cache.stop_background())
+        self.vol = self._open()
+
     def run(self, coro):
         return self.loop.run_until_complete(coro)
 
@@ -90,14 +95,14 @@ class VolumeModel(RuleBasedStateMachine):
     @rule()
     def restart_after_flush(self) -> None:
         if self._flush():
-            self.vol = self._open()
+            self._reopen()
             assert self.run(self.vol.read(0, NBLOCKS)) == bytes(self.model)
 
     @precondition(lambda self: bool(self.changed_since_flush))
     @rule()
     def crash(self) -> None:
         """Abandon the cache: unchanged blocks keep flushed data, changed ones are whole blocks."""
-        self.vol = self._open()
+        self._reopen()
         got = self.run(self.vol.read(0, NBLOCKS))
         for b in range(NBLOCKS):
             block = got[b * BS : (b + 1) * BS]

@@ -149,8 +149,8 @@ class BlockConfig:
     # and the verify read, which must exceed a competitor's read-check-write (docs/block.md).
     lease_ttl_s: float = 30.0
     lease_settle_s: float = 2.0
-    # Lease holder identity; empty means "<hostname>:<iscsi port>", stable across restarts so
-    # a restarted blockd takes its own leases back at once.
+    # Lease holder identity, unique per blockd process; empty means "<hostname>:<host>:<iscsi
+    # port>", stable across restarts so a restarted blockd takes its own leases back at once.
     holder_id: str = ""
 
 

@@ -446,7 +446,7 @@ class Ops:
             if (
                 lk in _OBJECT_PERSIST
                 or lk.startswith(("x-object-meta-", "x-object-sysmeta-"))
-                or lk in ("x-static-large-object", "content-length")
+                or lk in ("x-static-large-object", "content-length", "if-none-match")
             ):
                 h[k] = v
         if (

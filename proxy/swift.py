@@ -6,6 +6,7 @@ This module turns HTTP into calls on `Ops`, after proxy/authz.py has decided who
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import unquote
 
@@ -16,6 +17,7 @@ from proxy import largeobj
 from proxy.auth import Decision, PathParts, client_response_headers
 from proxy.constraints import LIMITS, check_metadata, check_name, check_object_put
 from proxy.ops import Ops, Result
+from proxy.s3.objmeta import split_content_type
 
 __all__ = ["SwiftPath", "gatekeep_request", "handle_swift", "parse_swift_path", "text"]
 
@@ -134,6 +136,34 @@ async def to_response(request: web.Request, res: Result) -> web.StreamResponse:
     finally:
         await res.close()
     return resp
+
+
+def _clean_object_type(res: Result) -> Result:
+    """Hide the S3 front's private Content-Type parameters from Swift clients, as Swift does."""
+    ct = res.headers.get("Content-Type", "")
+    if "swift_bytes=" in ct or "s3_etag=" in ct:
+        res.headers["Content-Type"] = split_content_type(ct)[0]
+    return res
+
+
+_XML_TYPE_PARAMS = re.compile(rb";(?:swift_bytes|s3_etag)=[^;<]*")
+
+
+def _clean_listing(res: Result, fmt: str) -> Result:
+    """Listings show a large object's real size, and no private type parameters."""
+    if b"swift_bytes=" not in res.body and b"s3_etag=" not in res.body:
+        return res
+    if fmt == "json":
+        rows = json.loads(res.body)
+        for row in rows:
+            if "content_type" in row:
+                row["content_type"], params = split_content_type(row["content_type"])
+                if "swift_bytes" in params and params["swift_bytes"].isdigit():
+                    row["bytes"] = int(params["swift_bytes"])
+        res.body = json.dumps(rows).encode()
+    elif fmt == "xml":
+        res.body = _XML_TYPE_PARAMS.sub(b"", res.body)
+    return res
 
 
 def _listing_query(request: web.Request, limit_max: int) -> dict[str, str] | web.Response:
@@ -281,7 +311,7 @@ async def _container(
             q = _listing_query(request, LIMITS["container_listing_limit"])
             if isinstance(q, web.Response):
                 return q
-            res = await ops.get_container(account, container, q)
+            res = _clean_listing(await ops.get_container(account, container, q), q["format"])
         return await to_response(request, visible(res))
     if m in ("PUT", "POST"):
         problem = check_metadata(headers, "container")
@@ -343,7 +373,7 @@ async def _object(
         if m == "HEAD" and res.stream is not None:
             await res.close()
             res.stream = None
-        return await to_response(request, res)
+        return await to_response(request, _clean_object_type(res))
     if m == "PUT":
         return await _object_put(request, ops, account, container, obj, mm, headers)
     if m == "POST":

@@ -313,3 +313,13 @@ def test_swift_cli(cluster, tmp_path: Path):
     assert (dl / "hello.txt").read_bytes() == f.read_bytes()
     out = subprocess.run([*base, "stat"], check=True, capture_output=True, text=True, timeout=60)
     assert "Account: AUTH_test" in out.stdout
+
+
+def test_put_if_none_match_star(conn):
+    c = _name()
+    conn.put_container(c)
+    conn.put_object(c, "once", b"first", headers={"If-None-Match": "*"})
+    with pytest.raises(ClientException) as e:
+        conn.put_object(c, "once", b"second", headers={"If-None-Match": "*"})
+    assert e.value.http_status == 412
+    assert conn.get_object(c, "once")[1] == b"first"

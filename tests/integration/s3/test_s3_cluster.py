@@ -1,7 +1,7 @@
 """S3 against a real cluster started the `cairn up` way: boto3, the AWS CLI, Swift interop.
 
-One cluster for the module (three storage replicas, tempauth users as in
-docs/examples/swift-functest.toml).
+Uses the session's cluster (tests/integration/conftest.py: three replicas, tempauth users
+as in docs/examples/swift-functest.toml).
 """
 
 from __future__ import annotations
@@ -23,27 +23,12 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.cluster import Cluster, start_cluster
+from tests.cluster import Cluster
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
-USERS: list[dict[str, Any]] = [
-    {"account": "test", "user": "tester", "key": "testing", "admin": True},
-    {"account": "test", "user": "tester3", "key": "testing3"},
-    {"account": "test2", "user": "tester2", "key": "testing2", "admin": True},
-]
 KEYS = {"test:tester": "testing", "test:tester3": "testing3", "test2:tester2": "testing2"}
 AWS = Path(sys.executable).with_name("aws")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path_factory.mktemp("s3cluster"), users=USERS, proxy_workers=1)
-    try:
-        c.wait_healthy(60)
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typing import Any
 
 import tomli_w
 
+from common.config import ConfigError
 from common.deploy import DeploymentConfig, load_deployment
 from common.fsutil import atomic_write_bytes, makedirs_durable
 
@@ -26,6 +27,7 @@ __all__ = [
     "default_config",
     "load_or_create",
     "make_device_dirs",
+    "select_specs",
     "service_specs",
 ]
 
@@ -163,13 +165,27 @@ def build_rings(cfg: DeploymentConfig, progress: bool = True) -> list[Path]:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """One supervised process. `url` is its HTTP base; empty for a background daemon, which
+    counts as healthy while its process lives. `group` is the node name (or "proxy",
+    "blockd") and `host` the address it serves on, for `cairn up --only/--host`."""
+
     name: str
     argv: list[str]
-    url: str
+    url: str = ""
+    group: str = ""
+    host: str = ""
+
+
+# Background daemon packages run on every storage node when they are installed.
+DAEMON_MODULES = (
+    ("object", "objectd.daemons"),
+    ("container", "containerd.daemons"),
+    ("account", "accountd.daemons"),
+)
 
 
 def service_specs(cfg: DeploymentConfig, config_path: Path) -> list[ServiceSpec]:
-    """Every process of this deployment that runs on this machine."""
+    """Every process of this deployment: servers first, then background daemons."""
     py = sys.executable
     common = ["--config", str(config_path), "--data-dir", cfg.data_dir]
     specs: list[ServiceSpec] = []
@@ -184,24 +200,74 @@ def service_specs(cfg: DeploymentConfig, config_path: Path) -> list[ServiceSpec]
                 ServiceSpec(
                     f"{n.name}-{kind}",
                     [py, "-m", f"{mod}.server", *common, "--node", n.name],
-                    f"http://{n.host}:{port}",
+                    f"http://{_url_host(n.host)}:{port}",
+                    n.name,
+                    n.host,
                 )
             )
     p = cfg.proxy
     specs.append(
-        ServiceSpec("proxy", [py, "-m", "proxy.server", *common], f"http://{p.host}:{p.port}")
+        ServiceSpec(
+            "proxy",
+            [py, "-m", "proxy.server", *common],
+            f"http://{_url_host(p.host)}:{p.port}",
+            "proxy",
+            p.host,
+        )
     )
-    if cfg.block.enabled and _blockd_available():
+    if cfg.block.enabled and _module_available("blockd.server"):
         b = cfg.block
         specs.append(
             ServiceSpec(
-                "blockd", [py, "-m", "blockd.server", *common], f"http://{b.host}:{b.api_port}"
+                "blockd",
+                [py, "-m", "blockd.server", *common],
+                f"http://{_url_host(b.host)}:{b.api_port}",
+                "blockd",
+                b.host,
             )
         )
+    for kind, mod in DAEMON_MODULES:
+        if not _module_available(mod):
+            continue
+        for n in cfg.nodes:
+            specs.append(
+                ServiceSpec(
+                    f"{n.name}-{kind}-daemons",
+                    [py, "-m", mod, *common, "--node", n.name],
+                    "",
+                    n.name,
+                    n.host,
+                )
+            )
     return specs
 
 
-def _blockd_available() -> bool:
+def select_specs(
+    specs: list[ServiceSpec], only: list[str] | None = None, host: str | None = None
+) -> list[ServiceSpec]:
+    """The specs this machine (or network namespace) runs: by group/name, and/or by host."""
+    out = list(specs)
+    if only:
+        wanted = set(only)
+        unknown = wanted - {s.group for s in specs} - {s.name for s in specs}
+        if unknown:
+            raise ConfigError(f"--only: no node or service named {', '.join(sorted(unknown))}")
+        out = [s for s in out if s.group in wanted or s.name in wanted]
+    if host:
+        out = [s for s in out if s.host == host]
+        if not out:
+            raise ConfigError(f"--host: no service of this deployment listens on {host}")
+    return out
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _module_available(name: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("blockd.server") is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False

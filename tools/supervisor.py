@@ -5,6 +5,10 @@ restarts one that dies (with back-off), and publishes `<data-dir>/run/state.json
 atomically) for `cairn status` and `cairn down`. SIGTERM or SIGINT stops every child
 cleanly (SIGTERM, then SIGKILL after a grace period).
 
+`cairn up --only/--host` runs a subset (e.g. one host's services inside its network
+namespace); each such supervisor publishes `<data-dir>/run/state-<tag>.json` instead, and
+`cairn status`/`cairn down` act on every supervisor of the data dir.
+
 A file `<data-dir>/run/hold/<service>` holds a service down: the supervisor does not restart
 it while the file exists (used by fault tests and operators to keep a node down).
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 from common.fsutil import atomic_write_bytes, makedirs_durable
 from tools.deployment import ServiceSpec
 
-__all__ = ["STATE_VERSION", "Supervisor", "main", "read_state", "state_path"]
+__all__ = ["STATE_VERSION", "Supervisor", "main", "read_state", "read_states", "state_path"]
 
 STATE_VERSION = 1
 _POLL_S = 0.25
@@ -33,16 +37,30 @@ _BACKOFF_MAX_S = 10.0
 _STOP_GRACE_S = 15.0
 
 
-def state_path(data_dir: Path) -> Path:
-    return data_dir / "run" / "state.json"
+def state_path(data_dir: Path, tag: str = "") -> Path:
+    return data_dir / "run" / (f"state-{tag}.json" if tag else "state.json")
 
 
-def read_state(data_dir: Path) -> dict[str, object] | None:
+def _read(path: Path) -> dict[str, object] | None:
     try:
-        data = json.loads(state_path(data_dir).read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) and data.get("version") == STATE_VERSION else None
+
+
+def read_state(data_dir: Path, tag: str = "") -> dict[str, object] | None:
+    return _read(state_path(data_dir, tag))
+
+
+def read_states(data_dir: Path) -> list[dict[str, object]]:
+    """Every supervisor's state in the data dir (the full one and any `--only` ones)."""
+    out = []
+    for path in sorted((data_dir / "run").glob("state*.json")):
+        state = _read(path)
+        if state is not None:
+            out.append(state)
+    return out
 
 
 @dataclass
@@ -61,6 +79,8 @@ class Supervisor:
     specs: list[ServiceSpec]
     endpoints: dict[str, str] = field(default_factory=dict)
     credentials: dict[str, str] = field(default_factory=dict)
+    config_path: str = ""
+    tag: str = ""
     _children: list[_Child] = field(default_factory=list)
     _stopping: bool = False
 
@@ -116,12 +136,15 @@ class Supervisor:
             "version": STATE_VERSION,
             "supervisor_pid": os.getpid(),
             "data_dir": str(self.data_dir),
+            "config": self.config_path,
+            "tag": self.tag,
             "endpoints": self.endpoints,
             "credentials": self.credentials,
             "services": [
                 {
                     "name": c.spec.name,
                     "url": c.spec.url,
+                    "group": c.spec.group,
                     "pid": c.proc.pid if c.proc is not None else None,
                     "restarts": c.restarts,
                     "held": self._held(c.spec.name),
@@ -130,7 +153,7 @@ class Supervisor:
             ],
         }
         atomic_write_bytes(
-            state_path(self.data_dir), json.dumps(state, indent=1).encode(), mode=0o600
+            state_path(self.data_dir, self.tag), json.dumps(state, indent=1).encode(), mode=0o600
         )
 
     def stop_all(self) -> None:
@@ -149,7 +172,7 @@ class Supervisor:
                 c.proc.kill()
                 c.proc.wait()
         with contextlib.suppress(FileNotFoundError):
-            state_path(self.data_dir).unlink()
+            state_path(self.data_dir, self.tag).unlink()
 
     def run_forever(self) -> None:
         stop = False
@@ -173,10 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cairn-supervisor")
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--config", type=Path)
+    p.add_argument("--only", action="append", default=[])
+    p.add_argument("--host")
     args = p.parse_args(argv)
     from tools.up import prepare
 
-    sup = prepare(args.data_dir.resolve(), args.config, quiet=True)
+    sup = prepare(args.data_dir.resolve(), args.config, quiet=True, only=args.only, host=args.host)
     sup.start_all()
     sup.run_forever()
     return 0

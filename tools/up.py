@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,15 +14,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common.deploy import DeploymentConfig
+from common.deploy import DeploymentConfig, load_deployment
 from tools.deployment import (
     CONFIG_NAME,
     build_rings,
     load_or_create,
     make_device_dirs,
+    select_specs,
     service_specs,
 )
-from tools.supervisor import Supervisor, read_state, state_path
+from tools.supervisor import Supervisor, read_state, read_states
 
 __all__ = ["cmd_down", "cmd_status", "cmd_up", "prepare"]
 
@@ -55,13 +57,30 @@ def credentials(cfg: DeploymentConfig) -> dict[str, str]:
     return {}
 
 
-def prepare(data_dir: Path, config: Path | None, quiet: bool = False) -> Supervisor:
+def selection_tag(only: list[str] | None, host: str | None) -> str:
+    """The state-file tag of a `--only/--host` supervisor ("" for the whole deployment)."""
+    parts = [*(only or []), *([host] if host else [])]
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]", "_", p) for p in parts)
+
+
+def prepare(
+    data_dir: Path,
+    config: Path | None,
+    quiet: bool = False,
+    *,
+    only: list[str] | None = None,
+    host: str | None = None,
+) -> Supervisor:
     cfg = load_or_create(data_dir, config)
     make_device_dirs(cfg)
     build_rings(cfg, progress=not quiet)
-    sup = Supervisor(data_dir, service_specs(cfg, _config_path(data_dir, config)))
+    config_path = _config_path(data_dir, config)
+    specs = select_specs(service_specs(cfg, config_path), only, host)
+    sup = Supervisor(data_dir, specs)
     sup.endpoints = endpoints(cfg)
     sup.credentials = credentials(cfg)
+    sup.config_path = str(config_path)
+    sup.tag = selection_tag(only, host)
     return sup
 
 
@@ -73,17 +92,25 @@ def _healthy(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _wait_ready(data_dir: Path, timeout_s: float = _READY_TIMEOUT_S) -> dict[str, object]:
+def service_healthy(s: dict[str, object]) -> bool:
+    """An HTTP service answers its health check; a background daemon's process lives."""
+    url = s.get("url")
+    if url:
+        return _healthy(str(url))
+    return _pid_alive(s.get("pid"))
+
+
+def _wait_ready(
+    data_dir: Path, tag: str = "", timeout_s: float = _READY_TIMEOUT_S
+) -> dict[str, object]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = read_state(data_dir)
+        state = read_state(data_dir, tag)
         services = state.get("services") if state else None
         if (
             isinstance(services, list)
             and services
-            and all(
-                isinstance(s, dict) and (s.get("held") or _healthy(str(s["url"]))) for s in services
-            )
+            and all(isinstance(s, dict) and (s.get("held") or service_healthy(s)) for s in services)
         ):
             assert state is not None
             return state
@@ -106,20 +133,33 @@ def _print_ready(state: dict[str, object], data_dir: Path) -> None:
         print(f"  S3:     access key {cred['s3_access_key']}  secret {cred['s3_secret_key']}")
 
 
-def cmd_up(data_dir: Path, config: Path | None, detach: bool) -> int:
+def cmd_up(
+    data_dir: Path,
+    config: Path | None,
+    detach: bool,
+    only: list[str] | None = None,
+    host: str | None = None,
+) -> int:
     data_dir = data_dir.resolve()
-    state = read_state(data_dir)
+    tag = selection_tag(only, host)
+    state = read_state(data_dir, tag)
     if state and _pid_alive(state.get("supervisor_pid")):
         print(f"cairn: already running (supervisor pid {state['supervisor_pid']})", file=sys.stderr)
         _print_ready(state, data_dir)
         return 0
     if detach:
-        prepare(data_dir, config)  # builds config and rings, reporting errors here
+        # builds config and rings and checks the selection, reporting errors here
+        prepare(data_dir, config, only=only, host=host)
         argv = [sys.executable, "-m", "tools.supervisor", "--data-dir", str(data_dir)]
         if config is not None:
             argv += ["--config", str(config.resolve())]
+        for o in only or []:
+            argv += ["--only", o]
+        if host:
+            argv += ["--host", host]
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        with open(data_dir / "logs" / "supervisor.log", "ab") as log:
+        log_name = f"supervisor-{tag}.log" if tag else "supervisor.log"
+        with open(data_dir / "logs" / log_name, "ab") as log:
             subprocess.Popen(
                 argv,
                 stdout=log,
@@ -127,12 +167,12 @@ def cmd_up(data_dir: Path, config: Path | None, detach: bool) -> int:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        _print_ready(_wait_ready(data_dir), data_dir)
+        _print_ready(_wait_ready(data_dir, tag), data_dir)
         return 0
-    sup = prepare(data_dir, config)
+    sup = prepare(data_dir, config, only=only, host=host)
     sup.start_all()
     try:
-        _print_ready(_wait_ready(data_dir), data_dir)
+        _print_ready(_wait_ready(data_dir, tag), data_dir)
         print("press Ctrl-C to stop")
     except SystemExit:
         sup.stop_all()
@@ -153,33 +193,54 @@ def _pid_alive(pid: object) -> bool:
     return True
 
 
+def _live_states(data_dir: Path) -> list[dict[str, object]]:
+    return [st for st in read_states(data_dir) if _pid_alive(st.get("supervisor_pid"))]
+
+
 def cmd_down(data_dir: Path) -> int:
+    """Stop every supervisor of the data dir (the whole deployment and any `--only` ones)."""
     data_dir = data_dir.resolve()
-    state = read_state(data_dir)
-    if not state or not _pid_alive(state.get("supervisor_pid")):
+    live = _live_states(data_dir)
+    if not live:
         print("cairn: not running", file=sys.stderr)
-        with contextlib.suppress(FileNotFoundError):
-            state_path(data_dir).unlink()
+        for path in (data_dir / "run").glob("state*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         return 0
-    pid = state["supervisor_pid"]
-    assert isinstance(pid, int)
-    os.kill(pid, signal.SIGTERM)
+    pids = [st["supervisor_pid"] for st in live if isinstance(st.get("supervisor_pid"), int)]
+    for pid in pids:
+        assert isinstance(pid, int)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    if _pid_alive(pid):
-        print(f"cairn: supervisor {pid} did not stop in 30s", file=sys.stderr)
+    stuck = [p for p in pids if _pid_alive(p)]
+    if stuck:
+        print(f"cairn: supervisor(s) {stuck} did not stop in 30s", file=sys.stderr)
         return 1
     print("cairn: stopped")
     return 0
 
 
-def cmd_status(data_dir: Path, as_json: bool) -> int:
+def _status_config(data_dir: Path, states: list[dict[str, object]]) -> DeploymentConfig | None:
+    paths = [str(st["config"]) for st in states if st.get("config")]
+    paths.append(str(data_dir / CONFIG_NAME))
+    for p in paths:
+        if Path(p).exists():
+            with contextlib.suppress(Exception):
+                return load_deployment(p, data_dir=data_dir)
+    return None
+
+
+def status_doc(data_dir: Path) -> dict[str, object]:
+    """What `cairn status --json` prints."""
+    from tools.recon import node_summaries
+
     data_dir = data_dir.resolve()
-    state = read_state(data_dir)
-    running = bool(state and _pid_alive(state.get("supervisor_pid")))
+    live = _live_states(data_dir)
     services = []
-    if state and running:
+    for state in live:
         raw = state.get("services", [])
         assert isinstance(raw, list)
         for s in raw:
@@ -188,27 +249,44 @@ def cmd_status(data_dir: Path, as_json: bool) -> int:
                     "name": s["name"],
                     "url": s["url"],
                     "pid": s["pid"],
-                    "healthy": _healthy(s["url"]),
+                    "healthy": service_healthy(s),
                     "restarts": s.get("restarts", 0),
                     "held": s.get("held", False),
                 }
             )
-    out = {
-        "running": running,
+    cfg = _status_config(data_dir, live) if live else None
+    eps: object = live[0].get("endpoints", {}) if live else {}
+    return {
+        "running": bool(live),
         "data_dir": str(data_dir),
-        "endpoints": (state or {}).get("endpoints", {}) if running else {},
+        "endpoints": eps,
         "services": services,
+        "nodes": node_summaries(cfg) if cfg is not None else [],
     }
+
+
+def cmd_status(data_dir: Path, as_json: bool) -> int:
+    from tools.recon import format_node
+
+    out = status_doc(data_dir)
+    services = out["services"]
+    assert isinstance(services, list)
+    running = bool(out["running"])
     if as_json:
         print(json.dumps(out, indent=1))
     else:
         if not running:
-            print(f"cairn: not running (data dir {data_dir})")
+            print(f"cairn: not running (data dir {out['data_dir']})")
         for s in services:
             mark = "ok  " if s["healthy"] else ("held" if s["held"] else "DOWN")
-            print(f"  {mark} {s['name']:<18} pid {s['pid']!s:<8} {s['url']}")
+            url = s["url"] or "(background daemon)"
+            print(f"  {mark} {s['name']:<24} pid {s['pid']!s:<8} {url}")
         eps = out["endpoints"]
         assert isinstance(eps, dict)
         for k, v in eps.items():
             print(f"  {k:<7} {v}")
+        nodes = out["nodes"]
+        assert isinstance(nodes, list)
+        for n in nodes:
+            print(format_node(n))
     return 0 if running and all(s["healthy"] or s["held"] for s in services) else 3

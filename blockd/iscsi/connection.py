@@ -31,7 +31,7 @@ from blockd.iscsi.pdu import (
     encode_pdu,
 )
 from blockd.iscsi.tasks import Task
-from blockd.iscsi.text import TextError, decode_text, encode_text
+from blockd.iscsi.textexchange import TextExchange
 from blockd.scsi.sense import ScsiResult, SenseKey, Status, sense_bytes
 
 __all__ = ["Close", "Connection", "ConnectionConfig", "Event", "Execute", "ResetLu"]
@@ -124,7 +124,6 @@ class Connection:
     ) -> None:
         self.config = config or ConnectionConfig()
         self._portal = portal
-        self._list_targets = list_targets
         self._parser = PduParser(LOGIN_DATA_BYTES_MAX)
         self._login = LoginMachine(
             portal,
@@ -144,7 +143,12 @@ class Connection:
         self._held: dict[int, Pdu] = {}  # out-of-order commands waiting for the CmdSN gap
         self._next_ttt = 1
         self._tmfs: list[_PendingTmf] = []
-        self._text_pending: tuple[int, bytes] | None = None  # (TTT, rest of a long Text reply)
+        self._text = TextExchange(
+            list_targets,
+            self.config.portal_address,
+            self.config.portal_group_tag,
+            self._new_ttt,
+        )
         self.ping_tag: int | None = None  # TTT of our unanswered NOP-In ping
         self.close_reason = ""
         self._handlers: dict[int, Callable[[Pdu], None]] = {
@@ -507,65 +511,24 @@ class Connection:
             self.ping_tag = None
 
     def _on_text(self, req: m.TextRequest) -> None:
-        if req.ttt != RESERVED_TAG and self._text_pending and req.ttt == self._text_pending[0]:
-            self._send_text(req.itt, self._text_pending[1])
-            return
-        if req.cont:
-            raise ProtocolError(
-                "multi-PDU Text requests are not supported", RejectReason.PROTOCOL_ERROR
-            )
-        try:
-            keys = decode_text(req.data)
-        except TextError as exc:
-            raise ProtocolError(f"bad text: {exc}", RejectReason.PROTOCOL_ERROR) from exc
-        answer: list[tuple[str, str]] = []
-        for key, value in keys:
-            if key == "SendTargets":
-                answer += self._send_targets(value)
-            else:
-                answer.append((key, "NotUnderstood"))
-        self._send_text(req.itt, encode_text(answer))
-
-    def _send_targets(self, value: str) -> list[tuple[str, str]]:
         assert self.session is not None
-        discovery = self.session.target is None
-        if value == "All" and discovery:
-            names = self._list_targets()
-        elif value == "All" or not value:
-            names = [self.session.target.iqn] if self.session.target else []
-        else:
-            names = [name for name in self._list_targets() if name == value]
-        address = f"{self.config.portal_address},{self.config.portal_group_tag}"
-        out: list[tuple[str, str]] = []
-        for name in names:
-            out += [("TargetName", name), ("TargetAddress", address)]
-        return out
-
-    def _send_text(self, itt: int, text: bytes) -> None:
-        chunk = self.params.initiator_recv_data_segment_bytes
-        if len(text) > chunk:
-            ttt = self._new_ttt()
-            self._text_pending = (ttt, text[chunk:])
-            self._send(
-                m.text_response(
-                    self._seq(advance=True),
-                    itt=itt,
-                    ttt=ttt,
-                    final=False,
-                    cont=True,
-                    data=text[:chunk],
-                )
-            )
-            return
-        self._text_pending = None
+        own = self.session.target.iqn if self.session.target else None
+        reply = self._text.respond(
+            req.data,
+            ttt=req.ttt,
+            cont=req.cont,
+            own_target=own,
+            chunk_bytes=self.params.initiator_recv_data_segment_bytes,
+        )
+        seq = self._seq(advance=True)
         self._send(
             m.text_response(
-                self._seq(advance=True),
-                itt=itt,
-                ttt=RESERVED_TAG,
-                final=True,
-                cont=False,
-                data=text,
+                seq,
+                itt=req.itt,
+                ttt=reply.ttt,
+                final=reply.final,
+                cont=not reply.final,
+                data=reply.data,
             )
         )
 

@@ -263,3 +263,38 @@ def test_fuzz_framed_pdus_after_login(pdus: list[bytes]) -> None:
     h.login()
     h.feed(b"".join(pdus))
     assert h.conn.close_reason != "internal error"
+
+
+def test_long_send_targets_answer_uses_continuation() -> None:
+    from blockd.backend import MemoryBackend
+    from blockd.iscsi.pdu import build_bhs as bhs_of
+
+    from .initiator import INITIATOR, login_pdu
+
+    h = Harness.make()
+    names = [f"iqn.2026-01.org.cairn:extra-volume-{i:03d}" for i in range(40)]
+    for name in names:
+        h.target.add_target(name, MemoryBackend(8, 512, serial="x"))
+    keys = [
+        ("InitiatorName", INITIATOR),
+        ("SessionType", "Discovery"),
+        ("MaxRecvDataSegmentLength", "512"),
+    ]
+    assert h.send(login_pdu(keys, csg=1, nsg=3))[0].bhs[36] == 0
+    reply = h.send(text_request([("SendTargets", "All")], itt=3, cmd_sn=1))[0]
+    text = b""
+    pieces = 0
+    while True:
+        pieces += 1
+        assert len(reply.data) <= 512
+        text += reply.data
+        if reply.bhs[1] & 0x80:
+            assert u32(reply, 20) == 0xFFFFFFFF
+            break
+        assert reply.bhs[1] & 0x40 and u32(reply, 20) != 0xFFFFFFFF  # C bit, a TTT to answer
+        more = Pdu(bhs_of(Op.TEXT_REQUEST | 0x40, 0x80, itt=3, words=(u32(reply, 20), 1, 0)))
+        reply = h.send(more)[0]
+    assert pieces > 1
+    items = [item.decode().split("=", 1) for item in text.split(b"\x00") if item]
+    listed = [v for k, v in items if k == "TargetName"]
+    assert sorted(listed) == sorted([IQN, *names])

@@ -185,9 +185,12 @@ class Harness:
             ("MaxRecvDataSegmentLength", "4096"),
             ("MaxOutstandingR2T", "1"),
             ("ErrorRecoveryLevel", "0"),
-            *(extra or []),
         ]
-        return self.send(login_pdu(op_keys, csg=1, nsg=3, itt=2))
+        overrides = dict(extra or [])
+        op_keys = [(k, overrides.pop(k, v)) for k, v in op_keys] + list(overrides.items())
+        replies = self.send(login_pdu(op_keys, csg=1, nsg=3, itt=2))
+        assert replies[0].bhs[36:38] == b"\x00\x00", replies[0].bhs[36:38].hex()
+        return replies
 
 
 def keys_of(pdu: Pdu) -> dict[str, str]:

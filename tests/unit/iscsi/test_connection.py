@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 
 from hypothesis import given, settings
@@ -298,3 +299,38 @@ def test_long_send_targets_answer_uses_continuation() -> None:
     items = [item.decode().split("=", 1) for item in text.split(b"\x00") if item]
     listed = [v for k, v in items if k == "TargetName"]
     assert sorted(listed) == sorted([IQN, *names])
+
+
+def test_unsolicited_data_out_then_r2t() -> None:
+    h = Harness.make()
+    h.login(extra=[("InitialR2T", "No")])  # FirstBurstLength 4096, MaxBurstLength 16384
+    payload = os.urandom(16 * 512)
+    command = scsi_command(
+        write10(0, 16), itt=1, cmd_sn=1, edtl=len(payload), write=True, final=False
+    )
+    assert h.send(command) == []  # waiting for the unsolicited burst
+    replies = h.send(
+        data_out(itt=1, ttt=0xFFFFFFFF, data_sn=0, offset=0, data=payload[:2048], final=False),
+        data_out(
+            itt=1, ttt=0xFFFFFFFF, data_sn=1, offset=2048, data=payload[2048:4096], final=True
+        ),
+    )
+    assert [p.opcode for p in replies] == [Op.R2T]
+    assert (u32(replies[0], 40), u32(replies[0], 44)) == (4096, len(payload) - 4096)
+    done = h.send(
+        data_out(
+            itt=1, ttt=u32(replies[0], 20), data_sn=0, offset=4096, data=payload[4096:], final=True
+        )
+    )
+    assert [p.opcode for p in done] == [Op.SCSI_RESPONSE] and status_of(done[0]) == 0
+    assert asyncio.run(h.backend.read(0, 16)) == payload
+
+
+def test_unsolicited_data_refused_when_initial_r2t_is_yes() -> None:
+    h = Harness.make()
+    h.login()  # InitialR2T=Yes
+    replies = h.send(
+        scsi_command(write10(0, 1), itt=1, cmd_sn=1, edtl=512, write=True, final=False)
+    )
+    assert [p.opcode for p in replies] == [Op.REJECT]
+    assert h.closed

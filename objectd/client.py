@@ -16,11 +16,13 @@ from yarl import URL
 __all__ = [
     "DEFAULT_CONN_TIMEOUT_S",
     "DEFAULT_NODE_TIMEOUT_S",
+    "ReplicateError",
     "direct_delete_object",
     "direct_get_object",
     "direct_head_object",
     "direct_post_object",
     "direct_put_object",
+    "direct_replicate",
     "object_url",
 ]
 
@@ -173,3 +175,48 @@ async def direct_post_object(
     """POST metadata (headers must include X-Timestamp); 202, or 404 if no object."""
     url = object_url(node_url, device, part, account, container, obj)
     return await _simple(session, "POST", url, headers, conn_timeout_s, node_timeout_s)
+
+
+REPLICATE_BYTES_MAX = 1 << 20
+
+
+class ReplicateError(Exception):
+    """A REPLICATE call failed (status, transport or a body that is not a hashes map)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def direct_replicate(
+    session: aiohttp.ClientSession,
+    node_url: str,
+    device: str,
+    part: int,
+    suffixes: list[str] | None = None,
+    *,
+    conn_timeout_s: float = DEFAULT_CONN_TIMEOUT_S,
+    node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S,
+) -> dict[str, str]:
+    """A partition's suffix hashes on one node, after it recomputed `suffixes`."""
+    from objectd.hashes import decode_cache
+
+    path = f"/_replicate/{quote(device, safe='')}/{part}"
+    if suffixes:
+        path += "/" + "-".join(sorted(suffixes))
+    try:
+        async with session.request(
+            "POST",
+            URL(node_url.rstrip("/") + path, encoded=True),
+            timeout=_timeout(conn_timeout_s, node_timeout_s),
+            allow_redirects=False,
+        ) as resp:
+            body = await resp.content.read(REPLICATE_BYTES_MAX + 1)
+            if resp.status != 200:
+                raise ReplicateError(f"REPLICATE answered {resp.status}", resp.status)
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        raise ReplicateError(f"REPLICATE failed: {e!r}") from None
+    hashes = decode_cache(body)
+    if hashes is None:
+        raise ReplicateError("REPLICATE answer is not a version 1 hashes map")
+    return hashes

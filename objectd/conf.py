@@ -39,6 +39,8 @@ class ObjectServerConf:
     disk_timeout_s: float = 60.0
     # Send verified ranges with sendfile (zero copy to the socket) instead of write().
     use_sendfile: bool = True
+    # Tombstones older than this are removed when suffixes are rehashed (cluster setting).
+    reclaim_age_s: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.threads_per_device < 1:
@@ -60,6 +62,7 @@ class ObjectServerConf:
             fallocate_reserve_bytes=node.fallocate_reserve_bytes,
             threads_per_device=node.threads_per_device,
             node_timeout_s=deploy.proxy.node_timeout_s,
+            reclaim_age_s=float(deploy.cluster.reclaim_age_s),
         )
 
 

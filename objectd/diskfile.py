@@ -32,7 +32,13 @@ from objectd.fileformat import (
     parse_footer,
 )
 from objectd.headers import merge_post_headers
-from objectd.layout import DeviceLayout, invalidate_suffix, quarantine_hash_dir, select_files
+from objectd.layout import (
+    DeviceLayout,
+    invalidate_suffix,
+    quarantine_hash_dir,
+    select_files,
+    suffix_invalidated,
+)
 
 __all__ = [
     "ChecksumMismatch",
@@ -246,10 +252,11 @@ class RealDiskFile:
 
     def _commit_file(self, tmp: Path, final_name: str) -> None:
         """Move a complete, fsynced temp file into the hash dir; then drop obsolete files."""
-        makedirs_durable(self.hash_dir)
-        invalidate_suffix(self.layout, self.partition, self.hash_hex[-3:])
-        os.replace(tmp, self.hash_dir / final_name)
-        fsync_dir(self.hash_dir)
+        with suffix_invalidated(self.layout, self.partition, self.hash_hex[-3:]):
+            # Under the shared lock: the hasher removes empty dirs only under the exclusive one.
+            makedirs_durable(self.hash_dir)
+            os.replace(tmp, self.hash_dir / final_name)
+            fsync_dir(self.hash_dir)
         self._cleanup()
 
     def _cleanup(self) -> None:

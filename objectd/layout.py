@@ -14,6 +14,7 @@ All of this runs in the device's thread pool, never on the event loop.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -30,8 +31,10 @@ __all__ = [
     "DeviceLayout",
     "HashDirFiles",
     "invalidate_suffix",
+    "open_locked",
     "read_invalid_suffixes",
     "select_files",
+    "suffix_invalidated",
     "valid_device_name",
     "walk_hash_dirs",
 ]
@@ -166,22 +169,56 @@ def _sorted_entries(path: Path) -> list[str]:
 def invalidate_suffix(layout: DeviceLayout, partition: int, suffix: str) -> None:
     """Record that `suffix` of `partition` changed, durably, before the change is visible.
 
-    The replicator (issue 4) recomputes only the suffixes listed here. A spurious entry is
-    harmless (one extra hash), a missing one is not, so callers invalidate before renaming
-    the new file into place.
+    The replicator recomputes only the suffixes listed here. A spurious entry is harmless
+    (one extra hash), a missing one is not, so callers invalidate before renaming the new
+    file into place (use `suffix_invalidated` to hold the entry's lock over the rename).
+    """
+    with suffix_invalidated(layout, partition, suffix):
+        pass
+
+
+@contextlib.contextmanager
+def suffix_invalidated(layout: DeviceLayout, partition: int, suffix: str) -> Iterator[None]:
+    """Append `suffix` to hashes.invalid, then hold a shared lock on it for the block.
+
+    Writers hold the shared lock from the append until their rename is done; the hasher
+    takes the exclusive lock to read the list (`objectd.hashes`), so every entry it reads
+    belongs to a change that is already visible. Writers never block each other.
     """
     assert len(suffix) == 3
-    part_dir = layout.partition_dir(partition)
-    makedirs_durable(part_dir)
-    path = part_dir / HASHES_INVALID
-    if not path.exists():
-        _create_with_header(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    path = layout.partition_dir(partition) / HASHES_INVALID
+    fd = open_locked(path, fcntl.LOCK_SH)
     try:
         os.write(fd, suffix.encode("ascii") + b"\n")  # one small O_APPEND write: atomic
         os.fsync(fd)
+        yield
     finally:
+        os.close(fd)  # closing drops the lock
+
+
+def open_locked(path: Path, how: int) -> int:
+    """Open hashes.invalid for appending with flock `how`, creating it with its header.
+
+    The hasher replaces the file (rename) under the exclusive lock; a writer that locked
+    the replaced inode notices and retries on the new file.
+    """
+    for _ in range(QUARANTINE_TRIES_MAX):
+        try:
+            if not path.exists():
+                makedirs_durable(path.parent)
+                _create_with_header(path)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:  # the partition dir went away (handoff removed): retry
+            continue
+        fcntl.flock(fd, how)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
         os.close(fd)
+    raise OSError(f"{path}: replaced too often while locking")
 
 
 def _create_with_header(path: Path) -> None:

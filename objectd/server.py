@@ -21,6 +21,7 @@ from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.faulty import FaultPlan
 from objectd.reads import handle_get
+from objectd.replication_server import handle_replicate, handle_ssync
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
 
 __all__ = ["SERVICE", "ObjectServerConf", "main", "make_object_app"]
@@ -69,6 +70,11 @@ async def make_object_app(
     app.router.add_route("POST", route, guarded(handle_post))
     app.router.add_route("DELETE", route, guarded(handle_delete))
     app.router.add_get(route, guarded(handle_get), allow_head=True)
+    # Swift's REPLICATE/SSYNC verbs as paths: aiohttp's parser accepts only registered
+    # methods. A leading "_" is never a device name, so these cannot shadow object paths.
+    app.router.add_post("/_replicate/{device}/{partition}", handle_replicate)
+    app.router.add_post("/_replicate/{device}/{partition}/{suffixes}", handle_replicate)
+    app.router.add_post("/_ssync/{device}/{partition}", handle_ssync)
     app.router.add_route("*", "/{tail:.*}", _not_an_object_path)
     return app
 

@@ -334,3 +334,24 @@ def test_unsolicited_data_refused_when_initial_r2t_is_yes() -> None:
     )
     assert [p.opcode for p in replies] == [Op.REJECT]
     assert h.closed
+
+
+def test_abort_of_a_running_task_waits_for_it_and_drops_its_response() -> None:
+    from blockd.iscsi.connection import Execute
+    from blockd.iscsi.pdu import encode_pdu
+    from blockd.scsi.sense import ScsiResult
+
+    h = Harness.make()
+    h.login()
+    events = h.conn.receive_data(
+        encode_pdu(scsi_command(read10(0, 1), itt=1, cmd_sn=1, edtl=512, read=True))
+    )
+    assert [type(e) for e in events] == [Execute]  # running: the loop has not completed it
+    events = h.conn.receive_data(
+        encode_pdu(task_mgmt(function=1, itt=2, ref_itt=1, cmd_sn=2, ref_cmd_sn=1))
+    )
+    assert events == [] and h.conn.data_to_send() == b""  # TMF response waits for the task
+    h.conn.complete(1, ScsiResult(data=bytes(512)))
+    replies = split_pdus(h.conn.data_to_send())
+    assert [p.opcode for p in replies] == [Op.TASK_MGMT_RESPONSE]  # no Data-In for task 1
+    assert replies[0].bhs[2] == 0

@@ -96,6 +96,7 @@ class RingBuilder:
         self._devs: dict[int, Device] = {}
         self._removed: dict[int, Device] = {}
         self._columns: list[array[int]] | None = None
+        self._counts: Counter[int] | None = None
         self._last_moved: array[int] = array("I", bytes(4 * self.partitions))
 
     # ---- shape -------------------------------------------------------------------------
@@ -217,7 +218,7 @@ class RingBuilder:
         devs = self.devs
         if not devs:
             raise RebalanceError("the builder has no devices")
-        held = slot_counts(self._columns) if self._columns is not None else Counter[int]()
+        held = self._slot_counts()
         return make_plan(
             devs,
             self.partitions,
@@ -248,6 +249,7 @@ class RingBuilder:
         say(f"planned quotas for {len(plan.quota)} weighted devices")
         if self._columns is None:
             self._columns = initial_assignment(plan, self.replica_lengths)
+            self._counts = None
             self._last_moved = array("I", [move_stamp(now_min)]) * self.partitions
             moved, rounds, crowded_left, parts_moved = sum(self.replica_lengths), 1, 0, 0
             parts_moved = self.partitions
@@ -285,21 +287,30 @@ class RingBuilder:
                 self.min_part_hours * 60,
                 rng,
                 say,
+                self._slot_counts(),
             )
             removed = set()
             moved += res.moved
             crowded_left += res.unplaceable_dispersion
             parts.update(res.moved_partitions)
-            counts = slot_counts(self._columns)
+            counts = self._slot_counts()
             balanced = all(counts.get(d, 0) == q for d, q in plan.quota.items())
             if res.moved == 0 or (balanced and crowded_left == 0):
                 break
         return moved, rounds, crowded_left, len(parts)
 
     # ---- reports -----------------------------------------------------------------------
+    def _slot_counts(self) -> Counter[int]:
+        """Partition-replicas per device id; cached, and kept current by rebalance rounds."""
+        if self._columns is None:
+            return Counter()
+        if self._counts is None:
+            self._counts = slot_counts(self._columns)
+        return self._counts
+
     def device_parts(self) -> dict[int, int]:
         """Partition-replicas held by each device (removed devices included until rebalance)."""
-        counts = slot_counts(self._columns) if self._columns is not None else Counter[int]()
+        counts = self._slot_counts()
         ids = list(self._devs) + list(self._removed)
         return {i: counts.get(i, 0) for i in sorted(ids)}
 
@@ -398,6 +409,7 @@ class RingBuilder:
         self._devs = {d.id: d for d in devs}
         self._removed = {d.id: d for d in removed}
         self._columns = columns
+        self._counts = None
         self._last_moved = last_moved
         if columns is not None:
             self.validate()

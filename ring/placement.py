@@ -166,6 +166,7 @@ class _Round:
         now_min: int,
         min_part_minutes: int,
         removed: set[int],
+        counts: Counter[int],
     ) -> None:
         self.columns = columns
         self.removed = removed
@@ -175,11 +176,14 @@ class _Round:
         self.stamp = move_stamp(now_min)
         self.min_part_minutes = min_part_minutes
         self.flag = bytearray(self.parts)
-        self.counts = slot_counts(columns)
+        self.counts = counts  # slot_counts(columns), kept current as slots move
+        self.full = all(len(c) == self.parts for c in columns)
         self.slots: list[int] = []
         self.origin: list[int] = []
         self.aim: list[int] = []
+        self._slot_cache: dict[int, list[tuple[int, int]]] = {}
         self._tables()
+        self.ledger: _ZoneLedger | None = None
 
     def eligible(self, p: int) -> bool:
         last = self.last_moved[p]
@@ -230,15 +234,20 @@ class _Round:
 
         An odd stride modulo a power of two visits every partition once; the scan stops as
         soon as no device is over quota, so its cost follows the amount that must move.
+        This is the hot loop of a big rebalance, so the common case is written inline.
         """
         need = [0] * (NONE + 1)
         remaining = 0
         for d in self.counts:
             need[d] = max(0, self.excess(d))
             remaining += need[d]
-        zones = _ZoneLedger(self)
+        ledger = self.ledger or _ZoneLedger(self)
+        shed, local, zone_of = ledger.shed, ledger.local, ledger.zone_of
         parts, cols, ncols = self.parts, self.columns, len(self.columns)
+        lens = [len(c) for c in cols]
+        rotations = [[(k + i) % ncols for i in range(ncols)] for k in range(ncols)]
         mask, flag, last = parts - 1, self.flag, self.last_moved
+        counts, slots, origin, aims = self.counts, self.slots, self.origin, self.aim
         stride = rng.randrange(parts) | 1
         p = rng.randrange(parts)
         oldest = self.stamp - self.min_part_minutes
@@ -248,16 +257,29 @@ class _Round:
             p = (p + stride) & mask
             if flag[p] or oldest < last[p] != 0:
                 continue
-            for i in range(ncols):
-                r = (k + i) % ncols
-                col = cols[r]
-                if p < len(col) and need[col[p]] > 0:
-                    aim = zones.reserve(col[p], p, r)
-                    if aim >= 0:
-                        need[col[p]] -= 1
-                        remaining -= 1
-                        self.take(r * parts + p, aim)
-                        break
+            for r in rotations[k % ncols]:
+                if p >= lens[r]:
+                    continue
+                d = cols[r][p]
+                if need[d] <= 0:
+                    continue
+                z = zone_of[d]
+                if shed[z] <= 0 and local[z] > 0:
+                    local[z] -= 1  # stays in its zone: the common case, booked inline
+                    aim = z
+                else:
+                    aim = ledger.reserve(d, p, r)
+                    if aim < 0:
+                        continue
+                need[d] -= 1
+                remaining -= 1
+                cols[r][p] = NONE
+                flag[p] = 1
+                counts[d] -= 1
+                slots.append(r * parts + p)
+                origin.append(d)
+                aims.append(aim)
+                break
 
     def _tables(self) -> None:
         """Per device, its domains as global ids (one id space over all tiers), caps, penalties."""
@@ -304,6 +326,11 @@ class _Round:
         return best
 
     def _others(self, p: int, skip: int = -1) -> list[int]:
+        if skip < 0 and self.full:
+            held = [c[p] for c in self.columns]
+            while NONE in held:
+                held.remove(NONE)
+            return held
         return [
             c[p] for r, c in enumerate(self.columns) if r != skip and p < len(c) and c[p] != NONE
         ]
@@ -382,7 +409,14 @@ class _Round:
         self.counts[src] -= 1
 
     def _slots_on(self, dev: int, limit: int) -> list[tuple[int, int]]:
-        """Up to `limit` (replica, partition) slots held by `dev`, found with array.index."""
+        """Up to `limit` (replica, partition) slots held by `dev` (cached for the round)."""
+        cached = self._slot_cache.get(dev)
+        if cached is None:
+            cached = self._slot_cache[dev] = self._find_slots(dev, limit)
+        return [(r, p) for r, p in cached if self.columns[r][p] == dev]
+
+    def _find_slots(self, dev: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` slots of `dev`, found with array.index (C speed)."""
         out: list[tuple[int, int]] = []
         for r, col in enumerate(self.columns):
             at = 0
@@ -393,6 +427,30 @@ class _Round:
                     break
                 out.append((r, at - 1))
         return out
+
+    def _quick(self, j: int, others: list[int], st: _PlaceState) -> int:
+        """The common case of _choose, inline: a clean device at the aimed zone's cursor."""
+        zone = self.aim[j]
+        mine = st.local.get(zone)
+        if not mine:
+            return -1
+        path, capg, spare = self.path, self.capg, st.spare
+        start, n = st.local_cursor.get(zone, 0), len(mine)
+        for k in range(min(n, 4)):
+            c = mine[(start + k) % n]
+            if spare[c] <= 0 or c in others:
+                continue
+            for g in path[c]:
+                crowd = 0
+                for o in others:
+                    if g in path[o]:  # domain ids are unique across tiers
+                        crowd += 1
+                if crowd >= capg[g]:
+                    break
+            else:
+                st.local_cursor[zone] = start + k + 1
+                return c
+        return -1
 
     def _choose(self, j: int, others: list[int], st: _PlaceState) -> tuple[int, int]:
         """(device, crowding score) for gathered slot j whose partition is held by `others`.
@@ -408,7 +466,7 @@ class _Round:
         )
         mine = st.local.get(zone)
         if mine:
-            c, score, at = self._pick(mine, st.local_cursor.get(zone, 0), st.spare, others, 16)
+            c, score, at = self._pick(mine, st.local_cursor.get(zone, 0), st.spare, others)
             if score == 0:
                 st.local_cursor[zone] = at + 1
                 return c, 0
@@ -453,7 +511,10 @@ class _Round:
         result = RoundResult(gathered=len(self.slots))
         for j in range(len(self.slots)):  # repairs append displaced slots, already placed
             r, p = divmod(self.slots[j], self.parts)
-            chosen, score = self._choose(j, self._others(p), st)
+            others = self._others(p)
+            chosen, score = self._quick(j, others, st), 0
+            if chosen < 0:
+                chosen, score = self._choose(j, others, st)
             if score:
                 result.unplaceable_dispersion += 1
             self.columns[r][p] = chosen
@@ -462,6 +523,12 @@ class _Round:
             st.placed.setdefault(chosen, []).append(j)
             st.final[j] = chosen
             if spare[chosen] == 0:
+                zone = self.path[chosen][1]
+                mine = st.local.get(zone, [])
+                st.local_spent[zone] = st.local_spent.get(zone, 0) + 1
+                if st.local_spent[zone] * 2 > len(mine):
+                    st.local[zone] = [d for d in mine if spare[d] > 0]
+                    st.local_cursor[zone], st.local_spent[zone] = 0, 0
                 st.exhausted += 1
                 if st.exhausted * 2 > len(st.order):
                     st.order = [d for d in st.order if spare[d] > 0] or st.order
@@ -483,36 +550,65 @@ class _ZoneLedger:
     Of the excess slots taken from a zone, as many as its devices have room for can stay in
     the zone; the rest (`shed`) must move to a zone with room that the partition does not use.
     Each take is booked as one or the other, and placement is told which zone to aim for, so
-    gathering never frees a slot that could only be placed by crowding a zone.
+    gathering never frees a slot that could only be placed by crowding a zone. Zones are the
+    global domain ids of _Round.path; tables are lists indexed by them.
     """
 
     def __init__(self, rnd: _Round) -> None:
         self.rnd = rnd
-        self.shed: dict[int, int] = {}
-        self.local: dict[int, int] = {}
+        size = len(rnd.capg) + 1
+        self.zone_of = [p[1] if p else size - 1 for p in rnd.path]
+        self.shed = [0] * size
+        self.local = [0] * size
         for d, q in rnd.plan.quota.items():
-            z = rnd.path[d][1]
+            z = self.zone_of[d]
             diff = rnd.counts.get(d, 0) - q
-            self.shed[z] = self.shed.get(z, 0) + diff
-            self.local[z] = self.local.get(z, 0) + max(0, -diff)
+            self.shed[z] += diff
+            self.local[z] += max(0, -diff)
         for d, n in rnd.counts.items():
-            if d not in rnd.plan.quota and rnd.path[d]:
-                z = rnd.path[d][1]
-                self.shed[z] = self.shed.get(z, 0) + n
-        self.room = {z: -v for z, v in self.shed.items() if v < 0}
+            if d not in rnd.plan.quota:
+                self.shed[self.zone_of[d]] += n
+        self.shed[size - 1] = 0  # the bucket for unknown devices never takes anything
+        self.local[size - 1] = 0
+        self.room = {z: -v for z, v in enumerate(self.shed) if v < 0}
+
+    def _used(self, p: int, r: int) -> set[int]:
+        return {self.zone_of[o] for o in self.rnd._others(p, skip=r)}
+
+    def aim_gathered(self) -> None:
+        """Book a zone for every slot gathered so far (removed devices, crowded partitions)."""
+        rnd = self.rnd
+        for j, slot in enumerate(rnd.slots):
+            r, p = divmod(slot, rnd.parts)
+            used = self._used(p, r)
+            own = self.zone_of[rnd.origin[j]]
+            # Other zones first: the slot's own zone suits every slot from it, so its room
+            # is the best fallback for the slots that fit nowhere else.
+            z = self._roomiest(used | {own})
+            if z < 0 and self.room.get(own, 0) > 0 and own not in used:
+                z = own
+            if z >= 0:
+                self.room[z] -= 1
+                rnd.aim[j] = z
+
+    def _roomiest(self, used: set[int]) -> int:
+        """The zone with the most room that the partition does not use, or -1."""
+        best, most = -1, 0
+        for z, n in self.room.items():
+            if n > most and z not in used:
+                best, most = z, n
+        return best
 
     def reserve(self, dev: int, p: int, r: int) -> int:
         """The zone a slot taken from `dev` should go to, or -1 to leave it where it is."""
-        rnd = self.rnd
-        zone = rnd.path[dev][1]
-        if self.shed.get(zone, 0) > 0:
-            used = {rnd.path[o][1] for o in rnd._others(p, skip=r) if rnd.path[o]}
-            for z, n in self.room.items():
-                if n > 0 and z not in used:
-                    self.room[z] = n - 1
-                    self.shed[zone] -= 1
-                    return z
-        if self.local.get(zone, 0) > 0:
+        zone = self.zone_of[dev]
+        if self.shed[zone] > 0:
+            z = self._roomiest(self._used(p, r))
+            if z >= 0:
+                self.room[z] -= 1
+                self.shed[zone] -= 1
+                return z
+        if self.local[zone] > 0:
             self.local[zone] -= 1
             return zone
         return -1
@@ -526,6 +622,7 @@ class _PlaceState:
     exhausted: int = 0
     local: dict[int, list[int]] = field(default_factory=dict)
     local_cursor: dict[int, int] = field(default_factory=dict)
+    local_spent: dict[int, int] = field(default_factory=dict)
     placed: dict[int, list[int]] = field(default_factory=dict)
     final: list[int] = field(default_factory=list)
 
@@ -539,11 +636,19 @@ def rebalance_round(
     min_part_minutes: int,
     rng: random.Random,
     progress: Progress,
+    counts: Counter[int] | None = None,
 ) -> RoundResult:
-    """Gather what must or should move, then place it; mutates `columns` and `last_moved`."""
-    rnd = _Round(columns, plan, last_moved, now_min, min_part_minutes, removed)
+    """Gather what must or should move, then place it; mutates `columns` and `last_moved`.
+
+    `counts` (slots per device, as slot_counts gives) is updated in place when given.
+    """
+    if counts is None:
+        counts = slot_counts(columns)
+    rnd = _Round(columns, plan, last_moved, now_min, min_part_minutes, removed, counts)
     rnd.gather_removed(removed)
     rnd.gather_crowded()
+    rnd.ledger = _ZoneLedger(rnd)
+    rnd.ledger.aim_gathered()
     progress(f"gathered {len(rnd.slots)} slots from removed devices and crowded partitions")
     rnd.gather_excess(rng)
     progress(f"gathered {len(rnd.slots)} slots in all; placing")

@@ -97,11 +97,9 @@ def _print(results: list[Result], as_json: bool) -> None:
         if as_json:
             print(json.dumps(r.to_json(), sort_keys=True))
             continue
-        thr = (
-            f"{r.mb_per_s:9.1f} MB/s" if r.bytes_moved >= 1_000_000 else f"{r.ops_per_s:9.1f} op/s"
-        )
         print(
-            f"{r.workload:<10} {thr}  p50 {r.p50_s * 1000:8.1f} ms  p99 {r.p99_s * 1000:8.1f} ms  "
+            f"{r.workload:<10} {r.ops_per_s:9.1f} op/s {r.mb_per_s:8.1f} MB/s  "
+            f"p50 {r.p50_s * 1000:8.1f} ms  p99 {r.p99_s * 1000:8.1f} ms  "
             f"ops {r.ops:<7} errors {r.errors:<4} loadgen cpu {r.client_cpu_share:4.2f} cores "
             f"({r.tool})" + (f"  {r.extra['failed']}" if "failed" in r.extra else "")
         )

@@ -85,15 +85,18 @@ class SystemUnderTest:
 
 
 def _container(sut: SystemUnderTest, name: str) -> None:
+    """Create a container (or S3 bucket); one that exists already is fine (Swift 202, S3 409)."""
     url, headers = sut.target.request("PUT", name)
     req = urllib.request.Request(url, method="PUT", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=_CONTAINER_TIMEOUT_S) as r:
-            ok = r.status in (201, 202, 204)
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
     except (urllib.error.URLError, OSError) as e:
         raise RuntimeError(f"{sut.name}: creating container {name} failed: {e}") from None
-    if not ok:
-        raise RuntimeError(f"{sut.name}: creating container {name}: unexpected status")
+    if not (200 <= status < 300 or status == 409):
+        raise RuntimeError(f"{sut.name}: creating container {name}: HTTP {status}")
 
 
 def _measured(sut: SystemUnderTest, fn: Callable[[], Result]) -> Result:

@@ -119,7 +119,7 @@ class Devices:
             return sorted(
                 d
                 for d in os.listdir(self.devices_dir)
-                if valid_device_name(d) and (self.devices_dir / d).is_dir()
+                if valid_device_name(d) and d != "recon" and (self.devices_dir / d).is_dir()
             )
         return []
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 
@@ -21,6 +22,7 @@ from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.faulty import FaultPlan
 from objectd.reads import handle_get
+from objectd.recon import ReconError, ReconGauges, read_recon
 from objectd.replication_server import handle_replicate, handle_ssync
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
 
@@ -51,10 +53,16 @@ async def make_object_app(
     state = ServerState(conf, clock or SystemClock(), devices, metrics)
     app[STATE] = state
 
+    gauges = ReconGauges.create(app[METRICS].registry)
+
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=UPDATE_CONNECTIONS_MAX)
         state.session = aiohttp.ClientSession(connector=connector)
+        refresher = asyncio.create_task(gauges.refresh_forever(conf.devices_dir))
         yield
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
         await state.session.close()
         await asyncio.to_thread(devices.close)
 
@@ -65,6 +73,7 @@ async def make_object_app(
     app.cleanup_ctx.append(lifetime)
     app[HEALTH_CHECKS].append(any_device_usable)
     app.router.add_get("/info", _info)
+    app.router.add_get("/recon/{daemon}", _recon)
     route = "/{device}/{partition}/{account}/{container}/{obj:.+}"
     app.router.add_route("PUT", route, guarded(handle_put), expect_handler=expect_handler)
     app.router.add_route("POST", route, guarded(handle_post))
@@ -85,6 +94,17 @@ async def _not_an_object_path(request: web.Request) -> web.Response:
     return web.Response(
         status=400, text="path must be /device/partition/account/container/object\n"
     )
+
+
+async def _recon(request: web.Request) -> web.Response:
+    devices_dir = request.app[STATE].conf.devices_dir
+    try:
+        rec = await asyncio.to_thread(read_recon, devices_dir, request.match_info["daemon"])
+    except ReconError as e:
+        return web.Response(status=400, text=f"{e}\n")
+    if rec is None:
+        return web.Response(status=404, text="no recon data for that daemon yet\n")
+    return web.json_response(rec)
 
 
 async def _info(request: web.Request) -> web.Response:

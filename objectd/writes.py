@@ -17,6 +17,7 @@ from objectd.conf import STATE, ServerState
 from objectd.container_update import TargetParseError, parse_targets, send_updates
 from objectd.devices import DeviceBusy, DeviceUnavailable
 from objectd.diskfile import Deleted, DiskFile, DiskFull, Missing, ObjectInfo, ObjectWriter
+from objectd.expirer import ExpiryEntry, write_entry
 from objectd.fileformat import ObjectMetadata
 from objectd.headers import persisted_from_request, postable_from_request
 from objectd.request import (
@@ -198,6 +199,7 @@ async def _receive(
         "X-Content-Type": ctype,
         "X-Etag": etag,
     }
+    await _queue_expiry(request, st, path, df.hash_hex, ts)
     await _update_containers(st, path, df.hash_hex, "PUT", ts, update, targets)
     return status(201, headers={"ETag": etag})
 
@@ -269,6 +271,18 @@ async def _update_containers(
     )
 
 
+async def _queue_expiry(
+    request: web.Request, st: ServerState, path: ObjectPath, hash_hex: str, ts: Timestamp
+) -> None:
+    """Record an X-Delete-At in the device's expirer queue (validated by the handler)."""
+    raw = request.headers.get("X-Delete-At", "").strip()
+    if not raw.isdigit():
+        return
+    entry = ExpiryEntry(int(raw), path.account, path.container, path.obj, hash_hex, ts)
+    layout = st.devices.layout(path.device)
+    await st.devices.run(path.device, write_entry, layout.root, entry)
+
+
 async def _prepare(
     request: web.Request,
 ) -> tuple[ServerState, ObjectPath, Timestamp, DiskFile] | web.Response:
@@ -310,6 +324,7 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
     if found.timestamp >= ts:
         return _conflict(found.timestamp)
     await st.devices.run(path.device, df.put_meta, ts, postable_from_request(request.headers))
+    await _queue_expiry(request, st, path, df.hash_hex, ts)
     return status(202)
 
 

@@ -163,6 +163,7 @@ def _start_all(
             futs = {name: pool.submit(fn) for name, fn in starters.items()}
             wait(list(futs.values()))
     finally:  # also on Ctrl-C: the pool waited for the starters, so each future is done
+        unexpected: BaseException | None = None
         for name, fut in futs.items():
             err = fut.exception() if fut.done() else None
             if not fut.done():
@@ -176,7 +177,9 @@ def _start_all(
                 notes[name] = f"{type(err).__name__}: {err}"
                 print(f"{name}: not available: {notes[name]}", file=sys.stderr)
             else:
-                raise err
+                unexpected = unexpected or err
+        if unexpected is not None:  # raised only once every started system is on the stack
+            raise unexpected
     return suts, notes
 
 

@@ -1,0 +1,70 @@
+"""compare's start-up bookkeeping: what came up is stopped, what failed is reported."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from bench.compare import _start_all, hardware
+from bench.swiftref import SwiftRefError
+from bench.target import SwiftTarget
+from bench.workloads import SystemUnderTest
+
+
+class _Probe:
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> float:
+        return 0.0
+
+
+def _starter(name: str, log: list[str]):
+    @contextlib.contextmanager
+    def cm() -> Iterator[None]:
+        log.append(f"start {name}")
+        try:
+            yield
+        finally:
+            log.append(f"stop {name}")
+
+    def start():
+        c = cm()
+        c.__enter__()
+        return SystemUnderTest(name, SwiftTarget("http://127.0.0.1:9/v1/A", "t"), _Probe()), c
+
+    return start
+
+
+def _failing() -> tuple[SystemUnderTest, contextlib.AbstractContextManager[object]]:
+    raise SwiftRefError("no swift here")
+
+
+def test_started_systems_are_stopped_and_failures_noted() -> None:
+    log: list[str] = []
+    with contextlib.ExitStack() as stack:
+        suts, notes = _start_all(stack, {"cairn": _starter("cairn", log), "swift": _failing}, 0.0)
+        assert set(suts) == {"cairn"}
+        assert notes == {"swift": "SwiftRefError: no swift here"}
+        assert log == ["start cairn"]
+    assert log == ["start cairn", "stop cairn"]
+
+
+def test_unexpected_start_errors_propagate_after_stopping_the_others() -> None:
+    log: list[str] = []
+
+    def broken() -> tuple[SystemUnderTest, contextlib.AbstractContextManager[object]]:
+        raise ZeroDivisionError("bug")
+
+    # The broken starter comes first: the good one must still be stopped.
+    with pytest.raises(ZeroDivisionError), contextlib.ExitStack() as stack:
+        _start_all(stack, {"b": broken, "a": _starter("a", log)}, 0.0)
+    assert log == ["start a", "stop a"]
+
+
+def test_hardware_reads_proc() -> None:
+    hw = hardware()
+    assert isinstance(hw["nproc"], int) and hw["nproc"] >= 1
+    assert hw["mem_gib"] > 0 and hw["cpu_model"]

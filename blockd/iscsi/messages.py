@@ -29,6 +29,7 @@ AHS_EXTENDED_CDB = 1
 AHS_BIDI_READ_LENGTH = 2
 CDB_BYTES_MAX = 260
 NO_SUCH_LUN = 0xFFFF
+_SCSI_COMMAND_FIELDS = struct.Struct(">8sIIII")  # LUN, ITT, EDTL, CmdSN, ExpStatSN at byte 8
 
 
 def _bad(message: str, pdu: Pdu) -> ProtocolError:
@@ -99,7 +100,7 @@ def decode_scsi_command(pdu: Pdu) -> ScsiCommand:
     if len(cdb) > CDB_BYTES_MAX:
         raise _bad("CDB too long", pdu)
     read, write = bool(flags & 0x40), bool(flags & 0x20)
-    edtl = pdu.u32(20)
+    lun_field, itt, edtl, cmd_sn, exp_stat_sn = _SCSI_COMMAND_FIELDS.unpack_from(pdu.bhs, 8)
     if not read and not write and edtl:
         raise _bad("ExpectedDataTransferLength without R or W bit", pdu)
     if pdu.data and not write:
@@ -110,12 +111,12 @@ def decode_scsi_command(pdu: Pdu) -> ScsiCommand:
         read=read,
         write=write,
         attr=flags & 0x07,
-        lun=decode_lun(pdu.lun_field),
-        lun_field=pdu.lun_field,
-        itt=pdu.itt,
+        lun=decode_lun(lun_field),
+        lun_field=lun_field,
+        itt=itt,
         edtl=edtl,
-        cmd_sn=pdu.u32(24),
-        exp_stat_sn=pdu.u32(28),
+        cmd_sn=cmd_sn,
+        exp_stat_sn=exp_stat_sn,
         cdb=bytes(cdb),
         data=pdu.data,
         bhs=pdu.bhs,
@@ -311,7 +312,8 @@ def _seq_words(seq: Seq) -> tuple[int, int, int]:
 
 
 def nop_in(seq: Seq, *, itt: int, ttt: int, lun_field: bytes, data: bytes = b"") -> Pdu:
-    bhs = build_bhs(Op.NOP_IN, 0x80, lun=lun_field, itt=itt, words=(ttt, *_seq_words(seq)))
+    words = (ttt, *_seq_words(seq))
+    bhs = build_bhs(Op.NOP_IN, 0x80, data_length=len(data), lun=lun_field, itt=itt, words=words)
     return Pdu(bhs, b"", data)
 
 
@@ -329,7 +331,15 @@ def scsi_response(
     flags = 0x80 | (0x02 if residual > 0 else 0) | (0x04 if residual < 0 else 0)
     data = struct.pack(">H", len(sense)) + sense if sense else b""
     words = (0, *_seq_words(seq), exp_data_sn, 0, abs(residual))
-    bhs = build_bhs(Op.SCSI_RESPONSE, flags, byte2=response, byte3=status, itt=itt, words=words)
+    bhs = build_bhs(
+        Op.SCSI_RESPONSE,
+        flags,
+        byte2=response,
+        byte3=status,
+        data_length=len(data),
+        itt=itt,
+        words=words,
+    )
     return Pdu(bhs, b"", data)
 
 
@@ -360,7 +370,15 @@ def data_in(
         offset,
         abs(residual) if status is not None else 0,
     )
-    bhs = build_bhs(Op.DATA_IN, flags, byte3=status or 0, lun=lun_field, itt=itt, words=words)
+    bhs = build_bhs(
+        Op.DATA_IN,
+        flags,
+        byte3=status or 0,
+        data_length=len(data),
+        lun=lun_field,
+        itt=itt,
+        words=words,
+    )
     return Pdu(bhs, b"", data)
 
 
@@ -393,13 +411,14 @@ def login_response(
     flags = (0x80 if transit else 0) | (0x40 if cont else 0) | (csg << 2) | (nsg if transit else 0)
     lun = isid + struct.pack(">H", tsih)
     words = (0, *_seq_words(seq), (status_class << 24) | (status_detail << 16))
-    bhs = build_bhs(Op.LOGIN_RESPONSE, flags, lun=lun, itt=itt, words=words)
+    bhs = build_bhs(Op.LOGIN_RESPONSE, flags, data_length=len(data), lun=lun, itt=itt, words=words)
     return Pdu(bhs, b"", data)
 
 
 def text_response(seq: Seq, *, itt: int, ttt: int, final: bool, cont: bool, data: bytes) -> Pdu:
     flags = (0x80 if final else 0) | (0x40 if cont else 0)
-    bhs = build_bhs(Op.TEXT_RESPONSE, flags, itt=itt, words=(ttt, *_seq_words(seq)))
+    words = (ttt, *_seq_words(seq))
+    bhs = build_bhs(Op.TEXT_RESPONSE, flags, data_length=len(data), itt=itt, words=words)
     return Pdu(bhs, b"", data)
 
 
@@ -410,5 +429,5 @@ def logout_response(seq: Seq, *, itt: int, response: int, time2wait_s: int = 0) 
 
 def reject(seq: Seq, *, reason: int, rejected_bhs: bytes) -> Pdu:
     words = (0, *_seq_words(seq))
-    bhs = build_bhs(Op.REJECT, 0x80, byte2=reason, words=words)
+    bhs = build_bhs(Op.REJECT, 0x80, byte2=reason, data_length=len(rejected_bhs), words=words)
     return Pdu(bhs, b"", rejected_bhs)

@@ -191,10 +191,11 @@ def pad_bytes(length: int) -> int:
 
 def encode_pdu(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) -> bytes:
     """The wire bytes of ``pdu``; DataSegmentLength and TotalAHSLength are filled in here."""
-    bhs = bytearray(pdu.bhs)
-    bhs[4] = len(pdu.ahs) // 4
-    bhs[5:8] = len(pdu.data).to_bytes(3, "big")
-    header = bytes(bhs) + pdu.ahs
+    bhs = pdu.bhs
+    lengths = (len(pdu.ahs) // 4).to_bytes(1, "big") + len(pdu.data).to_bytes(3, "big")
+    if bhs[4:8] != lengths:  # builders fill these in already; parsed or hand-made PDUs may not
+        bhs = bhs[:4] + lengths + bhs[8:]
+    header = bhs + pdu.ahs if pdu.ahs else bhs
     parts = [header]
     if header_digest:
         parts.append(digest_bytes(header))

@@ -76,23 +76,35 @@ class Command:
 
 
 class RangeLocks:
-    """Exclusive locks on LBA ranges so COMPARE AND WRITE is atomic against other writes."""
+    """Exclusive locks on LBA ranges so COMPARE AND WRITE is atomic against other writes.
+
+    Taking a free range does not wait (no lock object, no await); only an overlap waits, for
+    the next release, and then checks again.
+    """
 
     def __init__(self) -> None:
         self._held: list[tuple[int, int]] = []
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
 
     async def acquire(self, lba: int, count: int) -> tuple[int, int]:
         span = (lba, lba + max(count, 1))
-        async with self._changed:
-            await self._changed.wait_for(lambda: not any(_overlap(span, h) for h in self._held))
-            self._held.append(span)
+        while any(_overlap(span, held) for held in self._held):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self._held.append(span)
         return span
 
-    async def release(self, span: tuple[int, int]) -> None:
-        async with self._changed:
-            self._held.remove(span)
-            self._changed.notify_all()
+    def release(self, span: tuple[int, int]) -> None:
+        self._held.remove(span)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -150,7 +162,7 @@ class BlockCommands:
         try:
             await self.backend.write(lba, data, fua=fua)
         finally:
-            await self.locks.release(span)
+            self.locks.release(span)
 
     async def verify(self, cmd: Command) -> None:
         cdb = cmd.cdb
@@ -209,7 +221,7 @@ class BlockCommands:
         try:
             await self.backend.unmap(lba, count)
         finally:
-            await self.locks.release(span)
+            self.locks.release(span)
 
     async def unmap(self, cmd: Command) -> None:
         cdb = cmd.cdb
@@ -260,7 +272,7 @@ class BlockCommands:
             fua = bool(cdb[1] & 0x08) or not self.write_cache
             await self.backend.write(lba, merged, fua=fua)
         finally:
-            await self.locks.release(span)
+            self.locks.release(span)
 
     async def compare_and_write(self, cmd: Command) -> None:
         cdb = cmd.cdb
@@ -283,7 +295,7 @@ class BlockCommands:
             fua = bool(cdb[1] & 0x08) or not self.write_cache
             await self.backend.write(lba, data[count * bs :], fua=fua)
         finally:
-            await self.locks.release(span)
+            self.locks.release(span)
 
     async def get_lba_status(self, cmd: Command) -> bytes:
         cdb = cmd.cdb

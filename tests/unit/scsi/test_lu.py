@@ -237,3 +237,28 @@ def test_prefetch_and_orwrite(lu: LogicalUnit) -> None:
     run(lu, rw10(0x2A, 4, 1), b"\x0f" * 512)
     assert run(lu, rw16(0x8B, 4, 1), b"\xf0" * 512).status == 0
     assert run(lu, rw10(0x28, 4, 1)).data == b"\xff" * 512
+
+
+def test_range_locks_serialise_overlaps_only() -> None:
+    from blockd.scsi.block import RangeLocks
+
+    async def scenario() -> list[str]:
+        locks = RangeLocks()
+        order: list[str] = []
+        first = await locks.acquire(0, 8)
+        other = await locks.acquire(8, 8)  # disjoint: no wait
+
+        async def overlapping() -> None:
+            span = await locks.acquire(4, 2)
+            order.append("overlap acquired")
+            locks.release(span)
+
+        waiter = asyncio.create_task(overlapping())
+        await asyncio.sleep(0)
+        order.append("first released")
+        locks.release(first)
+        await waiter
+        locks.release(other)
+        return order
+
+    assert asyncio.run(scenario()) == ["first released", "overlap acquired"]

@@ -59,6 +59,16 @@ class AccountBroker(Broker[ContainerRow]):
             stats_timestamp=Timestamp.parse(str(fields["st"])).internal,
         )
 
+    def row_from_wire(self, name: str, fields: dict[str, Any]) -> ContainerRow:
+        """A row from a peer, with every field checked (row_from converts leniently)."""
+        stamps = [fields.get(k) for k in ("p", "x", "st")]
+        counts = [fields.get(k) for k in ("o", "b")]
+        if not all(isinstance(t, str) for t in stamps):
+            raise ValueError(f"bad row {name[:80]!r}: p, x and st must be timestamp strings")
+        if not all(type(c) is int and c >= 0 for c in counts):
+            raise ValueError(f"bad row {name[:80]!r}: o and b must be counts")
+        return self.row_from(name, fields)
+
     def merge_row(self, old: ContainerRow | None, new: ContainerRow) -> ContainerRow | None:
         """Timestamps merge by max; the totals come from the newest report."""
         if old is None:

@@ -34,16 +34,21 @@ from common.listingdb.http import (
     require_timestamp,
     run_on_device,
 )
+from common.listingdb.recon import add_recon_routes
+from common.listingdb.repl_service import REPLICATION, ReplicationService, replicate_handler
 from common.server import HEALTH_CHECKS, METRICS, make_app, serve
 from common.timestamps import Timestamp
 from ring.hashing import hash_path
 
-__all__ = ["STATE", "AccountState", "account_headers", "main", "make_account_app"]
+__all__ = ["RECON_DAEMONS", "STATE", "AccountState", "account_headers", "main", "make_account_app"]
 
 _META_PREFIXES = ("x-account-meta-", "x-account-sysmeta-")
 # Swift keeps the account ACL as system metadata; the proxy translates it back.
 _META_EXACT = {"x-account-access-control": "X-Account-Sysmeta-Core-Access-Control"}
 _ZERO = Timestamp(0)
+
+# The daemons of this node whose recon files this server serves (GET /recon/<daemon>).
+RECON_DAEMONS = ("account-replicator",)
 
 
 @dataclass
@@ -198,6 +203,8 @@ _CONTAINER_VERBS = {"PUT": _put_container_row}
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     try:
         state = request.app[STATE]
+        if request.method == "REPLICATE":
+            return await replicate_handler(request)
         p = parse_backend_path(request.raw_path, 1, 2)
         verbs = _ACCOUNT_VERBS if p.container is None else _CONTAINER_VERBS
         handler = verbs.get(request.method)
@@ -235,6 +242,8 @@ async def make_account_app(conf: AccountServerConf, clock: Clock | None = None) 
 
     app.cleanup_ctx.append(lifetime)
     app[HEALTH_CHECKS].append(devices_present)
+    app[REPLICATION] = ReplicationService(state.envs, AccountBroker, state.clock)
+    add_recon_routes(app, conf.devices_dir, RECON_DAEMONS)
     app.router.add_route("*", "/{path:.+}", _dispatch)
     return app
 

@@ -67,6 +67,17 @@ class ContainerBroker(Broker[ObjectRow]):
         assert type(row.content_type) is str and type(row.etag) is str, row
         return row
 
+    def row_from_wire(self, name: str, fields: dict[str, Any]) -> ObjectRow:
+        """A row from a peer, with every field checked (row_from only asserts)."""
+        t, size, ctype, etag, deleted = (fields.get(k) for k in ("t", "s", "c", "e", "d"))
+        if not isinstance(t, str) or not isinstance(ctype, str) or not isinstance(etag, str):
+            raise ValueError(f"bad row {name[:80]!r}: t, c and e must be strings")
+        if type(size) is not int or size < 0 or not isinstance(deleted, bool):
+            raise ValueError(f"bad row {name[:80]!r}: s must be a count, d a boolean")
+        if len(ctype) > 1024 or len(etag) > 256:
+            raise ValueError(f"bad row {name[:80]!r}: content type or etag too long")
+        return ObjectRow(name, Timestamp.parse(t).internal, size, ctype, etag, deleted)
+
     def merge_row(self, old: ObjectRow | None, new: ObjectRow) -> ObjectRow | None:
         new_ts = Timestamp.parse(new.timestamp)  # rows from peers are validated here
         if new.size < 0:

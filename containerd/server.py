@@ -34,6 +34,8 @@ from common.listingdb.http import (
     require_timestamp,
     run_on_device,
 )
+from common.listingdb.recon import add_recon_routes
+from common.listingdb.repl_service import REPLICATION, ReplicationService, replicate_handler
 from common.server import HEALTH_CHECKS, METRICS, make_app, serve
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
@@ -47,7 +49,14 @@ from containerd.updater import (
 )
 from ring.hashing import hash_path
 
-__all__ = ["STATE", "ContainerState", "container_headers", "main", "make_container_app"]
+__all__ = [
+    "RECON_DAEMONS",
+    "STATE",
+    "ContainerState",
+    "container_headers",
+    "main",
+    "make_container_app",
+]
 
 _META_PREFIXES = ("x-container-meta-", "x-container-sysmeta-", "x-container-sync-")
 _META_EXACT = {
@@ -59,6 +68,9 @@ _META_EXACT = {
         "x-history-location",
     )
 }
+
+# The daemons of this node whose recon files this server serves (GET /recon/<daemon>).
+RECON_DAEMONS = ("container-replicator", "container-updater")
 
 
 @dataclass
@@ -272,6 +284,8 @@ _OBJECT_VERBS = {"PUT": _put_object, "DELETE": _delete_object}
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     try:
         state = request.app[STATE]
+        if request.method == "REPLICATE":
+            return await replicate_handler(request)
         p = parse_backend_path(request.raw_path, 2, 3)
         verbs = _CONTAINER_VERBS if p.obj is None else _OBJECT_VERBS
         handler = verbs.get(request.method)
@@ -325,6 +339,8 @@ async def make_container_app(
 
     app.cleanup_ctx.append(lifetime)
     app[HEALTH_CHECKS].append(devices_present)
+    app[REPLICATION] = ReplicationService(state.envs, ContainerBroker, state.clock)
+    add_recon_routes(app, conf.devices_dir, RECON_DAEMONS)
     app.router.add_route("*", "/{path:.+}", _dispatch)
     return app
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgpack
+import xxhash
 
 from common.listingdb.env import ListingEnv
 from common.listingdb.keys import (
@@ -41,7 +42,9 @@ from common.listingdb.records import (
 from common.timestamps import Timestamp
 
 __all__ = [
+    "EMPTY_ROW_HASH",
     "ROW_VERSION",
+    "STAGING_PARTITION",
     "Broker",
     "DeleteOutcome",
     "PutOutcome",
@@ -52,6 +55,10 @@ __all__ = [
 
 ROW_VERSION = 1
 _RESERVED = frozenset({"v", "q", "n"})
+# Databases being copied in by replication live under this partition (never a real one: the
+# ring's part_power is at most 24) until they are complete; see common/listingdb/staging.py.
+STAGING_PARTITION = 0xFFFFFFFF
+EMPTY_ROW_HASH = "0" * 32
 
 
 class RowRecord(Protocol):
@@ -114,6 +121,27 @@ class Broker(ABC, Generic[R]):
     def is_deleted(self, info: DbInfo) -> bool:
         return info.timestamp_deleted
 
+    def row_from_wire(self, name: str, fields: dict[str, Any]) -> R:
+        """A row sent by a peer, checked: ValueError for anything malformed (subclasses
+        check field types explicitly; this default relies on row_from's own checks)."""
+        try:
+            return self.row_from(name, fields)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"bad row {name[:80]!r}: {e!r}") from None
+
+    def row_digest(self, row: R) -> int:
+        """What a row contributes to the database's row hash (order-independent by XOR)."""
+        packed = msgpack.packb([row.name, self.row_fields(row)])
+        return int(xxhash.xxh3_128_intdigest(packed))
+
+    def _rehash(self, info: DbInfo, *digests: int) -> None:
+        if info.row_hash is None:
+            return
+        h = int(info.row_hash, 16)
+        for d in digests:
+            h ^= d
+        info.row_hash = f"{h:032x}"
+
     # ----- encoding ----------------------------------------------------------------------
     def _encode_row(self, row: R, seq: int) -> bytes:
         fields = self.row_fields(row)
@@ -164,6 +192,8 @@ class Broker(ABC, Generic[R]):
             for k, v in self.row_stats(old).items():
                 info.stats[k] = info.stats.get(k, 0) - v
             txn.delete(seq_key(info.dbid, old_seq), db=self.env.seqs)
+            self._rehash(info, self.row_digest(old))
+        self._rehash(info, self.row_digest(merged))
         for k, v in self.row_stats(merged).items():
             info.stats[k] = info.stats.get(k, 0) + v
         info.max_seq += 1
@@ -184,6 +214,7 @@ class Broker(ABC, Generic[R]):
             status_changed_at=ts.internal,
             stats={},
             instance_id=os.urandom(16).hex(),
+            row_hash=EMPTY_ROW_HASH,
         )
 
     # ----- public operations (one transaction each) -------------------------------------
@@ -307,9 +338,13 @@ class Broker(ABC, Generic[R]):
                 out.append({"name": row.name, "seq": row_seq, **self.row_fields(row)})
         return out
 
-    def merge_rows(self, rows: list[dict[str, Any]], peer_id: str | None = None) -> int:
+    def merge_rows(
+        self, rows: list[dict[str, Any]], peer_id: str | None = None, sync_to: int | None = None
+    ) -> int:
         """Merge wire rows from a peer; returns how many changed. Records the peer's
-        high-water mark when `peer_id` is given and the rows carry "seq"."""
+        high-water mark when `peer_id` is given: `sync_to` when given (the sender vouches
+        that every row of its up to that seq is here now), else the highest "seq" of the
+        rows. The mark only moves forward."""
         with self.env.env.begin(write=True) as txn:
             info = self._info(txn)
             if info is None:
@@ -318,8 +353,10 @@ class Broker(ABC, Generic[R]):
             for wire in rows:
                 fields = {k: v for k, v in wire.items() if k not in ("name", "seq")}
                 changed += self._apply_row(txn, info, self.row_from(str(wire["name"]), fields))
-            if peer_id is not None and rows:
+            high = sync_to
+            if high is None and rows:
                 high = max(int(r.get("seq", 0)) for r in rows)
+            if peer_id is not None and high is not None:
                 info.sync_points[peer_id] = max(info.sync_points.get(peer_id, 0), high)
             self._save_info(txn, info)
             return changed
@@ -336,17 +373,21 @@ class Broker(ABC, Generic[R]):
                 created = Timestamp.parse(remote.created_at)
                 info = self._new_info(txn, remote.account, remote.container, created)
                 info.put_timestamp = ZERO_TS
-            was_deleted = self.is_deleted(info)
-            for attr in ("put_timestamp", "delete_timestamp"):
-                theirs = remote.ts(attr)
-                if theirs > info.ts(attr):
-                    setattr(info, attr, theirs.internal)
-            if self.is_deleted(info) != was_deleted:
-                latest = max(info.ts("put_timestamp"), info.ts("delete_timestamp"))
-                info.status_changed_at = latest.internal
-            merge_metadata(info.metadata, remote.metadata)
+            self.merge_info_fields(info, remote)
             self._save_info(txn, info)
             return info
+
+    def merge_info_fields(self, info: DbInfo, remote: DbInfo) -> None:
+        """Merge a peer's put/delete timestamps and metadata into `info` (in memory)."""
+        was_deleted = self.is_deleted(info)
+        for attr in ("put_timestamp", "delete_timestamp"):
+            theirs = remote.ts(attr)
+            if theirs > info.ts(attr):
+                setattr(info, attr, theirs.internal)
+        if self.is_deleted(info) != was_deleted:
+            latest = max(info.ts("put_timestamp"), info.ts("delete_timestamp"))
+            info.status_changed_at = latest.internal
+        merge_metadata(info.metadata, remote.metadata)
 
     def sync_point(self, peer_id: str) -> int:
         info = self.get_info()
@@ -390,6 +431,25 @@ class Broker(ABC, Generic[R]):
             txn.delete(self.key, db=self.env.info)
             return removed
 
+    def destroy_if_unchanged(self, seen: DbInfo) -> bool:
+        """Remove the database only if nothing changed since `seen` was read (a handoff
+        copy must not lose a row written to it while it was being pushed)."""
+        with self.env.env.begin(write=True) as txn:
+            info = self._info(txn)
+            if info is None:
+                return True
+            same = (info.max_seq, info.put_timestamp, info.delete_timestamp, info.metadata) == (
+                seen.max_seq,
+                seen.put_timestamp,
+                seen.delete_timestamp,
+                seen.metadata,
+            )
+            if not same:
+                return False
+            self._drop_all(txn, info)
+            txn.delete(self.key, db=self.env.info)
+            return True
+
     def _find_reclaimable(
         self, dbid: int, start: bytes, cutoff: Timestamp, examine_max: int
     ) -> tuple[list[bytes], bytes | None]:
@@ -419,7 +479,10 @@ class Broker(ABC, Generic[R]):
                     continue  # changed since it was examined
                 txn.delete(prefix + name_key(name), db=self.env.rows)
                 txn.delete(seq_key(info.dbid, held[1]), db=self.env.seqs)
+                self._rehash(info, self.row_digest(held[0]))
                 removed += 1
+            if removed:
+                self._save_info(txn, info)
         return removed
 
     def _drop_all(self, txn: Txn, info: DbInfo) -> int:
@@ -458,15 +521,17 @@ class _CursorSource(Generic[R]):
 
 
 def list_databases(env: ListingEnv, partition: int | None = None) -> list[tuple[int, str]]:
-    """(partition, hash) of every database in the environment, or in one partition."""
+    """(partition, hash) of every database in the environment, or in one partition.
+    Databases still being copied in (STAGING_PARTITION) are listed only when asked for."""
     out: list[tuple[int, str]] = []
     prefix = b"" if partition is None else partition.to_bytes(4, "big")
+    staging = STAGING_PARTITION.to_bytes(4, "big")
     with env.env.begin(db=env.info) as txn:
         cur = txn.cursor()
         if not cur.set_range(prefix):
             return out
         for key in cur.iternext(keys=True, values=False):
-            if not key.startswith(prefix):
+            if not key.startswith(prefix) or (partition is None and key.startswith(staging)):
                 break
             out.append(parse_info_key(key))
     return out

@@ -50,6 +50,8 @@ ACCOUNT_NAME_BYTES_MAX = 256
 CONTAINER_NAME_BYTES_MAX = 256
 OBJECT_NAME_BYTES_MAX = 1024
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Directories under devices_dir that are not devices (daemon recon files live in "recon").
+RESERVED_DEVICE_NAMES = frozenset({"recon"})
 R = TypeVar("R")
 
 
@@ -225,7 +227,7 @@ class DeviceEnvs:
     def check_device(self, device: str) -> None:
         """Blocking: raise DeviceUnavailable when the device directory is gone."""
         path = self.device_path(device)
-        if self.mount_check and not path.is_dir():
+        if device in RESERVED_DEVICE_NAMES or (self.mount_check and not path.is_dir()):
             raise DeviceUnavailable(device)
 
     def _open(self, device: str) -> ListingEnv:
@@ -257,9 +259,23 @@ class DeviceEnvs:
         """Blocking: open every device present under devices_dir (for daemons walking them)."""
         if self.devices_dir.is_dir():
             for entry in sorted(self.devices_dir.iterdir()):
-                if entry.is_dir() and _DEVICE_RE.match(entry.name):
-                    self._open(entry.name)
+                name = entry.name
+                if entry.is_dir() and _DEVICE_RE.match(name) and name not in RESERVED_DEVICE_NAMES:
+                    self._open(name)
         return self.opened()
+
+    def open_devices(self, names: Iterable[str]) -> dict[str, ListingEnv]:
+        """Blocking: the environments of the named devices whose directories exist (a
+        daemon never creates a device directory; a missing one is skipped this pass)."""
+        out: dict[str, ListingEnv] = {}
+        for name in names:
+            if name in RESERVED_DEVICE_NAMES or not self.device_path(name).is_dir():
+                continue
+            try:
+                out[name] = self._open(name)
+            except DeviceUnavailable:
+                continue
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -47,6 +47,10 @@ class DbInfo:
     sync_points: dict[str, int] = field(default_factory=dict)
     # Service-specific values (the container keeps its last account report here).
     extra: dict[str, Any] = field(default_factory=dict)
+    # XOR of a digest of every stored row (32 hex digits): equal on two replicas holding the
+    # same rows, whatever order they arrived in. None when unknown (a record written before
+    # the field existed); replication then compares sequence numbers only.
+    row_hash: str | None = None
 
     def ts(self, name: str) -> Timestamp:
         value = getattr(self, name)
@@ -59,7 +63,7 @@ class DbInfo:
 
 
 def encode_info(info: DbInfo) -> bytes:
-    record = {
+    record: dict[str, Any] = {
         "v": INFO_VERSION,
         "id": info.dbid,
         "a": info.account,
@@ -75,6 +79,8 @@ def encode_info(info: DbInfo) -> bytes:
         "sp": info.sync_points,
         "x": info.extra,
     }
+    if info.row_hash is not None:
+        record["rh"] = info.row_hash
     return bytes(msgpack.packb(record))
 
 
@@ -98,6 +104,7 @@ def decode_info(raw: bytes) -> DbInfo:
         instance_id=r["iid"],
         sync_points=dict(r["sp"]),
         extra=dict(r["x"]),
+        row_hash=r.get("rh"),
     )
 
 

@@ -248,7 +248,7 @@ class RingBuilder:
         plan = self._plan()
         say(f"planned quotas for {len(plan.quota)} weighted devices")
         if self._columns is None:
-            self._columns = initial_assignment(plan, self.replica_lengths)
+            self._columns = initial_assignment(plan, self.replica_lengths, rng)
             self._counts = None
             self._last_moved = array("I", [move_stamp(now_min)]) * self.partitions
             moved, rounds, crowded_left, parts_moved = sum(self.replica_lengths), 1, 0, 0

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import compress
+from math import gcd
 from operator import eq
 
 from ring.errors import RebalanceError
@@ -75,20 +76,39 @@ def slot_counts(columns: list[array[int]]) -> Counter[int]:
     return counts
 
 
-def _emit_group(group: list[int], quota: dict[int, int], out: array[int]) -> None:
+def _emit_group(group: list[int], quota: dict[int, int]) -> array[int]:
     """Interleave the group's devices: each round emits every device that still has quota."""
+    out: array[int] = array("H")
     active = [d for d in group if quota[d] > 0]
     done = 0
     for level in sorted({quota[d] for d in active}):
         out.extend(array("H", active) * (level - done))
         done = level
         active = [d for d in active if quota[d] > level]
+    return out
 
 
-def initial_assignment(plan: Plan, lengths: list[int]) -> list[array[int]]:
+def _scramble(run: array[int], rng: random.Random) -> array[int]:
+    """Permute a run by i -> i * step mod len, step coprime to len (C-speed maps).
+
+    Any order inside a run keeps the dispersion guarantee; scrambling keeps a device's
+    partitions from always pairing with the same few devices of the other runs, so when a
+    disk dies its partitions are re-replicated from many disks, not two or three.
+    """
+    n = len(run)
+    if n < 3:
+        return run
+    step = rng.randrange(n // 3, n) | 1
+    while gcd(step, n) != 1:
+        step += 2
+    index = map(n.__rmod__, range(0, n * step, step))
+    return array("H", map(run.__getitem__, index))
+
+
+def initial_assignment(plan: Plan, lengths: list[int], rng: random.Random) -> list[array[int]]:
     seq: array[int] = array("H")
     for group in plan.layout:
-        _emit_group(group, plan.quota, seq)
+        seq.extend(_scramble(_emit_group(group, plan.quota), rng))
     assert len(seq) == sum(lengths), "layout does not cover every slot"
     columns = []
     offset = 0

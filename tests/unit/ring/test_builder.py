@@ -224,3 +224,16 @@ def test_search_and_list_parts() -> None:
     parts = b.list_parts(in_zone)
     assert len(parts) == b.partitions  # every partition has exactly one replica in zone 2
     assert all(n == 1 for _, n in parts)
+
+
+def test_a_device_shares_partitions_with_many_devices() -> None:
+    """When a disk dies, its partitions' other replicas must be spread over many disks."""
+    b = grid(12, 3, zones=5, servers=3, disks=4)  # 60 devices, 48 outside any one zone
+    b.rebalance(seed=3, now=0)
+    assert b.columns is not None
+    partners: dict[int, set[int]] = {d.id: set() for d in b.devs}
+    for p in range(b.partitions):
+        held = [c[p] for c in b.columns]
+        for d in held:
+            partners[d].update(held)
+    assert min(len(s) - 1 for s in partners.values()) >= 24

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import resource
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -21,9 +22,24 @@ import aiohttp
 from bench.stats import Result
 from bench.target import Target
 
-__all__ = ["OPS", "LoadSpec", "run_load"]
+__all__ = ["OPS", "LoadSpec", "clear_stop", "request_stop", "run_load"]
 
 OPS = ("put", "get", "head", "delete", "list")
+# Set from a signal handler to end every running load early (runs may sit in other threads,
+# where KeyboardInterrupt never arrives); cleared when a new run starts in the main thread.
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Make every running `run_load` finish its requests in flight and return."""
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    """Allow loads to run again after `request_stop`."""
+    _STOP.clear()
+
+
 MIB = 1024 * 1024
 _OK = range(200, 300)
 
@@ -71,6 +87,8 @@ class _State:
     first_error: str = ""
 
     def take(self) -> bool:
+        if _STOP.is_set():
+            return False
         if self.spec.count is not None and self.issued >= self.spec.count:
             return False
         if time.monotonic() >= self.deadline:

@@ -4,6 +4,11 @@
 (2 storage nodes x 2 devices, 3 replicas, part power 10) on free loopback ports, proxy
 workers = cores, block storage off (it plays no part in the object benchmarks). Stopped with
 `cairn down`; if that fails, every process of the supervisor's tree is killed.
+
+`server_pids` are the request-serving services (proxy, object, container and account
+servers, with their workers below them); the background daemons (replicators, auditors,
+updaters: `<node>-<kind>-daemons`) and the supervisor are left out of the per-request CPU
+figure, as the Swift reference runs no daemons; `daemon_pids` lets a caller report them.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from typing import Any
 from bench.ports import free_ports
 from bench.procstat import tree_pids
 
-__all__ = ["ADMIN_KEY", "ADMIN_USER", "CairnCluster", "CairnRefError", "running_cairn"]
+__all__ = [
+    "ADMIN_KEY",
+    "ADMIN_USER",
+    "CairnCluster",
+    "CairnRefError",
+    "running_cairn",
+    "service_pids",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_USER = "admin:admin"
@@ -42,14 +54,23 @@ class CairnCluster:
     data_dir: Path
     proxy_port: int
     supervisor_pid: int
+    server_pids: tuple[int, ...]
+    daemon_pids: tuple[int, ...]
 
     @property
     def auth_url(self) -> str:
         return f"http://127.0.0.1:{self.proxy_port}/auth/v1.0"
 
-    @property
-    def pids(self) -> list[int]:
-        return [self.supervisor_pid]
+
+def service_pids(state: dict[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(servers, daemons) from `cairn up`'s state.json (pure)."""
+    servers: list[int] = []
+    daemons: list[int] = []
+    for svc in state.get("services", []):
+        if not isinstance(svc, dict) or not isinstance(svc.get("pid"), int):
+            continue
+        (daemons if str(svc.get("name", "")).endswith("-daemons") else servers).append(svc["pid"])
+    return tuple(servers), tuple(daemons)
 
 
 def _cairn(*args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
@@ -91,27 +112,28 @@ def running_cairn(base: Path, proxy_workers: int) -> Iterator[CairnCluster]:
     up = _cairn(
         "up", "--config", str(conf), "--data-dir", str(data_dir), "-d", timeout_s=_UP_TIMEOUT_S
     )
-    sup_pid = _supervisor_pid(data_dir)
+    state = _state(data_dir)
+    sup_pid = state.get("supervisor_pid") if state else None
     try:
-        if up.returncode != 0 or sup_pid is None:
+        if up.returncode != 0 or not isinstance(sup_pid, int):
             raise CairnRefError(
                 f"cairn up failed ({up.returncode}): {(up.stdout + up.stderr).strip()[-1500:]}"
             )
-        yield CairnCluster(data_dir, int(doc["proxy"]["port"]), sup_pid)
+        servers, daemons = service_pids(state or {})
+        yield CairnCluster(data_dir, int(doc["proxy"]["port"]), sup_pid, servers, daemons)
     finally:
         down = _cairn("down", "--data-dir", str(data_dir), timeout_s=_DOWN_TIMEOUT_S)
-        if sup_pid is not None and (down.returncode != 0 or _alive(sup_pid)):
+        if isinstance(sup_pid, int) and (down.returncode != 0 or _alive(sup_pid)):
             _kill_tree(sup_pid)
 
 
-def _supervisor_pid(data_dir: Path) -> int | None:
+def _state(data_dir: Path) -> dict[str, Any] | None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         try:
             state = json.loads((data_dir / "run" / "state.json").read_text())
-            pid = state.get("supervisor_pid")
-            if isinstance(pid, int):
-                return pid
+            if isinstance(state, dict) and isinstance(state.get("supervisor_pid"), int):
+                return state
         except (OSError, ValueError):
             pass
         time.sleep(0.2)

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from bench.aioload import clear_stop, request_stop
 from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnCluster, CairnRefError, running_cairn
 from bench.ports import free_ports
 from bench.procstat import TreeCPU
@@ -96,12 +97,14 @@ def _swift_version(venv: Path) -> str:
 
 @contextlib.contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every started process is stopped."""
+    """Ctrl-C, SIGTERM and SIGHUP unwind the run, so every started process is stopped."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        request_stop()  # loads running in helper threads end too, so the pools can join
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, handler) for s in sigs}
     try:
         yield
     finally:
@@ -143,7 +146,9 @@ def _start_swift(out: Path, venv: Path, workers: int) -> Started:
 def _start_cairn(out: Path, workers: int) -> Started:
     def make(cl: CairnCluster) -> SystemUnderTest:
         target = swift_auth(cl.auth_url, ADMIN_USER, ADMIN_KEY)
-        return SystemUnderTest("cairn", target, TreeCPU(cl.pids))
+        sut = SystemUnderTest("cairn", target, TreeCPU(list(cl.server_pids)))
+        sut.background = TreeCPU(list(cl.daemon_pids))
+        return sut
 
     return _entered(running_cairn((out / "cairn").resolve(), workers), make)
 
@@ -243,6 +248,7 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
         "loadavg_start": os.getloadavg(),
         "proxy_workers": workers,
     }
+    clear_stop()
     with _signals_raise(), contextlib.ExitStack() as stack:
         suts, notes = _start_all(
             stack,
@@ -253,7 +259,13 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
             t0,
         )
         _fill_listings(suts, spec, t0)
+        for sut in suts.values():
+            if sut.background is not None:
+                sut.background.start()
         runs = _run_all(suts, spec, t0)
+        meta["background_cpu_s"] = {
+            n: round(sut.background.stop(), 2) for n, sut in suts.items() if sut.background
+        }
         meta["loadavg_end"] = os.getloadavg()
         print(f"[{time.monotonic() - t0:6.1f}s] stopping both systems", file=sys.stderr)
     meta["elapsed_s"] = round(time.monotonic() - t0, 1)
@@ -267,9 +279,11 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
     c, s = summaries.get("cairn", {}), summaries.get("swift", {})
     print(format_table(SYSTEMS, [(c.get(w), s.get(w)) for w in WORKLOADS]))
     print(
-        f"(throughput: mean of {REPS} runs; cpu/op: server CPU ms per successful request, "
-        f"whole process trees; p99: worst run; errors cairn/swift)"
+        f"(throughput: mean of {REPS} runs; cpu/op: CPU ms of the request-serving processes "
+        f"per successful request; p99: worst run; errors cairn/swift)"
     )
+    for name, cpu in meta["background_cpu_s"].items():
+        print(f"{name} background daemons (not in cpu/op): {cpu:.1f} s CPU during the workloads")
     for name, why in notes.items():
         print(f"{name} did not run: {why}")
     print(

@@ -82,6 +82,8 @@ class SystemUnderTest:
     probe: CpuProbe
     pools: dict[str, int] = field(default_factory=dict)  # "<rep>:<size>" -> objects left
     listing_ready: bool = False
+    # CPU of processes outside the per-request figure (background daemons), for the record.
+    background: CpuProbe | None = None
 
 
 def _container(sut: SystemUnderTest, name: str) -> None:

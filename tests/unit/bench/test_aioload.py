@@ -128,3 +128,23 @@ def test_state_mix_falls_back_to_put_when_nothing_is_live() -> None:
 def test_spec_validation(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         LoadSpec("w", "c", **kw)  # type: ignore[arg-type]
+
+
+def test_request_stop_ends_a_load_running_in_another_thread() -> None:
+    import threading
+    import time
+
+    from bench.aioload import clear_stop, request_stop
+
+    with memory_swift() as (url, _store):
+        t = SwiftTarget(url, TOKEN)
+        _container(url, "s")
+        out: list[object] = []
+        spec = LoadSpec("put", "s", {"put": 1}, object_bytes=1, duration_s=120, concurrency=2)
+        th = threading.Thread(target=lambda: out.extend(run_load(t, spec)))
+        th.start()
+        time.sleep(0.3)
+        request_stop()
+        th.join(timeout=30)
+        clear_stop()
+        assert not th.is_alive() and len(out) == 1

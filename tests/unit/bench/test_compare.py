@@ -68,3 +68,20 @@ def test_hardware_reads_proc() -> None:
     hw = hardware()
     assert isinstance(hw["nproc"], int) and hw["nproc"] >= 1
     assert hw["mem_gib"] > 0 and hw["cpu_model"]
+
+
+def test_cairn_state_splits_servers_from_daemons() -> None:
+    from bench.cairnref import service_pids
+
+    state = {
+        "supervisor_pid": 1,
+        "services": [
+            {"name": "node1-object", "pid": 10},
+            {"name": "proxy", "pid": 11},
+            {"name": "node1-object-daemons", "pid": 12},
+            {"name": "node2-container-daemons", "pid": 13},
+            {"name": "held", "pid": None},
+        ],
+    }
+    assert service_pids(state) == ((10, 11), (12, 13))
+    assert service_pids({}) == ((), ())

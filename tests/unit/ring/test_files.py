@@ -108,3 +108,31 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_checksum_covers_everything() -> None:
     blob = small_ring_bytes(False)
     assert xxhash.xxh3_64_digest(blob[:-8]) == blob[-8:]
+
+
+def test_same_history_same_bytes_across_processes() -> None:
+    """No dependence on str hashing or other per-process state: PYTHONHASHSEED varies."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, xxhash\n"
+        "from tests.unit.ring._util import grid, new_device\n"
+        "from ring.ringfile import encode_ring\n"
+        "b = grid(9, 3, zones=4, servers=3, disks=2)\n"
+        "b.rebalance(seed=4, now=0)\n"
+        "for i in range(5): b.add(new_device(1, 1 + i % 4, 9, i, 150.0))\n"
+        "b.remove(2)\n"
+        "b.rebalance(seed=4, now=7200)\n"
+        "print(xxhash.xxh3_64_hexdigest(encode_ring(b.ring_data())))\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    digests = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1

@@ -43,7 +43,10 @@ def _server(dev: Device) -> str:
 
 
 def _entry(dev: Device, part: int, names: list[str]) -> dict[str, Any]:
-    path = "/".join(quote(p, safe="") for p in (dev.device, str(part), *names))
+    # as the storage clients build it: an object name keeps its slashes
+    parts = [quote(p, safe="") for p in (dev.device, str(part), *names[:2])]
+    parts += [quote(n, safe="/") for n in names[2:]]
+    path = "/".join(parts)
     return {
         "url": f"{_server(dev)}/{path}",
         "server": _server(dev),

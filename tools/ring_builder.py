@@ -26,6 +26,7 @@ Exit status: 0 done, 1 nothing changed (rebalance moved nothing), 2 error (one l
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -450,8 +451,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: {exc.strerror or exc} ({exc.filename or session.path})", file=sys.stderr)
         return EXIT_ERROR
-    for text in session.out:
-        print(text)
+    try:
+        for text in session.out:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `cairn-ring x.builder | head`: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

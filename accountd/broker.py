@@ -67,7 +67,7 @@ class AccountBroker(Broker[ContainerRow]):
             raise ValueError(f"bad row {name[:80]!r}: p, x and st must be timestamp strings")
         if not all(type(c) is int and c >= 0 for c in counts):
             raise ValueError(f"bad row {name[:80]!r}: o and b must be counts")
-        return self.row_from(name, fields)
+        return super().row_from_wire(name, fields)
 
     def merge_row(self, old: ContainerRow | None, new: ContainerRow) -> ContainerRow | None:
         """Timestamps merge by max; the totals come from the newest report."""

@@ -76,7 +76,11 @@ class ContainerBroker(Broker[ObjectRow]):
             raise ValueError(f"bad row {name[:80]!r}: s must be a count, d a boolean")
         if len(ctype) > 1024 or len(etag) > 256:
             raise ValueError(f"bad row {name[:80]!r}: content type or etag too long")
-        return ObjectRow(name, Timestamp.parse(t).internal, size, ctype, etag, deleted)
+        try:
+            stamp = Timestamp.parse(t).internal
+        except ValueError as e:
+            raise ValueError(f"bad row {name[:80]!r}: {e}") from None
+        return ObjectRow(name, stamp, size, ctype, etag, deleted)
 
     def merge_row(self, old: ObjectRow | None, new: ObjectRow) -> ObjectRow | None:
         new_ts = Timestamp.parse(new.timestamp)  # rows from peers are validated here

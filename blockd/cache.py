@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from blockd.chunkstore import ChunkStore
@@ -47,6 +47,38 @@ class CacheFull(Exception):
 @functools.lru_cache(maxsize=16)
 def zeros(n: int) -> bytes:
     return bytes(n)
+
+
+# Partial writes are tracked in granules of the smallest block size (all I/O is whole blocks).
+GRANULE = 512
+
+
+def _mask(offset: int, length: int) -> int:
+    """The granules [offset, offset+length) cover, as a bit mask."""
+    first, last = offset // GRANULE, -(-(offset + length) // GRANULE)
+    return ((1 << (last - first)) - 1) << first
+
+
+def _runs(mask: int) -> Iterator[tuple[int, int]]:
+    """Runs of set bits as (first, end) granule indexes."""
+    while mask:
+        first = (mask & -mask).bit_length() - 1
+        shifted = mask >> first
+        length = (~shifted & (shifted + 1)).bit_length() - 1
+        yield first, first + length
+        mask &= ~(((1 << length) - 1) << first)
+
+
+def _patch(e: _Entry, offset: int, data: memoryview) -> None:
+    """Apply a write to an entry, loaded or not (no store read: unloaded ones track granules)."""
+    if e.data is None:
+        e.data = bytearray(e.size)
+    e.data[offset : offset + len(data)] = data
+    if not e.loaded:
+        e.valid |= _mask(offset, len(data))
+        if e.valid == _mask(0, e.size):  # written all over: nothing left to read
+            e.loaded = True
+            e.valid = 0
 
 
 @dataclass
@@ -73,14 +105,18 @@ class _Entry:
         "lock",
         "pins",
         "size",
+        "valid",
     )
 
     def __init__(self, chunks: ChunkStore, idx: int) -> None:
         self.chunks = chunks
         self.idx = idx
         self.size = chunks.chunk_len(idx)
-        self.data: bytearray | None = None  # None: all zeros (no object)
+        # loaded: `data` is the whole chunk (None: all zeros, no object). Not loaded: `data` holds
+        # only the granules set in `valid` (writes not merged with the store's copy yet).
+        self.data: bytearray | None = None
         self.loaded = False
+        self.valid = 0
         self.dirty_gen = 0
         self.flushed_gen = 0
         self.lock = asyncio.Lock()
@@ -146,7 +182,10 @@ class ChunkCache:
         e = await self._pin(chunks, idx)
         try:
             async with e.lock:
-                await self._load(e)
+                if e.loaded or e.data is None or _mask(offset, length) & ~e.valid:
+                    await self._load(e)
+                else:
+                    self.stats.hits += 1  # every granule asked for was written here
                 if e.data is None:
                     return zeros(length)
                 with memoryview(e.data) as view:
@@ -162,10 +201,7 @@ class ChunkCache:
                     e.data = bytearray(data)  # whole chunk: no read needed
                     e.loaded = True
                 else:
-                    await self._load(e)
-                    if e.data is None:
-                        e.data = bytearray(e.size)
-                    e.data[offset : offset + len(data)] = data
+                    _patch(e, offset, data)  # merged with the store's copy at flush or read
                 self._mark_dirty(e)
         finally:
             self._unpin(e)
@@ -178,11 +214,10 @@ class ChunkCache:
                 if offset == 0 and length == e.size:
                     e.data = None
                     e.loaded = True
+                elif e.loaded and e.data is None:
+                    return  # already zeros
                 else:
-                    await self._load(e)
-                    if e.data is None:
-                        return  # already zeros
-                    e.data[offset : offset + length] = zeros(length)
+                    _patch(e, offset, memoryview(zeros(length)))
                 self._mark_dirty(e)
         finally:
             self._unpin(e)
@@ -190,8 +225,8 @@ class ChunkCache:
     async def is_mapped(self, chunks: ChunkStore, idx: int) -> bool:
         """Whether the chunk holds data (cached state first, then the store)."""
         e = self._entries.get((chunks.container, idx))
-        if e is not None and e.loaded:
-            return e.data is not None
+        if e is not None and (e.loaded or e.data is not None):
+            return e.data is not None  # unmerged writes will create the object at flush
         return await chunks.exists(idx)
 
     def _mark_dirty(self, e: _Entry) -> None:
@@ -200,14 +235,24 @@ class ChunkCache:
             self._dirty.setdefault(e.chunks.container, set()).add(e.idx)
 
     async def _load(self, e: _Entry) -> None:
-        """Fill an entry from the store; called with e.lock held."""
+        """Make the entry whole: read the store's copy under the granules written here.
+
+        Called with e.lock held, so no write lands between the read and the merge.
+        """
         if e.loaded:
             self.stats.hits += 1
             return
         self.stats.misses += 1
         body = await e.chunks.get(e.idx)
-        e.data = None if body is None else bytearray(body)
+        if e.data is not None:  # keep what was written here, take the rest from the store
+            base = bytearray(body) if body is not None else bytearray(e.size)
+            for start, end in _runs(e.valid):
+                base[start * GRANULE : end * GRANULE] = e.data[start * GRANULE : end * GRANULE]
+            e.data = base
+        elif body is not None:
+            e.data = bytearray(body)
         e.loaded = True
+        e.valid = 0
 
     # ---- memory budget -------------------------------------------------------------------
 
@@ -320,6 +365,7 @@ class ChunkCache:
                 if not e.dirty:
                     return  # a concurrent flush already wrote everything we were asked for
                 async with e.lock:
+                    await self._load(e)  # partial writes never read the chunk until now
                     gen = e.dirty_gen
                     data = e.data
                     body = None if data is None or data == zeros(e.size) else bytes(data)
@@ -371,9 +417,7 @@ class ChunkCache:
         try:
             async with e.lock:
                 if not e.loaded:
-                    body = await e.chunks.get(e.idx)
-                    e.data = None if body is None else bytearray(body)
-                    e.loaded = True
+                    await self._load(e)
                     self.stats.prefetches += 1
         except Exception as err:  # a failed prefetch is only a missed optimisation
             log.debug("prefetch failed", extra={"fields": {"error": repr(err)}})

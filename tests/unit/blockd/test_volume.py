@@ -339,3 +339,58 @@ def test_dropping_a_volume_mid_write_leaves_nothing_dirty():
         assert vol.cache.used_bytes == 0
 
     asyncio.run(run())
+
+
+def test_partial_writes_are_acknowledged_without_reading_the_chunk():
+    async def run():
+        store = MemoryObjectStore()
+        vol = make_volume(store)
+        await vol.write(0, pattern(1, 8))  # chunk 0 exists in the store
+        await vol.flush()
+        fresh = make_volume(store)
+        gets = store.gets
+        await fresh.write(2, pattern(2, 1))  # partial: no read of the chunk yet
+        await fresh.write(5, pattern(3, 2))
+        assert store.gets == gets
+        assert await fresh.read(5, 2) == pattern(3, 2)  # served from what was written here
+        assert store.gets == gets
+        expect = bytearray(pattern(1, 8))
+        expect[2 * BS : 3 * BS] = pattern(2, 1)
+        expect[5 * BS : 7 * BS] = pattern(3, 2)
+        assert await fresh.read(0, 8) == bytes(expect)  # needs the rest: read and merged
+        assert store.gets == gets + 1
+        await fresh.unmap(3, 1)
+        expect[3 * BS : 4 * BS] = bytes(BS)
+        await fresh.flush()
+        assert await make_volume(store).read(0, 8) == bytes(expect)
+
+    asyncio.run(run())
+
+
+def test_unmerged_partial_writes_are_merged_at_flush():
+    async def run():
+        store = MemoryObjectStore()
+        vol = make_volume(store)
+        await vol.write(8, pattern(1, 8))
+        await vol.flush()
+        fresh = make_volume(store)
+        await fresh.write(9, pattern(2, 1))
+        await fresh.unmap(12, 2)
+        await fresh.flush()
+        expect = bytearray(pattern(1, 8))
+        expect[1 * BS : 2 * BS] = pattern(2, 1)
+        expect[4 * BS : 6 * BS] = bytes(2 * BS)
+        assert await make_volume(store).read(8, 8) == bytes(expect)
+
+    asyncio.run(run())
+
+
+def test_granule_masks_and_runs():
+    from blockd.cache import GRANULE, _mask, _runs
+
+    assert _mask(0, GRANULE) == 0b1
+    assert _mask(2 * GRANULE, 3 * GRANULE) == 0b11100
+    assert list(_runs(0)) == []
+    assert list(_runs(0b1_1100_1101)) == [(0, 1), (2, 4), (6, 9)]
+    big = _mask(5 * GRANULE, 1000 * GRANULE) | _mask(2000 * GRANULE, GRANULE)
+    assert list(_runs(big)) == [(5, 1005), (2000, 2001)]

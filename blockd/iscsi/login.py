@@ -261,7 +261,11 @@ class LoginMachine:
             if "AuthMethod" in keys:
                 if auth.state != "start":
                     raise ChapError("AuthMethod renegotiated")
-                return [("AuthMethod", self._choose_method(auth, keys["AuthMethod"]))]
+                chosen = [("AuthMethod", self._choose_method(auth, keys["AuthMethod"]))]
+                if auth.state == "chap_a" and "CHAP_A" in keys:  # both in one PDU
+                    auth.state = "chap_r"
+                    return chosen + auth.chap.challenge(keys["CHAP_A"])
+                return chosen
             if auth.state == "chap_a" and "CHAP_A" in keys:
                 auth.state = "chap_r"
                 return auth.chap.challenge(keys["CHAP_A"])

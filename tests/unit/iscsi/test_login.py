@@ -211,3 +211,23 @@ def test_discovery_chap_with_a_target_credential() -> None:
         ),
     ]
     assert status(h.send(login_pdu(answer, csg=0, nsg=3))[0]) == 0
+
+
+def test_auth_method_and_chap_a_in_one_pdu() -> None:
+    h = Harness.make(chap=ALICE)
+    keys = [
+        ("InitiatorName", INITIATOR),
+        ("TargetName", IQN),
+        ("AuthMethod", "CHAP"),
+        ("CHAP_A", "5"),
+    ]
+    reply = keys_of(h.send(login_pdu(keys, csg=0, nsg=1, transit=False))[0])
+    assert reply["AuthMethod"] == "CHAP" and reply["CHAP_A"] == "5" and "CHAP_C" in reply
+    answer = [
+        ("CHAP_N", "alice"),
+        (
+            "CHAP_R",
+            md5_response(int(reply["CHAP_I"]), ALICE.secret, decode_binary(reply["CHAP_C"])),
+        ),
+    ]
+    assert status(h.send(login_pdu(answer, csg=0, nsg=1))[0]) == 0

@@ -146,7 +146,7 @@ class ChunkCache:
         bytes_max: int,
         *,
         clock: Clock | None = None,
-        flush_concurrency: int = 16,
+        flush_concurrency: int = 32,
         backpressure_timeout_s: float = 30.0,
         prefetch_inflight_max: int = 32,
     ) -> None:

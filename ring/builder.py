@@ -12,7 +12,7 @@ import random
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import compress
 from operator import eq
 
@@ -26,16 +26,16 @@ from ring.errors import (
     RebalanceError,
     RingBuilderError,
 )
-from ring.placement import (
+from ring.placement import rebalance_round
+from ring.ringfile import RingData
+from ring.tables import (
     NONE,
     initial_assignment,
     move_stamp,
-    rebalance_round,
     replica_lengths,
     slot_counts,
     violations,
 )
-from ring.ringfile import RingData
 from ring.tiers import LEVELS, Plan, make_plan
 
 __all__ = ["MAX_BALANCE", "DispersionReport", "RebalanceResult", "RingBuilder"]
@@ -72,7 +72,6 @@ class RebalanceResult:
     dispersion: float
     crowded_after_placement: int = 0
     partitions_moved: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 class RingBuilder:

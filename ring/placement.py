@@ -1,23 +1,11 @@
-"""Placing partition-replicas on devices: the first layout, and the moves of a rebalance.
+"""Rebalancing existing tables: gather the slots that must or should move, then place them.
 
-Tables are flat: one ``array('H')`` per replica mapping partition -> device id, 0xFFFF meaning
-"unassigned". Everything that touches every slot runs through C-level iteration (``map``,
-``compress``, ``Counter``, slicing); Python-level work is per *moved* slot only.
-
-First layout: write the quota of every device as a run into one sequence of
-``partitions x replicas`` slots, ordered by the failure-domain tree, and cut it into one column
-per replica. Partition p gets the slots p, p + P, p + 2P, ... A domain whose run is at most P
-long therefore holds at most one replica of any partition, and a run of length L holds at most
-ceil(L / P) replicas of any partition: dispersion is optimal for every tier at once, and balance
-is exact. Inside a run of at most P slots, devices are interleaved so partitions that share one
-device do not all share the others too (faster re-replication when a disk dies).
-
-Rebalance: gather slots that must or should move -- all slots of removed devices, one replica of
-each partition whose replicas crowd a failure domain, and the excess of devices over quota --
-never more than one replica of a partition per round unless its device was removed, and none of a
+Gather slots that must or should move -- all slots of removed devices, one replica of each
+partition whose replicas crowd a failure domain, and the excess of devices over quota -- never
+more than one replica of a partition per round unless its device was removed, and none of a
 partition moved within min_part_hours. Then place each gathered slot on a device with spare
-quota, scanning devices in round-robin failure-domain order and taking the first that does not
-crowd a domain this partition already uses.
+quota, aiming at the zone the gathering booked for it and taking the first device that does not
+crowd a domain this partition already uses. Python-level work is per *moved* slot only.
 """
 
 from __future__ import annotations
@@ -28,143 +16,19 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import compress
-from math import gcd
-from operator import eq
 
 from ring.errors import RebalanceError
+from ring.tables import NONE, move_stamp, slot_counts, violations
 from ring.tiers import LEVELS, Plan
 
-__all__ = [
-    "NONE",
-    "RoundResult",
-    "initial_assignment",
-    "rebalance_round",
-    "replica_lengths",
-    "slot_counts",
-    "violations",
-]
+__all__ = ["RoundResult", "rebalance_round"]
 
-NONE = 0xFFFF
 _SCAN_MAX = 512  # devices examined for one slot before settling for the least-bad one
 _REPAIR_TRIES = 32  # full devices examined when freeing room for a slot that fits nowhere
 _REPAIR_SCAN = 64  # devices with spare examined for the slot being displaced
 _LEVEL_PENALTY = (1_000_000, 10_000, 100)  # crowding a region is worse than a zone, ...
 
 Progress = Callable[[str], None]
-
-
-def move_stamp(now_min: int) -> int:
-    """What the last-moved table records for a move at minute `now_min` (0 = never moved)."""
-    return now_min + 1
-
-
-def replica_lengths(partitions: int, replicas: float) -> list[int]:
-    """Column lengths: whole replicas cover every partition, a fraction covers a prefix."""
-    whole = int(replicas)
-    lengths = [partitions] * whole
-    extra = round((replicas - whole) * partitions)
-    if extra:
-        lengths.append(extra)
-    return lengths
-
-
-def slot_counts(columns: list[array[int]]) -> Counter[int]:
-    counts: Counter[int] = Counter()
-    for col in columns:
-        counts.update(col)
-    counts.pop(NONE, None)
-    return counts
-
-
-def _emit_group(group: list[int], quota: dict[int, int]) -> array[int]:
-    """Interleave the group's devices: each round emits every device that still has quota."""
-    out: array[int] = array("H")
-    active = [d for d in group if quota[d] > 0]
-    done = 0
-    for level in sorted({quota[d] for d in active}):
-        out.extend(array("H", active) * (level - done))
-        done = level
-        active = [d for d in active if quota[d] > level]
-    return out
-
-
-def _scramble(run: array[int], rng: random.Random) -> array[int]:
-    """Permute a run by i -> i * step mod len, step coprime to len (C-speed maps).
-
-    Any order inside a run keeps the dispersion guarantee; scrambling keeps a device's
-    partitions from always pairing with the same few devices of the other runs, so when a
-    disk dies its partitions are re-replicated from many disks, not two or three.
-    """
-    n = len(run)
-    if n < 3:
-        return run
-    step = rng.randrange(n // 3, n) | 1
-    while gcd(step, n) != 1:
-        step += 2
-    index = map(n.__rmod__, range(0, n * step, step))
-    return array("H", map(run.__getitem__, index))
-
-
-def initial_assignment(plan: Plan, lengths: list[int], rng: random.Random) -> list[array[int]]:
-    seq: array[int] = array("H")
-    for group in plan.layout:
-        seq.extend(_scramble(_emit_group(group, plan.quota), rng))
-    assert len(seq) == sum(lengths), "layout does not cover every slot"
-    columns = []
-    offset = 0
-    for n in lengths:
-        columns.append(seq[offset : offset + n])
-        offset += n
-    return columns
-
-
-def _padded(table: list[int]) -> list[int]:
-    return table + [-1] * (NONE + 1 - len(table))
-
-
-def _exact_violation(p: int, columns: list[array[int]], plan: Plan) -> int:
-    """The highest tier (0 region .. 3 device) crowded by partition p's replicas, or -1."""
-    devs = [c[p] for c in columns if p < len(c) and c[p] != NONE]
-    for level in range(len(LEVELS)):
-        table, caps = plan.dom[level], plan.cap[level]
-        seen: dict[int, int] = {}
-        for d in devs:
-            x = table[d] if d < len(table) else -1
-            if x >= 0:
-                seen[x] = seen.get(x, 0) + 1
-                if seen[x] > caps[x]:
-                    return level
-    return len(LEVELS) if len(set(devs)) < len(devs) else -1
-
-
-def _pairs_equal(cols: list[list[int]] | list[array[int]], into: set[int]) -> None:
-    for r in range(len(cols)):
-        for s in range(r + 1, len(cols)):
-            into.update(compress(range(len(cols[s])), map(eq, cols[r], cols[s])))
-
-
-def violations(columns: list[array[int]], plan: Plan) -> dict[int, int]:
-    """Partitions whose replicas crowd a failure domain more than necessary -> worst tier.
-
-    Candidates (two replicas in one domain) are found at C speed per tier; only those are
-    checked exactly against the caps. Tiers where no domain can be crowded are skipped.
-    """
-    candidates: set[int] = set()
-    for level in range(len(LEVELS)):
-        caps = plan.cap[level]
-        if caps and min(caps) < plan.replicas_max:
-            table = _padded(plan.dom[level])
-            _pairs_equal([list(map(table.__getitem__, c)) for c in columns], candidates)
-            if max(caps) == 1:
-                break  # two replicas in one lower domain share this one too: already found
-    else:
-        _pairs_equal(columns, candidates)
-    out = {}
-    for p in sorted(candidates):
-        level = _exact_violation(p, columns, plan)
-        if level >= 0:
-            out[p] = level
-    return out
 
 
 @dataclass

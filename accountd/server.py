@@ -35,7 +35,7 @@ from common.listingdb.http import (
     run_on_device,
 )
 from common.listingdb.recon import add_recon_routes
-from common.listingdb.repl_service import REPLICATION, ReplicationService, replicate_handler
+from common.listingdb.repl_service import ReplicationService, add_replication_routes
 from common.server import HEALTH_CHECKS, METRICS, make_app, serve
 from common.timestamps import Timestamp
 from ring.hashing import hash_path
@@ -203,8 +203,6 @@ _CONTAINER_VERBS = {"PUT": _put_container_row}
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     try:
         state = request.app[STATE]
-        if request.method == "REPLICATE":
-            return await replicate_handler(request)
         p = parse_backend_path(request.raw_path, 1, 2)
         verbs = _ACCOUNT_VERBS if p.container is None else _CONTAINER_VERBS
         handler = verbs.get(request.method)
@@ -242,7 +240,7 @@ async def make_account_app(conf: AccountServerConf, clock: Clock | None = None) 
 
     app.cleanup_ctx.append(lifetime)
     app[HEALTH_CHECKS].append(devices_present)
-    app[REPLICATION] = ReplicationService(state.envs, AccountBroker, state.clock)
+    add_replication_routes(app, ReplicationService(state.envs, AccountBroker, state.clock))
     add_recon_routes(app, conf.devices_dir, RECON_DAEMONS)
     app.router.add_route("*", "/{path:.+}", _dispatch)
     return app

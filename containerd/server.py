@@ -35,7 +35,7 @@ from common.listingdb.http import (
     run_on_device,
 )
 from common.listingdb.recon import add_recon_routes
-from common.listingdb.repl_service import REPLICATION, ReplicationService, replicate_handler
+from common.listingdb.repl_service import ReplicationService, add_replication_routes
 from common.server import HEALTH_CHECKS, METRICS, make_app, serve
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
@@ -284,8 +284,6 @@ _OBJECT_VERBS = {"PUT": _put_object, "DELETE": _delete_object}
 async def _dispatch(request: web.Request) -> web.StreamResponse:
     try:
         state = request.app[STATE]
-        if request.method == "REPLICATE":
-            return await replicate_handler(request)
         p = parse_backend_path(request.raw_path, 2, 3)
         verbs = _CONTAINER_VERBS if p.obj is None else _OBJECT_VERBS
         handler = verbs.get(request.method)
@@ -339,7 +337,7 @@ async def make_container_app(
 
     app.cleanup_ctx.append(lifetime)
     app[HEALTH_CHECKS].append(devices_present)
-    app[REPLICATION] = ReplicationService(state.envs, ContainerBroker, state.clock)
+    add_replication_routes(app, ReplicationService(state.envs, ContainerBroker, state.clock))
     add_recon_routes(app, conf.devices_dir, RECON_DAEMONS)
     app.router.add_route("*", "/{path:.+}", _dispatch)
     return app

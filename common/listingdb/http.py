@@ -50,8 +50,9 @@ ACCOUNT_NAME_BYTES_MAX = 256
 CONTAINER_NAME_BYTES_MAX = 256
 OBJECT_NAME_BYTES_MAX = 1024
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-# Directories under devices_dir that are not devices (daemon recon files live in "recon").
-RESERVED_DEVICE_NAMES = frozenset({"recon"})
+# Names that are never devices: daemon recon files live in <devices_dir>/recon, and
+# /replicate/... is the replication endpoint (common/listingdb/repl_service.py).
+RESERVED_DEVICE_NAMES = frozenset({"recon", "replicate"})
 R = TypeVar("R")
 
 

@@ -37,15 +37,28 @@ from common.listingdb.replication import (
 from common.log import get_logger
 from common.timestamps import Timestamp
 
-__all__ = ["REPLICATION", "ReplicationService", "parse_replicate_path", "replicate_handler"]
+__all__ = [
+    "PATH_PREFIX",
+    "REPLICATION",
+    "ReplicationService",
+    "add_replication_routes",
+    "parse_replicate_path",
+    "replicate_handler",
+]
 
 log = get_logger("cairn.listingdb.replication")
 MakeBroker = Callable[[ListingEnv, int, str], Broker[Any]]
-_PATH_RE = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/([0-9]{1,10})/([0-9a-f]{32})$")
+# Swift uses a REPLICATE method on /<device>/<partition>/<hash>; aiohttp's C HTTP parser
+# (llhttp) refuses methods it does not know, so cairn uses POST under a path prefix that no
+# backend path can have ("replicate" is a reserved device name).
+PATH_PREFIX = "/replicate"
+_PATH_RE = re.compile(
+    r"^/replicate/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})/([0-9]{1,10})/([0-9a-f]{32})$"
+)
 
 
 def parse_replicate_path(path: str) -> tuple[str, int, str] | None:
-    """(device, partition, hash) of ``/<device>/<partition>/<hash>``, or None."""
+    """(device, partition, hash) of ``/replicate/<device>/<partition>/<hash>``, or None."""
     m = _PATH_RE.match(path.split("?", 1)[0])
     if m is None or int(m.group(2)) >= STAGING_PARTITION:
         return None
@@ -124,13 +137,19 @@ class ReplicationService:
 REPLICATION = web.AppKey("replication", ReplicationService)
 
 
+def add_replication_routes(app: web.Application, service: ReplicationService) -> None:
+    """Serve ``POST /replicate/...`` with `service`; call it before adding a catch-all."""
+    app[REPLICATION] = service
+    app.router.add_post(PATH_PREFIX + "/{tail:.*}", replicate_handler)
+
+
 async def replicate_handler(request: web.Request) -> web.Response:
-    """``REPLICATE /<device>/<partition>/<hash>`` with a msgpack body (the app holds the
-    service under REPLICATION)."""
+    """``POST /replicate/<device>/<partition>/<hash>`` with a msgpack body (the app holds
+    the service under REPLICATION)."""
     service = request.app[REPLICATION]
     where = parse_replicate_path(request.raw_path)
     if where is None:
-        reply = error_reply("REPLICATE path is /<device>/<partition>/<32 hex digit hash>")
+        reply = error_reply("the path is /replicate/<device>/<partition>/<32 hex digit hash>")
         return _msgpack_response(400, encode_reply(reply))
     if (request.content_length or 0) > BODY_BYTES_MAX:
         return _msgpack_response(413, encode_reply(error_reply("request body too large")))

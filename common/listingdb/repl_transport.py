@@ -1,6 +1,6 @@
 """How a replicator reaches a peer: the transport seam (real HTTP, in-process, faulty).
 
-``HttpTransport`` sends ``REPLICATE /<device>/<partition>/<hash>`` to the peer's
+``HttpTransport`` sends ``POST /replicate/<device>/<partition>/<hash>`` to the peer's
 replication address. ``DirectTransport`` hands the encoded request straight to a
 ``ReplicationService`` (the in-process twin for tests: real LMDB, real codec, no sockets).
 ``FaultyTransport`` wraps either and fails calls a test picks (a peer dying mid-sync).
@@ -70,13 +70,13 @@ class HttpTransport:
         self.total_timeout_s = conn_timeout_s + node_timeout_s
 
     async def call(self, peer: Peer, part: int, hash_hex: str, req: Request) -> Reply:
-        path = "/".join((quote(peer.device, safe=""), str(part), hash_hex))
+        path = "/".join(("replicate", quote(peer.device, safe=""), str(part), hash_hex))
         url = URL(f"http://{peer.netloc}/{path}", encoded=True)
         body = encode_request(req)
         headers = {"Content-Type": "application/x-msgpack"}
         try:
-            async with self.session.request(
-                "REPLICATE", url, data=body, headers=headers, timeout=self.timeout
+            async with self.session.post(
+                url, data=body, headers=headers, timeout=self.timeout
             ) as resp:
                 data = await resp.content.read(BODY_BYTES_MAX + 1)
                 status = resp.status

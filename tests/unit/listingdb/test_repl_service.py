@@ -107,8 +107,15 @@ def test_a_bad_row_is_refused_and_nothing_is_merged(
 
 def test_replicate_paths() -> None:
     h = "0" * 32
-    assert parse_replicate_path(f"/sda/3/{h}") == ("sda", 3, h)
-    for bad in (f"/sda/x/{h}", "/sda/3/xyz", f"/../3/{h}", f"/sda/4294967295/{h}", f"/sda/3/{h}/x"):
+    assert parse_replicate_path(f"/replicate/sda/3/{h}") == ("sda", 3, h)
+    for bad in (
+        f"/sda/3/{h}",
+        f"/replicate/sda/x/{h}",
+        "/replicate/sda/3/xyz",
+        f"/replicate/../3/{h}",
+        f"/replicate/sda/4294967295/{h}",
+        f"/replicate/sda/3/{h}/x",
+    ):
         assert parse_replicate_path(bad) is None
 
 

@@ -74,28 +74,19 @@ def summarize(name: str, recon: dict[str, dict[str, Any] | None]) -> dict[str, A
     """Fold one node's recon documents (daemon -> doc or None) into its status line."""
     repl = recon.get("object-replicator")
     pending = _find(recon.get("object-updater"), "async_pendings", "async_pending", "pending")
-    quarantined = 0.0
-    seen_q = False
-    for daemon in ("object-auditor", "object-replicator", "container-replicator"):
-        q = _num(_find(recon.get(daemon), "quarantined", "quarantined_files", "quarantines"))
-        if q is not None:
-            quarantined += q
-            seen_q = True
-    in_sync = _num(_find(repl, "partitions_in_sync", "in_sync", "parts_in_sync"))
-    total = _num(_find(repl, "partitions", "partitions_total", "parts_total"))
+    # the auditor counts what sits in the quarantine directories after its pass
+    quarantined = _num(_find(recon.get("object-auditor"), "quarantined_total", "quarantined"))
+    in_sync = _num(_find(repl, "partitions_in_sync", "in_sync"))
+    total = _num(_find(repl, "partitions_total", "partitions"))
     return {
         "name": name,
         "reachable": any(v is not None for v in recon.values()),
-        "replication_pass_s": _num(
-            _find(repl, "replication_time_s", "pass_time_s", "replication_time", "duration_s")
-        ),
-        "replication_last_s": _num(
-            _find(repl, "replication_last", "last_pass_end", "finished_at", "last")
-        ),
+        "replication_pass_s": _num(_find(repl, "pass_seconds", "replication_time_s")),
+        "replication_last_s": _num(_find(repl, "pass_finished")),
         "partitions_in_sync": int(in_sync) if in_sync is not None else None,
         "partitions": int(total) if total is not None else None,
         "async_pendings": int(p) if (p := _num(pending)) is not None else None,
-        "quarantined": int(quarantined) if seen_q else None,
+        "quarantined": int(quarantined) if quarantined is not None else None,
         "recon": recon,
     }
 

@@ -87,8 +87,8 @@ def run_pass(
         for node in nodes or node_names(cluster):
             argv = [sys.executable, "-m", mod, "--config", str(cluster.config_path)]
             argv += ["--data-dir", str(cluster.data_dir), "--node", node, "--once"]
-            for o in only or []:
-                argv += ["--only", o]
+            if only:
+                argv += ["--only", ",".join(only)]
             if netns and node in netns:
                 argv = ["ip", "netns", "exec", netns[node], *argv]
             procs.append(

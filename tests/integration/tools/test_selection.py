@@ -61,16 +61,22 @@ def test_recon_summary_reads_daemon_figures() -> None:
     n = summarize(
         "node1",
         {
-            "object-replicator": {"replication_time_s": 1.5, "partitions_in_sync": 40},
-            "object-updater": {"async_pendings": 3},
-            "object-auditor": {"quarantined": 2},
+            "object-replicator": {
+                "version": 1,
+                "pass_seconds": 1.5,
+                "pass_finished": 1800000000.0,
+                "stats": {"partitions_in_sync": 40, "partitions_total": 41},
+            },
+            "object-updater": {"stats": {"async_pendings": 3}},
+            "object-auditor": {"stats": {"quarantined": 1, "quarantined_total": 2}},
             "container-replicator": None,
         },
     )
     assert n["reachable"] is True
     assert (n["replication_pass_s"], n["partitions_in_sync"]) == (1.5, 40)
     assert (n["async_pendings"], n["quarantined"]) == (3, 2)
-    assert "in sync 40" in format_node(n)
+    assert n["partitions"] == 41
+    assert "in sync 40/41" in format_node(n)
     down = summarize("node2", {"object-replicator": None})
     assert down["reachable"] is False and down["async_pendings"] is None
     assert "not reachable" in format_node(down)

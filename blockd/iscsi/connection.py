@@ -70,7 +70,9 @@ class ConnectionConfig:
     portal_address: str = "127.0.0.1:3260"
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class Execute:
     """Run ``cdb`` on ``target``'s LU ``lun``; then call ``complete(itt, result)``."""
 

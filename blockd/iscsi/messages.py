@@ -51,7 +51,9 @@ def encode_lun(lun: int) -> bytes:
     return bytes([0x40 | (lun >> 8), lun & 0xFF]) + bytes(6)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class Seq:
     """The sequence numbers a target PDU carries."""
 
@@ -60,7 +62,9 @@ class Seq:
     max_cmd_sn: int
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class ScsiCommand:
     immediate: bool
     final: bool
@@ -123,7 +127,9 @@ def decode_scsi_command(pdu: Pdu) -> ScsiCommand:
     )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class DataOut:
     final: bool
     lun_field: bytes
@@ -152,7 +158,9 @@ def decode_data_out(pdu: Pdu) -> DataOut:
     )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class NopOut:
     immediate: bool
     lun_field: bytes

@@ -103,7 +103,9 @@ class DigestError(ProtocolError):
     """A header or data digest did not match; at ErrorRecoveryLevel 0 the connection is dropped."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class Pdu:
     """One PDU: the 48-byte BHS, the AHS bytes and the (unpadded) data segment."""
 

@@ -140,7 +140,9 @@ def sense_bytes(
     return bytes(out)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treated as immutable, but frozen dataclass construction costs several times
+# more and this is built once or more per SCSI command.
+@dataclass(slots=True)
 class ScsiResult:
     """The outcome of one command: status, Data-In bytes, sense (CHECK CONDITION only).
 

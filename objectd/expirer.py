@@ -138,6 +138,17 @@ def _remove(path: Path) -> None:
         fsync_dir(path.parent)
 
 
+def _delete_timestamp(e: ExpiryEntry) -> Timestamp:
+    """The tombstone's time: delete_at, or just after the write that set it if that is later.
+
+    (A PUT at 12.3 s may set X-Delete-At: 12; a tombstone at 12.0 would lose to it.)
+    """
+    t = Timestamp.from_float(float(e.delete_at))
+    if t <= e.timestamp:
+        t = e.timestamp.with_offset(e.timestamp.offset + 1)
+    return t
+
+
 @dataclass
 class ExpirerStats:
     due: int = 0
@@ -227,7 +238,7 @@ class ObjectExpirer:
 
         assert isinstance(node, Device)
         headers = {
-            "X-Timestamp": Timestamp.from_float(float(e.delete_at)).internal,
+            "X-Timestamp": _delete_timestamp(e).internal,
             "X-If-Delete-At": str(e.delete_at),
             "User-Agent": "cairn-object-expirer",
             **self._container_headers(e, index),

@@ -10,6 +10,8 @@ request body is the sender's stream, the response body ours. See docs/object-rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import re
 from dataclasses import dataclass, field
 
@@ -98,6 +100,10 @@ async def handle_replicate(request: web.Request) -> web.StreamResponse:
         return status(507, str(e))
     except DeviceBusy as e:
         return status(503, str(e))
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return status(507, f"device full: {e}")
+        raise
     return web.Response(body=encode_cache(hashes), content_type=REPLICATE_CONTENT_TYPE)
 
 
@@ -296,16 +302,20 @@ async def handle_ssync(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(status=200, headers={"Content-Type": SSYNC_CONTENT_TYPE})
     await resp.prepare(request)
     await resp.write(PREAMBLE)
+    problem = None
     try:
         await _receive(request, rx, resp)
     except ProtocolError as e:
-        await resp.write(encode(RemoteError(f"protocol error: {e}")))
+        problem = f"protocol error: {e}"
     except TimeoutError:
-        await resp.write(encode(RemoteError("timed out waiting for the sender")))
+        problem = "timed out waiting for the sender"
     except (DeviceBusy, DeviceUnavailable) as e:
-        await resp.write(encode(RemoteError(f"device: {e}")))
+        problem = f"device: {e}"
     except (HttpProcessingError, ConnectionError):
         log.info("ssync sender went away", extra={"fields": {"device": device, "part": part}})
+    except OSError as e:  # a disk error mid-exchange: tell the sender, keep the server up
+        log.warning("ssync disk error", extra={"fields": {"device": device, "error": str(e)}})
+        problem = f"disk error: {e.strerror or e}"
     finally:
         await _abort_open_writer(rx)
     log.info(
@@ -320,5 +330,8 @@ async def handle_ssync(request: web.Request) -> web.StreamResponse:
             }
         },
     )
-    await resp.write_eof()
+    with contextlib.suppress(ConnectionError):
+        if problem is not None:
+            await resp.write(encode(RemoteError(problem)))
+        await resp.write_eof()
     return resp

@@ -19,6 +19,7 @@ import tomli_w
 
 from accountd import client as aclient
 from accountd.conf import AccountServerConf
+from accountd.daemons import main as accountd_main
 from accountd.server import make_account_app
 from common.clock import SystemClock
 from common.config import to_dict
@@ -30,6 +31,7 @@ from common.server import running_app
 from containerd import client
 from containerd.conf import ContainerServerConf
 from containerd.daemons import build_jobs
+from containerd.daemons import main as containerd_main
 from containerd.server import make_container_app
 from ring import NewDevice, Ring, RingBuilder, write_ring
 
@@ -236,3 +238,42 @@ def test_daemon_cli_once(tmp_path: Path) -> None:
             assert proc.returncode == 2 and b"account.ring" in err
 
     asyncio.run(main())
+
+
+def test_daemons_loop_until_sigterm_and_stop_cleanly(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with servers(tmp_path, 1) as net:
+            cfg = tmp_path / "deploy.toml"
+            raw = to_dict(net.deploy)
+            raw["account_daemons"] = {"replicator_interval_s": 0.2}
+            cfg.write_text(tomli_w.dumps(raw))
+            cmd = [sys.executable, "-m", "accountd.daemons", "--config", str(cfg), "--node", "n0"]
+            proc = await asyncio.create_subprocess_exec(*cmd, stderr=subprocess.DEVNULL)
+            recon = tmp_path / "n0" / "recon" / "account-replicator.json"
+            try:
+                for _ in range(600):  # up to 60 s on a loaded machine
+                    if recon.exists() and json.loads(recon.read_text())["passes"] >= 2:
+                        break
+                    await asyncio.sleep(0.1)
+                assert json.loads(recon.read_text())["passes"] >= 2  # it loops
+            finally:
+                proc.terminate()
+                code = await asyncio.wait_for(proc.wait(), timeout=30)
+            assert code == 0
+
+    asyncio.run(main())
+
+
+def test_daemon_cli_refuses_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "deploy.toml"
+    cfg.write_text(tomli_w.dumps(to_dict(deployment(tmp_path, [6201], 6202))))
+    for args, message in (
+        (["--node", "n0", "--only", "auditor"], "--only"),
+        (["--node", "nope"], "no node 'nope'"),
+    ):
+        assert containerd_main(["--config", str(cfg), *args]) == 2
+        assert message in capsys.readouterr().err
+    assert accountd_main(["--config", str(tmp_path / "missing.toml"), "--node", "n0"]) == 2
+    assert "no such config file" in capsys.readouterr().err

@@ -63,7 +63,7 @@ class Devices:
         self.fault_plan = fault_plan
 
     def layout(self, device: str) -> DeviceLayout:
-        if not valid_device_name(device):
+        if not valid_device_name(device) or device == "recon":  # recon/ holds daemon stats
             raise DeviceUnavailable(f"bad device name {device!r}")
         return DeviceLayout(self.devices_dir, device)
 

@@ -1,8 +1,8 @@
 """The database replication protocol: messages and their msgpack codec (sans-IO).
 
 A replicator talks to a peer's container or account server with
-``REPLICATE /<device>/<partition>/<hash>`` whose body is one request and whose answer is one
-reply, both msgpack maps carrying ``"v": 1``. Nothing here does I/O: ``encode_*`` give bytes,
+``POST /replicate/<device>/<partition>/<hash>`` whose body is one request and whose answer is
+one reply, both msgpack maps carrying ``"v": 1``. Nothing here does I/O: ``encode_*`` give bytes,
 ``decode_*`` take bytes and return a validated, frozen message or raise ``ProtocolError``
 (never anything else). See docs/db-replication.md.
 """

@@ -19,6 +19,7 @@ from common.clock import Clock
 from common.log import get_logger
 from objectd.diskfile import ChecksumMismatch, load_metadata, verify_file
 from objectd.fileformat import FileFormatError, ObjectMetadata
+from objectd.hashes import forget_hashes
 from objectd.layout import (
     DeviceLayout,
     invalidate_suffix,
@@ -99,11 +100,18 @@ class ObjectAuditor:
     async def _audit_device(self, layout: DeviceLayout) -> None:
         limiter = RateLimiter(self.conf.bytes_per_s, self.clock)
         walk: Iterator[tuple[int, str, Path]] = walk_hash_dirs(layout)
+        done: int | None = None
         while True:
             item = await asyncio.to_thread(next, walk, None)
+            part = item[0] if item is not None else None
+            if done is not None and part != done and not self.conf.zero_byte_only:
+                # A full pass also makes the replicator rehash the partition it finished,
+                # so files lost outside the server (deleted, a failing disk) get restored.
+                await asyncio.to_thread(forget_hashes, layout, done)
             if item is None:
                 return
             part, suffix, hash_dir = item
+            done = part
             for name in await asyncio.to_thread(_current_files, hash_dir):
                 try:
                     await self._audit_file(hash_dir, name, limiter)

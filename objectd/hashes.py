@@ -43,6 +43,7 @@ __all__ = [
     "HashStats",
     "decode_cache",
     "encode_cache",
+    "forget_hashes",
     "get_hashes",
     "hash_suffix",
     "is_hash_name",
@@ -278,3 +279,17 @@ def get_hashes(
         atomic_write_bytes(part_dir / HASHES_CACHE, encode_cache(hashes))
         _consume_invalid(invalid_path, consumed, st.empty_dirs)
         return hashes
+
+
+def forget_hashes(layout: DeviceLayout, partition: int) -> None:
+    """Drop a partition's cache so the next `get_hashes` rehashes every suffix.
+
+    For changes made behind the object server's back (files deleted by hand, lost by a
+    failing disk): the auditor calls it for each partition after a full pass.
+    """
+    part_dir = layout.partition_dir(partition)
+    with partition_lock(part_dir) as present:
+        if present:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part_dir / HASHES_CACHE)
+                fsync_dir(part_dir)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -79,6 +80,28 @@ def local_device_names(devices_dir: Path) -> list[str]:
     )
 
 
+def clean_tmp(layout: DeviceLayout, now_s: float, age_s: float) -> int:
+    """Remove leftovers in tmp/ older than `age_s` (writes cut short by a crash)."""
+    removed = 0
+    try:
+        names = os.listdir(layout.tmp)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        path = layout.tmp / name
+        try:
+            if os.lstat(path).st_mtime >= now_s - age_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 def _url(dev: Device) -> str:
     ip = f"[{dev.replication_ip}]" if ":" in dev.replication_ip else dev.replication_ip
     return f"http://{ip}:{dev.replication_port}"
@@ -116,6 +139,7 @@ class ObjectReplicator:
         jobs = []
         for device in devices:
             layout = DeviceLayout(self.conf.devices_dir, device)
+            await asyncio.to_thread(clean_tmp, layout, self.clock.time(), self.conf.reclaim_age_s)
             for part in await asyncio.to_thread(local_partitions, layout):
                 jobs.append(self._guarded(sem, layout, part))
         self.stats.partitions_total = len(jobs)

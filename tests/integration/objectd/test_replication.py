@@ -9,7 +9,9 @@ import pytest
 
 from common.clock import ManualClock
 from common.timestamps import Timestamp
+from objectd.layout import DeviceLayout
 from objectd.partition import local_partitions
+from objectd.replicator import clean_tmp
 from tests.integration.objectd.conftest import run
 from tests.integration.objectd.replication_cluster import Cluster, Node, cluster
 
@@ -227,3 +229,35 @@ def test_expirer_leaves_an_object_whose_delete_at_changed(tmp_path):
                 assert (await c.get(n, part, "o9"))[:2] == (200, b"kept")
 
     run(go())
+
+
+def test_a_file_deleted_by_hand_is_restored_after_an_audit_and_a_replication_pass(tmp_path):
+    clock = ManualClock()
+
+    async def go():
+        async with cluster(tmp_path, clock) as c:
+            part, prim, _ = c.placement("o10")
+            for n in prim:
+                assert await c.put(n, part, "o10", b"precious", _ts(clock)) == 201
+            await _replicate_all(c)  # every replica has cached its suffix hashes
+            victim = prim[2]
+            (path,) = _data_files(victim)
+            path.unlink()  # behind the server's back: no suffix invalidation
+            await c.replicator(prim[0]).run_once()
+            assert (await c.get(victim, part, "o10"))[0] == 404  # the stale cache hides it
+            await c.auditor(victim).run_once()
+            await c.replicator(prim[0]).run_once()
+            assert (await c.get(victim, part, "o10"))[:2] == (200, b"precious")
+
+    run(go())
+
+
+def test_old_temp_files_are_cleaned(tmp_path):
+    node_tmp = tmp_path / "sda" / "tmp"
+    (node_tmp / "removing-3.abcd").mkdir(parents=True)
+    (node_tmp / "x.tmp").write_bytes(b"half")
+    layout = DeviceLayout(tmp_path, "sda")
+    now = os.stat(node_tmp / "x.tmp").st_mtime
+    assert clean_tmp(layout, now + 10, 100) == 0
+    assert clean_tmp(layout, now + 101, 100) == 2
+    assert os.listdir(node_tmp) == []

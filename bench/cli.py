@@ -56,7 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="cairn vs OpenStack Swift all-in-one, same run")
     c.add_argument("--quick", action="store_true", help="short runs (under 5 minutes)")
     c.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results dir (./bench-out)")
-    c.add_argument("--swift-venv", type=Path, help="venv for Swift (default OUT/swift-venv)")
+    c.add_argument(
+        "--swift-venv",
+        type=Path,
+        default=DEFAULT_OUT / "swift-venv",
+        help="venv for Swift, made on first use (default ./bench-out/swift-venv)",
+    )
     c.add_argument("--no-wrk", action="store_true", help="use only the Python load generator")
     r = sub.add_parser("run", help="run workloads against any Swift endpoint")
     r.add_argument("--auth-url", help="v1 auth URL (with --user/--key)")
@@ -151,8 +156,7 @@ def bench_main(argv: list[str]) -> int:
         if args.cmd == "compare":
             from bench.compare import compare
 
-            venv = args.swift_venv or args.out / "swift-venv"
-            return compare(args.out, args.quick, venv, use_wrk=not args.no_wrk)
+            return compare(args.out, args.quick, args.swift_venv, use_wrk=not args.no_wrk)
         return _cmd_run(args)
     except KeyboardInterrupt:
         print("cairn bench: interrupted; everything started was stopped", file=sys.stderr)

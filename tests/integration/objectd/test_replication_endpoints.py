@@ -16,6 +16,7 @@ from objectd.ssync_proto import (
     PREAMBLE,
     Data,
     End,
+    Event,
     FileEnd,
     FileStart,
     Offer,
@@ -93,7 +94,11 @@ def test_ssync_stores_a_file_and_refuses_a_body_that_does_not_match_its_etag(con
     h = hash_path(PREFIX, SUFFIX, "AUTH_a", "c", "o")
 
     def exchange(md: ObjectMetadata, payload: bytes) -> bytes:
-        frames = [Offer((OfferEntry(h, (t, "data"), None),)), OfferEnd(), FileStart(h, md)]
+        frames: list[Event] = [
+            Offer((OfferEntry(h, (t, "data"), None),)),
+            OfferEnd(),
+            FileStart(h, md),
+        ]
         frames += [Data(payload[i : i + 65536]) for i in range(0, len(payload), 65536)]
         return PREAMBLE + b"".join(encode(f) for f in [*frames, FileEnd(), End()])
 

@@ -43,6 +43,7 @@ __all__ = ["MAX_BALANCE", "DispersionReport", "RebalanceResult", "RingBuilder"]
 PART_POWER_MAX = 24  # 16M partitions; 2 bytes per partition-replica
 REPLICAS_MAX = 16
 MIN_PART_HOURS_MAX = 0xFFFF
+OVERLOAD_MAX = 100.0
 MAX_BALANCE = 999.99  # what a device that should hold nothing but does is reported as
 _ROUNDS_MAX = 4
 
@@ -89,6 +90,7 @@ class RingBuilder:
         self.part_power = part_power
         self.replicas = float(replicas)
         self.min_part_hours = min_part_hours
+        self.overload: float | None = None  # None: dispersion first (see set_overload)
         self.clock: Clock = clock or SystemClock()
         self.version = 0
         self.next_dev_id = 0
@@ -136,6 +138,16 @@ class RingBuilder:
     def set_min_part_hours(self, hours: int) -> None:
         _check_min_part_hours(hours)
         self.min_part_hours = hours
+        self.version += 1
+
+    def set_overload(self, overload: float | None) -> None:
+        """How far (a fraction, 0.1 = 10%) dispersion may push a device over its weight share.
+
+        None (the default) puts dispersion first without limit; 0 lets weight always win.
+        """
+        if overload is not None and not (0 <= overload <= OVERLOAD_MAX):
+            raise RingBuilderError(f"overload must be in 0..{OVERLOAD_MAX}, got {overload}")
+        self.overload = None if overload is None else float(overload)
         self.version += 1
 
     def pretend_min_part_hours_passed(self) -> None:
@@ -225,6 +237,7 @@ class RingBuilder:
             self.replicas_max,
             held,
             retired=self.pending_removal,
+            overload=self.overload,
         )
 
     def rebalance(
@@ -341,7 +354,7 @@ class RingBuilder:
             plan = plan or self._plan()
         except RebalanceError:
             return DispersionReport(self.partitions, 0, {t: 0 for t in (*LEVELS, "device")})
-        found = violations(self._columns, plan)
+        found = violations(self._columns, plan, topology=True)
         tiers = (*LEVELS, "device")
         by_tier = Counter(tiers[level] for level in found.values())
         return DispersionReport(self.partitions, len(found), {t: by_tier[t] for t in tiers})

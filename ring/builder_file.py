@@ -63,6 +63,7 @@ def encode_builder(b: RingBuilder) -> bytes:
         "part_power": b.part_power,
         "replicas": b.replicas,
         "min_part_hours": b.min_part_hours,
+        "overload": b.overload,
         "version": b.version,
         "next_dev_id": b.next_dev_id,
         "devices": [d.to_dict() for d in b.devs],
@@ -100,6 +101,7 @@ def decode_builder(blob: bytes, clock: Clock | None = None) -> RingBuilder:
     try:
         b = RingBuilder(body["part_power"], body["replicas"], body["min_part_hours"], clock=clock)
         columns = body["columns"]
+        b.set_overload(body.get("overload"))
         b._restore(
             version=int(body["version"]),
             next_dev_id=int(body["next_dev_id"]),

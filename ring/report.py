@@ -37,6 +37,7 @@ def summary(b: RingBuilder) -> dict[str, Any]:
         "partitions": b.partitions,
         "replicas": b.replicas,
         "min_part_hours": b.min_part_hours,
+        "overload": b.overload,
         "version": b.version,
         "rebalanced": b.rebalanced,
         "balance": _round(b.balance()),
@@ -90,6 +91,8 @@ def format_summary(name: str, s: dict[str, Any], ring_note: str) -> str:
         f"{s['dispersion']:.2f} dispersion",
         f"The minimum number of hours before a partition can be reassigned is "
         f"{s['min_part_hours']}",
+        "The overload factor is "
+        + ("unlimited (dispersion first)" if s["overload"] is None else f"{s['overload']:.2%}"),
         ring_note,
         "Devices:" if s["devices"] else "No devices.",
     ]

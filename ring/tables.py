@@ -105,11 +105,13 @@ def _padded(table: list[int]) -> list[int]:
     return table + [-1] * (NONE + 1 - len(table))
 
 
-def _exact_violation(p: int, columns: list[array[int]], plan: Plan) -> int:
+def _exact_violation(
+    p: int, columns: list[array[int]], plan: Plan, all_caps: list[list[int]]
+) -> int:
     """The highest tier (0 region .. 3 device) crowded by partition p's replicas, or -1."""
     devs = [c[p] for c in columns if p < len(c) and c[p] != NONE]
     for level in range(len(LEVELS)):
-        table, caps = plan.dom[level], plan.cap[level]
+        table, caps = plan.dom[level], all_caps[level]
         seen: dict[int, int] = {}
         for d in devs:
             x = table[d] if d < len(table) else -1
@@ -126,15 +128,19 @@ def _pairs_equal(cols: list[list[int]] | list[array[int]], into: set[int]) -> No
             into.update(compress(range(len(cols[s])), map(eq, cols[r], cols[s])))
 
 
-def violations(columns: list[array[int]], plan: Plan) -> dict[int, int]:
+def violations(columns: list[array[int]], plan: Plan, topology: bool = False) -> dict[int, int]:
     """Partitions whose replicas crowd a failure domain more than necessary -> worst tier.
+
+    Against the caps placement honours, or with `topology` against what spreading alone
+    allows (the dispersion report: weight-forced crowding counts there).
 
     Candidates (two replicas in one domain) are found at C speed per tier; only those are
     checked exactly against the caps. Tiers where no domain can be crowded are skipped.
     """
+    all_caps = plan.cap_topology if topology else plan.cap
     candidates: set[int] = set()
     for level in range(len(LEVELS)):
-        caps = plan.cap[level]
+        caps = all_caps[level]
         if caps and min(caps) < plan.replicas_max:
             table = _padded(plan.dom[level])
             _pairs_equal([list(map(table.__getitem__, c)) for c in columns], candidates)
@@ -144,7 +150,7 @@ def violations(columns: list[array[int]], plan: Plan) -> dict[int, int]:
         _pairs_equal(columns, candidates)
     out = {}
     for p in sorted(candidates):
-        level = _exact_violation(p, columns, plan)
+        level = _exact_violation(p, columns, plan, all_caps)
         if level >= 0:
             out[p] = level
     return out

@@ -30,7 +30,8 @@ class _Node:
     children: dict[object, _Node] = field(default_factory=dict)
     dev_id: int = -1
     quota: int = 0
-    cap: int = 0
+    cap: int = 0  # per-partition cap used for placement
+    cap_topology: int = 0  # per-partition cap the topology alone allows (dispersion report)
 
 
 @dataclass(slots=True)
@@ -38,7 +39,8 @@ class Plan:
     """Quotas and failure-domain tables for one rebalance.
 
     `dom[level][dev_id]` is the domain index of a device at that level (-1 for unknown ids);
-    `cap[level][domain]` the per-partition cap of that domain (levels as in LEVELS).
+    `cap[level][domain]` the per-partition cap of that domain (levels as in LEVELS) that
+    placement honours; `cap_topology` the cap spreading alone allows, which dispersion reports.
     """
 
     partitions: int
@@ -46,6 +48,7 @@ class Plan:
     quota: dict[int, int]
     dom: list[list[int]]
     cap: list[list[int]]
+    cap_topology: list[list[int]]
     layout: list[list[int]]
     order: list[int]
     root: _Node
@@ -110,21 +113,47 @@ def _subtree_held(node: _Node, held: Mapping[int, int]) -> int:
     return sum(_subtree_held(c, held) for c in node.children.values())
 
 
-def _allot(node: _Node, partitions: int, held: Mapping[int, int]) -> None:
+def _soft_caps(node: _Node, kids: list[_Node], partitions: int, overload: float) -> list[int]:
+    """Caps when dispersion may push a domain at most `overload` over its weight share.
+
+    A domain that dispersion clips below its weight share keeps whatever its siblings cannot
+    absorb within their overload, so weight wins where the two disagree beyond the overload.
+    """
+    wsum = sum(k.weight for k in kids)
+    shares = [node.quota * k.weight / wsum for k in kids]
+    hard = [min(k.ndev * partitions, node.quota) for k in kids]
+    want = [min(h, math.ceil(s)) for h, s in zip(hard, shares, strict=True)]
+    caps = [
+        min(h, k.cap * partitions, math.ceil(s * (1 + overload)))
+        for h, k, s in zip(hard, kids, shares, strict=True)
+    ]
+    deficit = node.quota - sum(caps)
+    for i in sorted(range(len(kids)), key=lambda i: caps[i] - want[i]):
+        if deficit <= 0:
+            break
+        raise_by = min(deficit, max(0, want[i] - caps[i]))
+        caps[i] += raise_by
+        deficit -= raise_by
+    return caps if deficit <= 0 else hard
+
+
+def _allot(node: _Node, partitions: int, held: Mapping[int, int], overload: float | None) -> None:
     kids = list(node.children.values())
     if not kids:
         return
     for k in kids:
-        k.cap = min(-(-node.cap // len(kids)), k.ndev)
+        k.cap = k.cap_topology = min(-(-node.cap // len(kids)), k.ndev)
+    if overload is None:
+        caps = [k.cap * partitions for k in kids]
+    else:
+        caps = _soft_caps(node, kids, partitions, overload)
     quotas = water_fill(
-        node.quota,
-        [k.weight for k in kids],
-        [k.cap * partitions for k in kids],
-        [_subtree_held(k, held) for k in kids],
+        node.quota, [k.weight for k in kids], caps, [_subtree_held(k, held) for k in kids]
     )
     for k, q in zip(kids, quotas, strict=True):
         k.quota = q
-        _allot(k, partitions, held)
+        k.cap = max(k.cap, min(k.ndev, -(-q // partitions)))  # weight may out-rank dispersion
+        _allot(k, partitions, held, overload)
 
 
 def _interleave(lists: list[list[int]]) -> list[int]:
@@ -159,9 +188,10 @@ def _layout(node: _Node, partitions: int, out: list[list[int]]) -> None:
 
 def _domains(
     devs: list[Device], root: _Node, ids_max: int
-) -> tuple[list[list[int]], list[list[int]]]:
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
     dom = [[-1] * (ids_max + 1) for _ in LEVELS]
     cap: list[list[int]] = [[] for _ in LEVELS]
+    cap_topology: list[list[int]] = [[] for _ in LEVELS]
     index: list[dict[object, int]] = [{} for _ in LEVELS]
     weighted: list[dict[object, _Node]] = [{}, {}, {}]
     for rkey, rnode in root.children.items():
@@ -176,8 +206,9 @@ def _domains(
                 index[level][key] = len(cap[level])
                 node = weighted[level].get(key)
                 cap[level].append(node.cap if node is not None else 1)
+                cap_topology[level].append(node.cap_topology if node is not None else 1)
             dom[level][d.id] = index[level][key]
-    return dom, cap
+    return dom, cap, cap_topology
 
 
 def make_plan(
@@ -187,11 +218,14 @@ def make_plan(
     replicas_max: int,
     held: Mapping[int, int],
     retired: Iterable[Device] = (),
+    overload: float | None = None,
 ) -> Plan:
     """Quotas for `slots` partition-replicas over the weighted devices among `devs`.
 
     `held` maps device id to partition-replicas it holds now (tie-breaks toward less movement);
     `retired` devices (removed, still holding partitions) get domain entries but no quota.
+    `overload` None puts dispersion first; a number lets dispersion push a domain at most that
+    fraction over its weight share (Swift's overload), weight deciding beyond it.
     """
     weighted = [d for d in devs if d.weight > 0]
     if len(weighted) < replicas_max:
@@ -200,9 +234,9 @@ def make_plan(
             f"found {len(weighted)}"
         )
     root = _build_tree(weighted)
-    root.cap = replicas_max
+    root.cap = root.cap_topology = replicas_max
     root.quota = slots
-    _allot(root, partitions, held)
+    _allot(root, partitions, held, overload)
     quota: dict[int, int] = {}
     stack = [root]
     while stack:
@@ -211,7 +245,7 @@ def make_plan(
             quota[node.dev_id] = node.quota
         stack.extend(node.children.values())
     every = devs + list(retired)
-    dom, cap = _domains(every, root, max(d.id for d in every))
+    dom, cap, cap_topology = _domains(every, root, max(d.id for d in every))
     layout: list[list[int]] = []
     _layout(root, partitions, layout)
-    return Plan(partitions, replicas_max, quota, dom, cap, layout, _order(root), root)
+    return Plan(partitions, replicas_max, quota, dom, cap, cap_topology, layout, _order(root), root)

@@ -17,6 +17,7 @@
     cairn-ring <name>.builder write_ring
     cairn-ring <name>.builder pretend_min_part_hours_passed
     cairn-ring <name>.builder set_min_part_hours <hours>
+    cairn-ring <name>.builder set_overload <fraction>|<percent>%|none   (none: dispersion first)
 
 Search values: d<id>r<region>z<zone>-<ip>:<port>R<rip>:<rport>/<device>_<meta>, any subset.
 `rebalance` and `write_ring` write the ring file <name>.ring next to the builder.
@@ -412,6 +413,27 @@ def cmd_set_min_part_hours(s: Session, args: list[str]) -> int:
     return EXIT_OK
 
 
+def _overload(text: str) -> float | None:
+    if text.lower() in ("none", "unlimited"):
+        return None
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise CliError(
+            f"overload must be a fraction, a percentage or 'none', got {text!r}"
+        ) from None
+
+
+def cmd_set_overload(s: Session, args: list[str]) -> int:
+    pos, _ = _split(args, set(), set())
+    if len(pos) != 1:
+        raise CliError("usage: set_overload <fraction>|<percent>%|none")
+    b = s.load()
+    b.set_overload(_overload(pos[0]))
+    s.save(b)
+    return EXIT_OK
+
+
 VERBS: dict[str, Callable[[Session, list[str]], int]] = {
     "create": cmd_create,
     "add": cmd_add,
@@ -426,6 +448,7 @@ VERBS: dict[str, Callable[[Session, list[str]], int]] = {
     "write_ring": cmd_write_ring,
     "pretend_min_part_hours_passed": cmd_pretend,
     "set_min_part_hours": cmd_set_min_part_hours,
+    "set_overload": cmd_set_overload,
 }
 
 

@@ -237,3 +237,31 @@ def test_a_device_shares_partitions_with_many_devices() -> None:
         for d in held:
             partners[d].update(held)
     assert min(len(s) - 1 for s in partners.values()) >= 24
+
+
+def test_overload_zero_lets_weight_win_when_a_small_region_arrives() -> None:
+    def grow(overload: float | None) -> tuple[float, float, float]:
+        b = grid(11, 3, regions=1, zones=4, servers=3, disks=2)
+        b.set_overload(overload)
+        b.rebalance(seed=1, now=0)
+        for z in range(2):
+            for s in range(2):
+                b.add(new_device(2, z + 1, s, 0, 100.0))
+        r = b.rebalance(seed=1, now=2 * HOUR)
+        return r.moved / (3 * b.partitions), r.balance, r.dispersion
+
+    moved, balance, dispersion = grow(0.0)
+    assert abs(moved - 4 / 28) < 0.01 and balance <= 1.0
+    assert dispersion > 0  # honest: many partitions still have all replicas in region 1
+    moved_first, balance_first, dispersion_first = grow(None)
+    assert abs(moved_first - 1 / 3) < 0.01 and dispersion_first == 0 and balance_first > 100
+    moved_some, balance_some, _ = grow(0.1)
+    assert moved < moved_some < moved_first and balance_some <= 11
+
+
+def test_overload_bounds() -> None:
+    b = grid(6, 3)
+    with pytest.raises(RingBuilderError):
+        b.set_overload(-0.1)
+    b.set_overload(0.25)
+    assert b.overload == 0.25

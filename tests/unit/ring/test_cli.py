@@ -119,6 +119,11 @@ def test_list_parts_dispersion_validate_write_ring(
     assert code == 0 and ring_path.exists()
     assert run(capsys, builder, "set_min_part_hours", "0")[0] == 0
     assert load_builder(builder).min_part_hours == 0
+    assert run(capsys, builder, "set_overload", "10%")[0] == 0
+    assert load_builder(builder).overload == pytest.approx(0.1)
+    assert "overload factor is 10.00%" in run(capsys, builder)[1]
+    assert run(capsys, builder, "set_overload", "none")[0] == 0
+    assert load_builder(builder).overload is None
 
 
 def test_rebalance_with_nothing_to_do_warns(
@@ -163,6 +168,8 @@ def assert_one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str
         ["rebalance", "extra"],
         ["create", "8", "3", "1"],  # exists
         ["set_min_part_hours", "-1"],
+        ["set_overload", "lots"],
+        ["set_overload", "-5%"],
         ["frobnicate"],
     ],
 )

@@ -49,6 +49,7 @@ def test_golden_ring_bytes_are_stable() -> None:
 
 def test_builder_round_trip(tmp_path: Path) -> None:
     b = grid(9, 3, zones=3, servers=2, disks=1, min_part_hours=5)
+    b.set_overload(0.5)
     b.rebalance(seed=1, now=0)
     b.add(new_device(1, 2, 9, 0, 50.0))
     b.remove(b.devs[0].id)
@@ -56,6 +57,7 @@ def test_builder_round_trip(tmp_path: Path) -> None:
     save_builder(path, b)
     back = load_builder(path)
     assert (back.part_power, back.replicas, back.min_part_hours) == (9, 3.0, 5)
+    assert back.overload == 0.5
     assert back.devs == b.devs and back.pending_removal == b.pending_removal
     assert snapshot(back) == snapshot(b)
     assert back.last_moved == b.last_moved and back.version == b.version

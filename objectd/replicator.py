@@ -194,7 +194,8 @@ class ObjectReplicator:
         for dev in targets:
             status = await self._sync_with(layout, part, local, dev)
             if status == 507 and not handoff:
-                status = await self._cover_with_handoff(layout, part, local, handoffs)
+                # The copy is safe on a handoff, but the partition is not in sync yet.
+                await self._cover_with_handoff(layout, part, local, handoffs)
             ok = ok and status == 200
         if ok:
             self.stats.partitions_in_sync += 1
@@ -207,15 +208,15 @@ class ObjectReplicator:
 
     async def _cover_with_handoff(
         self, layout: DeviceLayout, part: int, local: dict[str, str], handoffs: Iterator[Device]
-    ) -> int:
+    ) -> bool:
+        """Push to the next handoffs until one takes the partition; False if none did."""
         for _ in range(HANDOFF_TRIES_MAX):
             dev = next(handoffs, None)
             if dev is None:
                 break
-            status = await self._sync_with(layout, part, local, dev)
-            if status == 200:
-                return 200
-        return 507
+            if await self._sync_with(layout, part, local, dev) == 200:
+                return True
+        return False
 
     async def _sync_with(
         self, layout: DeviceLayout, part: int, local: dict[str, str], dev: Device

@@ -261,3 +261,29 @@ def test_old_temp_files_are_cleaned(tmp_path):
     assert clean_tmp(layout, now + 10, 100) == 0
     assert clean_tmp(layout, now + 101, 100) == 2
     assert os.listdir(node_tmp) == []
+
+
+def test_a_missing_primary_device_is_covered_by_a_handoff_until_it_returns(tmp_path):
+    clock = ManualClock()
+
+    async def go():
+        async with cluster(tmp_path, clock, nodes=4) as c:
+            part, prim, handoffs = c.placement("o11")
+            for n in prim[:2]:
+                assert await c.put(n, part, "o11", b"kept safe", _ts(clock)) == 201
+            gone = prim[2].devices_dir / "sda"
+            gone.rename(prim[2].devices_dir / "unplugged")  # answers 507 (mount_check)
+            stats = await c.replicator(prim[0]).run_once()
+            assert stats.partitions_in_sync == 0 and stats.errors >= 1
+            h = handoffs[0]
+            assert (await c.get(h, part, "o11"))[:2] == (200, b"kept safe")
+            # The handoff keeps the partition while a primary cannot take it...
+            stats = await c.replicator(h).run_once()
+            assert stats.handoffs_removed == 0 and part in local_partitions(h.layout)
+            # ...and hands it over once the device is back.
+            (prim[2].devices_dir / "unplugged").rename(gone)
+            stats = await c.replicator(h).run_once()
+            assert stats.handoffs_removed == 1 and part not in local_partitions(h.layout)
+            assert (await c.get(prim[2], part, "o11"))[:2] == (200, b"kept safe")
+
+    run(go())

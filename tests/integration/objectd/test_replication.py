@@ -287,3 +287,47 @@ def test_a_missing_primary_device_is_covered_by_a_handoff_until_it_returns(tmp_p
             assert (await c.get(prim[2], part, "o11"))[:2] == (200, b"kept safe")
 
     run(go())
+
+
+def test_expirer_tells_the_container_listing(tmp_path):
+    from aiohttp import web
+
+    from common.server import running_app
+    from objectd.expirer import ExpirerConf, ObjectExpirer
+    from ring import NewDevice, Ring, RingBuilder, write_ring
+
+    clock = ManualClock()
+    seen: list[tuple[str, str, str]] = []
+
+    async def container(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, request.headers["X-Timestamp"]))
+        return web.Response(status=204)
+
+    capp = web.Application()
+    capp.router.add_route("*", "/{tail:.*}", container)
+
+    async def go():
+        async with running_app(capp) as curl, cluster(tmp_path, clock) as c:
+            cport = int(curl.rsplit(":", 1)[1])
+            b = RingBuilder(2, 3, 0)
+            for z in range(3):
+                b.add(NewDevice(1, z + 1, "127.0.0.1", cport, "127.0.0.1", cport, f"c{z}", 1.0))
+            b.rebalance(seed=1)
+            cring_path = tmp_path / "rings" / "container.ring"
+            write_ring(cring_path, b.ring_data())
+            cring = Ring(cring_path, "pre", "suf", clock=clock)
+            part, prim, _ = c.placement("o12")
+            at = int(clock.time()) + 5
+            for n in prim:
+                await c.put(n, part, "o12", b"x", _ts(clock), **{"X-Delete-At": str(at)})
+            clock.advance(6)
+            conf = ExpirerConf(prim[0].devices_dir, node_timeout_s=5.0)
+            exp = ObjectExpirer(conf, c.ring(), cring, c.session, clock)
+            assert (await exp.run_once()).expired == 1
+            cpart, cnodes = cring.get_nodes("AUTH_a", "c")
+            want_ts = Timestamp.from_float(at).internal
+            assert sorted(seen) == sorted(
+                ("DELETE", f"/{d.device}/{cpart}/AUTH_a/c/o12", want_ts) for d in cnodes
+            )
+
+    run(go())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from blockd.allocmap import AllocMap
 from blockd.store import ObjectStore, StoreError
 
 __all__ = [
@@ -41,7 +42,8 @@ class ChunkStore:
     """Reads and writes one volume's chunk objects; ``fence`` runs before every mutation.
 
     The fence is how an exporter that lost its lease stops writing: it raises, and the write
-    never reaches the store.
+    never reaches the store. With an ``alloc`` map, a chunk's bit is stored before its first
+    put, and chunks whose bit is clear are known not to exist.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class ChunkStore:
         *,
         account: str = RESERVED_ACCOUNT,
         fence: Callable[[], None] | None = None,
+        alloc: AllocMap | None = None,
     ) -> None:
         if chunk_bytes <= 0 or size_bytes <= 0:
             raise ValueError("size_bytes and chunk_bytes must be positive")
@@ -64,6 +67,7 @@ class ChunkStore:
         self.chunk_bytes = chunk_bytes
         self.num_chunks = -(-size_bytes // chunk_bytes)
         self.fence = fence
+        self.alloc = alloc
 
     def chunk_len(self, idx: int) -> int:
         self._check_idx(idx)
@@ -96,6 +100,8 @@ class ChunkStore:
             raise ValueError(f"chunk {idx} body is {len(data)} bytes, want {self.chunk_len(idx)}")
         if self.fence is not None:
             self.fence()
+        if self.alloc is not None:
+            await self.alloc.mark(idx)  # durable before the chunk can exist
         headers = {CHUNK_FORMAT_HEADER: str(CHUNK_FORMAT)}
         await self.store.put(self.account, self.container, self.object_name(idx), data, headers)
 
@@ -105,6 +111,7 @@ class ChunkStore:
         await self.store.delete(self.account, self.container, self.object_name(idx))
 
     async def exists(self, idx: int) -> bool:
-        return (
-            await self.store.head(self.account, self.container, self.object_name(idx)) is not None
-        )
+        if self.alloc is not None and not self.alloc.may_exist(idx):
+            return False  # never written: no HEAD needed
+        found = await self.store.head(self.account, self.container, self.object_name(idx))
+        return found is not None

@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from blockd.allocmap import AllocCorrupt, AllocMap
 from blockd.backend import BlockBackend
 from blockd.cache import ChunkCache
 from blockd.catalog import Catalog, VolumeRecord
-from blockd.chunkstore import ChunkStore
+from blockd.chunkstore import RESERVED_ACCOUNT, ChunkStore, chunk_container
 from blockd.lease import Lease, LeaseHeld, LeaseLost
 from blockd.store import ObjectStore, StoreError
 from blockd.volume import Volume
@@ -42,6 +43,7 @@ NAME_BYTES_MAX = 255
 SIZE_BYTES_MAX = 64 << 40  # 64 TiB
 _DELETE_CONCURRENCY = 32
 _ATTACH_CONCURRENCY = 32
+CHUNKS_MAX = 1 << 23  # keeps the allocation map at 1 MiB (4 TiB at 512 KiB chunks)
 _CACHE_CHUNKS_MIN = 8  # a cache must hold several chunks or every write waits for a flush
 
 
@@ -189,6 +191,8 @@ class VolumeManager:
             raise ValueError(f"size must be 1..{SIZE_BYTES_MAX} bytes in whole 512-byte blocks")
         if chunk % 512 or not 4096 <= chunk <= 64 << 20:
             raise ValueError("chunk size must be 4 KiB..64 MiB in whole 512-byte blocks")
+        if -(-size_bytes // chunk) > CHUNKS_MAX:
+            raise ValueError(f"a volume has at most {CHUNKS_MAX} chunks: use a larger chunk size")
         if chunk * _CACHE_CHUNKS_MIN > self.cache.bytes_max:
             raise ValueError(
                 f"chunk size must be at most 1/{_CACHE_CHUNKS_MIN} of the cache "
@@ -211,6 +215,7 @@ class VolumeManager:
                 chap_secret=secrets.token_hex(8),  # 16 characters: every initiator accepts it
             )
             await self.catalog.create(record)
+            await self._alloc_map(record).start_empty()
             await self._attach(record)
         log.info("volume created", extra={"fields": {"volume": record.id, "bytes": size_bytes}})
         return record
@@ -229,17 +234,23 @@ class VolumeManager:
         log.info("volume deleted", extra={"fields": {"volume": record.id}})
 
     async def _finish_delete(self, record: VolumeRecord) -> None:
-        """Delete every chunk object (the store cannot list them), then the record."""
+        """Delete the chunks the allocation map names (all of them without a map), the record."""
         chunks = ChunkStore(self.store, record.id, record.size_bytes, record.chunk_bytes)
+        alloc = self._alloc_map(record)
+        try:
+            await alloc.load()
+        except AllocCorrupt as e:  # then every chunk index is deleted
+            log.warning("bad allocation map", extra={"fields": {"volume": record.id, "e": str(e)}})
+        idxs = alloc.allocated()
         sem = asyncio.Semaphore(_DELETE_CONCURRENCY)
 
         async def one(idx: int) -> None:
             async with sem:
                 await chunks.delete(idx)
 
-        for start in range(0, chunks.num_chunks, 1024):
-            stop = min(start + 1024, chunks.num_chunks)
-            await asyncio.gather(*(one(i) for i in range(start, stop)))
+        for start in range(0, len(idxs), 1024):
+            await asyncio.gather(*(one(i) for i in idxs[start : start + 1024]))
+        await alloc.remove()
         await self.catalog.remove(record.id)
 
     async def adopt(self) -> int:
@@ -287,11 +298,29 @@ class VolumeManager:
             skew_margin_s=self.conf.lease_ttl_s / 6,
         )
 
+    def _alloc_map(self, record: VolumeRecord) -> AllocMap:
+        num_chunks = -(-record.size_bytes // record.chunk_bytes)
+        return AllocMap(self.store, RESERVED_ACCOUNT, chunk_container(record.id), num_chunks)
+
     async def _attach(self, record: VolumeRecord) -> None:
         lease = self._lease(record.id)
         await lease.acquire()
+        alloc = self._alloc_map(record)
+        try:
+            await alloc.load()
+        except AllocCorrupt as e:  # every chunk may exist; still exportable
+            log.warning("bad allocation map", extra={"fields": {"volume": record.id, "e": str(e)}})
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await lease.release()
+            raise
         chunks = ChunkStore(
-            self.store, record.id, record.size_bytes, record.chunk_bytes, fence=lease.check
+            self.store,
+            record.id,
+            record.size_bytes,
+            record.chunk_bytes,
+            fence=lease.check,
+            alloc=alloc,
         )
         volume = Volume(chunks, self.cache, block_size=record.block_size, serial=record.id)
         self.attached[record.id] = _Attached(volume, lease)

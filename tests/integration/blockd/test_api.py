@@ -104,7 +104,7 @@ def test_volume_data_written_through_the_service_survives_a_restart():
             backend = svc.manager.attached[vol["id"]].volume
             assert await backend.read(2048, 8) == b"\x5a" * 4096
             names = store.object_names(RESERVED_ACCOUNT, chunk_container(vol["id"]))
-            assert names == ["000000000016"]  # 1 MiB into a 64 KiB-chunk volume
+            assert names == [".alloc", "000000000016"]  # 1 MiB into a 64 KiB-chunk volume
 
     asyncio.run(run())
 

@@ -72,7 +72,10 @@ def test_errors_are_messages_not_tracebacks():
             code, _, err = await cli(svc, ["create", "x", "--size", "ten"])
             assert code == 2
             assert "bad size" in err
-            assert (await cli(svc, ["create", "x", "--size", "1000"]))[0] == 0  # thin: free
+            assert (await cli(svc, ["create", "x", "--size", "100"]))[0] == 0  # thin: free
+            code, _, err = await cli(svc, ["create", "huge", "--size", "1T"])
+            assert code == 1
+            assert "larger chunk size" in err  # 1 TiB of 64 KiB chunks is too many chunks
             code, _, err = await cli(svc, ["create", "x", "--size", "1G"])
             assert code == 1
             assert "already exists" in err

@@ -131,7 +131,7 @@ def test_taken_over_lease_fences_the_volume_writes():
         await att.volume.write(0, b"\x01" * 512)  # the cache still takes it...
         with pytest.raises(LeaseLost):
             await att.volume.flush()  # ...but nothing reaches the store
-        assert store.object_names(RESERVED_ACCOUNT, chunk_container(rec.id)) == []
+        assert store.object_names(RESERVED_ACCOUNT, chunk_container(rec.id)) == [".alloc"]
 
     asyncio.run(run())
 

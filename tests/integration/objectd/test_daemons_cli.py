@@ -123,3 +123,29 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
                 assert proc.returncode == 2 and text in err.decode()
 
     run(go())
+
+
+def test_a_pass_without_a_ring_fails_cleanly_into_its_recon_file(tmp_path):
+    from common.deploy import load_deployment
+    from objectd.daemons import NodeDaemons
+
+    (tmp_path / "n0" / "sda").mkdir(parents=True)
+    config = tmp_path / "cairn.toml"
+    config.write_text(
+        f'version = 1\ndata_dir = "{tmp_path}"\n[cluster]\nhash_path_prefix = "p"\n'
+        f'hash_path_suffix = "s"\n[[nodes]]\nname = "n0"\ndevices_dir = "{tmp_path / "n0"}"\n'
+        'devices = [{name = "sda"}]\n'
+    )
+    deploy = load_deployment(config)
+
+    async def go():
+        import aiohttp
+
+        async with aiohttp.ClientSession() as s:
+            nd = NodeDaemons(deploy, deploy.node("n0"), s, SystemClock())
+            (rep,) = nd.daemons(("replicator",))
+            assert await nd.run_pass(rep) is False
+
+    run(go())
+    rec = json.loads((tmp_path / "n0" / "recon" / "object-replicator.json").read_text())
+    assert rec["stats"]["ok"] is False and "ring" in rec["stats"]["failed"]

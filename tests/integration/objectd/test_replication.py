@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -329,5 +330,24 @@ def test_expirer_tells_the_container_listing(tmp_path):
             assert sorted(seen) == sorted(
                 ("DELETE", f"/{d.device}/{cpart}/AUTH_a/c/o12", want_ts) for d in cnodes
             )
+
+    run(go())
+
+
+def test_replication_holds_the_device_rate_limit(tmp_path):
+    clock = ManualClock()
+    body = os.urandom(400_000)
+
+    async def go():
+        async with cluster(tmp_path, clock) as c:
+            part, prim, _ = c.placement("o13")
+            assert await c.put(prim[0], part, "o13", body, _ts(clock)) == 201
+            rep = c.replicator(prim[0])
+            rep.conf = dataclasses.replace(rep.conf, bytes_per_s=100_000)
+            before = clock.monotonic()
+            stats = await rep.run_once()
+            assert stats.bytes_synced == 2 * len(body)
+            # 800 kB at 100 kB/s on the injected clock: at least 7 s (1 s of burst allowed).
+            assert clock.monotonic() - before >= 7.0
 
     run(go())

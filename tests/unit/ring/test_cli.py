@@ -6,10 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ring import Ring
 from ring.builder_file import load_builder
-from tools.ring_builder import main
+from tools.ring_builder import VERBS, main
+
+VERB_NAMES = sorted(set(VERBS) - {"create"})
 
 
 @pytest.fixture
@@ -208,3 +212,17 @@ def test_bad_create_and_missing_or_corrupt_builder(
     assert_one_line_error(capsys, path, "search", "d0")
     assert run(capsys)[0] == 2
     assert run(capsys, "--help")[0] == 0
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(verb=st.sampled_from(VERB_NAMES), args=st.lists(st.text(max_size=12), max_size=4))
+def test_any_arguments_give_an_exit_code_never_a_traceback(
+    builder: str, capsys: pytest.CaptureFixture[str], verb: str, args: list[str]
+) -> None:
+    code = main([builder, verb, *args])
+    err = capsys.readouterr().err
+    assert code in (0, 1, 2)
+    if code == 2:
+        assert err.count("\n") == 1 and err.startswith("error: ")

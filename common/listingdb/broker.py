@@ -130,9 +130,12 @@ class Broker(ABC, Generic[R]):
             raise ValueError(f"bad row {name[:80]!r}: {e!r}") from None
 
     def row_digest(self, row: R) -> int:
-        """What a row contributes to the database's row hash (order-independent by XOR)."""
-        packed = msgpack.packb([row.name, self.row_fields(row)])
-        return int(xxhash.xxh3_128_intdigest(packed))
+        """What a row contributes to the database's row hash (order-independent by XOR):
+        xxh3-128 of the msgpack array of a tuple row (name first, then its fields in
+        declaration order; twice as fast as building a map), else of [name, row_fields]."""
+        plain: object = row  # the row types are NamedTuples; the protocol does not say so
+        value = plain if isinstance(plain, tuple) else [row.name, self.row_fields(row)]
+        return int(xxhash.xxh3_128_intdigest(msgpack.packb(value)))
 
     def _rehash(self, info: DbInfo, *digests: int) -> None:
         if info.row_hash is None:

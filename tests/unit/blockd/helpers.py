@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from blockd.allocmap import AllocMap
 from blockd.cache import ChunkCache
 from blockd.chunkstore import ChunkStore
 from blockd.store import ObjectStore
@@ -20,9 +21,10 @@ def make_volume(
     cache: ChunkCache | None = None,
     backpressure_timeout_s: float = 10.0,
     volume_id: str = VOLUME_ID,
+    alloc: AllocMap | None = None,
 ) -> Volume:
     """A small volume; a fresh cache unless one is given (a fresh cache = a restarted blockd)."""
-    chunks = ChunkStore(store, volume_id, size_bytes, chunk_bytes)
+    chunks = ChunkStore(store, volume_id, size_bytes, chunk_bytes, alloc=alloc)
     if cache is None:
         cache = ChunkCache(cache_bytes_max, backpressure_timeout_s=backpressure_timeout_s)
     return Volume(chunks, cache, block_size=BS)

@@ -9,6 +9,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from blockd.allocmap import AllocMap
+from blockd.chunkstore import RESERVED_ACCOUNT, chunk_container
 from blockd.store import (
     FaultPlan,
     FaultyObjectStore,
@@ -16,11 +18,12 @@ from blockd.store import (
     ObjectStore,
     StoreUnavailable,
 )
-from tests.unit.blockd.helpers import BS, make_volume
+from tests.unit.blockd.helpers import BS, VOLUME_ID, make_volume
 
 CHUNK = 4 * BS
 SIZE = 9 * CHUNK + 2 * BS  # a short last chunk
 NBLOCKS = SIZE // BS
+NCHUNKS = -(-SIZE // CHUNK)
 
 
 class VolumeModel(RuleBasedStateMachine):
@@ -28,6 +31,7 @@ class VolumeModel(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.store = self._store()
+        self.alloc_started = False
         self.model = bytearray(SIZE)
         self.durable = bytearray(SIZE)  # what a restart must show at least for unchanged blocks
         self.changed_since_flush: set[int] = set()
@@ -35,17 +39,42 @@ class VolumeModel(RuleBasedStateMachine):
         self.fill = 0
 
     def _store(self) -> ObjectStore:
-        return MemoryObjectStore()
+        self.mem = MemoryObjectStore()
+        return self.mem
+
+    def _alloc(self) -> AllocMap:
+        """The volume's allocation map, as a (re)starting blockd finds it."""
+        amap = AllocMap(self.mem, RESERVED_ACCOUNT, chunk_container(VOLUME_ID), NCHUNKS)
+        if not self.alloc_started:
+            self.run(amap.start_empty())
+            self.alloc_started = True
+        self.run(amap.load())
+        amap.store = self.store  # later map writes see the same faults as the chunks
+        return amap
 
     def _open(self):
         # a cache of 3 chunks: eviction and back-pressure flushes happen all the time
         return make_volume(
-            self.store, size_bytes=SIZE, chunk_bytes=CHUNK, cache_bytes_max=3 * CHUNK
+            self.store,
+            size_bytes=SIZE,
+            chunk_bytes=CHUNK,
+            cache_bytes_max=3 * CHUNK,
+            backpressure_timeout_s=60.0,
+            alloc=self._alloc(),
         )
+
+    def _check_alloc_superset(self) -> None:
+        """Every chunk object in the store has its bit in the (stored) allocation map."""
+        amap = AllocMap(self.mem, RESERVED_ACCOUNT, chunk_container(VOLUME_ID), NCHUNKS)
+        self.run(amap.load())
+        for name in self.mem.object_names(RESERVED_ACCOUNT, chunk_container(VOLUME_ID)):
+            if name != ".alloc":
+                assert amap.may_exist(int(name)), f"chunk {name} missing from the map"
 
     def _reopen(self) -> None:
         """A new blockd: a fresh cache over the same store (the old one's tasks end here)."""
         self.run(self.vol.cache.stop_background())
+        self._check_alloc_superset()
         self.vol = self._open()
 
     def run(self, coro):
@@ -127,18 +156,9 @@ class FaultyStoreVolumeModel(VolumeModel):
     """
 
     def _store(self) -> ObjectStore:
-        self.inner = MemoryObjectStore()
+        self.mem = MemoryObjectStore()
         plan = FaultPlan(put_fail_rate=0.33, delete_fail_rate=0.33)
-        return FaultyObjectStore(self.inner, random.Random(5), plan, partial_write_rate=0.5)
-
-    def _open(self):
-        return make_volume(
-            self.store,
-            size_bytes=SIZE,
-            chunk_bytes=CHUNK,
-            cache_bytes_max=3 * CHUNK,
-            backpressure_timeout_s=60.0,
-        )
+        return FaultyObjectStore(self.mem, random.Random(5), plan, partial_write_rate=0.5)
 
 
 _SETTINGS = settings(max_examples=40, stateful_step_count=30, deadline=None)

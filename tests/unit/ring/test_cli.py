@@ -226,3 +226,16 @@ def test_any_arguments_give_an_exit_code_never_a_traceback(
     assert code in (0, 1, 2)
     if code == 2:
         assert err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_big_rebalance_shows_progress_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "big.builder")
+    assert main([path, "create", "16", "3", "1"]) == 0
+    devs = [x for z in (1, 2, 3) for x in (f"r1z{z}-127.0.0.{z}:6200/sda", "1")]
+    assert main([path, "add", *devs]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, path, "rebalance", "--json")
+    assert code == 0 and json.loads(out)["partitions"] == 65536
+    assert "rebalance: planned quotas" in err and "saved builder and ring" in err

@@ -250,29 +250,33 @@ class PduParser:
             self._fail(ProtocolError("input buffer limit exceeded"))
         self._buffer += chunk
         out: list[Pdu] = []
+        pos = 0
         try:
             while True:
-                pdu = self._next()
-                if pdu is None:
-                    return out
+                parsed = self._next(pos)
+                if parsed is None:
+                    break
+                pdu, pos = parsed
                 out.append(pdu)
         except ProtocolError as exc:
             self._fail(exc)
-        raise AssertionError("unreachable")  # pragma: no cover
+        del self._buffer[:pos]  # one compaction per chunk, not one per PDU
+        return out
 
     def _fail(self, exc: ProtocolError) -> None:
         self._failed = exc
         self._buffer.clear()
         raise exc
 
-    def _next(self) -> Pdu | None:
+    def _next(self, pos: int) -> tuple[Pdu, int] | None:
+        """The PDU starting at ``pos`` and the offset after it, or None if incomplete."""
         buf = self._buffer
-        if len(buf) < BHS_BYTES:
+        if len(buf) - pos < BHS_BYTES:
             return None
-        ahs_bytes = buf[4] * 4
-        data_length = int.from_bytes(buf[5:8], "big")
-        header_end = BHS_BYTES + ahs_bytes
-        bhs = bytes(buf[:BHS_BYTES])
+        ahs_bytes = buf[pos + 4] * 4
+        data_length = int.from_bytes(buf[pos + 5 : pos + 8], "big")
+        header_end = pos + BHS_BYTES + ahs_bytes
+        bhs = bytes(buf[pos : pos + BHS_BYTES])
         if data_length > self._data_bytes_max:
             raise ProtocolError(
                 f"data segment of {data_length} bytes exceeds MaxRecvDataSegmentLength "
@@ -283,15 +287,14 @@ class PduParser:
         hd = DIGEST_BYTES if self._header_digest else 0
         dd = DIGEST_BYTES if (self._data_digest and data_length) else 0
         data_start = header_end + hd
-        total = data_start + data_length + pad_bytes(data_length) + dd
-        if len(buf) < total:
+        padded_end = data_start + data_length + pad_bytes(data_length)
+        end = padded_end + dd
+        if len(buf) < end:
             return None
-        header = bytes(buf[:header_end])
+        header = bhs + bytes(buf[pos + BHS_BYTES : header_end]) if ahs_bytes else bhs
         if hd and bytes(buf[header_end:data_start]) != digest_bytes(header):
             raise DigestError("header digest mismatch", RejectReason.PROTOCOL_ERROR, bhs)
-        padded_end = data_start + data_length + pad_bytes(data_length)
-        if dd and bytes(buf[padded_end:total]) != digest_bytes(buf[data_start:padded_end]):
+        if dd and bytes(buf[padded_end:end]) != digest_bytes(buf[data_start:padded_end]):
             raise DigestError("data digest mismatch", RejectReason.DATA_DIGEST_ERROR, bhs)
         data = bytes(buf[data_start : data_start + data_length])
-        del buf[:total]
-        return Pdu(bhs, header[BHS_BYTES:], data)
+        return Pdu(bhs, header[BHS_BYTES:], data), end

@@ -3,9 +3,11 @@ metadata and deletion converge."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from accountd.broker import AccountBroker, ContainerRow
+from common.listingdb.replication import MergeRows, decode_reply, encode_request
 from common.timestamps import Timestamp
 from tests.unit.listingdb.replication_cluster import Cluster, ts
 
@@ -53,5 +55,27 @@ def test_accounts_converge(tmp_path: Path) -> None:
             info = b.get_info()
             assert info is not None and b.is_deleted(info)
         assert [s.rows_sent for s in c.round()] == [0, 0, 0]
+    finally:
+        c.close()
+
+
+def test_bad_account_rows_are_refused(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, 3, AccountBroker, kind="accounts")
+    try:
+        n = c.primaries(A)[0]
+        b = c.broker(n, A)
+        b.create_or_update(A, None, Timestamp.parse(ts(0)), {})
+        part, hash_hex = c.where(A)
+        iid = "ef" * 16
+        good = {"name": "c", "seq": 1, "p": ts(1), "x": ts(-1e6), "o": 1, "b": 2, "st": ts(1)}
+        for change in ({"o": -1}, {"b": "2"}, {"p": "later"}, {"st": 5}, {"x": None}):
+            body = encode_request(MergeRows(iid, 1, ({**good, **change},)))
+            status, data = asyncio.run(n.service.handle("sda", part, hash_hex, body))
+            reply = decode_reply(data)
+            assert (status, reply.status) == (400, "error"), change
+        assert b.rows_since(0, 10) == []
+        body = encode_request(MergeRows(iid, 1, (good,)))
+        assert asyncio.run(n.service.handle("sda", part, hash_hex, body))[0] == 200
+        assert [r["name"] for r in b.rows_since(0, 10)] == ["c"]
     finally:
         c.close()

@@ -95,7 +95,7 @@ def test_every_prefix_and_trailing_garbage_is_a_protocol_error(req: Request) -> 
         decode_request(data + b"\x00")
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_parse_or_raise_protocol_error(data: bytes) -> None:
     for decode in (decode_request, decode_reply):
@@ -114,7 +114,7 @@ _values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.sampled_from(
         ["sync", "merge_info", "stage_begin", "stage_commit", "merge_rows", "stage_rows"]

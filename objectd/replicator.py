@@ -16,7 +16,6 @@ Hashing also reclaims tombstones older than `reclaim_age_s`. Bounded concurrency
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -260,9 +259,8 @@ class ObjectReplicator:
 
     def _failed(self, dev: Device, part: int, e: Exception, status: int) -> int:
         self.stats.errors += 1
-        with contextlib.suppress(Exception):
-            log.warning(
-                "sync with peer failed",
-                extra={"fields": {"peer": dev.label(), "part": part, "error": str(e)}},
-            )
+        log.warning(
+            "sync with peer failed",
+            extra={"fields": {"peer": dev.label(), "part": part, "error": str(e)}},
+        )
         return status

@@ -1,6 +1,6 @@
 """One pass of the object updater: retry every saved async pending, drop each once delivered.
 
-The daemon around it (issue 4) calls `run_once` on a timer; tests call it directly.
+`objectd.daemons` calls `run_once` every `updater_interval_s`; tests call it directly.
 """
 
 from __future__ import annotations

@@ -190,3 +190,18 @@ def test_concurrent_writers_never_leave_a_stale_cache(layout):
     (layout.partition_dir(PART) / HASHES_CACHE).unlink()
     assert cached == hashes(layout)
     assert len(cached) == 5
+
+
+def test_a_handoff_partition_is_kept_if_a_write_arrived_after_the_push(layout):
+    from objectd.partition import local_partitions, remove_partition
+
+    put(layout, _hash(1), NOW - 10)
+    pushed = hashes(layout)
+    put(layout, _hash(2), NOW - 5)  # lands after the push started
+    assert remove_partition(layout, PART, pushed) is False
+    assert local_partitions(layout) == [PART]
+    now = hashes(layout)
+    assert remove_partition(layout, PART, pushed) is False  # cache differs from the push
+    assert remove_partition(layout, PART, now) is True
+    assert local_partitions(layout) == []
+    assert os.listdir(layout.tmp) == []  # renamed aside, then deleted

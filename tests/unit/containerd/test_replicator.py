@@ -4,6 +4,7 @@ dies mid-sync)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,32 @@ def test_equal_row_hashes_only_move_the_sync_point(cluster: Cluster) -> None:
     assert bs[1].sync_point(info0.instance_id) == info0.max_seq
     put(bs[0], "new", 100)
     assert cluster.run(n0).rows_sent == 2  # the one new row to each of two peers, not 51
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_writes_and_dropped_calls_still_converge(tmp_path: Path, seed: int) -> None:
+    """Random rows, deletes and metadata land on random replicas; replication calls fail at
+    random; once the network heals, one round makes every replica identical."""
+    rng = random.Random(seed)
+    c = Cluster(tmp_path, 3, ContainerBroker)
+    try:
+        nodes = c.primaries(A, C)
+        bs = [create(c, n, at=rng.randint(0, 3)) for n in nodes]
+        for step in range(40):
+            b = rng.choice(bs)
+            name = f"o{rng.randint(0, 12)}"
+            at = 10 + rng.randint(0, 200) + step / 1000  # clocks disagree; ties are rare
+            if rng.random() < 0.3:
+                delete(b, name, at)
+            elif rng.random() < 0.1:
+                b.update_metadata({f"X-Container-Meta-M{rng.randint(0, 2)}": (str(step), ts(at))})
+            else:
+                put(b, name, at, rng.randint(0, 9))
+            if rng.random() < 0.2:
+                flaky = FaultyTransport(c.transport, lambda *_a: rng.random() < 0.3)
+                c.run(rng.choice(nodes), flaky, batch_rows=3)
+        c.round()
+        assert state(bs[0]) == state(bs[1]) == state(bs[2])
+        assert [s.rows_sent for s in c.round()] == [0, 0, 0]
+    finally:
+        c.close()

@@ -25,7 +25,12 @@ from common.deploy import DeploymentConfig, StorageNodeConfig, load_deployment
 from common.listingdb.daemon import Job, run_jobs
 from common.listingdb.http import DeviceEnvs
 from common.listingdb.repl_transport import HttpTransport
-from common.listingdb.replicator import DbReplicator, ReplicatorSettings, is_local_to
+from common.listingdb.replicator import (
+    DbReplicator,
+    ReclaimSchedule,
+    ReplicatorSettings,
+    is_local_to,
+)
 from common.log import setup_logging
 from ring import Ring, RingError
 
@@ -54,6 +59,7 @@ def build_jobs(
         concurrency=cfg.replicator_concurrency,
         batch_rows=cfg.replicator_batch_rows,
     )
+    schedule = ReclaimSchedule(settings.rows_reclaim_interval_s)
     names = [d.name for d in node.devices]
 
     async def replicate() -> dict[str, Any]:
@@ -66,6 +72,7 @@ def build_jobs(
             make_broker=AccountBroker,
             clock=clock,
             settings=settings,
+            reclaim_schedule=schedule,
         )
         stats = (await replicator.run_once()).as_dict()
         stats["devices_skipped"] = len(names) - len(devices)

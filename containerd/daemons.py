@@ -27,7 +27,12 @@ from common.deploy import DeploymentConfig, StorageNodeConfig, load_deployment
 from common.listingdb.daemon import Job, run_jobs
 from common.listingdb.http import DeviceEnvs
 from common.listingdb.repl_transport import HttpTransport
-from common.listingdb.replicator import DbReplicator, ReplicatorSettings, is_local_to
+from common.listingdb.replicator import (
+    DbReplicator,
+    ReclaimSchedule,
+    ReplicatorSettings,
+    is_local_to,
+)
 from common.log import setup_logging
 from containerd.broker import ContainerBroker
 from containerd.conf import ContainerServerConf
@@ -75,6 +80,7 @@ def build_jobs(
             concurrency=cfg.replicator_concurrency,
             batch_rows=cfg.replicator_batch_rows,
         )
+        schedule = ReclaimSchedule(settings.rows_reclaim_interval_s)
 
         async def replicate() -> dict[str, Any]:
             devices = await asyncio.to_thread(envs.open_devices, names)
@@ -86,6 +92,7 @@ def build_jobs(
                 make_broker=ContainerBroker,
                 clock=clock,
                 settings=settings,
+                reclaim_schedule=schedule,
             )
             stats = (await replicator.run_once()).as_dict()
             stats["devices_skipped"] = len(names) - len(devices)

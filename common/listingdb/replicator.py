@@ -38,6 +38,7 @@ from common.timestamps import Timestamp
 __all__ = [
     "DbReplicator",
     "PartitionRing",
+    "ReclaimSchedule",
     "ReplicationStats",
     "ReplicatorSettings",
     "RingDevice",
@@ -87,6 +88,8 @@ class ReplicatorSettings:
     batches_per_peer_max: int = 1000
     # A staged copy nobody finished is removed after this long.
     stage_ttl_s: float = 3600.0
+    # How often a long-running daemon reclaims tombstone rows (see ReclaimSchedule).
+    rows_reclaim_interval_s: float = 3600.0
 
     def __post_init__(self) -> None:
         if self.concurrency < 1 or self.batch_rows < 1 or self.batches_per_peer_max < 1:
@@ -116,6 +119,24 @@ class _PeerFailed(Exception):
     pass
 
 
+class ReclaimSchedule:
+    """When each device last had its tombstone rows reclaimed. Reclaiming rows scans every
+    row of every database, so a long-running daemon does it at most once per `interval_s`
+    per device; a deleted database past reclaim age is still removed on every pass (that
+    check reads one record). A fresh schedule (or none) reclaims on the first pass."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def due(self, device: str, now: float) -> bool:
+        last = self._last.get(device)
+        return last is None or now - last >= self.interval_s
+
+    def done(self, device: str, now: float) -> None:
+        self._last[device] = now
+
+
 class DbReplicator:
     def __init__(
         self,
@@ -127,7 +148,9 @@ class DbReplicator:
         make_broker: MakeBroker,
         clock: Clock,
         settings: ReplicatorSettings,
+        reclaim_schedule: ReclaimSchedule | None = None,
     ) -> None:
+        self.reclaim_schedule = reclaim_schedule
         self.devices = devices
         self.ring = ring
         self.is_local = is_local
@@ -143,10 +166,10 @@ class DbReplicator:
         cutoff = Timestamp.from_float(max(0.0, now - self.settings.reclaim_age_s))
         stage_cutoff = Timestamp.from_float(max(0.0, now - self.settings.stage_ttl_s))
 
-        async def one(device: str, env: ListingEnv, part: int, hash_hex: str) -> None:
+        async def one(device: str, env: ListingEnv, part: int, hash_hex: str, rows: bool) -> None:
             async with gate:
                 try:
-                    await self._replicate_db(device, env, part, hash_hex, cutoff, stats)
+                    await self._replicate_db(device, env, part, hash_hex, cutoff, rows, stats)
                 except Exception:  # one bad database must not stop the pass
                     stats.dbs_failed += 1
                     log.exception(
@@ -157,9 +180,13 @@ class DbReplicator:
         for device, env in sorted(self.devices.items()):
             stats.staged_reaped += await env.run(staging.reap, env, self.make_broker, stage_cutoff)
             dbs = await env.run(list_databases, env)
+            schedule = self.reclaim_schedule
+            rows = schedule is None or schedule.due(device, now)
             for start in range(0, len(dbs), _TASKS_MAX):
                 batch = dbs[start : start + _TASKS_MAX]
-                await asyncio.gather(*(one(device, env, p, h) for p, h in batch))
+                await asyncio.gather(*(one(device, env, p, h, rows) for p, h in batch))
+            if schedule is not None and rows:
+                schedule.done(device, now)
         return stats
 
     async def _replicate_db(
@@ -169,17 +196,23 @@ class DbReplicator:
         part: int,
         hash_hex: str,
         cutoff: Timestamp,
+        reclaim_rows: bool,
         stats: ReplicationStats,
     ) -> None:
         broker = self.make_broker(env, part, hash_hex)
-        removed, dropped = await env.run(broker.reclaim, cutoff)
-        stats.rows_reclaimed += removed
-        if dropped:
-            stats.dbs_reclaimed += 1
-            return
         info = await env.run(broker.get_info)
         if info is None:
             return
+        expired = broker.is_deleted(info) and info.ts("delete_timestamp") < cutoff
+        if reclaim_rows or expired:
+            removed, dropped = await env.run(broker.reclaim, cutoff)
+            stats.rows_reclaimed += removed
+            if dropped:
+                stats.dbs_reclaimed += 1
+                return
+            info = await env.run(broker.get_info)
+            if info is None:
+                return
         stats.dbs_total += 1
         primaries = list(self.ring.get_part_nodes(part))
         here = [d for d in primaries if self.is_local(d) and d.device == device]

@@ -4,6 +4,7 @@ dies mid-sync)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from common.listingdb import list_databases
 from common.listingdb.broker import STAGING_PARTITION
 from common.listingdb.repl_transport import FaultyTransport, Peer
 from common.listingdb.replication import MergeRows, Request, StageCommit
+from common.listingdb.replicator import ReclaimSchedule, ReplicationStats
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow
 from tests.unit.listingdb.replication_cluster import Cluster, Node, ts
@@ -299,3 +301,23 @@ def test_seeded_writes_and_dropped_calls_still_converge(tmp_path: Path, seed: in
         assert [s.rows_sent for s in c.round()] == [0, 0, 0]
     finally:
         c.close()
+
+
+def test_a_long_running_daemon_reclaims_rows_once_per_interval(cluster: Cluster) -> None:
+    n0 = cluster.primaries(A, C)[0]
+    schedule = ReclaimSchedule(3600)
+    b = create(cluster, n0)
+    delete(b, "old", 1)
+
+    def run() -> ReplicationStats:
+        return asyncio.run(cluster.replicator(n0, reclaim_schedule=schedule).run_once())
+
+    assert run().rows_reclaimed == 0  # too young: the scan ran and found nothing
+    cluster.clock.advance(7 * 86400 + 10)  # both tombstones and "gone" are past reclaim age
+    delete(b, "older", 0.5)
+    gone = create(cluster, n0, container="gone")
+    assert gone.delete_db(Timestamp.parse(ts(3)), require_empty=True).status == "deleted"
+    stats = run()  # within the interval: no row scan, but the expired database still goes
+    assert (stats.rows_reclaimed, stats.dbs_reclaimed) == (0, 1)
+    cluster.clock.advance(3600)
+    assert run().rows_reclaimed == 2

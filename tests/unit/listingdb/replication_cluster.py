@@ -17,6 +17,7 @@ from common.listingdb.repl_transport import DirectTransport, ReplicationTranspor
 from common.listingdb.replicator import (
     DbReplicator,
     MakeBroker,
+    ReclaimSchedule,
     ReplicationStats,
     ReplicatorSettings,
     is_local_to,
@@ -99,6 +100,7 @@ class Cluster:
         self,
         node: Node,
         transport: ReplicationTransport | None = None,
+        reclaim_schedule: ReclaimSchedule | None = None,
         **settings: Any,
     ) -> DbReplicator:
         opts: dict[str, Any] = {"reclaim_age_s": 7 * 86400, "batch_rows": 100, **settings}
@@ -110,6 +112,7 @@ class Cluster:
             make_broker=self.make_broker,
             clock=self.clock,
             settings=ReplicatorSettings(**opts),
+            reclaim_schedule=reclaim_schedule,
         )
 
     def run(

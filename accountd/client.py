@@ -17,6 +17,7 @@ from common.listingdb.client import (
     ListingReply,
     backend_url,
     get_listing,
+    get_recon,
     simple_request,
 )
 from common.listingdb.listing import ListingParams
@@ -27,6 +28,7 @@ __all__ = [
     "ListingParams",
     "direct_delete_account",
     "direct_get_account",
+    "direct_get_recon",
     "direct_head_account",
     "direct_post_account",
     "direct_put_account",
@@ -131,3 +133,7 @@ async def direct_put_account_container(
     X-Bytes-Used (optionally X-Backend-Stats-Timestamp)."""
     url = backend_url(node_url, device, part, account, container)
     return await simple_request(session, "PUT", url, headers, conn_timeout_s, node_timeout_s)
+
+
+# GET /recon/<daemon> on a account server: (status, the daemon's last pass record or None).
+direct_get_recon = get_recon

@@ -17,6 +17,7 @@ from common.listingdb.client import (
     ListingReply,
     backend_url,
     get_listing,
+    get_recon,
     simple_request,
 )
 from common.listingdb.listing import ListingParams
@@ -28,6 +29,7 @@ __all__ = [
     "direct_delete_container",
     "direct_delete_container_object",
     "direct_get_container",
+    "direct_get_recon",
     "direct_head_container",
     "direct_post_container",
     "direct_put_container",
@@ -157,3 +159,7 @@ async def direct_delete_container_object(
     """Record an object deletion (X-Timestamp)."""
     url = backend_url(node_url, device, part, account, container, obj)
     return await _call(session, "DELETE", url, headers, conn_timeout_s, node_timeout_s)
+
+
+# GET /recon/<daemon> on a container server: (status, the daemon's last pass record or None).
+direct_get_recon = get_recon

@@ -21,6 +21,7 @@ __all__ = [
     "ListingReply",
     "backend_url",
     "get_listing",
+    "get_recon",
     "listing_query",
     "simple_request",
 ]
@@ -100,3 +101,28 @@ async def get_listing(
         if not isinstance(rows, list):
             raise ValueError(f"listing from {url} is not a JSON list")
         return resp.status, resp.headers, rows
+
+
+RECON_BODY_BYTES_MAX = 1 << 20
+
+
+async def get_recon(
+    session: aiohttp.ClientSession,
+    node_url: str,
+    daemon: str,
+    conn_timeout_s: float = DEFAULT_CONN_TIMEOUT_S,
+    node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S,
+) -> tuple[int, dict[str, Any] | None]:
+    """GET /recon/<daemon>: (status, the daemon's last pass record when status is 200)."""
+    url = f"{node_url.rstrip('/')}/recon/{quote(daemon, safe='')}"
+    async with session.get(
+        URL(url, encoded=True), timeout=timeout(conn_timeout_s, node_timeout_s)
+    ) as resp:
+        body = await resp.content.read(RECON_BODY_BYTES_MAX + 1)
+        if resp.status != 200 or len(body) > RECON_BODY_BYTES_MAX:
+            return resp.status, None
+        try:
+            record = json.loads(body)
+        except ValueError:
+            return 502, None
+        return 200, record if isinstance(record, dict) else None

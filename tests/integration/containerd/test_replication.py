@@ -154,17 +154,22 @@ def test_a_node_that_missed_updates_converges(tmp_path: Path) -> None:
             assert recon is not None and recon["v"] == 1 and recon["node"] == "n0"
             assert recon["stats"]["dbs_total"] == 1 and recon["stats"]["dbs_failed"] == 0
 
-            async with s.get(f"{net.urls[0]}/recon/container-replicator") as resp:
-                assert resp.status == 200
-                served = await resp.json()
-            assert served == recon
+            assert await client.direct_get_recon(s, net.urls[0], "container-replicator") == (
+                200,
+                recon,
+            )
             async with s.get(f"{net.urls[0]}/metrics") as resp:
                 text = await resp.text()
             assert (
                 'cairn_daemon_pass_stat{daemon="container-replicator",stat="dbs_total"} 1.0' in text
             )
-            async with s.get(f"{net.urls[0]}/recon/container-updater") as resp:
-                assert resp.status == 404  # has not run on this node
+            # The updater has not run on this node; the account server has its own daemons.
+            assert await client.direct_get_recon(s, net.urls[0], "container-updater") == (
+                404,
+                None,
+            )
+            status, _ = await aclient.direct_get_recon(s, net.account_url, "container-replicator")
+            assert status == 404
 
     asyncio.run(main())
 

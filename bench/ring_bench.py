@@ -169,6 +169,8 @@ def swift_case(
         done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return f"timed out after {timeout_s:.0f} s"
+    if done.returncode < 0:
+        return f"killed by signal {-done.returncode}"
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
         return f"failed: {lines[-1] if lines else done.returncode}"

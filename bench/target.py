@@ -11,7 +11,6 @@ have them.
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -76,9 +75,6 @@ class SwiftTarget:
 
     def static_headers(self) -> dict[str, str] | None:
         return {"X-Auth-Token": self.token}
-
-    def describe(self) -> str:
-        return json.dumps({"storage_url": self.storage_url})
 
 
 def swift_auth(

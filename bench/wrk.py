@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from bench.stats import Result
 
@@ -32,7 +32,6 @@ __all__ = [
     "WrkOutput",
     "lua_script",
     "parse_output",
-    "quoted_container_path",
     "run_wrk",
     "wrk_path",
 ]
@@ -273,9 +272,3 @@ def run_wrk(base_url: str, job: WrkJob, workload: str) -> tuple[Result, WrkOutpu
         extra={"wall_s": wall_s, "connections": job.connections},
     )
     return result, out
-
-
-def quoted_container_path(storage_url: str, container: str) -> str:
-    """`/v1/AUTH_x/<container>` from a storage URL, percent-quoted for a request line."""
-    path = urlsplit(storage_url).path.rstrip("/")
-    return f"{path}/{quote(container, safe='')}"

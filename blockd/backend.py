@@ -25,7 +25,10 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar, runtime_checkable
+
+from common.fsutil import fsync_dir
 
 __all__ = [
     "BackendRangeError",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 BLOCK_SIZES = (512, 4096)
+T = TypeVar("T")
 
 
 class BackendRangeError(ValueError):
@@ -172,7 +176,12 @@ class FileBackend:
     """
 
     def __init__(
-        self, path: str, num_blocks: int, block_size: int = 512, serial: str = "file0"
+        self,
+        path: str,
+        num_blocks: int,
+        block_size: int = 512,
+        serial: str = "file0",
+        io_threads: int = 4,
     ) -> None:
         _check_geometry(block_size, num_blocks, serial)
         self._block_size = block_size
@@ -186,6 +195,7 @@ class FileBackend:
             if current == 0:
                 os.ftruncate(fd, size_bytes)
                 os.fsync(fd)
+                fsync_dir(os.path.dirname(os.path.abspath(path)))
             elif current != size_bytes:
                 raise ValueError(f"{path} is {current} bytes, expected {size_bytes}")
         except BaseException:
@@ -193,6 +203,8 @@ class FileBackend:
             raise
         self._fd = fd
         self._can_punch = _FALLOCATE is not None
+        # Blocking file I/O never runs on the event loop: a small pool of our own, bounded.
+        self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="file-backend")
 
     @property
     def block_size(self) -> int:
@@ -207,14 +219,18 @@ class FileBackend:
         return self._serial
 
     def close(self) -> None:
-        """Close the file descriptor (idempotent)."""
+        """Stop the I/O threads and close the file descriptor (idempotent)."""
+        self._executor.shutdown(wait=True)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
+    async def _run(self, func: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
     async def read(self, lba: int, count: int) -> bytes:
         check_range(lba, count, self._num_blocks)
-        return await asyncio.to_thread(self._pread, lba, count)
+        return await self._run(self._pread, lba, count)
 
     def _pread(self, lba: int, count: int) -> bytes:
         want = count * self._block_size
@@ -228,7 +244,7 @@ class FileBackend:
         if len(data) % bs:
             raise BackendRangeError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
         check_range(lba, len(data) // bs, self._num_blocks)
-        await asyncio.to_thread(self._pwrite, lba * bs, data, fua)
+        await self._run(self._pwrite, lba * bs, data, fua)
 
     def _pwrite(self, offset: int, data: bytes, fua: bool) -> None:
         view = memoryview(data)
@@ -240,12 +256,12 @@ class FileBackend:
             os.fdatasync(self._fd)
 
     async def flush(self) -> None:
-        await asyncio.to_thread(os.fdatasync, self._fd)
+        await self._run(os.fdatasync, self._fd)
 
     async def unmap(self, lba: int, count: int) -> None:
         check_range(lba, count, self._num_blocks)
         if count:
-            await asyncio.to_thread(self._discard, lba, count)
+            await self._run(self._discard, lba, count)
 
     def _discard(self, lba: int, count: int) -> None:
         offset = lba * self._block_size
@@ -265,7 +281,7 @@ class FileBackend:
 
     async def is_mapped(self, lba: int) -> tuple[bool, int]:
         check_range(lba, 1, self._num_blocks)
-        return await asyncio.to_thread(self._probe, lba)
+        return await self._run(self._probe, lba)
 
     def _probe(self, lba: int) -> tuple[bool, int]:
         """Use SEEK_DATA/SEEK_HOLE to find the run of mapped or unmapped blocks at ``lba``."""

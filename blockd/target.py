@@ -386,6 +386,9 @@ async def _main(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await target.stop()
+    if isinstance(backend, FileBackend):
+        await backend.flush()
+        backend.close()
 
 
 def main(argv: list[str] | None = None) -> None:

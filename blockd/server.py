@@ -139,9 +139,24 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def default_authenticator(_cfg: DeploymentConfig) -> Authenticate | None:
-    """The token check `python -m blockd.server` uses: none yet (the deployment wires one)."""
-    return None
+def default_authenticator(cfg: DeploymentConfig) -> Authenticate | None:
+    """The deployment's tempauth tokens: a valid X-Auth-Token names the project it owns.
+
+    The project is the user's storage account (e.g. "AUTH_test"), the same id the Swift API
+    uses, so `/v3/AUTH_test/volumes` belongs to the users of account "test".
+    """
+    import time
+
+    from common.authtoken import DeploymentTokens
+
+    tokens = DeploymentTokens.from_deployment(cfg)
+
+    async def authenticate(headers: Mapping[str, str]) -> str | None:
+        token = headers.get("X-Auth-Token") or headers.get("X-Storage-Token") or ""
+        claims = tokens.verify(token, time.time()) if token else None
+        return tokens.storage_account(claims) if claims is not None else None
+
+    return authenticate
 
 
 async def _run(args: argparse.Namespace, authenticate: Authenticate | None) -> int:

@@ -6,6 +6,7 @@ Sans-IO. The proxy calls, per request (docs/auth.md has the full sequence):
 ACL and authorize again) -> `backend_request_headers` / `client_response_headers`.
 """
 
+from common.authtoken import TOKEN_VERSION, derive_secret
 from proxy.auth._acl import (
     ACL_BYTES_MAX,
     AccountAcl,
@@ -37,7 +38,6 @@ from proxy.auth._model import (
     Verdict,
 )
 from proxy.auth._tempauth import S3Credentials, TempAuth, is_auth_path
-from proxy.auth._token import TOKEN_VERSION, derive_secret
 
 __all__ = [
     "ACCOUNT_ACL_HEADER",

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from common.authtoken import DeploymentTokens, TokenClaims, derive_secret
 from common.clock import Clock
 from common.deploy import DeploymentConfig, TempAuthConfig, TempAuthUser
 from proxy.auth._acl import AccountAcl
@@ -29,7 +30,6 @@ from proxy.auth._model import (
     lower_headers,
     unauthorized,
 )
-from proxy.auth._token import TokenClaims, TokenCodec, derive_secret
 
 __all__ = ["S3Credentials", "TempAuth", "is_auth_path"]
 
@@ -135,7 +135,10 @@ class TempAuth:
         self.reseller_prefix = prefixes[0]  # tokens and storage URLs use the first prefix
         self.token_life_s = config.token_life_s
         self._users = _load_users(config)
-        self._codec = TokenCodec(secret, self.reseller_prefix)
+        self._tokens = DeploymentTokens(
+            {name: u.key for name, u in self._users.items()}, secret, self.reseller_prefix
+        )
+        self._codec = self._tokens.codec
         self._clock = clock
 
     @classmethod
@@ -177,16 +180,10 @@ class TempAuth:
         return found if ok and found is not None else None
 
     def _verify(self, token: str) -> Identity | None:
-        claims = self._codec.verify(token, self._clock.time())
+        claims = self._tokens.verify(token, self._clock.time())
         if claims is None:
             return None
-        user = self._users.get(f"{claims.account}:{claims.user}")
-        if user is None:
-            return None  # removed from the deployment file since the token was issued
-        fingerprint = self._codec.key_fingerprint(f"{user.account}:{user.user}", user.key)
-        if not hmac.compare_digest(fingerprint, claims.key_fingerprint):
-            return None  # the user's key changed: old tokens die with it
-        return self._identity(user, float(claims.expires))
+        return self._identity(self._users[f"{claims.account}:{claims.user}"], claims.expires)
 
     def owns_token(self, token: str) -> bool:
         """Whether `token` is in this provider's namespace (so a bad one is a hard 401)."""

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from common.clock import ManualClock
 from common.deploy import DeploymentConfig, TempAuthUser
 from proxy.auth import InvalidToken, TempAuth, derive_secret
-from proxy.auth._token import TOKEN_BYTES_MAX, TokenClaims, TokenCodec
+from common.authtoken import TOKEN_BYTES_MAX, TokenClaims, TokenCodec
 
 
 def rebuilt(deployment: DeploymentConfig, clock: ManualClock, **tempauth_changes) -> TempAuth:

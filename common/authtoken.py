@@ -19,12 +19,17 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgpack
+
+if TYPE_CHECKING:
+    from common.deploy import DeploymentConfig
 
 __all__ = [
     "TOKEN_BYTES_MAX",
     "TOKEN_VERSION",
+    "DeploymentTokens",
     "TokenClaims",
     "TokenCodec",
     "derive_secret",
@@ -135,3 +140,42 @@ def _decode_claims(payload: str) -> TokenClaims | None:
     if isinstance(expires, bool) or not isinstance(expires, int):
         return None
     return TokenClaims(account, user, expires, kf)
+
+
+class DeploymentTokens:
+    """Verifies tempauth tokens for any service of a deployment (the proxy, blockd, ...).
+
+    A token is good when its tag verifies with the deployment's secret, it has not expired,
+    its user is still configured and that user's key has not changed since it was issued.
+    """
+
+    def __init__(self, users: dict[str, str], secret: bytes, reseller_prefix: str) -> None:
+        self._users = users  # "account:user" -> key
+        self.codec = TokenCodec(secret, reseller_prefix)
+        self.reseller_prefix = reseller_prefix
+
+    @classmethod
+    def from_deployment(cls, deployment: DeploymentConfig) -> DeploymentTokens:
+        ta, cluster = deployment.tempauth, deployment.cluster
+        secret = derive_secret(ta.secret, cluster.hash_path_prefix, cluster.hash_path_suffix)
+        users = {f"{u.account}:{u.user}": u.key for u in ta.users}
+        prefix = (ta.reseller_prefixes[0] if ta.reseller_prefixes else "AUTH_").strip()
+        if not prefix.endswith("_"):
+            prefix += "_"  # as tempauth does: "AUTH" means "AUTH_"
+        return cls(users, secret, prefix)
+
+    def verify(self, token: str, now: float) -> TokenClaims | None:
+        claims = self.codec.verify(token, now)
+        if claims is None:
+            return None
+        key = self._users.get(f"{claims.account}:{claims.user}")
+        if key is None:
+            return None  # removed from the deployment file since the token was issued
+        fingerprint = self.codec.key_fingerprint(f"{claims.account}:{claims.user}", key)
+        if not hmac.compare_digest(fingerprint, claims.key_fingerprint):
+            return None  # the user's key changed: old tokens die with it
+        return claims
+
+    def storage_account(self, claims: TokenClaims) -> str:
+        """The account a token's user owns, e.g. "AUTH_test" (the Swift/volume project id)."""
+        return self.reseller_prefix + claims.account

@@ -33,6 +33,22 @@ DAEMON_MODULES = {
 _PASS_TIMEOUT_S = 240.0
 
 
+def quiet_daemons(doc: dict[str, Any], part_power: int = 8) -> None:
+    """A `start_cluster` tweak for fault tests: a small ring (short passes) and background
+    daemons that pass once at start and then wait, so the explicit `--once` passes the tests
+    run (and judge) are not competing with periodic ones for the two CPUs."""
+    doc["cluster"]["part_power"] = part_power
+    long_s = 3600.0
+    doc["object_daemons"] = {
+        "replicator_interval_s": long_s,
+        "auditor_interval_s": long_s,
+        "updater_interval_s": long_s,
+        "expirer_interval_s": long_s,
+    }
+    doc["container_daemons"] = {"replicator_interval_s": long_s, "updater_interval_s": long_s}
+    doc["account_daemons"] = {"replicator_interval_s": long_s}
+
+
 def require_daemons(*kinds: str) -> None:
     """Skip (saying why) when a replication daemon package is not installed in this tree."""
     for kind in kinds:

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from tests.cluster import Cluster, start_cluster
-from tests.fault.support import cfg_of
+from tests.fault.support import cfg_of, quiet_daemons
 from tools.nodes import check_item, locate
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -69,6 +69,7 @@ def full_cluster(tmp_path: Path):
         _mount_tmpfs(mount, TMPFS_BYTES)
         mounted = True
         doc["nodes"][0]["fallocate_reserve_bytes"] = RESERVE_BYTES
+        quiet_daemons(doc)
 
     c: Cluster | None = None
     try:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster import Cluster, free_ports, run_cairn
-from tests.fault.support import Load, check_replicas, require_daemons, run_pass
+from tests.fault.support import Load, check_replicas, quiet_daemons, require_daemons, run_pass
 from tools.deployment import config_text, default_config
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -120,7 +120,7 @@ def netns_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, HostNet]]:
     try:
         doc = default_config(admin_key="adminkey", ports=free_ports(10), proxy_workers=1)
         doc["block"]["enabled"] = False
-        doc["cluster"]["part_power"] = 8
+        quiet_daemons(doc)
         doc["proxy"]["error_suppression_interval_s"] = 5.0
         for i, node in enumerate(doc["nodes"]):
             # each host has its own port space: the usual storage ports on its own address

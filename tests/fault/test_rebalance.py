@@ -20,7 +20,14 @@ import pytest
 from common.deploy import load_deployment
 from ring import NewDevice, load_builder, save_builder, write_ring
 from tests.cluster import Cluster, start_cluster
-from tests.fault.support import Load, cfg_of, check_replicas, require_daemons, run_pass
+from tests.fault.support import (
+    Load,
+    cfg_of,
+    check_replicas,
+    quiet_daemons,
+    require_daemons,
+    run_pass,
+)
 from tools.deployment import RING_KINDS, build_rings, config_text
 from tools.nodes import open_ring
 
@@ -32,7 +39,7 @@ LOAD_S = 20.0
 
 def _three_nodes(base: Path) -> Any:
     def tweak(doc: dict[str, Any]) -> None:
-        doc["cluster"]["part_power"] = 8
+        quiet_daemons(doc)
         n2 = doc["nodes"][1]
         from tests.cluster import free_ports
 

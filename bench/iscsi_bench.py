@@ -1,0 +1,256 @@
+"""cairn's iSCSI target against Debian's tgt, same jobs, same run (`qemu-img bench` over iscsi://).
+
+    .venv/bin/python -m bench.iscsi_bench [--quick] [--repeat N] [--cluster-volume-url URL]
+
+Starts (a) ``python -m blockd.target`` with a FileBackend and (b) ``tgtd -f`` on its own
+control port (``-C``) and a loopback portal, each serving a file-backed LUN of the same size
+in the same directory (``/dev/shm`` when it exists, so the disk is not the limit), then runs
+on each: 4 KiB writes and reads at queue depth 32 (IOPS), 1 MiB sequential writes and reads
+at queue depth 8 (MB/s) and 4 KiB writes at queue depth 1 (latency). ``qemu-img bench`` has
+no random mode: the 4 KiB jobs step 1 MiB + 4 KiB between requests, wrapping at the end of
+the LUN, so consecutive requests land far apart. Besides the figures it prints each target
+process's CPU seconds per I/O (utime + stime from /proc), the steadier figure on a shared
+machine. With ``--cluster-volume-url`` the same jobs also run against a cairn volume on a
+running cluster (figures only: its CPU is spread over several processes).
+
+Needs qemu-utils, qemu-block-extra and tgt (Debian). Processes are stopped by pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.ports import free_ports
+from bench.procstat import tree_cpu_s
+
+KIB = 1024
+MIB = 1024 * KIB
+LUN_BYTES = 1024 * MIB
+CAIRN_IQN = "iqn.2026-01.org.cairn:bench"
+TGT_IQN = "iqn.2026-01.org.cairn:tgtbench"
+START_TIMEOUT_S = 30.0
+JOB_TIMEOUT_S = 600.0
+RUN_RE = re.compile(r"Run completed in ([0-9.]+) seconds")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    size_bytes: int
+    depth: int
+    write: bool
+    step_bytes: int
+    count_full: int
+    count_quick: int
+    unit: str  # "IOPS", "MB/s" or "us" (latency per request)
+
+
+JOBS = (
+    Job("4k-randwrite-qd32", 4 * KIB, 32, True, MIB + 4 * KIB, 20000, 4000, "IOPS"),
+    Job("4k-randread-qd32", 4 * KIB, 32, False, MIB + 4 * KIB, 20000, 4000, "IOPS"),
+    Job("1m-seqwrite-qd8", MIB, 8, True, MIB, 400, 100, "MB/s"),
+    Job("1m-seqread-qd8", MIB, 8, False, MIB, 400, 100, "MB/s"),
+    Job("4k-write-qd1-lat", 4 * KIB, 1, True, 4 * KIB, 2000, 500, "us"),
+)
+
+
+@dataclass
+class Result:
+    figure: float
+    cpu_per_io_us: float | None
+    seconds: float
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    pids: list[int] = field(default_factory=list)
+
+
+def _wait_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1.0):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def cairn_target(workdir: Path, port: int) -> Iterator[Target]:
+    path = workdir / "cairn.img"
+    cmd = [sys.executable, "-m", "blockd.target", "--port", str(port), "--file", str(path)]
+    cmd += ["--size", str(LUN_BYTES), "--iqn", CAIRN_IQN, "--log-level", "WARNING"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        _wait_port(port, START_TIMEOUT_S)
+        yield Target("cairn", f"iscsi://127.0.0.1:{port}/{CAIRN_IQN}/0", [proc.pid])
+    finally:
+        _stop(proc)
+
+
+def _tgtadm(control: int, *args: str) -> None:
+    cmd = ["tgtadm", "-C", str(control), "--lld", "iscsi", *args]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def tgt_target(workdir: Path, port: int, control: int) -> Iterator[Target]:
+    path = workdir / "tgt.img"
+    with open(path, "wb") as f:
+        f.truncate(LUN_BYTES)
+    cmd = ["tgtd", "-f", "-C", str(control), "--iscsi", f"portal=127.0.0.1:{port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_port(port, START_TIMEOUT_S)
+        _tgtadm(control, "--op", "new", "--mode", "target", "--tid", "1", "-T", TGT_IQN)
+        _tgtadm(
+            control, "--op", "new", "--mode", "logicalunit", "--tid", "1", "--lun", "1",
+            "-b", str(path),
+        )  # fmt: skip
+        _tgtadm(control, "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL")
+        yield Target("tgt", f"iscsi://127.0.0.1:{port}/{TGT_IQN}/1", [proc.pid])
+    finally:
+        _stop(proc)
+
+
+def run_job(target: Target, job: Job, quick: bool) -> Result:
+    count = job.count_quick if quick else job.count_full
+    cmd = ["qemu-img", "bench", "-f", "raw", "-c", str(count)]
+    cmd += ["-d", str(job.depth), "-s", str(job.size_bytes), "-S", str(job.step_bytes)]
+    if job.write:
+        cmd.append("-w")
+    cmd.append(target.url)
+    cpu0 = tree_cpu_s(target.pids) if target.pids else 0.0
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    cpu = tree_cpu_s(target.pids) - cpu0 if target.pids else None
+    match = RUN_RE.search(out.stdout)
+    if out.returncode != 0 or match is None:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+    seconds = float(match.group(1))
+    if job.unit == "IOPS":
+        figure = count / seconds
+    elif job.unit == "MB/s":
+        figure = count * job.size_bytes / seconds / 1e6
+    else:
+        figure = seconds / count * 1e6
+    cpu_us = cpu / count * 1e6 if cpu is not None else None
+    return Result(figure, cpu_us, seconds)
+
+
+def _median(results: list[Result]) -> Result:
+    cpus = [r.cpu_per_io_us for r in results if r.cpu_per_io_us is not None]
+    return Result(
+        statistics.median(r.figure for r in results),
+        statistics.median(cpus) if cpus else None,
+        statistics.median(r.seconds for r in results),
+    )
+
+
+def run_all(targets: list[Target], quick: bool, repeat: int) -> dict[tuple[str, str], Result]:
+    """Each job on each target in turn (interleaved, so load changes hit both alike)."""
+    results: dict[tuple[str, str], list[Result]] = {}
+    for job in JOBS:
+        for _ in range(repeat):
+            for target in targets:
+                res = run_job(target, job, quick)
+                results.setdefault((job.name, target.name), []).append(res)
+                print(
+                    f"  {job.name:18} {target.name:8} {res.figure:10.1f} {job.unit:4}"
+                    f"  cpu/io {_fmt(res.cpu_per_io_us)} us",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return {key: _median(rs) for key, rs in results.items()}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def render(results: dict[tuple[str, str], Result], names: list[str]) -> str:
+    head = f"{'job':18} {'unit':5}" + "".join(f" {n:>10}" for n in names)
+    head += f" {'cairn/tgt':>10}" + "".join(f" {'cpu/io ' + n:>14}" for n in names)
+    lines = [head + "   (cpu/io in us of target CPU per request)"]
+    for job in JOBS:
+        row = f"{job.name:18} {job.unit:5}"
+        row += "".join(f" {results[(job.name, n)].figure:10.1f}" for n in names)
+        c, t = results[(job.name, "cairn")].figure, results[(job.name, "tgt")].figure
+        ratio = t / c if job.unit == "us" else c / t  # >1 means cairn is better
+        row += f" {ratio:10.2f}"
+        row += "".join(f" {_fmt(results[(job.name, n)].cpu_per_io_us):>14}" for n in names)
+        lines.append(row)
+    lines.append("ratio: cairn/tgt for IOPS and MB/s, tgt/cairn for latency (>1: cairn better)")
+    return "\n".join(lines)
+
+
+def _loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.iscsi_bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer requests per job")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per job; median reported")
+    parser.add_argument("--cluster-volume-url", help="also run the jobs on this iscsi:// URL")
+    parser.add_argument("--only", choices=("cairn", "tgt"), help="run one target only")
+    args = parser.parse_args(argv)
+    for tool in ("qemu-img", "tgtd", "tgtadm"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} not found: apt-get install qemu-utils qemu-block-extra tgt")
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    cairn_port, tgt_port = free_ports(2)
+    control = 1000 + tgt_port % 20000  # tgtd's control socket /var/run/tgtd/socket.<n>
+    print(f"load average before: {_loadavg()} on {os.cpu_count()} CPUs", file=sys.stderr)
+    with (
+        tempfile.TemporaryDirectory(prefix="iscsi-bench-", dir=base) as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        targets = []
+        if args.only != "tgt":
+            targets.append(stack.enter_context(cairn_target(workdir, cairn_port)))
+        if args.only != "cairn":
+            targets.append(stack.enter_context(tgt_target(workdir, tgt_port, control)))
+        if args.cluster_volume_url:
+            targets.append(Target("volume", args.cluster_volume_url))
+        results = run_all(targets, args.quick, args.repeat)
+    names = [t.name for t in targets]
+    if {"cairn", "tgt"} <= set(names):
+        print(render(results, names))
+    else:
+        for (job, name), res in results.items():
+            print(f"{job:18} {name:8} {res.figure:10.1f}  cpu/io {_fmt(res.cpu_per_io_us)} us")
+    print(f"load average after: {_loadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

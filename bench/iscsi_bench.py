@@ -147,7 +147,7 @@ def run_job(target: Target, job: Job, quick: bool) -> Result:
         cmd.append("-w")
     cmd.append(target.url)
     cpu0 = tree_cpu_s(target.pids) if target.pids else 0.0
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
     cpu = tree_cpu_s(target.pids) - cpu0 if target.pids else None
     match = RUN_RE.search(out.stdout)
     if out.returncode != 0 or match is None:

@@ -167,12 +167,33 @@ def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
 _FALLOCATE = _load_fallocate()
 
 
+def _on_tmpfs(fd: int) -> bool:
+    """Whether ``fd``'s file lives on tmpfs (from /proc/self/mountinfo; False if unknown)."""
+    st = os.fstat(fd)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                fields, _, rest = line.partition(" - ")
+                parts = fields.split()
+                if len(parts) > 2 and parts[2] == dev and rest.split()[:1] == ["tmpfs"]:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
 class FileBackend:
     """A backend on a regular file: pread/pwrite/fsync in a thread, hole punching for unmap.
 
     The file is created (sparse) if missing and must be exactly ``num_blocks * block_size`` bytes
     if it exists. Writes go to the page cache (the disk's volatile write cache); FUA writes and
     flush call fdatasync.
+
+    Handing an I/O to a thread costs more CPU than a small page-cache copy, so I/O of at most
+    ``inline_bytes_max`` bytes runs on the event loop when it cannot wait for a disk: reads that
+    ``preadv(RWF_NOWAIT)`` can serve from the page cache, and reads and non-FUA writes of a file
+    on tmpfs (memory). Everything else goes to the thread pool.
     """
 
     def __init__(
@@ -182,6 +203,7 @@ class FileBackend:
         block_size: int = 512,
         serial: str = "file0",
         io_threads: int = 4,
+        inline_bytes_max: int = 64 * 1024,
     ) -> None:
         _check_geometry(block_size, num_blocks, serial)
         self._block_size = block_size
@@ -203,6 +225,9 @@ class FileBackend:
             raise
         self._fd = fd
         self._can_punch = _FALLOCATE is not None
+        self._inline_bytes_max = inline_bytes_max
+        self._in_memory = _on_tmpfs(fd)
+        self._nowait_reads = hasattr(os, "RWF_NOWAIT") and not self._in_memory
         # Blocking file I/O never runs on the event loop: a small pool of our own, bounded.
         self._executor = ThreadPoolExecutor(io_threads, thread_name_prefix="file-backend")
 
@@ -230,7 +255,26 @@ class FileBackend:
 
     async def read(self, lba: int, count: int) -> bytes:
         check_range(lba, count, self._num_blocks)
+        if count * self._block_size <= self._inline_bytes_max:
+            if self._in_memory:
+                return self._pread(lba, count)
+            if self._nowait_reads:
+                data = self._pread_nowait(lba, count)
+                if data is not None:
+                    return data
         return await self._run(self._pread, lba, count)
+
+    def _pread_nowait(self, lba: int, count: int) -> bytes | None:
+        """The data if the page cache holds all of it, else None (without waiting for a disk)."""
+        buf = bytearray(count * self._block_size)
+        try:
+            done = os.preadv(self._fd, [buf], lba * self._block_size, os.RWF_NOWAIT)
+        except BlockingIOError:
+            return None
+        except OSError:
+            self._nowait_reads = False  # EOPNOTSUPP: this filesystem has no RWF_NOWAIT
+            return None
+        return bytes(buf) if done == len(buf) else None
 
     def _pread(self, lba: int, count: int) -> bytes:
         want = count * self._block_size
@@ -244,6 +288,9 @@ class FileBackend:
         if len(data) % bs:
             raise BackendRangeError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
         check_range(lba, len(data) // bs, self._num_blocks)
+        if self._in_memory and not fua and len(data) <= self._inline_bytes_max:
+            self._pwrite(lba * bs, data, False)
+            return
         await self._run(self._pwrite, lba * bs, data, fua)
 
     def _pwrite(self, offset: int, data: bytes, fua: bool) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,14 +12,27 @@ import pytest
 
 from blockd.backend import BackendRangeError, BlockBackend, FileBackend, MemoryBackend
 
+SHM = Path("/dev/shm")
 
-@pytest.fixture(params=["memory", "file-512", "file-4096"])
+
+@pytest.fixture(params=["memory", "file-512", "file-4096", "file-threads", "tmpfs-512"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlockBackend]:
     if request.param == "memory":
         yield MemoryBackend(256, 512, serial="m")
         return
-    block_size = int(request.param.split("-")[1])
-    b = FileBackend(str(tmp_path / "vol.img"), 256, block_size, serial="f")
+    kind, option = request.param.split("-")
+    if kind == "tmpfs":
+        if not SHM.is_dir():
+            pytest.skip("no /dev/shm here: the tmpfs (inline I/O) case needs it")
+        with tempfile.TemporaryDirectory(dir=SHM) as tmp:
+            b = FileBackend(str(Path(tmp) / "vol.img"), 256, int(option), serial="f")
+            yield b
+            b.close()
+        return
+    if option == "threads":  # every I/O through the thread pool, none inline
+        b = FileBackend(str(tmp_path / "vol.img"), 256, 512, serial="f", inline_bytes_max=0)
+    else:
+        b = FileBackend(str(tmp_path / "vol.img"), 256, int(option), serial="f")
     yield b
     b.close()
 

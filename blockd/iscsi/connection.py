@@ -142,6 +142,7 @@ class Connection:
         self._exp_cmd_sn = 0
         self._outstanding = 0
         self._tasks: dict[int, Task] = {}
+        self._wanting_r2t: dict[int, Task] = {}  # write tasks with data still to solicit
         self._held: dict[int, Pdu] = {}  # out-of-order commands waiting for the CmdSN gap
         self._next_ttt = 1
         self._tmfs: list[_PendingTmf] = []
@@ -373,6 +374,7 @@ class Connection:
             self._outstanding += 1
         if cmd.edtl > self.config.command_bytes_max:
             task.buffer = bytearray()
+            task.whole = None
             task.unsolicited = None
             self._early_response(task, sense_bytes(SenseKey.ILLEGAL_REQUEST, (0x24, 0x00)))
             return
@@ -395,6 +397,7 @@ class Connection:
             task.counted = False
             self._outstanding -= 1
         task.buffer = bytearray()
+        task.whole = None
 
     def _on_data_out(self, pdu: Pdu) -> None:
         data = m.decode_data_out(pdu)
@@ -416,11 +419,22 @@ class Connection:
         if task.data_complete:
             self._execute(task)
         else:
+            self._wanting_r2t[task.cmd.itt] = task
             self._pump_r2ts()
 
     def _pump_r2ts(self) -> None:
-        for task in list(self._tasks.values()):
-            while not task.executing:
+        """Send the R2Ts the windows allow, for tasks waiting for data (oldest first)."""
+        if not self._wanting_r2t:
+            return
+        for itt, task in list(self._wanting_r2t.items()):
+            if (
+                self._tasks.get(itt) is not task
+                or task.executing
+                or (task.unsolicited is None and task.next_r2t_offset >= task.cmd.edtl)
+            ):
+                del self._wanting_r2t[itt]  # answered, aborted, or every R2T already sent
+                continue
+            while True:
                 request = task.next_r2t(self.params, self._new_ttt())
                 if request is None:
                     break
@@ -447,7 +461,7 @@ class Connection:
                 target=self.session.target.iqn,
                 lun=cmd.lun,
                 cdb=cmd.cdb,
-                data_out=bytes(task.buffer),
+                data_out=task.data_out_bytes(),
                 nexus=self.nexus,
             )
         )

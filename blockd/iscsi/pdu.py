@@ -169,21 +169,15 @@ def build_bhs(
     """A BHS with the common fields set; ``words`` are the seven u32 fields at bytes 20..47."""
     if len(words) > 7:
         raise ValueError("at most 7 words fit in bytes 20..47")
-    padded = tuple(words) + (0,) * (7 - len(words))
-    header = struct.pack(
-        ">BBBBB3s8sI7I",
-        opcode,
-        byte1,
-        byte2,
-        byte3,
-        0,
-        data_length.to_bytes(3, "big"),
-        lun,
-        itt,
-        *padded,
-    )
-    assert len(header) == BHS_BYTES
-    return header
+    if not 0 <= data_length <= 0xFFFFFF:
+        raise ValueError(f"data segment length {data_length} does not fit in 24 bits")
+    if len(words) < 7:
+        words = (*words, *_ZERO_WORDS[len(words) :])
+    return _BHS.pack(opcode, byte1, byte2, byte3, data_length, lun, itt, *words)
+
+
+_BHS = struct.Struct(">BBBBI8sI7I")  # TotalAHSLength is 0: the u32 at byte 4 is the data length
+_ZERO_WORDS = (0,) * 7
 
 
 def pad_bytes(length: int) -> int:

@@ -67,6 +67,7 @@ class Task:
     r2t_sn: int = 0
     executing: bool = False
     aborted: bool = False
+    whole: bytes | None = None  # all the data came as immediate data: no buffer, no copy
 
     @classmethod
     def start(cls, cmd: ScsiCommand, params: SessionParams, counted: bool) -> Task:
@@ -80,9 +81,12 @@ class Task:
         first_burst = min(cmd.edtl, params.first_burst_bytes)
         if immediate > first_burst:
             raise ProtocolError("immediate data beyond FirstBurstLength", bhs=cmd.bhs)
+        task.next_r2t_offset = immediate
+        if immediate == cmd.edtl and cmd.final:
+            task.whole = cmd.data
+            return task
         task.buffer = bytearray(cmd.edtl)
         task.buffer[:immediate] = cmd.data
-        task.next_r2t_offset = immediate
         if not cmd.final:
             if params.initial_r2t:
                 raise ProtocolError("unsolicited Data-Out while InitialR2T=Yes", bhs=cmd.bhs)
@@ -101,7 +105,11 @@ class Task:
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self.buffer)
+        return len(self.buffer) if self.whole is None else len(self.whole)
+
+    def data_out_bytes(self) -> bytes:
+        """The write data gathered, for execution."""
+        return bytes(self.buffer) if self.whole is None else self.whole
 
     def data_out(self, pdu: DataOut) -> None:
         """Place one Data-Out PDU's payload."""

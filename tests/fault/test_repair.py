@@ -84,7 +84,9 @@ def test_kill9_during_1000_puts_loses_nothing(cluster: Cluster) -> None:
     for name, body in acked.items():
         assert conn.get_object(container, name)[1] == body, name
 
-    rep = wait_replicas(cluster, container, acked, passes_max=1)
+    rep = wait_replicas(
+        cluster, container, acked, passes_max=1, kinds=["object"], only=["replicator"]
+    )
     assert rep.complete, (
         f"after replication {len(rep.missing)} objects miss replicas "
         f"(e.g. {list(rep.missing.items())[:3]}), {len(rep.wrong)} differ"

@@ -35,6 +35,9 @@ STATE_VERSION = 1
 _POLL_S = 0.25
 _BACKOFF_MAX_S = 10.0
 _STOP_GRACE_S = 15.0
+# Background daemons (no URL) start this long after the servers, so the servers' start-up
+# (and `cairn up`'s readiness wait) does not compete with them for the CPUs.
+_DAEMON_DELAY_S = 3.0
 
 
 def state_path(data_dir: Path, tag: str = "") -> Path:
@@ -71,6 +74,7 @@ class _Child:
     next_start_s: float = 0.0
     backoff_s: float = 0.5
     started_s: float = 0.0
+    ever_started: bool = False
 
 
 @dataclass
@@ -100,10 +104,16 @@ class Supervisor:
         )
         log.close()
         c.started_s = time.monotonic()
+        if c.ever_started:
+            c.restarts += 1
+        c.ever_started = True
 
     def start_all(self) -> None:
+        now = time.monotonic()
         for c in self._children:
-            if not self._held(c.spec.name):
+            if not c.spec.url:
+                c.next_start_s = now + _DAEMON_DELAY_S
+            elif not self._held(c.spec.name):
                 self._start(c)
         self.write_state()
 
@@ -126,7 +136,6 @@ class Supervisor:
                 and not self._held(c.spec.name)
             ):
                 self._start(c)
-                c.restarts += 1
                 changed = True
         if changed:
             self.write_state()

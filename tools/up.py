@@ -100,6 +100,12 @@ def service_healthy(s: dict[str, object]) -> bool:
     return _pid_alive(s.get("pid"))
 
 
+def _ready(s: dict[str, object]) -> bool:
+    """Ready for `cairn up`: held, or healthy; background daemons (no URL) start a moment
+    after the servers and do not hold up start-up."""
+    return bool(s.get("held") or not s.get("url") or service_healthy(s))
+
+
 def _wait_ready(
     data_dir: Path, tag: str = "", timeout_s: float = _READY_TIMEOUT_S
 ) -> dict[str, object]:
@@ -110,7 +116,7 @@ def _wait_ready(
         if (
             isinstance(services, list)
             and services
-            and all(isinstance(s, dict) and (s.get("held") or service_healthy(s)) for s in services)
+            and all(isinstance(s, dict) and _ready(s) for s in services)
         ):
             assert state is not None
             return state

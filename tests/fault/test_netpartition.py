@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 NODES = 2
 CUT_S = 15.0
-NET = ipaddress.ip_network("198.18.0.0/15")
+NET = ipaddress.IPv4Network("198.18.0.0/15")
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,7 +68,7 @@ class HostNet:
 
 def _unused_subnet() -> ipaddress.IPv4Network:
     """A /24 of 198.18.0.0/15 with no address or route on this machine."""
-    subnets = list(NET.subnets(new_prefix=24))
+    subnets: list[ipaddress.IPv4Network] = list(NET.subnets(new_prefix=24))
     for _ in range(50):
         s = random.choice(subnets)
         addrs = _ip("-4", "addr", "show", "to", str(s)).stdout.strip()

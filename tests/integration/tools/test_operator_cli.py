@@ -8,6 +8,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,10 +17,11 @@ from tests.cluster import Cluster, run_cairn
 pytestmark = pytest.mark.integration
 
 
-def _json(*args: str) -> dict:
+def _json(*args: str) -> dict[str, Any]:
     out = run_cairn(*args, "--json", check=False)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
 
 
 def test_status_json_keeps_keys_and_adds_nodes(cluster: Cluster) -> None:

@@ -341,9 +341,9 @@ class _ConnectionLoop:
 
     def _write_now(self) -> None:
         self._write_scheduled = False
-        data = self.conn.data_to_send()
-        if data and not self.writer.is_closing():
-            self.writer.write(data)
+        buffers = self.conn.buffers_to_send()
+        if buffers and not self.writer.is_closing():
+            self.writer.writelines(buffers)  # one writev: data segments are not copied
 
     async def _flush(self) -> None:
         self._write_now()

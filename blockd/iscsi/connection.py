@@ -28,7 +28,7 @@ from blockd.iscsi.pdu import (
     PduParser,
     ProtocolError,
     RejectReason,
-    encode_pdu,
+    encode_pdu_parts,
 )
 from blockd.iscsi.tasks import Task
 from blockd.iscsi.textexchange import TextExchange
@@ -183,6 +183,11 @@ class Connection:
         out, self._out = b"".join(self._out), []
         return out
 
+    def buffers_to_send(self) -> list[bytes]:
+        """:meth:`data_to_send` as the buffers to write in order (no copy of data segments)."""
+        out, self._out = self._out, []
+        return out
+
     def receive_data(self, data: bytes) -> list[Event]:
         """Handle received bytes; return what the loop must do. Never raises for bad input."""
         if self.phase is Phase.CLOSED:
@@ -236,8 +241,8 @@ class Connection:
 
     def _send(self, pdu: Pdu) -> None:
         ffp = self.phase is Phase.FULL_FEATURE
-        self._out.append(
-            encode_pdu(
+        self._out.extend(
+            encode_pdu_parts(
                 pdu,
                 header_digest=ffp and self.params.header_digest,
                 data_digest=ffp and self.params.data_digest,
@@ -373,8 +378,7 @@ class Connection:
         if counted:
             self._outstanding += 1
         if cmd.edtl > self.config.command_bytes_max:
-            task.buffer = bytearray()
-            task.whole = None
+            task.pieces = []
             task.unsolicited = None
             self._early_response(task, sense_bytes(SenseKey.ILLEGAL_REQUEST, (0x24, 0x00)))
             return
@@ -396,8 +400,7 @@ class Connection:
         if task.counted:
             task.counted = False
             self._outstanding -= 1
-        task.buffer = bytearray()
-        task.whole = None
+        task.pieces = []
 
     def _on_data_out(self, pdu: Pdu) -> None:
         data = m.decode_data_out(pdu)

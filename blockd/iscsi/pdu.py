@@ -27,6 +27,7 @@ __all__ = [
     "ProtocolError",
     "RejectReason",
     "encode_pdu",
+    "encode_pdu_parts",
 ]
 
 BHS_BYTES = 48
@@ -187,6 +188,13 @@ def pad_bytes(length: int) -> int:
 
 def encode_pdu(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) -> bytes:
     """The wire bytes of ``pdu``; DataSegmentLength and TotalAHSLength are filled in here."""
+    return b"".join(encode_pdu_parts(pdu, header_digest=header_digest, data_digest=data_digest))
+
+
+def encode_pdu_parts(
+    pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False
+) -> list[bytes]:
+    """:func:`encode_pdu` as a list of buffers to write in order (the data is not copied)."""
     bhs = pdu.bhs
     lengths = (len(pdu.ahs) // 4).to_bytes(1, "big") + len(pdu.data).to_bytes(3, "big")
     if bhs[4:8] != lengths:  # builders fill these in already; parsed or hand-made PDUs may not
@@ -195,12 +203,15 @@ def encode_pdu(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = Fal
     parts = [header]
     if header_digest:
         parts.append(digest_bytes(header))
-    if pdu.data:
-        padded = pdu.data + bytes(pad_bytes(len(pdu.data)))
-        parts.append(padded)
+    data = pdu.data
+    if data:
+        pad = pad_bytes(len(data))
+        parts.append(data)
+        if pad:
+            parts.append(bytes(pad))
         if data_digest:
-            parts.append(digest_bytes(padded))
-    return b"".join(parts)
+            parts.append(digest_bytes(data + bytes(pad) if pad else data))
+    return parts
 
 
 class PduParser:
@@ -290,5 +301,6 @@ class PduParser:
             raise DigestError("header digest mismatch", RejectReason.PROTOCOL_ERROR, bhs)
         if dd and bytes(buf[padded_end:end]) != digest_bytes(buf[data_start:padded_end]):
             raise DigestError("data digest mismatch", RejectReason.DATA_DIGEST_ERROR, bhs)
-        data = bytes(buf[data_start : data_start + data_length])
+        with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
+            data = bytes(view[data_start : data_start + data_length])
         return Pdu(bhs, header[BHS_BYTES:], data), end

@@ -60,14 +60,15 @@ class Task:
 
     cmd: ScsiCommand
     counted: bool  # occupies a slot in the CmdSN window
-    buffer: bytearray = field(default_factory=bytearray)
+    # (offset, payload) of the write data received; the sequences' checks make the pieces
+    # tile [0, EDTL) exactly once complete, so one join builds the data (one copy in all).
+    pieces: list[tuple[int, bytes]] = field(default_factory=list)
     unsolicited: Sequence | None = None
     r2t_sequences: dict[int, Sequence] = field(default_factory=dict)
     next_r2t_offset: int = 0
     r2t_sn: int = 0
     executing: bool = False
     aborted: bool = False
-    whole: bytes | None = None  # all the data came as immediate data: no buffer, no copy
 
     @classmethod
     def start(cls, cmd: ScsiCommand, params: SessionParams, counted: bool) -> Task:
@@ -82,11 +83,8 @@ class Task:
         if immediate > first_burst:
             raise ProtocolError("immediate data beyond FirstBurstLength", bhs=cmd.bhs)
         task.next_r2t_offset = immediate
-        if immediate == cmd.edtl and cmd.final:
-            task.whole = cmd.data
-            return task
-        task.buffer = bytearray(cmd.edtl)
-        task.buffer[:immediate] = cmd.data
+        if immediate:
+            task.pieces.append((0, cmd.data))
         if not cmd.final:
             if params.initial_r2t:
                 raise ProtocolError("unsolicited Data-Out while InitialR2T=Yes", bhs=cmd.bhs)
@@ -103,13 +101,14 @@ class Task:
             and self.next_r2t_offset >= self.cmd.edtl
         )
 
-    @property
-    def buffered_bytes(self) -> int:
-        return len(self.buffer) if self.whole is None else len(self.whole)
-
     def data_out_bytes(self) -> bytes:
-        """The write data gathered, for execution."""
-        return bytes(self.buffer) if self.whole is None else self.whole
+        """The write data gathered, in offset order (no copy when it came in one piece)."""
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return pieces[0][1]
+        if any(pieces[i][0] > pieces[i + 1][0] for i in range(len(pieces) - 1)):
+            pieces = sorted(pieces, key=lambda piece: piece[0])
+        return b"".join(data for _, data in pieces)
 
     def data_out(self, pdu: DataOut) -> None:
         """Place one Data-Out PDU's payload."""
@@ -126,7 +125,8 @@ class Task:
                 raise ProtocolError("Data-Out with an unknown Target Transfer Tag", bhs=pdu.bhs)
             if seq.accept(pdu):
                 del self.r2t_sequences[pdu.ttt]
-        self.buffer[pdu.offset : pdu.offset + len(pdu.data)] = pdu.data
+        if pdu.data:
+            self.pieces.append((pdu.offset, pdu.data))
 
     def next_r2t(self, params: SessionParams, ttt: int) -> R2tRequest | None:
         """The next R2T to send, if the window of outstanding R2Ts allows one."""

@@ -65,7 +65,8 @@ class Command:
         """
         self.data_out_bytes = length
         usable = min(len(self.data_out), length)
-        return self.data_out[: usable - usable % block_size]
+        usable -= usable % block_size
+        return self.data_out if usable == len(self.data_out) else self.data_out[:usable]
 
     def need_data_out(self, length: int) -> bytes:
         """The Data-Out bytes the CDB calls for; fewer than that is an overflow (FCP-4 9.4.2)."""

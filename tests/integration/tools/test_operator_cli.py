@@ -138,3 +138,32 @@ def test_up_only_rejects_unknown_names(cluster: Cluster) -> None:
         check=False,
     )
     assert out.returncode == 2 and "node9" in out.stderr
+
+
+def test_dispersion_sees_a_lost_copy(cluster: Cluster) -> None:
+    run_cairn("dispersion", "--data-dir", str(cluster.data_dir), "--populate-only")
+    manifest = json.loads((cluster.data_dir / "dispersion.json").read_text())
+    name = manifest["objects"][0]
+    doc = _json(
+        "nodes",
+        "--data-dir",
+        str(cluster.data_dir),
+        manifest["account"],
+        manifest["objects_container"],
+        name,
+    )
+    dev = doc["primaries"][0]["device"]
+    node = "node1" if dev in ("d1", "d2") else "node2"
+    files = list(
+        (cluster.data_dir / "nodes" / node / dev / "objects" / str(doc["partition"])).glob(
+            "*/*/*.data"
+        )
+    )
+    assert files, "the sample is not on its first primary"
+    for f in files:
+        f.unlink()
+    out = run_cairn("dispersion", "--data-dir", str(cluster.data_dir), "--json", check=False)
+    assert out.returncode == 1
+    r = json.loads(out.stdout)["objects"]
+    assert r["found"] == r["expected"] - len(files) and r["percent"] < 100
+    assert r["items_missing_some"] >= 1

@@ -80,3 +80,12 @@ def test_recon_summary_reads_daemon_figures() -> None:
     down = summarize("node2", {"object-replicator": None})
     assert down["reachable"] is False and down["async_pendings"] is None
     assert "not reachable" in format_node(down)
+
+
+def test_volume_args_take_data_dir_anywhere() -> None:
+    from tools.volume import split_data_dir
+
+    assert split_data_dir(["list", "--data-dir", "/x"]) == (Path("/x"), ["list"])
+    assert split_data_dir(["--data-dir=/y", "show", "v"]) == (Path("/y"), ["show", "v"])
+    with pytest.raises(ConfigError):
+        split_data_dir(["list", "--data-dir"])

@@ -194,9 +194,10 @@ def _fill_listings(suts: dict[str, SystemUnderTest], spec: SuiteSpec, t0: float)
         futs = {n: pool.submit(prepare_listing, sut, spec) for n, sut in suts.items()}
         for name, fut in futs.items():
             r = fut.result()
+            why = f" (first: {r.extra['first_error']})" if r.errors else ""
             print(
                 f"[{time.monotonic() - t0:6.1f}s] {name} listing container: {r.ops} objects, "
-                f"{r.errors} errors",
+                f"{r.errors} errors{why}",
                 file=sys.stderr,
             )
 

@@ -45,6 +45,7 @@ WORKLOADS = (
     "list",
 )
 _CONTAINER_TIMEOUT_S = 30.0
+LISTING_FILL_MIN_SHARE = 0.99
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class SystemUnderTest:
     target: Target
     probe: CpuProbe
     pools: dict[str, int] = field(default_factory=dict)  # "<rep>:<size>" -> objects left
-    listing_ready: bool = False
+    listing_filled: int | None = None  # objects the listing fill created; None: not tried
     # CPU of processes outside the per-request figure (background daemons), for the record.
     background: CpuProbe | None = None
 
@@ -253,18 +254,18 @@ def prepare_listing(sut: SystemUnderTest, spec: SuiteSpec) -> Result:
         count=spec.listing_objects,
     )
     r = run_load(sut.target, load)[0]
-    sut.listing_ready = r.errors == 0
+    sut.listing_filled = r.ops
     return r
 
 
 def _listing(sut: SystemUnderTest, spec: SuiteSpec, workload: str) -> Result:
-    if not sut.listing_ready:
-        fill = prepare_listing(sut, spec)
-        if not sut.listing_ready:
-            raise RuntimeError(
-                f"filling the listing container failed: {fill.errors} errors "
-                f"({fill.extra.get('first_error', '')})"
-            )
+    if sut.listing_filled is None:
+        prepare_listing(sut, spec)
+    filled = sut.listing_filled or 0
+    # An overloaded server may time out a few of the thousands of PUTs: list what is there
+    # (the count is reported), but not a container that is mostly missing.
+    if filled < LISTING_FILL_MIN_SHARE * spec.listing_objects:
+        raise RuntimeError(f"the listing fill made only {filled} of {spec.listing_objects} objects")
     load = LoadSpec(
         workload=workload,
         container="bench-listing",
@@ -274,7 +275,7 @@ def _listing(sut: SystemUnderTest, spec: SuiteSpec, workload: str) -> Result:
         list_limit=spec.listing_objects,
     )
     r = _measured(sut, lambda: run_load(sut.target, load)[0])
-    r.extra["objects_listed"] = spec.listing_objects
+    r.extra["objects_listed"] = filled
     return r
 
 

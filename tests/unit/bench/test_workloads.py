@@ -64,3 +64,16 @@ def test_get_without_a_put_is_a_clean_failure() -> None:
         sut = SystemUnderTest("mem", SwiftTarget(url, TOKEN), _CountingProbe())
         r = run_workload(sut, SuiteSpec(use_wrk=False), "delete4k", 0)
         assert r.ops == 0 and "needs the objects" in r.extra["failed"]
+
+
+def test_listing_is_filled_once_and_refused_when_mostly_missing() -> None:
+    spec = SuiteSpec(list_s=1, listing_objects=20, use_wrk=False)
+    with memory_swift() as (url, store):
+        sut = SystemUnderTest("mem", SwiftTarget(url, TOKEN), _CountingProbe())
+        sut.listing_filled = 5  # a fill that lost most of its PUTs
+        r = run_workload(sut, spec, "list", 0)
+        assert r.ops == 0 and "only 5 of 20" in r.extra["failed"]
+        assert "bench-listing" not in store.objects  # no second fill behind the caller's back
+        sut.listing_filled = None
+        r = run_workload(sut, spec, "list", 0)
+        assert r.ops > 0 and r.extra["objects_listed"] == 20

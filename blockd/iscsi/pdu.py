@@ -253,19 +253,25 @@ class PduParser:
             raise self._failed
         if len(self._buffer) + len(chunk) > self._buffer_bytes_max:
             self._fail(ProtocolError("input buffer limit exceeded"))
-        self._buffer += chunk
+        buf: bytes | bytearray = chunk  # nothing held over: parse the chunk in place
+        if self._buffer:
+            self._buffer += chunk
+            buf = self._buffer
         out: list[Pdu] = []
         pos = 0
         try:
             while True:
-                parsed = self._next(pos)
+                parsed = self._next(buf, pos)
                 if parsed is None:
                     break
                 pdu, pos = parsed
                 out.append(pdu)
         except ProtocolError as exc:
             self._fail(exc)
-        del self._buffer[:pos]  # one compaction per chunk, not one per PDU
+        if buf is self._buffer:
+            del self._buffer[:pos]  # one compaction per chunk, not one per PDU
+        elif pos < len(buf):
+            self._buffer = bytearray(buf[pos:])  # keep the incomplete tail
         return out
 
     def _fail(self, exc: ProtocolError) -> None:
@@ -273,9 +279,8 @@ class PduParser:
         self._buffer.clear()
         raise exc
 
-    def _next(self, pos: int) -> tuple[Pdu, int] | None:
-        """The PDU starting at ``pos`` and the offset after it, or None if incomplete."""
-        buf = self._buffer
+    def _next(self, buf: bytes | bytearray, pos: int) -> tuple[Pdu, int] | None:
+        """The PDU starting at ``pos`` of ``buf`` and the offset after it, or None if incomplete."""
         if len(buf) - pos < BHS_BYTES:
             return None
         ahs_bytes = buf[pos + 4] * 4

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -163,7 +164,12 @@ class IscsiTarget:
 
     async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> int:
         """Listen on ``host:port`` (0 = ephemeral); return the bound port."""
-        self._server = await asyncio.start_server(self._on_connection, host, port)
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(_ChunkReader(READ_CHUNK_BYTES), self._on_connection)
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, host, port)
         sock = self._server.sockets[0]
         self._host, self._port = host, sock.getsockname()[1]
         log.info("iSCSI target listening", extra={"fields": {"host": host, "port": self._port}})
@@ -214,6 +220,50 @@ class IscsiTarget:
         record = self._sessions.get(key)
         if record is not None and record.tsih == session.tsih:
             del self._sessions[key]
+
+
+class _ChunkReader(asyncio.StreamReader):
+    """A StreamReader whose ``read`` returns each received chunk as it came, without copying it
+    into and out of a bytearray (the PDU parser buffers what it needs). Reading from the socket
+    pauses while more than ``2 * limit`` bytes wait, as in the base class. Only ``read`` is
+    meant to be used; it relies on StreamReader's (CPython 3.11) internal fields."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit=limit)
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._held_bytes = 0
+
+    def feed_data(self, data: bytes) -> None:  # type: ignore[override]
+        if not data:
+            return
+        self._chunks.append(bytes(data))  # transports hand over bytes: no copy then
+        self._held_bytes += len(data)
+        self._wakeup_waiter()  # type: ignore[attr-defined]
+        transport: asyncio.Transport | None = self._transport  # type: ignore[attr-defined]
+        paused: bool = self._paused  # type: ignore[has-type]
+        if transport is not None and not paused and self._held_bytes > 2 * self._limit:  # type: ignore[attr-defined]
+            transport.pause_reading()
+            self._paused = True
+
+    def _maybe_resume_transport(self) -> None:
+        paused: bool = self._paused
+        if paused and self._held_bytes <= self._limit:  # type: ignore[attr-defined]
+            self._paused = False
+            self._transport.resume_reading()  # type: ignore[attr-defined]
+
+    async def read(self, n: int = -1) -> bytes:
+        """The next received chunk (any size), or b"" at EOF."""
+        if not self._chunks and self.exception() is None and not self.at_eof():
+            await self._wait_for_data("read")  # type: ignore[attr-defined]
+        if self._chunks:
+            chunk = self._chunks.popleft()
+            self._held_bytes -= len(chunk)
+            self._maybe_resume_transport()
+            return chunk
+        exc = self.exception()
+        if exc is not None:
+            raise exc
+        return b""
 
 
 def _portal_address(writer: asyncio.StreamWriter) -> str:

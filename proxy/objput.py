@@ -24,11 +24,16 @@ from common.nodes import node_key
 from proxy.backend import Backend, Resp, quorum_size, stale_connection
 from ring import Device, Ring
 
-__all__ = ["ClientBodyError", "stream_put"]
+__all__ = ["SMALL_PUT_BYTES_MAX", "ClientBodyError", "put_buffered", "stream_put"]
 
 log = get_logger("cairn.proxy.objput")
 
 _QUEUE_CHUNKS = 8
+# A body of at most this many bytes (declared Content-Length) is read whole and sent with the
+# headers in one request per replica, without Expect: 100-continue: the 100 round trip cost
+# more than the body. A node that refuses (507, 5xx, connection trouble) is replaced by the
+# next handoff exactly as before, since the proxy still holds the whole body.
+SMALL_PUT_BYTES_MAX = 64 * 1024
 _STALE = -1  # internal status: a pooled connection the node had closed; retry once
 _EOF = b""
 
@@ -170,6 +175,32 @@ async def stream_put(
         await _abort_all(slots)
         raise
     return await _results(slots)
+
+
+async def put_buffered(
+    backend: Backend,
+    ring: Ring,
+    part: int,
+    path_for: Callable[[Device], str],
+    headers_for: Callable[[int, Device], Mapping[str, str]],
+    body: AsyncIterator[bytes],
+    length: int,
+) -> list[Resp]:
+    """Read a small body of `length` bytes whole, then write it to every replica.
+
+    Each replica gets one plain request (headers and body together); a primary that answers
+    507/5xx or cannot be reached is replaced by the next handoff (`Backend.write_all`).
+    """
+    if length > SMALL_PUT_BYTES_MAX:
+        raise ValueError(f"put_buffered is for bodies of at most {SMALL_PUT_BYTES_MAX} bytes")
+    data = bytearray()
+    async for chunk in body:
+        data += chunk
+        if len(data) > length:
+            raise ClientBodyError(400, "request body longer than its Content-Length")
+    if len(data) != length:
+        raise ClientBodyError(499, "Client disconnected before sending the whole body")
+    return await backend.write_all(ring, part, "PUT", path_for, headers_for, bytes(data))
 
 
 async def _results(slots: list[_Slot]) -> list[Resp]:

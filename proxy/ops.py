@@ -47,10 +47,20 @@ from proxy.backend import (
     open_stream,
     quorum_size,
 )
-from proxy.objput import ClientBodyError, stream_put
+from proxy.objput import SMALL_PUT_BYTES_MAX, ClientBodyError, put_buffered, stream_put
 from ring import Device
 
 __all__ = ["AccountInfo", "ContainerInfo", "Ops", "Result"]
+
+
+def _small_length(headers: Mapping[str, str]) -> int | None:
+    """The declared body length if it is small enough to send without 100-continue."""
+    raw = headers.get("Content-Length")
+    if raw is None or not raw.isdigit() or "Transfer-Encoding" in headers:
+        return None
+    n = int(raw)
+    return n if n <= SMALL_PUT_BYTES_MAX else None
+
 
 _CACHE_TTL_S = 3.0
 _STREAM_CHUNK = 64 * 1024
@@ -484,16 +494,25 @@ class Ops:
             hh.update(targets[i % len(targets)])
             return hh
 
+        def path_for(node: Device) -> str:
+            return backend_path(node.device, part, account, container, obj)
+
+        length = _small_length(h)
         try:
-            resps = await stream_put(
-                self.backend,
-                ring,
-                part,
-                lambda node: backend_path(node.device, part, account, container, obj),
-                headers_for,
-                body,
-                connect_timeout_s=self.backend.conn_timeout_s,
-            )
+            if length is not None:
+                resps = await put_buffered(
+                    self.backend, ring, part, path_for, headers_for, body, length
+                )
+            else:
+                resps = await stream_put(
+                    self.backend,
+                    ring,
+                    part,
+                    path_for,
+                    headers_for,
+                    body,
+                    connect_timeout_s=self.backend.conn_timeout_s,
+                )
         except ClientBodyError as e:
             return Result(e.status, CIMultiDict(), f"{e}\n".encode())
         statuses = [r.status for r in resps]

@@ -11,10 +11,11 @@ import os
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
-from blockd.backend import MemoryBackend
+from blockd.backend import FileBackend, MemoryBackend
 from blockd.iscsi.pdu import Op, Pdu, encode_pdu, pad_bytes
 from blockd.target import IscsiTarget, TargetOptions
 from tests.unit.iscsi.initiator import INITIATOR, IQN, login_pdu, nop_out, scsi_command
@@ -148,6 +149,55 @@ async def _test_remove_target_drops_its_sessions() -> None:
         assert reply is not None and reply.bhs[36:38] == b"\x02\x03"  # not found
         client.close()
         again.close()
+
+
+async def _test_pipelined_commands_that_suspend_and_that_do_not(path: str) -> None:
+    """Commands the server starts eagerly: a FileBackend off tmpfs sends FUA writes, writes and
+    SYNCHRONIZE CACHE to its thread pool (they suspend and finish in a task) while TEST UNIT
+    READY finishes at once. All arrive in one segment; every one must be answered, once."""
+    backend = FileBackend(path, 4096, 512, serial="file0")
+    target = IscsiTarget(TargetOptions())
+    target.add_target(IQN, backend)
+    await target.start("127.0.0.1", 0)
+    try:
+        async with asyncio.timeout(GUARD_S):
+            client = await Client.connect(port_of(target))
+            await client.login()
+            first, second = os.urandom(8 * 512), os.urandom(8 * 512)
+            fua_write = struct.pack(">BBIBHB", 0x2A, 0x08, 0, 0, 8, 0)
+            write = struct.pack(">BBIBHB", 0x2A, 0, 8, 0, 8, 0)
+            pdus = [
+                scsi_command(fua_write, itt=1, cmd_sn=1, edtl=4096, write=True, data=first),
+                scsi_command(bytes(6), itt=2, cmd_sn=2),
+                scsi_command(write, itt=3, cmd_sn=3, edtl=4096, write=True, data=second),
+                scsi_command(bytes([0x35]) + bytes(9), itt=4, cmd_sn=4),
+            ]
+            client.writer.write(b"".join(encode_pdu(p) for p in pdus))
+            answered = {}
+            for _ in pdus:
+                response = await client.recv()
+                assert response is not None and response.opcode == Op.SCSI_RESPONSE
+                answered[response.itt] = response.bhs[3]  # SCSI status
+            assert answered == {1: 0, 2: 0, 3: 0, 4: 0}
+            read = struct.pack(">BBIBHB", 0x28, 0, 0, 0, 16, 0)
+            await client.send(scsi_command(read, itt=5, cmd_sn=5, edtl=8192, read=True))
+            data = b""
+            while True:
+                pdu = await client.recv()
+                assert pdu is not None and pdu.opcode == Op.DATA_IN
+                data += pdu.data
+                if pdu.bhs[1] & 0x01:
+                    break
+            assert data == first + second
+            client.close()
+    finally:
+        await target.stop()
+        backend.close()
+
+
+def test_pipelined_commands_that_suspend_and_that_do_not(tmp_path: Path) -> None:
+    path = str(tmp_path / "lun.img")
+    asyncio.run(_test_pipelined_commands_that_suspend_and_that_do_not(path))
 
 
 def test_keepalive_ping_then_drop_when_unanswered() -> None:

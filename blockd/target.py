@@ -1,7 +1,8 @@
 """The asyncio iSCSI target server: a thin loop around :class:`blockd.iscsi.connection.Connection`.
 
-Each TCP connection gets one reader loop; each SCSI command runs as its own asyncio task against
-the target's :class:`blockd.scsi.lu.LogicalUnit`. Limits: login must finish within
+Each TCP connection gets one reader loop. Each SCSI command is started at once, in that loop,
+against the target's :class:`blockd.scsi.lu.LogicalUnit`; only a command that has to wait (a
+backend call that suspends) continues as its own asyncio task. Limits: login must finish within
 ``login_timeout_s``; an idle connection is pinged (NOP-In) every ``nop_interval_s`` and dropped
 if a ping stays unanswered for another interval; at most ``commands_running_max`` commands run
 per connection (reading stops until one finishes); at most ``connections_max`` connections.

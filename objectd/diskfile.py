@@ -121,7 +121,7 @@ class ObjectReader(Protocol):
 class ObjectWriter(Protocol):
     bytes_written: int
 
-    def write(self, chunk: bytes) -> None: ...
+    def write(self, chunk: bytes | bytearray) -> None: ...
     def etag(self) -> str: ...
     def commit(self, md: ObjectMetadata) -> None: ...
     def abort(self) -> None: ...
@@ -384,22 +384,28 @@ class _RealWriter:
         if free - need < self._reserve_bytes:
             raise DiskFull(f"{free} bytes free, {need} needed, reserve {self._reserve_bytes}")
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | bytearray) -> None:
         with self._lock:
             if self._fd < 0:
                 raise OSError(errno.EBADF, "writer already aborted")
             self._write(chunk)
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes | bytearray) -> None:
         self._md5.update(chunk)
         view = memoryview(chunk)
-        while view:
-            take = self._block_bytes - len(self._partial)
+        block = self._block_bytes
+        if self._partial:  # finish the block an earlier write left open
+            take = block - len(self._partial)
             self._partial += view[:take]
             view = view[take:]
-            if len(self._partial) == self._block_bytes:
+            if len(self._partial) == block:
                 self._digests += xxhash.xxh3_64_digest(self._partial)
                 self._partial.clear()
+        while len(view) >= block:  # whole blocks are hashed in place, not copied
+            self._digests += xxhash.xxh3_64_digest(view[:block])
+            view = view[block:]
+        if view:
+            self._partial += view
         try:
             _write_all(self._fd, chunk)
         except OSError as e:
@@ -452,7 +458,7 @@ class _RealWriter:
             self.tmp.unlink()
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)

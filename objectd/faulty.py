@@ -73,7 +73,7 @@ class _FaultyWriter:
         self._plan = plan
         self.bytes_written = 0
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | bytearray) -> None:
         limit = self._plan.fail_write_after_bytes
         if self._plan.enospc_on_write:
             raise DiskFull("injected ENOSPC")

@@ -137,24 +137,65 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
     except LengthProblem as e:
         return status(e.code, str(e))
     try:
-        await st.devices.run(path.device, st.devices.check, path.device)
+        df = st.devices.diskfile(
+            path.device, path.partition, path.account, path.container, path.obj
+        )
+        opened = await st.devices.run(
+            path.device,
+            _open_for_put,
+            st,
+            path.device,
+            df,
+            ts,
+            request.headers.get("If-None-Match") == "*",
+            length,
+        )
     except DeviceUnavailable as e:
         return status(507, str(e))
-    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
-    found = await st.devices.run(path.device, df.lookup)
+    except DiskFull as e:
+        return status(507, str(e))
+    if isinstance(opened, web.Response):
+        return opened
+    writer = opened
+    _send_continue(request)
+    return await _receive(request, st, path, df, writer, ts, ctype, length, targets)
+
+
+def _open_for_put(
+    st: ServerState,
+    device: str,
+    df: DiskFile,
+    ts: Timestamp,
+    if_none_match: bool,
+    length: int | None,
+) -> ObjectWriter | web.Response:
+    """Device check, lookup and the temp file in one pool step (blocking).
+
+    Returns the writer, or the refusal (409 older timestamp, 412 If-None-Match: *).
+    """
+    st.devices.check(device)
+    found = df.lookup()
     existing = _existing_timestamp(found, include_meta=False)
     if existing is not None and existing >= ts:
         return _conflict(existing)
-    if request.headers.get("If-None-Match") == "*" and isinstance(found, ObjectInfo):
+    if if_none_match and isinstance(found, ObjectInfo):
         return status(412, "object exists", {"X-Backend-Timestamp": found.timestamp.internal})
-    try:
-        writer = await st.devices.run(
-            path.device, df.writer, length, st.conf.fallocate_reserve_bytes
-        )
-    except DiskFull as e:
-        return status(507, str(e))
-    _send_continue(request)
-    return await _receive(request, st, path, df, writer, ts, ctype, length, targets)
+    return df.writer(length, st.conf.fallocate_reserve_bytes)
+
+
+def _finish(
+    writer: ObjectWriter, tail: bytes | bytearray, expected_etag: str, md: ObjectMetadata
+) -> bool:
+    """Write the last bytes, check the ETag and commit, in one pool step (blocking).
+
+    False (nothing committed) if the body's MD5 is not `expected_etag`.
+    """
+    if tail:
+        writer.write(tail)
+    if expected_etag and expected_etag != writer.etag():
+        return False
+    writer.commit(md)
+    return True
 
 
 async def _receive(
@@ -170,13 +211,10 @@ async def _receive(
 ) -> web.StreamResponse:
     committed = False
     try:
-        problem = await _read_body(request, st, path.device, writer, length)
-        if problem is not None:
-            return problem
-        etag = writer.etag()
+        tail = await _read_body(request, st, path.device, writer, length)
+        if isinstance(tail, web.StreamResponse):
+            return tail
         expected = request.headers.get("ETag", "").strip().strip('"').lower()
-        if expected and expected != etag:
-            return status(422, "ETag does not match the body's MD5")
         md = ObjectMetadata(
             kind="data",
             name=path.name,
@@ -184,8 +222,10 @@ async def _receive(
             content_type=ctype,
             headers=persisted_from_request(request.headers),
         )
-        await st.devices.run(path.device, writer.commit, md)
-        committed = True
+        committed = await st.devices.run(path.device, _finish, writer, tail, expected, md)
+        if not committed:
+            return status(422, "ETag does not match the body's MD5")
+        etag = writer.etag()
     except DiskFull as e:
         return status(507, str(e))
     finally:
@@ -206,33 +246,42 @@ async def _receive(
 
 async def _read_body(
     request: web.Request, st: ServerState, device: str, writer: ObjectWriter, length: int | None
-) -> web.StreamResponse | None:
-    """Stream the body to `writer`; a response if the body could not be fully read."""
+) -> web.StreamResponse | bytearray:
+    """Stream the body to `writer`; a response if the body could not be fully read.
+
+    Full `write_chunk_bytes` pieces are written as they arrive; the last, shorter piece is
+    returned for `_finish` to write in the same pool step as the commit.
+    """
     limit = st.conf.object_bytes_max if length is None else length
     buf = bytearray()
     received = 0
-    while True:
-        try:
-            chunk = await asyncio.wait_for(request.content.readany(), st.conf.node_timeout_s)
-        except TimeoutError:
-            return status(408, "timed out reading the request body")
-        except (HttpProcessingError, ConnectionError):
-            return status(499, "client disconnected")
-        if not chunk:
-            break
-        received += len(chunk)
-        if received > limit:
-            return status(413, "body larger than allowed")
-        buf += chunk
-        if len(buf) >= st.conf.write_chunk_bytes:
-            await st.devices.run(device, writer.write, bytes(buf))
-            buf.clear()
-    if buf:
-        await st.devices.run(device, writer.write, bytes(buf))
+    loop = asyncio.get_running_loop()
+    # One timer for the whole body, pushed back after each chunk (a stall of node_timeout_s
+    # between chunks fails the PUT); cheaper than wait_for, which makes a task per chunk.
+    try:
+        async with asyncio.timeout(st.conf.node_timeout_s) as stall:
+            while True:
+                try:
+                    chunk = await request.content.readany()
+                except (HttpProcessingError, ConnectionError):
+                    return status(499, "client disconnected")
+                if not chunk:
+                    break
+                received += len(chunk)
+                if received > limit:
+                    return status(413, "body larger than allowed")
+                buf += chunk
+                if len(buf) >= st.conf.write_chunk_bytes:
+                    full, buf = buf, bytearray()  # hand over the buffer: no copy
+                    stall.reschedule(None)  # the disk step has its own disk_timeout_s
+                    await st.devices.run(device, writer.write, full)
+                stall.reschedule(loop.time() + st.conf.node_timeout_s)
+    except TimeoutError:
+        return status(408, "timed out reading the request body")
     st.metrics.bytes_in.inc(received)
     if length is not None and received < length:
         return status(499, "client disconnected before sending the whole body")
-    return None
+    return buf
 
 
 async def _update_containers(

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvloop
 from aiohttp import web
@@ -49,6 +49,24 @@ class ServiceMetrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    # Labelled children, looked up once: `labels()` takes a lock and builds a key each call.
+    _request_children: dict[tuple[str, int], Counter] = field(default_factory=dict)
+    _latency_children: dict[str, Histogram] = field(default_factory=dict)
+
+    def observe(self, service: str, method: str, status: int, elapsed_s: float) -> None:
+        """Count one request and record its latency."""
+        counter = self._request_children.get((method, status))
+        if counter is None:
+            counter = self.requests.labels(service, method, str(status))
+            if len(self._request_children) < _LABEL_CHILDREN_MAX:
+                self._request_children[(method, status)] = counter
+        counter.inc()
+        hist = self._latency_children.get(method)
+        if hist is None:
+            hist = self.latency.labels(service, method)
+            if len(self._latency_children) < _LABEL_CHILDREN_MAX:
+                self._latency_children[method] = hist
+        hist.observe(elapsed_s)
 
 
 SERVICE_NAME = web.AppKey("service_name", str)
@@ -59,6 +77,8 @@ HEALTH_CHECKS = web.AppKey("health_checks", list[Callable[[], Awaitable[str | No
 # body with Content-Encoding: gzip as the gzip bytes the client stored (default True).
 AUTO_DECOMPRESS = web.AppKey("auto_decompress", bool)
 
+# Methods come from clients: cache at most this many labelled children per metric.
+_LABEL_CHILDREN_MAX = 256
 _INTERNAL_PATHS = frozenset({"/healthcheck", "/metrics"})
 
 
@@ -107,9 +127,7 @@ async def _outer_middleware(
         elapsed = time.monotonic() - started
         app = request.app
         service = app[SERVICE_NAME]
-        m = app[METRICS]
-        m.requests.labels(service, request.method, str(status)).inc()
-        m.latency.labels(service, request.method).observe(elapsed)
+        app[METRICS].observe(service, request.method, status, elapsed)
         if request.path not in _INTERNAL_PATHS:
             log.info(
                 "request",

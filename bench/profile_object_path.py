@@ -257,6 +257,21 @@ def _paused(roots: tuple[int, ...]) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
 
 
+_KNOWN = ("put4k", "get4k", "put256m", "get256m")
+
+
+def _ordered(spec: str) -> tuple[str, ...]:
+    """The chosen workloads in a runnable order: a GET reads what the PUT of its size wrote."""
+    chosen = {w.strip() for w in spec.split(",") if w.strip()}
+    unknown = chosen - set(_KNOWN)
+    if unknown:
+        raise SystemExit(f"unknown workloads {sorted(unknown)}; choose from {', '.join(_KNOWN)}")
+    for size in ("4k", "256m"):
+        if f"get{size}" in chosen:
+            chosen.add(f"put{size}")
+    return tuple(w for w in _KNOWN if w in chosen)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--small", type=int, default=400, help="4 KiB requests per repetition")
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             args.large,
             args.reps,
             args.pyspy,
-            tuple(w for w in args.workloads.split(",") if w),
+            _ordered(args.workloads),
         )
     if args.json:
         args.json.write_text(

@@ -8,6 +8,7 @@ object and aborts the connection, so the client sees a short body, never a wrong
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import math
 import os
@@ -19,7 +20,14 @@ from common.log import get_logger
 from objectd.conditional import evaluate
 from objectd.conf import STATE, ServerState
 from objectd.devices import DeviceUnavailable
-from objectd.diskfile import ChecksumMismatch, Deleted, Missing, ObjectInfo, ObjectReader
+from objectd.diskfile import (
+    ChecksumMismatch,
+    Deleted,
+    DiskFile,
+    Missing,
+    ObjectInfo,
+    ObjectReader,
+)
 from objectd.ranges import (
     ByteRange,
     MultipartPlan,
@@ -58,11 +66,12 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
     except BadRequest as e:
         return status(400, str(e))
     try:
-        await st.devices.run(path.device, st.devices.check, path.device)
+        df = st.devices.diskfile(
+            path.device, path.partition, path.account, path.container, path.obj
+        )
+        opened = await st.devices.run(path.device, _check_and_open, st, path.device, df)
     except DeviceUnavailable as e:
         return status(507, str(e))
-    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
-    opened = await st.devices.run(path.device, df.open)
     if isinstance(opened, Deleted):
         return status(404, headers={"X-Backend-Timestamp": opened.timestamp.internal})
     if isinstance(opened, Missing):
@@ -71,6 +80,12 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         return await _respond(request, st, path, opened)
     finally:
         await st.devices.run(path.device, opened.close)
+
+
+def _check_and_open(st: ServerState, device: str, df: DiskFile) -> ObjectReader | Deleted | Missing:
+    """Device check and open in one pool step (blocking)."""
+    st.devices.check(device)
+    return df.open()
 
 
 async def _respond(
@@ -136,6 +151,10 @@ async def _send_multipart(
     return resp
 
 
+# Event loop types whose loop.sendfile raised NotImplementedError (uvloop's has none).
+_sendfile_missing: frozenset[type] = frozenset()
+
+
 async def _send_range(
     request: web.Request,
     st: ServerState,
@@ -145,21 +164,31 @@ async def _send_range(
     r: ByteRange,
     allow_sendfile: bool = True,
 ) -> None:
+    global _sendfile_missing
     transport = request.transport
-    use_sendfile = allow_sendfile and st.conf.use_sendfile and transport is not None
     loop = asyncio.get_running_loop()
+    use_sendfile = (
+        allow_sendfile
+        and st.conf.use_sendfile
+        and transport is not None
+        and type(loop) not in _sendfile_missing
+    )
     step = st.conf.read_chunk_bytes
     pos, end = r.first, r.last + 1
-    with io.FileIO(os.dup(reader.fileno()), "rb") as fobj:
+    with (
+        io.FileIO(os.dup(reader.fileno()), "rb") if use_sendfile else contextlib.nullcontext()
+    ) as fobj:
         while pos < end:
             n = min(step, end - pos)
             try:
                 if use_sendfile:
                     await st.devices.run(path.device, reader.verify, pos, n)
-                    assert transport is not None
+                    assert transport is not None and fobj is not None
                     try:
                         await loop.sendfile(transport, fobj, pos, n)
                     except NotImplementedError:  # uvloop has no loop.sendfile: nothing sent
+                        # Remembered per loop type, so later requests skip the extra verify.
+                        _sendfile_missing = _sendfile_missing | {type(loop)}
                         use_sendfile = False
                         await resp.write(await st.devices.run(path.device, reader.read, pos, n))
                 else:

@@ -165,8 +165,7 @@ async def stream_put(
     for s in slots:
         s.task = asyncio.create_task(_one_backend(backend, s, next_node, path_for, headers_for))
     try:
-        async with asyncio.timeout(connect_timeout_s + backend.node_timeout_s):
-            await asyncio.gather(*(s.ready.wait() for s in slots))
+        await _wait_ready(slots, connect_timeout_s + backend.node_timeout_s)
         if sum(1 for s in slots if not s.failed) < quorum_size(n):
             await _abort_all(slots)
         else:
@@ -201,6 +200,21 @@ async def put_buffered(
     if len(data) != length:
         raise ClientBodyError(499, "Client disconnected before sending the whole body")
     return await backend.write_all(ring, part, "PUT", path_for, headers_for, bytes(data))
+
+
+async def _wait_ready(slots: list[_Slot], timeout_s: float) -> None:
+    """Wait for every replica to accept the body or fail; a replica still silent after
+    `timeout_s` (say its link was cut and the pooled connection never answers 100 Continue)
+    is given up, so the others can go on if they are a quorum: never a 500 for a slow node."""
+    waiters = [asyncio.ensure_future(s.ready.wait()) for s in slots]
+    _done, pending = await asyncio.wait(waiters, timeout=timeout_s)
+    for w in pending:
+        w.cancel()
+    for s in slots:
+        if not s.ready.is_set():
+            s.failed = True
+            if s.task is not None:
+                s.task.cancel()
 
 
 async def _results(slots: list[_Slot]) -> list[Resp]:

@@ -10,6 +10,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from urllib.parse import unquote
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -129,8 +130,10 @@ async def to_response(request: web.Request, res: Result) -> web.StreamResponse:
             async for chunk in res.stream:
                 await resp.write(chunk)
         await resp.write_eof()
-    except largeobj.SegmentError:
-        # Headers are gone already: the only honest signal left is a cut connection.
+    except (largeobj.SegmentError, aiohttp.ClientError, TimeoutError, ConnectionError):
+        # A segment vanished, or the storage node cut its stream (it found a corrupt block,
+        # or died). The status line is gone already: the only honest signal left is a cut
+        # connection, never a short body that looks complete and never a hang.
         if request.transport is not None:
             request.transport.close()
     finally:

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.authtoken import TOKEN_BYTES_MAX, TokenClaims, TokenCodec
 from common.clock import ManualClock
 from common.deploy import DeploymentConfig, TempAuthUser
 from proxy.auth import InvalidToken, TempAuth, derive_secret
-from common.authtoken import TOKEN_BYTES_MAX, TokenClaims, TokenCodec
 
 
 def rebuilt(deployment: DeploymentConfig, clock: ManualClock, **tempauth_changes) -> TempAuth:

@@ -18,7 +18,11 @@ NODE_SERVICES = ("object", "container", "account")
 
 @pytest.fixture(scope="module")
 def fcluster(tmp_path_factory):
-    c = start_cluster(tmp_path_factory.mktemp("failures"))
+    def tweak(doc):
+        # Nodes are taken down and brought back on purpose here: forget their errors fast.
+        doc["proxy"]["error_suppression_interval_s"] = 2.0
+
+    c = start_cluster(tmp_path_factory.mktemp("failures"), tweak=tweak)
     try:
         yield c
     finally:

@@ -165,5 +165,8 @@ def test_dispersion_sees_a_lost_copy(cluster: Cluster) -> None:
     out = run_cairn("dispersion", "--data-dir", str(cluster.data_dir), "--json", check=False)
     assert out.returncode == 1
     r = json.loads(out.stdout)["objects"]
-    assert r["found"] == r["expected"] - len(files) and r["percent"] < 100
+    # The partition may also hold other tests' objects (shared cluster): at least the
+    # sample's copy is gone, at most every deleted file was a sample's.
+    assert r["expected"] - len(files) <= r["found"] <= r["expected"] - 1
+    assert r["percent"] < 100
     assert r["items_missing_some"] >= 1

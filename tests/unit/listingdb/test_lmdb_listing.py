@@ -55,7 +55,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ListingEnv]:
 def big(env: ListingEnv):
     rng = random.Random(7)
     names: set[str] = set()
-    while len(names) < 200_000:
+    while len(names) < 60_000:
         depth = rng.randint(1, 4)
         names.add("".join(rng.choice(SEGMENTS) for _ in range(depth)) + str(rng.randint(0, 99)))
     for i in range(300):  # long names, several per 400-byte group

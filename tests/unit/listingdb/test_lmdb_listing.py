@@ -1,5 +1,5 @@
 """Listings straight from LMDB (cursor seeks, long-name groups, tombstones) against the
-naive reference: on 200,000 random rows, and on small random databases."""
+naive reference: on 60,000 random rows, and on small random databases."""
 
 from __future__ import annotations
 

@@ -29,13 +29,10 @@ ask for format=json to get parseable listings.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
-import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from common.clock import Clock
 from common.timestamps import Timestamp
@@ -48,6 +45,13 @@ from proxy.backend import (
     quorum_size,
 )
 from proxy.objput import SMALL_PUT_BYTES_MAX, ClientBodyError, put_buffered, stream_put
+from proxy.opstypes import (
+    AccountInfo,
+    ContainerInfo,
+    Result,
+    client_headers,
+    iter_body,
+)
 from ring import Device
 
 __all__ = ["AccountInfo", "ContainerInfo", "Ops", "Result"]
@@ -63,7 +67,6 @@ def _small_length(headers: Mapping[str, str]) -> int | None:
 
 
 _CACHE_TTL_S = 3.0
-_STREAM_CHUNK = 64 * 1024
 
 # Headers a client may set on an object and that the object server keeps.
 _OBJECT_PERSIST = (
@@ -77,72 +80,6 @@ _OBJECT_PERSIST = (
     "x-object-manifest",
     "etag",
 )
-
-
-@dataclass
-class Result:
-    status: int
-    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-    _resp: aiohttp.ClientResponse | None = None
-
-    async def close(self) -> None:
-        if self._resp is not None:
-            self._resp.release()
-            self._resp = None
-
-    async def read_all(self, limit_bytes: int = 64 << 20) -> bytes:
-        """The whole body (for small internal reads like manifests)."""
-        if self.stream is None:
-            return self.body
-        out = bytearray()
-        async for chunk in self.stream:
-            out += chunk
-            if len(out) > limit_bytes:
-                await self.close()
-                raise ValueError("body larger than the internal read limit")
-        await self.close()
-        return bytes(out)
-
-
-@dataclass(frozen=True)
-class ContainerInfo:
-    status: int
-    read_acl: str = ""
-    write_acl: str = ""
-    object_count: int = 0
-    bytes_used: int = 0
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AccountInfo:
-    status: int
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-def _client_headers(h: Mapping[str, str]) -> CIMultiDict[str]:
-    """Backend response headers a client may see."""
-    out: CIMultiDict[str] = CIMultiDict()
-    for k, v in h.items():
-        lk = k.lower()
-        if lk.startswith(
-            ("x-backend-", "x-object-sysmeta-", "x-container-sysmeta-", "x-account-sysmeta-")
-        ):
-            continue
-        if lk in (
-            "server",
-            "date",
-            "connection",
-            "keep-alive",
-            "transfer-encoding",
-            "x-trans-id",
-            "x-openstack-request-id",
-        ):
-            continue
-        out.add(k, v)
-    return out
 
 
 class Ops:
@@ -203,7 +140,7 @@ class Ops:
     def _result_of_writes(self, resps: list[Resp], n: int) -> Result:
         status = best_status([r.status for r in resps], n)
         best = next((r for r in resps if r.status == status), None)
-        headers = _client_headers(best.headers) if best else CIMultiDict()
+        headers = client_headers(best.headers) if best else CIMultiDict()
         for k in ("Content-Length", "Content-Type"):
             headers.popall(k, None)
         return Result(status, headers)
@@ -262,7 +199,7 @@ class Ops:
         r = await self._read("account", "HEAD", account, None, None)
         if r.status == 404 and self.account_autocreate:
             return Result(204, self._empty_account_headers())
-        return Result(204 if r.status == 200 else r.status, _client_headers(r.headers))
+        return Result(204 if r.status == 200 else r.status, client_headers(r.headers))
 
     def _empty_account_headers(self) -> CIMultiDict[str]:
         return CIMultiDict(
@@ -290,7 +227,7 @@ class Ops:
                 ).encode()
                 return Result(200, h, body)
             return Result(204, h)
-        return Result(r.status, _client_headers(r.headers), r.body)
+        return Result(r.status, client_headers(r.headers), r.body)
 
     async def put_account(self, account: str, headers: Mapping[str, str]) -> Result:
         h = self._headers(headers)
@@ -359,11 +296,11 @@ class Ops:
 
     async def head_container(self, account: str, container: str) -> Result:
         r = await self._read("container", "HEAD", account, container, None)
-        return Result(204 if r.status == 200 else r.status, _client_headers(r.headers))
+        return Result(204 if r.status == 200 else r.status, client_headers(r.headers))
 
     async def get_container(self, account: str, container: str, query: Mapping[str, str]) -> Result:
         r = await self._read("container", "GET", account, container, None, query=query)
-        return Result(r.status, _client_headers(r.headers), r.body)
+        return Result(r.status, client_headers(r.headers), r.body)
 
     async def put_container(
         self, account: str, container: str, headers: Mapping[str, str]
@@ -413,7 +350,7 @@ class Ops:
         self, account: str, container: str, obj: str, headers: Mapping[str, str] | None = None
     ) -> Result:
         r = await self._read("object", "HEAD", account, container, obj, headers=headers)
-        return Result(r.status, _client_headers(r.headers))
+        return Result(r.status, client_headers(r.headers))
 
     async def get_object_raw(
         self, account: str, container: str, obj: str, headers: Mapping[str, str] | None = None
@@ -430,8 +367,8 @@ class Ops:
             self._headers(headers),
         )
         if resp is None:
-            return Result(summary.status, _client_headers(summary.headers), summary.body)
-        return Result(resp.status, _client_headers(resp.headers), b"", _iter_body(resp), resp)
+            return Result(summary.status, client_headers(summary.headers), summary.body)
+        return Result(resp.status, client_headers(resp.headers), b"", iter_body(resp), resp)
 
     async def get_object(
         self,
@@ -618,21 +555,3 @@ class Ops:
             if "Last-Modified" in source.headers:
                 res.headers["X-Copied-From-Last-Modified"] = source.headers["Last-Modified"]
         return res
-
-
-async def _iter_body(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in resp.content.iter_chunked(_STREAM_CHUNK):
-            yield chunk
-    finally:
-        resp.release()
-
-
-def parse_json_listing(body: bytes) -> list[dict[str, object]]:
-    data = json.loads(body or b"[]")
-    assert isinstance(data, list)
-    return data
-
-
-def header_dict(h: CIMultiDictProxy[str] | CIMultiDict[str]) -> dict[str, str]:
-    return {k: v for k, v in h.items()}

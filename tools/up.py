@@ -257,7 +257,8 @@ def status_doc(data_dir: Path) -> dict[str, object]:
                     "pid": s["pid"],
                     "healthy": service_healthy(s),
                     "restarts": s.get("restarts", 0),
-                    "held": s.get("held", False),
+                    # the hold file is the truth; the supervisor's state file may lag it
+                    "held": (data_dir / "run" / "hold" / str(s["name"])).exists(),
                 }
             )
     cfg = _status_config(data_dir, live) if live else None

@@ -1,0 +1,46 @@
+"""`cairn status` reads the hold files themselves, not the supervisor's (possibly stale) state."""
+
+import json
+import os
+from pathlib import Path
+
+from tools.supervisor import STATE_VERSION, state_path
+from tools.up import status_doc
+
+
+def _write_state(data_dir: Path, held_in_state: bool) -> None:
+    (data_dir / "run" / "hold").mkdir(parents=True)
+    state = {
+        "version": STATE_VERSION,
+        "supervisor_pid": os.getpid(),  # a live pid, so the state counts as running
+        "data_dir": str(data_dir),
+        "config": "",
+        "tag": "",
+        "endpoints": {},
+        "credentials": {},
+        "services": [
+            {
+                "name": "node1-object",
+                "url": None,
+                "group": "node1",
+                "pid": None,
+                "restarts": 0,
+                "held": held_in_state,
+            },
+        ],
+    }
+    state_path(data_dir).write_text(json.dumps(state))
+
+
+def test_released_service_is_not_reported_held_from_a_stale_state(tmp_path: Path) -> None:
+    _write_state(tmp_path, held_in_state=True)  # the supervisor has not caught up yet
+    (svc,) = status_doc(tmp_path)["services"]  # type: ignore[misc]
+    assert svc["held"] is False
+    assert svc["healthy"] is False  # no process yet: callers keep waiting
+
+
+def test_new_hold_file_is_reported_before_the_supervisor_notices(tmp_path: Path) -> None:
+    _write_state(tmp_path, held_in_state=False)
+    (tmp_path / "run" / "hold" / "node1-object").touch()
+    (svc,) = status_doc(tmp_path)["services"]  # type: ignore[misc]
+    assert svc["held"] is True

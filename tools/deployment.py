@@ -174,6 +174,8 @@ class ServiceSpec:
     url: str = ""
     group: str = ""
     host: str = ""
+    # (host, port) pairs the process listens on, checked free before `cairn up` starts it
+    binds: tuple[tuple[str, int], ...] = ()
 
 
 # Background daemon packages run on every storage node when they are installed.
@@ -203,6 +205,7 @@ def service_specs(cfg: DeploymentConfig, config_path: Path) -> list[ServiceSpec]
                     f"http://{_url_host(n.host)}:{port}",
                     n.name,
                     n.host,
+                    ((n.host, port),),
                 )
             )
     p = cfg.proxy
@@ -213,6 +216,7 @@ def service_specs(cfg: DeploymentConfig, config_path: Path) -> list[ServiceSpec]
             f"http://{_url_host(p.host)}:{p.port}",
             "proxy",
             p.host,
+            ((p.host, p.port),),
         )
     )
     if cfg.block.enabled and _module_available("blockd.server"):
@@ -224,6 +228,7 @@ def service_specs(cfg: DeploymentConfig, config_path: Path) -> list[ServiceSpec]
                 f"http://{_url_host(b.host)}:{b.api_port}",
                 "blockd",
                 b.host,
+                ((b.host, b.api_port), (b.host, b.iscsi_port)),
             )
         )
     for kind, mod in DAEMON_MODULES:

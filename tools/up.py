@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 from common.deploy import DeploymentConfig, load_deployment
 from tools.deployment import (
     CONFIG_NAME,
+    ServiceSpec,
     build_rings,
     load_or_create,
     make_device_dirs,
@@ -139,6 +142,35 @@ def _print_ready(state: dict[str, object], data_dir: Path) -> None:
         print(f"  S3:     access key {cred['s3_access_key']}  secret {cred['s3_secret_key']}")
 
 
+def ports_in_use(specs: list[ServiceSpec]) -> list[str]:
+    """The configured listen addresses something else already holds ("name host:port").
+
+    A stale deployment still listening would otherwise answer the new one's health checks.
+    Only EADDRINUSE counts: an address this host does not have (another host's part of a
+    multi-host deployment) is not ours to check."""
+    busy = []
+    for spec in specs:
+        for host, port in spec.binds:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+                try:
+                    s.bind((host, port))
+                except OSError as e:
+                    if e.errno == errno.EADDRINUSE:
+                        busy.append(f"{spec.name} {host}:{port}")
+    return busy
+
+
+def _refuse_busy_ports(sup: Supervisor) -> None:
+    busy = ports_in_use(sup.specs)
+    if busy:
+        raise SystemExit(
+            "cairn: configured ports already in use (another deployment or program is "
+            "listening): " + ", ".join(busy)
+        )
+
+
 def cmd_up(
     data_dir: Path,
     config: Path | None,
@@ -155,7 +187,7 @@ def cmd_up(
         return 0
     if detach:
         # builds config and rings and checks the selection, reporting errors here
-        prepare(data_dir, config, only=only, host=host)
+        _refuse_busy_ports(prepare(data_dir, config, only=only, host=host))
         argv = [sys.executable, "-m", "tools.supervisor", "--data-dir", str(data_dir)]
         if config is not None:
             argv += ["--config", str(config.resolve())]
@@ -176,6 +208,7 @@ def cmd_up(
         _print_ready(_wait_ready(data_dir, tag), data_dir)
         return 0
     sup = prepare(data_dir, config, only=only, host=host)
+    _refuse_busy_ports(sup)
     sup.start_all()
     try:
         _print_ready(_wait_ready(data_dir, tag), data_dir)

@@ -34,7 +34,9 @@ def _write_state(data_dir: Path, held_in_state: bool) -> None:
 
 def test_released_service_is_not_reported_held_from_a_stale_state(tmp_path: Path) -> None:
     _write_state(tmp_path, held_in_state=True)  # the supervisor has not caught up yet
-    (svc,) = status_doc(tmp_path)["services"]  # type: ignore[misc]
+    services = status_doc(tmp_path)["services"]
+    assert isinstance(services, list) and len(services) == 1
+    svc = services[0]
     assert svc["held"] is False
     assert svc["healthy"] is False  # no process yet: callers keep waiting
 
@@ -42,5 +44,29 @@ def test_released_service_is_not_reported_held_from_a_stale_state(tmp_path: Path
 def test_new_hold_file_is_reported_before_the_supervisor_notices(tmp_path: Path) -> None:
     _write_state(tmp_path, held_in_state=False)
     (tmp_path / "run" / "hold" / "node1-object").touch()
-    (svc,) = status_doc(tmp_path)["services"]  # type: ignore[misc]
+    services = status_doc(tmp_path)["services"]
+    assert isinstance(services, list) and len(services) == 1
+    svc = services[0]
     assert svc["held"] is True
+
+
+def test_ports_in_use_names_the_service_and_address() -> None:
+    import socket
+
+    from tools.deployment import ServiceSpec
+    from tools.up import ports_in_use
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with socket.socket() as spare:
+            spare.bind(("127.0.0.1", 0))
+            free = spare.getsockname()[1]
+        specs = [
+            ServiceSpec("proxy", [], "", "proxy", "127.0.0.1", (("127.0.0.1", port),)),
+            ServiceSpec("node1-object", [], "", "node1", "127.0.0.1", (("127.0.0.1", free),)),
+            # an address this host does not have is another host's business, not "in use"
+            ServiceSpec("node2-object", [], "", "node2", "192.0.2.1", (("192.0.2.1", port),)),
+        ]
+        assert ports_in_use(specs) == [f"proxy 127.0.0.1:{port}"]

@@ -13,7 +13,7 @@ throughput and the load average for context.
     .venv/bin/python -m bench.profile_object_path --pyspy bench-out/pyspy   # flame data too
 
 With `--pyspy DIR` (needs `py-spy` on PATH or in the venv) every proxy worker and object server
-is sampled (`--nonblocking`) during the first repetition of each workload; raw folded stacks go to
+and container server is sampled (`--nonblocking`) during the first repetition of each workload; raw folded stacks go to
 `DIR/<workload>-<role>.txt`.
 """
 
@@ -143,12 +143,13 @@ def _split_line(
 
 
 def _roles(cluster: CairnCluster) -> dict[str, int]:
-    """Every proxy worker and object-server process that serves requests (the leaves)."""
+    """Every proxy worker, object- and container-server process that serves requests (the
+    leaves)."""
     pids = tree_pids(cluster.server_pids)
     found: dict[str, int] = {}
     for pid in sorted(pids):
         role = _role_of(pid)
-        if role in ("proxy", "object") and not [p for p in tree_pids([pid]) if p != pid]:
+        if role in ("proxy", "object", "container") and not [p for p in tree_pids([pid]) if p != pid]:
             found[f"{role}-{pid}"] = pid
     return found
 

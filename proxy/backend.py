@@ -257,13 +257,16 @@ async def open_stream(
     method: str,
     path_for: Callable[[Device], str],
     headers: Mapping[str, str],
+    nodes: Iterator[Device] | None = None,
 ) -> tuple[aiohttp.ClientResponse | None, Resp]:
     """Like read_first, but leaves a good response open so its body can be streamed.
 
-    Returns (open response, summary). The caller must release the open response.
+    Returns (open response, summary); the summary's node is the one that answered. The
+    caller must release the open response. `nodes` (default: the part's nodes) is left
+    positioned after that node, so a caller can go on to the next replicas.
     """
     seen_404: Resp | None = None
-    for node in backend.nodes(ring, part):
+    for node in nodes if nodes is not None else backend.nodes(ring, part):
         key = node_key(node)
         try:
             try:

@@ -50,8 +50,8 @@ from proxy.opstypes import (
     ContainerInfo,
     Result,
     client_headers,
-    iter_body,
 )
+from proxy.resume import resuming_body
 from ring import Device
 
 __all__ = ["AccountInfo", "ContainerInfo", "Ops", "Result"]
@@ -358,17 +358,17 @@ class Ops:
         """GET without large-object expansion; the body is an open stream."""
         ring = self.rings.object
         part, _ = ring.get_nodes(account, container, obj)
-        resp, summary = await open_stream(
-            self.backend,
-            ring,
-            part,
-            "GET",
-            lambda node: backend_path(node.device, part, account, container, obj),
-            self._headers(headers),
-        )
+        nodes = self.backend.nodes(ring, part)
+
+        def path_for(node: Device) -> str:
+            return backend_path(node.device, part, account, container, obj)
+
+        hdrs = self._headers(headers)
+        resp, summary = await open_stream(self.backend, ring, part, "GET", path_for, hdrs, nodes)
         if resp is None:
             return Result(summary.status, client_headers(summary.headers), summary.body)
-        return Result(resp.status, client_headers(resp.headers), b"", iter_body(resp), resp)
+        body = resuming_body(self.backend, resp, summary.node, nodes, path_for, hdrs)
+        return Result(resp.status, client_headers(resp.headers), b"", body, resp)
 
     async def get_object(
         self,

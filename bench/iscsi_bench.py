@@ -11,7 +11,11 @@ no random mode: the 4 KiB jobs step 1 MiB + 4 KiB between requests, wrapping at 
 the LUN, so consecutive requests land far apart. Besides the figures it prints each target
 process's CPU seconds per I/O (utime + stime from /proc), the steadier figure on a shared
 machine. With ``--cluster-volume-url`` the same jobs also run against a cairn volume on a
-running cluster (figures only: its CPU is spread over several processes).
+running cluster; add ``--cluster-data-dir`` (the cluster's ``cairn up --data-dir``) to also get
+the CPU per I/O of its blockd and, separately, of its object servers (found with ``cairn status
+--json``). For every target the rate including qemu's closing SYNCHRONIZE CACHE is printed too
+(``incl. flush``: the whole ``qemu-img`` run, login to logout): a volume acknowledges writes
+from its write-back cache, and only that figure counts the replicated flush.
 
 Needs qemu-utils, qemu-block-extra and tgt (Debian). Processes are stopped by pid.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -30,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +78,8 @@ class Result:
     figure: float
     cpu_per_io_us: float | None
     seconds: float
+    figure_incl_flush: float = 0.0  # from the whole qemu-img run, closing flush included
+    store_cpu_per_io_us: float | None = None  # a volume's object servers
 
 
 @dataclass
@@ -80,6 +87,7 @@ class Target:
     name: str
     url: str
     pids: list[int] = field(default_factory=list)
+    store_pids: list[int] = field(default_factory=list)
 
 
 def _wait_port(port: int, timeout_s: float) -> None:
@@ -147,28 +155,45 @@ def run_job(target: Target, job: Job, quick: bool) -> Result:
         cmd.append("-w")
     cmd.append(target.url)
     cpu0 = tree_cpu_s(target.pids) if target.pids else 0.0
+    store0 = tree_cpu_s(target.store_pids) if target.store_pids else 0.0
+    t0 = time.monotonic()
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    wall_s = time.monotonic() - t0
     cpu = tree_cpu_s(target.pids) - cpu0 if target.pids else None
+    store = tree_cpu_s(target.store_pids) - store0 if target.store_pids else None
     match = RUN_RE.search(out.stdout)
     if out.returncode != 0 or match is None:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stdout[-500:]} {out.stderr[-500:]}")
     seconds = float(match.group(1))
+    return Result(
+        _figure(job, count, seconds),
+        cpu / count * 1e6 if cpu is not None else None,
+        seconds,
+        _figure(job, count, wall_s),
+        store / count * 1e6 if store is not None else None,
+    )
+
+
+def _figure(job: Job, count: int, seconds: float) -> float:
     if job.unit == "IOPS":
-        figure = count / seconds
-    elif job.unit == "MB/s":
-        figure = count * job.size_bytes / seconds / 1e6
-    else:
-        figure = seconds / count * 1e6
-    cpu_us = cpu / count * 1e6 if cpu is not None else None
-    return Result(figure, cpu_us, seconds)
+        return count / seconds
+    if job.unit == "MB/s":
+        return count * job.size_bytes / seconds / 1e6
+    return seconds / count * 1e6
+
+
+def _median_of(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _median(results: list[Result]) -> Result:
-    cpus = [r.cpu_per_io_us for r in results if r.cpu_per_io_us is not None]
     return Result(
         statistics.median(r.figure for r in results),
-        statistics.median(cpus) if cpus else None,
+        _median_of([r.cpu_per_io_us for r in results]),
         statistics.median(r.seconds for r in results),
+        statistics.median(r.figure_incl_flush for r in results),
+        _median_of([r.store_cpu_per_io_us for r in results]),
     )
 
 
@@ -182,7 +207,9 @@ def run_all(targets: list[Target], quick: bool, repeat: int) -> dict[tuple[str, 
                 results.setdefault((job.name, target.name), []).append(res)
                 print(
                     f"  {job.name:18} {target.name:8} {res.figure:10.1f} {job.unit:4}"
-                    f"  cpu/io {_fmt(res.cpu_per_io_us)} us",
+                    f" (incl. flush {res.figure_incl_flush:.1f})"
+                    f"  cpu/io {_fmt(res.cpu_per_io_us)} us"
+                    f" store cpu/io {_fmt(res.store_cpu_per_io_us)} us",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -193,20 +220,51 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _ratio(job: Job, ours: float, tgt: float) -> float:
+    """>1 means ours is better: ours/tgt for rates, tgt/ours for latency."""
+    return tgt / ours if job.unit == "us" else ours / tgt
+
+
 def render(results: dict[tuple[str, str], Result], names: list[str]) -> str:
+    ours = [n for n in names if n != "tgt"]
     head = f"{'job':18} {'unit':5}" + "".join(f" {n:>10}" for n in names)
-    head += f" {'cairn/tgt':>10}" + "".join(f" {'cpu/io ' + n:>14}" for n in names)
+    head += "".join(f" {n + '/tgt':>11}" for n in ours)
+    head += "".join(f" {'cpu/io ' + n:>14}" for n in names)
     lines = [head + "   (cpu/io in us of target CPU per request)"]
     for job in JOBS:
         row = f"{job.name:18} {job.unit:5}"
         row += "".join(f" {results[(job.name, n)].figure:10.1f}" for n in names)
-        c, t = results[(job.name, "cairn")].figure, results[(job.name, "tgt")].figure
-        ratio = t / c if job.unit == "us" else c / t  # >1 means cairn is better
-        row += f" {ratio:10.2f}"
+        tgt = results[(job.name, "tgt")].figure
+        row += "".join(f" {_ratio(job, results[(job.name, n)].figure, tgt):11.2f}" for n in ours)
         row += "".join(f" {_fmt(results[(job.name, n)].cpu_per_io_us):>14}" for n in names)
         lines.append(row)
-    lines.append("ratio: cairn/tgt for IOPS and MB/s, tgt/cairn for latency (>1: cairn better)")
+    lines.append("ratio: x/tgt for IOPS and MB/s, tgt/x for latency (>1: x better)")
+    lines.append("")
+    lines.append("including qemu's closing flush (whole qemu-img run), and object-server CPU:")
+    for job in JOBS:
+        row = f"{job.name:18} {job.unit:5}"
+        row += "".join(f" {results[(job.name, n)].figure_incl_flush:10.1f}" for n in names)
+        tgt = results[(job.name, "tgt")].figure_incl_flush
+        row += "".join(
+            f" {_ratio(job, results[(job.name, n)].figure_incl_flush, tgt):11.2f}" for n in ours
+        )
+        row += "".join(f" {_fmt(results[(job.name, n)].store_cpu_per_io_us):>14}" for n in names)
+        lines.append(row)
     return "\n".join(lines)
+
+
+def cluster_pids(data_dir: str) -> tuple[list[int], list[int]]:
+    """(blockd pids, object server pids) of a cluster started by `cairn up --data-dir`."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "status", "--data-dir", data_dir, "--json"],
+        check=True, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    services = json.loads(out.stdout)["services"]
+    blockd = [int(s["pid"]) for s in services if s["name"] == "blockd" and s["pid"]]
+    objects = [int(s["pid"]) for s in services if re.fullmatch(r"node\d+-object", s["name"])]
+    if not blockd:
+        raise SystemExit(f"no running blockd in {data_dir}")
+    return blockd, objects
 
 
 def _loadavg() -> str:
@@ -220,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer requests per job")
     parser.add_argument("--repeat", type=int, default=1, help="runs per job; median reported")
     parser.add_argument("--cluster-volume-url", help="also run the jobs on this iscsi:// URL")
+    parser.add_argument("--cluster-data-dir", help="that cluster's data dir (for its CPU)")
     parser.add_argument("--only", choices=("cairn", "tgt"), help="run one target only")
     args = parser.parse_args(argv)
     for tool in ("qemu-img", "tgtd", "tgtadm"):
@@ -240,14 +299,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.only != "cairn":
             targets.append(stack.enter_context(tgt_target(workdir, tgt_port, control)))
         if args.cluster_volume_url:
-            targets.append(Target("volume", args.cluster_volume_url))
+            blockd: list[int] = []
+            objects: list[int] = []
+            if args.cluster_data_dir:
+                blockd, objects = cluster_pids(args.cluster_data_dir)
+            targets.append(Target("volume", args.cluster_volume_url, blockd, objects))
         results = run_all(targets, args.quick, args.repeat)
     names = [t.name for t in targets]
     if {"cairn", "tgt"} <= set(names):
         print(render(results, names))
     else:
         for (job, name), res in results.items():
-            print(f"{job:18} {name:8} {res.figure:10.1f}  cpu/io {_fmt(res.cpu_per_io_us)} us")
+            print(
+                f"{job:18} {name:8} {res.figure:10.1f} (incl. flush {res.figure_incl_flush:.1f})"
+                f"  cpu/io {_fmt(res.cpu_per_io_us)} us"
+                f"  store cpu/io {_fmt(res.store_cpu_per_io_us)} us"
+            )
     print(f"load average after: {_loadavg()}")
     return 0
 

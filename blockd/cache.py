@@ -3,8 +3,11 @@
 One cache serves every volume of a blockd, bounded by ``bytes_max``. Each cached chunk is an
 entry holding the whole chunk (or ``None`` for "all zeros / no object").
 
-- A write is applied to the entry under the entry's lock (a partial-chunk write first loads the
-  chunk: read-modify-write) and acknowledged; the entry is then dirty.
+- A write is applied to the entry under the entry's lock and acknowledged; the entry is then
+  dirty. A partial-chunk write does not read the chunk: the entry records which granules it
+  holds (``valid``) and is merged with the store's copy (read-modify-write) at flush, or when a
+  read needs the whole chunk. A read of part of a chunk fetches only the granules it lacks
+  (a ranged GET), so a 4 KiB read costs 4 KiB from each replica, not the whole chunk.
 - Every write bumps the entry's ``dirty_gen``. A flush snapshots the bytes and the generation
   under the lock, writes the snapshot without holding it, and then records ``flushed_gen``.
   Writes landing during the put leave ``dirty_gen > flushed_gen``: the entry stays dirty and the
@@ -182,10 +185,14 @@ class ChunkCache:
         e = await self._pin(chunks, idx)
         try:
             async with e.lock:
-                if e.loaded or e.data is None or _mask(offset, length) & ~e.valid:
-                    await self._load(e)
+                if e.loaded:
+                    self.stats.hits += 1
+                elif e.data is not None and not _mask(offset, length) & ~e.valid:
+                    self.stats.hits += 1  # every granule asked for is held here
+                elif length < e.size:
+                    await self._load_range(e, offset, length)  # not the whole chunk for 4 KiB
                 else:
-                    self.stats.hits += 1  # every granule asked for was written here
+                    await self._load(e)
                 if e.data is None:
                     return zeros(length)
                 with memoryview(e.data) as view:
@@ -253,6 +260,30 @@ class ChunkCache:
             e.data = bytearray(body)
         e.loaded = True
         e.valid = 0
+
+    async def _load_range(self, e: _Entry, offset: int, length: int) -> None:
+        """Fetch only the granules of [offset, offset+length) not held here (e.lock held).
+
+        They join ``valid``: a copy of the store's bytes is as good as a write of the same
+        bytes (this blockd is the volume's only writer), and ``_load`` keeps them at flush.
+        A chunk without an object is all zeros outside what was written here: it is loaded.
+        """
+        self.stats.misses += 1
+        body = await e.chunks.get_range(e.idx, offset, length)
+        if body is None:
+            e.loaded = True
+            e.valid = 0
+            return
+        if e.data is None:
+            e.data = bytearray(e.size)
+        missing = _mask(offset, length) & ~e.valid
+        for start, end in _runs(missing):
+            lo, hi = start * GRANULE, end * GRANULE
+            e.data[lo:hi] = body[lo - offset : hi - offset]
+        e.valid |= missing
+        if e.valid == _mask(0, e.size):
+            e.loaded = True
+            e.valid = 0
 
     # ---- memory budget -------------------------------------------------------------------
 

@@ -81,8 +81,14 @@ class ChunkStore:
         if not 0 <= idx < self.num_chunks:
             raise IndexError(f"chunk {idx} outside 0..{self.num_chunks}")
 
+    def never_written(self, idx: int) -> bool:
+        """True if the allocation map shows the chunk has no object (no store request needed)."""
+        return self.alloc is not None and not self.alloc.may_exist(idx)
+
     async def get(self, idx: int) -> bytes | None:
         """The chunk's bytes padded to its length, or None if it was never written."""
+        if self.never_written(idx):
+            return None
         body = await self.store.get(self.account, self.container, self.object_name(idx))
         if body is None:
             return None
@@ -93,6 +99,27 @@ class ChunkStore:
             )
         if len(body) < want:
             body = body + bytes(want - len(body))
+        return body
+
+    async def get_range(self, idx: int, offset: int, length: int) -> bytes | None:
+        """Bytes ``[offset, offset + length)`` of the chunk (zero-padded where its object is
+        short), or None if the chunk was never written. Fetches only that range."""
+        want = self.chunk_len(idx)
+        if offset < 0 or length <= 0 or offset + length > want:
+            raise ValueError(f"range {offset}+{length} outside chunk {idx} of {want} bytes")
+        if self.never_written(idx):
+            return None
+        name = self.object_name(idx)
+        found = await self.store.get_range(self.account, self.container, name, offset, length)
+        if found is None:
+            return None
+        body, object_bytes = found
+        if object_bytes > want:
+            raise ChunkCorrupt(f"{self.container}/{name}: {object_bytes} bytes > chunk {want}")
+        if len(body) > length:
+            raise ChunkCorrupt(f"{self.container}/{name}: range answer of {len(body)} bytes")
+        if len(body) < length:
+            body = body + bytes(length - len(body))
         return body
 
     async def put(self, idx: int, data: bytes) -> None:

@@ -7,6 +7,7 @@ leases rely on. Quorum failures become :class:`StoreUnavailable`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import aiohttp
@@ -17,6 +18,8 @@ from common.deploy import DeploymentConfig
 from objectd.cluster_client import ObjectCluster, QuorumError
 
 __all__ = ["RingObjectStore", "open_ring_store"]
+
+_TOTAL_RE = re.compile(r"/(\d+)\Z")  # Content-Range: bytes 0-511/524288, or bytes */524288
 
 
 class RingObjectStore:
@@ -42,6 +45,28 @@ class RingObjectStore:
         except QuorumError as e:
             raise StoreUnavailable(str(e)) from e
         return None if found is None else found[1]
+
+    async def get_range(
+        self, account: str, container: str, obj: str, start: int, length: int
+    ) -> tuple[bytes, int] | None:
+        if start < 0 or length <= 0:
+            raise ValueError(f"bad range: start {start}, length {length}")
+        try:
+            found = await self.cluster.get(
+                account, container, obj, byte_range=(start, start + length - 1)
+            )
+        except QuorumError as e:
+            raise StoreUnavailable(str(e)) from e
+        if found is None:
+            return None
+        headers, body = found
+        content_range = headers.get("Content-Range")
+        if content_range is None:  # a whole-object answer (the Range was not applied)
+            return body[start : start + length], len(body)
+        match = _TOTAL_RE.search(content_range)
+        if match is None or len(body) > length:
+            raise StoreUnavailable(f"bad range answer for {container}/{obj}: {content_range!r}")
+        return body, int(match.group(1))
 
     async def delete(self, account: str, container: str, obj: str) -> None:
         try:

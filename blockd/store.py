@@ -9,6 +9,9 @@ Contract every implementation keeps:
 - ``put`` returns only after a quorum of replicas has the object durably; otherwise it raises
   :class:`StoreUnavailable` and the object may or may not have been written.
 - ``get`` returns the newest body or ``None`` when the object does not exist (404).
+  ``get_range(…, start, length)`` is ``get`` of the bytes ``[start, start + length)`` only,
+  with the whole object's length: ``(part, object_length)``, the part shorter (possibly
+  empty) where the object ends first; ``None`` if there is no object.
 - ``delete`` of a missing object is not an error; like ``put`` it raises on lost quorum.
 - ``head`` returns the object's metadata headers or ``None``.
 - ``post`` replaces the object's ``X-Object-Meta-*`` metadata; ``None``-object raises
@@ -58,6 +61,10 @@ class ObjectStore(Protocol):
 
     async def get(self, account: str, container: str, obj: str) -> bytes | None: ...
 
+    async def get_range(
+        self, account: str, container: str, obj: str, start: int, length: int
+    ) -> tuple[bytes, int] | None: ...
+
     async def delete(self, account: str, container: str, obj: str) -> None: ...
 
     async def head(self, account: str, container: str, obj: str) -> Mapping[str, str] | None: ...
@@ -70,13 +77,19 @@ class ObjectStore(Protocol):
 _Key = tuple[str, str, str]
 
 
+def _check_range(start: int, length: int) -> None:
+    if start < 0 or length <= 0:
+        raise ValueError(f"bad range: start {start}, length {length}")
+
+
 class MemoryObjectStore:
     """The in-memory twin: a dict of objects, optionally with a per-request latency.
 
     ``put_latency_s``/``get_latency_s`` (per request) and ``bytes_per_s`` (per body byte) model a
     replicated store's round trips and bandwidth for the chunk-size measurement; they are real
     ``asyncio.sleep`` calls, so leave them at 0 in unit tests.
-    Counters (``puts``, ``gets``, ``deletes``, ``bytes_put``) let tests see what reached the store.
+    Counters (``puts``, ``gets``, ``deletes``, ``bytes_put``, ``bytes_got``) let tests see what
+    reached the store.
     """
 
     def __init__(
@@ -91,6 +104,7 @@ class MemoryObjectStore:
         self.gets = 0
         self.deletes = 0
         self.bytes_put = 0
+        self.bytes_got = 0
 
     async def put(
         self,
@@ -111,7 +125,25 @@ class MemoryObjectStore:
         await self._wait(self.get_latency_s, 0 if found is None else len(found[0]))
         self.gets += 1
         found = self._objects.get((account, container, obj))
-        return None if found is None else found[0]
+        if found is None:
+            return None
+        self.bytes_got += len(found[0])
+        return found[0]
+
+    async def get_range(
+        self, account: str, container: str, obj: str, start: int, length: int
+    ) -> tuple[bytes, int] | None:
+        _check_range(start, length)
+        found = self._objects.get((account, container, obj))
+        part = None if found is None else found[0][start : start + length]
+        await self._wait(self.get_latency_s, 0 if part is None else len(part))
+        self.gets += 1
+        found = self._objects.get((account, container, obj))
+        if found is None:
+            return None
+        part = found[0][start : start + length]
+        self.bytes_got += len(part)
+        return part, len(found[0])
 
     async def _wait(self, latency_s: float, nbytes: int) -> None:
         """Sleep for the request's latency plus its turn on one shared link of `bytes_per_s`."""
@@ -214,6 +246,14 @@ class FaultyObjectStore:
         if self._fails(self.plan.get_fail_rate):
             raise self._fail(f"get {container}/{obj}")
         return await self.inner.get(account, container, obj)
+
+    async def get_range(
+        self, account: str, container: str, obj: str, start: int, length: int
+    ) -> tuple[bytes, int] | None:
+        await self._delay()
+        if self._fails(self.plan.get_fail_rate):
+            raise self._fail(f"get {container}/{obj} range")
+        return await self.inner.get_range(account, container, obj, start, length)
 
     async def delete(self, account: str, container: str, obj: str) -> None:
         await self._delay()

@@ -10,6 +10,9 @@ For services that keep their own data as objects without going through the publi
   X-Timestamp, a tombstone counting as a version), so a replica that missed an overwrite is
   never read alone; a quorum of primaries must answer, else `QuorumError`. If primaries fail
   it also asks handoffs.
+* `get` with `byte_range=(first, last)` (inclusive) asks for those bytes only (a Range
+  header; the newest answer is chosen the same way); the body is shorter when the object
+  ends before `last`, and empty when it ends before `first`.
 * `delete` writes a tombstone with quorum; `head` is `get` without the body.
 * `post` replaces the object's user metadata (X-Object-Meta-*).
 
@@ -17,7 +20,7 @@ No container updates are sent: these objects are not listed.
 
 Calls: ObjectCluster(ring, session, clock, conn_timeout_s=..., node_timeout_s=...)
   await put(account, container, obj, data: bytes, headers=None) -> str (etag)
-  await get(account, container, obj) -> (headers, body) | None
+  await get(account, container, obj, byte_range=None) -> (headers, body) | None
   await head(account, container, obj) -> headers | None
   await delete(account, container, obj) -> None
   await post(account, container, obj, headers) -> bool (False if the object is missing)
@@ -53,6 +56,12 @@ class _Answer:
     headers: CIMultiDict[str]
     body: bytes
     node: Device | None
+
+
+# Answers that say what the newest version is: the object (whole, a range of it, or a range
+# past its end) or its absence.
+_FOUND = (200, 206, 416)
+_DEFINITE = (*_FOUND, 404)
 
 
 def _quorum(n: int) -> int:
@@ -189,7 +198,9 @@ class ObjectCluster:
         answers = await self._write("POST", account, container, obj, h, None, (202, 404))
         return sum(1 for x in answers if x.status == 202) >= _quorum(len(answers))
 
-    async def _read(self, method: str, a: str, c: str, o: str) -> _Answer | None:
+    async def _read(
+        self, method: str, a: str, c: str, o: str, headers: Mapping[str, str]
+    ) -> _Answer | None:
         part = self.ring.get_part(a, c, o)
         n = len(self.ring.get_part_nodes(part))
         nodes = list(iter_nodes(self.ring, part, self.limiter))
@@ -197,27 +208,43 @@ class ObjectCluster:
         asked = 0
         # Ask nodes in waves until a quorum gave a definite answer (2xx or 404).
         while asked < len(nodes):
-            need = _quorum(n) - sum(1 for x in answers if x.status in (200, 404))
+            need = _quorum(n) - sum(1 for x in answers if x.status in _DEFINITE)
             if need <= 0:
                 break
             wave = nodes[asked : asked + max(need, n - asked if asked == 0 else need)]
             asked += len(wave)
             answers += await asyncio.gather(
-                *(self._call(node, method, self._url(node, part, a, c, o), {}) for node in wave)
+                *(
+                    self._call(node, method, self._url(node, part, a, c, o), headers)
+                    for node in wave
+                )
             )
-        definite = [x for x in answers if x.status in (200, 404)]
+        definite = [x for x in answers if x.status in _DEFINITE]
         if len(definite) < _quorum(n):
             codes = sorted(x.status for x in answers)
             raise QuorumError(f"{method} /{a}/{c}/{o}: replicas answered {codes}")
-        newest = max(definite, key=lambda x: (_ts(x.headers), x.status == 200))
-        return newest if newest.status == 200 else None
+        newest = max(definite, key=lambda x: (_ts(x.headers), x.status in _FOUND))
+        if newest.status == 416:
+            newest.body = b""  # the range starts past the end of the object
+        return newest if newest.status in _FOUND else None
 
     async def get(
-        self, account: str, container: str, obj: str
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        *,
+        byte_range: tuple[int, int] | None = None,
     ) -> tuple[CIMultiDict[str], bytes] | None:
-        ans = await self._read("GET", account, container, obj)
+        headers: dict[str, str] = {}
+        if byte_range is not None:
+            first, last = byte_range
+            if not 0 <= first <= last:
+                raise ValueError(f"bad byte range {byte_range}")
+            headers["Range"] = f"bytes={first}-{last}"
+        ans = await self._read("GET", account, container, obj, headers)
         return None if ans is None else (ans.headers, ans.body)
 
     async def head(self, account: str, container: str, obj: str) -> CIMultiDict[str] | None:
-        ans = await self._read("HEAD", account, container, obj)
+        ans = await self._read("HEAD", account, container, obj, {})
         return None if ans is None else ans.headers

@@ -12,14 +12,35 @@ taken with :meth:`Connection.data_to_send`. When an executed command finishes, t
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from blockd.iscsi import messages as m
+from blockd.iscsi.events import (
+    TMF_ABORT_TASK,
+    TMF_ABORT_TASK_SET,
+    TMF_CLEAR_ACA,
+    TMF_CLEAR_TASK_SET,
+    TMF_COMPLETE,
+    TMF_LUN_RESET,
+    TMF_NO_LUN,
+    TMF_NO_TASK,
+    TMF_NOT_SUPPORTED,
+    TMF_REASSIGN_NOT_SUPPORTED,
+    TMF_TARGET_COLD_RESET,
+    TMF_TARGET_WARM_RESET,
+    TMF_TASK_REASSIGN,
+    Close,
+    ConnectionConfig,
+    Event,
+    Execute,
+    Phase,
+    ResetLu,
+    sn_lt,
+)
 from blockd.iscsi.login import LoginMachine, LoginResult, Portal
-from blockd.iscsi.negotiation import SessionParams, TargetLimits
+from blockd.iscsi.negotiation import SessionParams
 from blockd.iscsi.pdu import (
     RESERVED_TAG,
     DigestError,
@@ -34,76 +55,21 @@ from blockd.iscsi.tasks import Task
 from blockd.iscsi.textexchange import TextExchange
 from blockd.scsi.sense import ScsiResult, SenseKey, Status, sense_bytes
 
-__all__ = ["Close", "Connection", "ConnectionConfig", "Event", "Execute", "ResetLu"]
+__all__ = [
+    "Close",
+    "Connection",
+    "ConnectionConfig",
+    "Event",
+    "Execute",
+    "Phase",
+    "ResetLu",
+    "sn_lt",
+]
 
 log = logging.getLogger(__name__)
 
 LOGIN_DATA_BYTES_MAX = 8192  # MaxRecvDataSegmentLength before negotiation (RFC 7143 13.12)
-SERIAL_HALF = 1 << 31
 DATA_PHASE_ERROR = (0x4B, 0x00)
-
-TMF_ABORT_TASK = 1
-TMF_ABORT_TASK_SET = 2
-TMF_CLEAR_ACA = 3
-TMF_CLEAR_TASK_SET = 4
-TMF_LUN_RESET = 5
-TMF_TARGET_WARM_RESET = 6
-TMF_TARGET_COLD_RESET = 7
-TMF_TASK_REASSIGN = 8
-TMF_COMPLETE, TMF_NO_TASK, TMF_NO_LUN, TMF_NOT_SUPPORTED = 0, 1, 2, 5
-TMF_REASSIGN_NOT_SUPPORTED = 4
-
-
-def sn_lt(a: int, b: int) -> bool:
-    """Serial number arithmetic (RFC 1982) on 32 bits: a < b."""
-    return a != b and ((b - a) & 0xFFFFFFFF) < SERIAL_HALF
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionConfig:
-    limits: TargetLimits = field(default_factory=TargetLimits)
-    queue_depth: int = 64
-    # Largest ExpectedDataTransferLength accepted; with queue_depth this bounds the write data a
-    # connection buffers (queue_depth * command_bytes_max).
-    command_bytes_max: int = 8 << 20
-    portal_group_tag: int = 1
-    portal_address: str = "127.0.0.1:3260"
-
-
-# Not frozen: treated as immutable, but frozen dataclass construction costs several times
-# more and this is built once or more per SCSI command.
-@dataclass(slots=True)
-class Execute:
-    """Run ``cdb`` on ``target``'s LU ``lun``; then call ``complete(itt, result)``."""
-
-    itt: int
-    target: str
-    lun: int
-    cdb: bytes
-    data_out: bytes
-    nexus: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResetLu:
-    """A LUN or target reset: the loop resets ``target``'s LU (SPC-2 reservations end)."""
-
-    target: str
-    target_reset: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    reason: str
-
-
-Event = Execute | ResetLu | Close
-
-
-class Phase(enum.Enum):
-    LOGIN = "login"
-    FULL_FEATURE = "full_feature"
-    CLOSED = "closed"
 
 
 @dataclass

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from blockd.allocmap import AllocMap
 from blockd.backend import BackendRangeError, BlockBackend
 from blockd.cache import CacheFull, ChunkCache
 from blockd.chunkstore import RESERVED_ACCOUNT, ChunkCorrupt, chunk_container
@@ -381,6 +382,46 @@ def test_unmerged_partial_writes_are_merged_at_flush():
         expect[1 * BS : 2 * BS] = pattern(2, 1)
         expect[4 * BS : 6 * BS] = bytes(2 * BS)
         assert await make_volume(store).read(8, 8) == bytes(expect)
+
+    asyncio.run(run())
+
+
+def test_partial_reads_fetch_only_the_blocks_they_lack():
+    async def run():
+        store = MemoryObjectStore()
+        vol = make_volume(store)
+        await vol.write(0, pattern(1, 8))  # chunk 0: blocks 0..7
+        await vol.flush()
+        fresh = make_volume(store)
+        got = store.bytes_got
+        assert await fresh.read(3, 1) == pattern(1, 8)[3 * BS : 4 * BS]
+        assert store.bytes_got == got + BS  # one block, not the 8-block chunk
+        gets = store.gets
+        assert await fresh.read(3, 1) == pattern(1, 8)[3 * BS : 4 * BS]
+        assert store.gets == gets  # held now
+        await fresh.write(5, pattern(2, 1))  # newer than the store's block 5
+        expect = bytearray(pattern(1, 8))
+        expect[5 * BS : 6 * BS] = pattern(2, 1)
+        assert await fresh.read(2, 5) == bytes(expect[2 * BS : 7 * BS])  # merged, newest wins
+        await fresh.flush()  # the whole chunk is merged and written
+        assert await make_volume(store).read(0, 8) == bytes(expect)
+
+    asyncio.run(run())
+
+
+def test_a_chunk_the_allocation_map_lacks_is_never_fetched():
+    async def run():
+        store = MemoryObjectStore()
+        chunks_container = chunk_container(VOLUME_ID)
+        amap = AllocMap(store, RESERVED_ACCOUNT, chunks_container, 40)
+        await amap.start_empty()
+        vol = make_volume(store, alloc=amap)
+        gets = store.gets
+        assert await vol.read(9, 2) == bytes(2 * BS)  # partial read of a new chunk
+        await vol.write(17, pattern(1, 1))  # partial write, merged at flush without a read
+        await vol.flush()
+        assert store.gets == gets
+        assert await make_volume(store, alloc=amap).read(16, 2) == bytes(BS) + pattern(1, 1)
 
     asyncio.run(run())
 

@@ -10,8 +10,15 @@ from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote
 
 import aiohttp
-from multidict import CIMultiDictProxy
 from yarl import URL
+
+from common.direct import (
+    DEFAULT_CONN_TIMEOUT_S,
+    DEFAULT_NODE_TIMEOUT_S,
+    Headers,
+    simple_request,
+)
+from common.direct import timeout as _timeout
 
 __all__ = [
     "DEFAULT_CONN_TIMEOUT_S",
@@ -26,22 +33,12 @@ __all__ = [
     "object_url",
 ]
 
-DEFAULT_CONN_TIMEOUT_S = 0.5
-DEFAULT_NODE_TIMEOUT_S = 10.0
-
-Headers = CIMultiDictProxy[str]
-
 
 def object_url(
     node_url: str, device: str, part: int, account: str, container: str, obj: str
 ) -> str:
     prefix = "/".join(quote(p, safe="") for p in (device, str(part), account, container))
     return f"{node_url.rstrip('/')}/{prefix}/{quote(obj, safe='/')}"
-
-
-def _timeout(conn_timeout_s: float, node_timeout_s: float) -> aiohttp.ClientTimeout:
-    # sock_read bounds each wait for bytes; there is no total so long bodies may stream.
-    return aiohttp.ClientTimeout(total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s)
 
 
 async def direct_put_object(
@@ -105,25 +102,6 @@ async def direct_get_object(
     )
 
 
-async def _simple(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    headers: Mapping[str, str] | None,
-    conn_timeout_s: float,
-    node_timeout_s: float,
-) -> tuple[int, Headers]:
-    async with session.request(
-        method,
-        URL(url, encoded=True),
-        headers=dict(headers or {}),
-        timeout=_timeout(conn_timeout_s, node_timeout_s),
-        allow_redirects=False,
-    ) as resp:
-        await resp.read()
-        return resp.status, resp.headers
-
-
 async def direct_head_object(
     session: aiohttp.ClientSession,
     node_url: str,
@@ -138,7 +116,7 @@ async def direct_head_object(
     node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S,
 ) -> tuple[int, Headers]:
     url = object_url(node_url, device, part, account, container, obj)
-    return await _simple(session, "HEAD", url, headers, conn_timeout_s, node_timeout_s)
+    return await simple_request(session, "HEAD", url, headers, conn_timeout_s, node_timeout_s)
 
 
 async def direct_delete_object(
@@ -156,7 +134,7 @@ async def direct_delete_object(
 ) -> tuple[int, Headers]:
     """DELETE (headers must include X-Timestamp); 204 deleted, 404 nothing live, 409 stale."""
     url = object_url(node_url, device, part, account, container, obj)
-    return await _simple(session, "DELETE", url, headers, conn_timeout_s, node_timeout_s)
+    return await simple_request(session, "DELETE", url, headers, conn_timeout_s, node_timeout_s)
 
 
 async def direct_post_object(
@@ -174,7 +152,7 @@ async def direct_post_object(
 ) -> tuple[int, Headers]:
     """POST metadata (headers must include X-Timestamp); 202, or 404 if no object."""
     url = object_url(node_url, device, part, account, container, obj)
-    return await _simple(session, "POST", url, headers, conn_timeout_s, node_timeout_s)
+    return await simple_request(session, "POST", url, headers, conn_timeout_s, node_timeout_s)
 
 
 REPLICATE_BYTES_MAX = 1 << 20

@@ -1,4 +1,5 @@
-"""Request helpers shared by the container and account direct clients."""
+"""Listing and recon requests shared by the container and account direct clients (the
+plain request plumbing is common/direct.py, re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
-from multidict import CIMultiDictProxy
 from yarl import URL
 
+from common.direct import (
+    DEFAULT_CONN_TIMEOUT_S,
+    DEFAULT_NODE_TIMEOUT_S,
+    Headers,
+    backend_url,
+    simple_request,
+    timeout,
+)
 from common.listingdb.listing import ListingParams
 
 __all__ = [
@@ -26,22 +34,10 @@ __all__ = [
     "simple_request",
 ]
 
-DEFAULT_CONN_TIMEOUT_S = 0.5
-DEFAULT_NODE_TIMEOUT_S = 10.0
 # 10,000 rows of up to ~1.3 KiB each, with room to spare.
 LISTING_BODY_BYTES_MAX = 64 << 20
 
-Headers = CIMultiDictProxy[str]
 ListingReply = tuple[int, Headers, list[dict[str, Any]] | None]
-
-
-def backend_url(node_url: str, device: str, part: int, *names: str) -> str:
-    path = "/".join(quote(p, safe="") for p in (device, str(part), *names))
-    return f"{node_url.rstrip('/')}/{path}"
-
-
-def timeout(conn_timeout_s: float, node_timeout_s: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s)
 
 
 def listing_query(params: ListingParams | None) -> str:
@@ -56,25 +52,6 @@ def listing_query(params: ListingParams | None) -> str:
     if p.path is not None:
         query["path"] = p.path
     return urlencode(query, quote_via=quote)
-
-
-async def simple_request(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    headers: Mapping[str, str] | None,
-    conn_timeout_s: float,
-    node_timeout_s: float,
-) -> tuple[int, Headers]:
-    async with session.request(
-        method,
-        URL(url, encoded=True),
-        headers=dict(headers or {}),
-        timeout=timeout(conn_timeout_s, node_timeout_s),
-        allow_redirects=False,
-    ) as resp:
-        await resp.content.read(64 << 10)
-        return resp.status, resp.headers
 
 
 async def get_listing(

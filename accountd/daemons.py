@@ -1,6 +1,7 @@
 """The account background daemon of one storage node: the account replicator.
 
     python -m accountd.daemons --config FILE --node NAME [--data-dir DIR] [--once]
+                               [--only replicator]
 
 It keeps every account database's replicas in sync (docs/db-replication.md) and writes
 ``<devices_dir>/recon/account-replicator.json`` after every pass. ``--once`` runs one pass
@@ -9,10 +10,8 @@ and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
-from typing import Any
 
 import aiohttp
 import uvloop
@@ -20,17 +19,11 @@ import uvloop
 from accountd.broker import AccountBroker
 from accountd.conf import AccountServerConf
 from common.clock import Clock, SystemClock
-from common.config import ConfigError
-from common.deploy import DeploymentConfig, StorageNodeConfig, load_deployment
-from common.listingdb.daemon import Job, run_jobs
+from common.daemoncli import parse_daemon_args
+from common.deploy import DeploymentConfig, StorageNodeConfig
+from common.listingdb.daemon import Job, replicator_job, run_jobs
 from common.listingdb.http import DeviceEnvs
-from common.listingdb.repl_transport import HttpTransport
-from common.listingdb.replicator import (
-    DbReplicator,
-    ReclaimSchedule,
-    ReplicatorSettings,
-    is_local_to,
-)
+from common.listingdb.replicator import is_local_to
 from common.log import setup_logging
 from ring import Ring, RingError
 
@@ -45,7 +38,6 @@ def build_jobs(
     clock: Clock,
 ) -> list[Job]:
     """The node's account daemons; RingError when the account ring is unusable."""
-    cfg = deploy.account_daemons
     cluster = deploy.cluster
     ring = Ring(
         deploy.ring_dir() / "account.ring",
@@ -53,32 +45,19 @@ def build_jobs(
         cluster.hash_path_suffix,
         clock=clock,
     )
-    transport = HttpTransport(session, cfg.conn_timeout_s, cfg.node_timeout_s)
-    settings = ReplicatorSettings(
+    job = replicator_job(
+        "account-replicator",
+        cfg=deploy.account_daemons,
         reclaim_age_s=cluster.reclaim_age_s,
-        concurrency=cfg.replicator_concurrency,
-        batch_rows=cfg.replicator_batch_rows,
+        ring=ring,
+        envs=envs,
+        devices=[d.name for d in node.devices],
+        is_local=is_local_to(node.host, node.account_port),
+        session=session,
+        make_broker=AccountBroker,
+        clock=clock,
     )
-    schedule = ReclaimSchedule(settings.rows_reclaim_interval_s)
-    names = [d.name for d in node.devices]
-
-    async def replicate() -> dict[str, Any]:
-        devices = await asyncio.to_thread(envs.open_devices, names)
-        replicator = DbReplicator(
-            devices=devices,
-            ring=ring,
-            is_local=is_local_to(node.host, node.account_port),
-            transport=transport,
-            make_broker=AccountBroker,
-            clock=clock,
-            settings=settings,
-            reclaim_schedule=schedule,
-        )
-        stats = (await replicator.run_once()).as_dict()
-        stats["devices_skipped"] = len(names) - len(devices)
-        return stats
-
-    return [Job("account-replicator", cfg.replicator_interval_s, replicate)]
+    return [job]
 
 
 async def _amain(deploy: DeploymentConfig, node: StorageNodeConfig, once: bool) -> int:
@@ -99,24 +78,12 @@ async def _amain(deploy: DeploymentConfig, node: StorageNodeConfig, once: bool) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m accountd.daemons", description=__doc__)
-    parser.add_argument("--config", required=True, help="deployment TOML file")
-    parser.add_argument("--node", required=True, help="storage node name in the deployment")
-    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
-    parser.add_argument("--once", action="store_true", help="one pass, then exit")
-    args = parser.parse_args(argv)
-    try:
-        deploy = load_deployment(args.config, args.data_dir)
-        node = deploy.node(args.node)
-    except (ConfigError, ValueError) as e:
-        print(f"accountd.daemons: {e}", file=sys.stderr)
+    args = parse_daemon_args("accountd.daemons", __doc__, ("replicator",), argv)
+    if args is None:
         return 2
-    except KeyError:
-        print(f"accountd.daemons: no node {args.node!r} in {args.config}", file=sys.stderr)
-        return 2
-    setup_logging("account-daemons", deploy.log.level, deploy.log.format)
+    setup_logging("account-daemons", args.deploy.log.level, args.deploy.log.format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_amain(deploy, node, args.once))
+        return runner.run(_amain(args.deploy, args.node, args.once))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ after every pass. ``--once`` runs one pass of each and exits 0.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
@@ -22,24 +21,18 @@ import aiohttp
 import uvloop
 
 from common.clock import Clock, SystemClock
-from common.config import ConfigError
-from common.deploy import DeploymentConfig, StorageNodeConfig, load_deployment
-from common.listingdb.daemon import Job, run_jobs
+from common.daemoncli import parse_daemon_args
+from common.deploy import DeploymentConfig, StorageNodeConfig
+from common.listingdb.daemon import Job, replicator_job, run_jobs
 from common.listingdb.http import DeviceEnvs
-from common.listingdb.repl_transport import HttpTransport
-from common.listingdb.replicator import (
-    DbReplicator,
-    ReclaimSchedule,
-    ReplicatorSettings,
-    is_local_to,
-)
+from common.listingdb.replicator import is_local_to
 from common.log import setup_logging
 from containerd.broker import ContainerBroker
 from containerd.conf import ContainerServerConf
 from containerd.updater import AccountTarget, run_once
 from ring import Ring, RingError
 
-__all__ = ["DAEMONS", "build_jobs", "locate_accounts", "main", "parse_only"]
+__all__ = ["DAEMONS", "build_jobs", "locate_accounts", "main"]
 
 DAEMONS = ("replicator", "updater")
 
@@ -74,31 +67,19 @@ def build_jobs(
     jobs: list[Job] = []
     if "replicator" in only:
         ring = Ring(deploy.ring_dir() / "container.ring", prefix, suffix, clock=clock)
-        transport = HttpTransport(session, cfg.conn_timeout_s, cfg.node_timeout_s)
-        settings = ReplicatorSettings(
+        job = replicator_job(
+            "container-replicator",
+            cfg=cfg,
             reclaim_age_s=deploy.cluster.reclaim_age_s,
-            concurrency=cfg.replicator_concurrency,
-            batch_rows=cfg.replicator_batch_rows,
+            ring=ring,
+            envs=envs,
+            devices=names,
+            is_local=is_local_to(node.host, node.container_port),
+            session=session,
+            make_broker=ContainerBroker,
+            clock=clock,
         )
-        schedule = ReclaimSchedule(settings.rows_reclaim_interval_s)
-
-        async def replicate() -> dict[str, Any]:
-            devices = await asyncio.to_thread(envs.open_devices, names)
-            replicator = DbReplicator(
-                devices=devices,
-                ring=ring,
-                is_local=is_local_to(node.host, node.container_port),
-                transport=transport,
-                make_broker=ContainerBroker,
-                clock=clock,
-                settings=settings,
-                reclaim_schedule=schedule,
-            )
-            stats = (await replicator.run_once()).as_dict()
-            stats["devices_skipped"] = len(names) - len(devices)
-            return stats
-
-        jobs.append(Job("container-replicator", cfg.replicator_interval_s, replicate))
+        jobs.append(job)
     if "updater" in only:
         locate = locate_accounts(
             Ring(deploy.ring_dir() / "account.ring", prefix, suffix, clock=clock)
@@ -139,35 +120,13 @@ async def _amain(
     return 0
 
 
-def parse_only(raw: str | None) -> list[str]:
-    chosen = [x.strip() for x in (raw or ",".join(DAEMONS)).split(",") if x.strip()]
-    unknown = sorted(set(chosen) - set(DAEMONS))
-    if unknown or not chosen:
-        raise ValueError(f"--only takes {','.join(DAEMONS)}; got {raw!r}")
-    return chosen
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m containerd.daemons", description=__doc__)
-    parser.add_argument("--config", required=True, help="deployment TOML file")
-    parser.add_argument("--node", required=True, help="storage node name in the deployment")
-    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
-    parser.add_argument("--once", action="store_true", help="one pass of each daemon, then exit")
-    parser.add_argument("--only", default=None, help="comma list of: replicator,updater")
-    args = parser.parse_args(argv)
-    try:
-        only = parse_only(args.only)
-        deploy = load_deployment(args.config, args.data_dir)
-        node = deploy.node(args.node)
-    except (ConfigError, ValueError) as e:
-        print(f"containerd.daemons: {e}", file=sys.stderr)
+    args = parse_daemon_args("containerd.daemons", __doc__, DAEMONS, argv)
+    if args is None:
         return 2
-    except KeyError:
-        print(f"containerd.daemons: no node {args.node!r} in {args.config}", file=sys.stderr)
-        return 2
-    setup_logging("container-daemons", deploy.log.level, deploy.log.format)
+    setup_logging("container-daemons", args.deploy.log.level, args.deploy.log.format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_amain(deploy, node, args.once, only))
+        return runner.run(_amain(args.deploy, args.node, args.once, args.only))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ failed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -27,8 +26,8 @@ import aiohttp
 import uvloop
 
 from common.clock import Clock, SystemClock
-from common.config import ConfigError
-from common.deploy import DeploymentConfig, StorageNodeConfig, load_deployment
+from common.daemoncli import parse_daemon_args
+from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.log import get_logger, setup_logging
 from objectd.asyncpending import list_pendings
 from objectd.auditor import AuditorConf, ObjectAuditor
@@ -200,40 +199,13 @@ async def run(
         return 0
 
 
-def _parse_only(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return DAEMON_NAMES
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in DAEMON_NAMES]
-    if bad or not names:
-        raise ValueError(f"--only takes names from {', '.join(DAEMON_NAMES)}; got {text!r}")
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m objectd.daemons", description=__doc__)
-    parser.add_argument("--config", required=True, help="deployment TOML file")
-    parser.add_argument("--node", required=True, help="storage node name in the deployment")
-    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
-    parser.add_argument("--once", action="store_true", help="one pass of each daemon, then exit")
-    parser.add_argument("--only", default=None, help="comma list: " + ",".join(DAEMON_NAMES))
-    args = parser.parse_args(argv)
-    if sys.flags.optimize:
-        print("error: refusing to run with python -O (assertions must stay on)", file=sys.stderr)
+    args = parse_daemon_args("objectd.daemons", __doc__, DAEMON_NAMES, argv)
+    if args is None:
         return 2
-    try:
-        only = _parse_only(args.only)
-        deploy = load_deployment(args.config, args.data_dir)
-        node = deploy.node(args.node)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyError:
-        print(f"error: no node named {args.node!r} in {args.config}", file=sys.stderr)
-        return 2
-    setup_logging("object-daemons", deploy.log.level, deploy.log.format)
+    setup_logging("object-daemons", args.deploy.log.level, args.deploy.log.format)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(run(deploy, node, once=args.once, only=only))
+        return runner.run(run(args.deploy, args.node, once=args.once, only=args.only))
 
 
 if __name__ == "__main__":

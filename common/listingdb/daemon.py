@@ -16,11 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from common.clock import Clock
+from common.deploy import AccountDaemonsConfig, ContainerDaemonsConfig
+from common.listingdb.http import DeviceEnvs
 from common.listingdb.recon import write_recon
+from common.listingdb.repl_transport import HttpTransport
+from common.listingdb.replicator import (
+    DbReplicator,
+    MakeBroker,
+    PartitionRing,
+    ReclaimSchedule,
+    ReplicatorSettings,
+    RingDevice,
+)
 from common.log import get_logger
 
-__all__ = ["Job", "run_job", "run_jobs"]
+__all__ = ["Job", "replicator_job", "run_job", "run_jobs"]
 
 log = get_logger("cairn.listingdb.daemon")
 
@@ -93,3 +106,45 @@ async def run_jobs(
     failure = everything.exception() if everything.done() and not everything.cancelled() else None
     if isinstance(failure, Exception) and not stop.is_set():
         raise failure  # a job died outside its pass (its recon file could not be written)
+
+
+def replicator_job(
+    name: str,
+    *,
+    cfg: ContainerDaemonsConfig | AccountDaemonsConfig,
+    reclaim_age_s: float,
+    ring: PartitionRing,
+    envs: DeviceEnvs,
+    devices: Sequence[str],
+    is_local: Callable[[RingDevice], bool],
+    session: aiohttp.ClientSession,
+    make_broker: MakeBroker,
+    clock: Clock,
+) -> Job:
+    """The database replicator of one node's container or account databases, as a Job."""
+    transport = HttpTransport(session, cfg.conn_timeout_s, cfg.node_timeout_s)
+    settings = ReplicatorSettings(
+        reclaim_age_s=reclaim_age_s,
+        concurrency=cfg.replicator_concurrency,
+        batch_rows=cfg.replicator_batch_rows,
+    )
+    schedule = ReclaimSchedule(settings.rows_reclaim_interval_s)
+    names = list(devices)
+
+    async def replicate() -> dict[str, Any]:
+        opened = await asyncio.to_thread(envs.open_devices, names)
+        replicator = DbReplicator(
+            devices=opened,
+            ring=ring,
+            is_local=is_local,
+            transport=transport,
+            make_broker=make_broker,
+            clock=clock,
+            settings=settings,
+            reclaim_schedule=schedule,
+        )
+        stats = (await replicator.run_once()).as_dict()
+        stats["devices_skipped"] = len(names) - len(opened)
+        return stats
+
+    return Job(name, cfg.replicator_interval_s, replicate)

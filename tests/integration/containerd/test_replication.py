@@ -276,7 +276,7 @@ def test_daemon_cli_refuses_bad_arguments(
     cfg.write_text(tomli_w.dumps(to_dict(deployment(tmp_path, [6201], 6202))))
     for args, message in (
         (["--node", "n0", "--only", "auditor"], "--only"),
-        (["--node", "nope"], "no node 'nope'"),
+        (["--node", "nope"], "no node named 'nope'"),
     ):
         assert containerd_main(["--config", str(cfg), *args]) == 2
         assert message in capsys.readouterr().err

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from common.clock import ManualClock
+from common.daemoncli import parse_only
 from common.timestamps import Timestamp
-from objectd.daemons import _parse_only
+from objectd.daemons import DAEMON_NAMES
 from objectd.expirer import ExpiryEntry, _due_entries, decode_entry, encode_entry, write_entry
 from objectd.ratelimit import RateLimiter
 from objectd.recon import ReconError, read_recon, recon_path, write_recon
@@ -71,7 +72,7 @@ def test_expiry_entries_round_trip_and_come_due_in_order(tmp_path):
 
 
 def test_only_option():
-    assert _parse_only("auditor,expirer") == ("auditor", "expirer")
-    assert _parse_only(None) == ("replicator", "auditor", "updater", "expirer")
+    assert parse_only("auditor,expirer", DAEMON_NAMES) == ("auditor", "expirer")
+    assert parse_only(None, DAEMON_NAMES) == ("replicator", "auditor", "updater", "expirer")
     with pytest.raises(ValueError):
-        _parse_only("replicator,reaper")
+        parse_only("replicator,reaper", DAEMON_NAMES)

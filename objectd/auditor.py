@@ -6,11 +6,18 @@ and timestamp. The fast "zero-byte-files" pass only checks footers and metadata 
 truncated, zero-length or corrupt-metadata files without reading bodies). A bad file's hash
 dir is quarantined and its suffix invalidated, so the replicator's next pass sees the
 suffix hash change and restores a good copy from a peer.
+
+After a full pass walks a partition it rehashes every suffix of it from directory listings
+(`get_hashes(full=True)`): a file lost behind the object server's back (deleted by hand,
+lost by a failing disk) changes the cached suffix hash, so the next REPLICATE from a peer
+sees the difference and the copy is restored. The walk has just listed the same
+directories, so this costs little more than the walk itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,14 +26,14 @@ from common.clock import Clock
 from common.log import get_logger
 from objectd.diskfile import ChecksumMismatch, load_metadata, verify_file
 from objectd.fileformat import FileFormatError, ObjectMetadata
-from objectd.hashes import forget_hashes
+from objectd.hashes import HashStats, get_hashes
 from objectd.layout import (
     DeviceLayout,
-    invalidate_suffix,
     quarantine_hash_dir,
     select_files,
-    walk_hash_dirs,
+    suffix_invalidated,
 )
+from objectd.partition import local_partitions, partition_hash_dirs
 from objectd.ratelimit import RateLimiter
 from objectd.replicator import local_device_names
 from ring.hashing import hash_path
@@ -44,6 +51,8 @@ class AuditorConf:
     hash_path_suffix: str
     bytes_per_s: int = 10 * 1024 * 1024  # per device; 0 = unlimited
     zero_byte_only: bool = False
+    # The cluster's reclaim age: the full pass's rehash reclaims tombstones as REPLICATE does.
+    reclaim_age_s: float = 7 * 24 * 3600.0
 
 
 @dataclass
@@ -51,6 +60,8 @@ class AuditorStats:
     files_checked: int = 0
     bytes_checked: int = 0
     quarantined: int = 0
+    partitions_rehashed: int = 0  # full pass: partitions whose suffix hashes were refreshed
+    stale_suffixes: int = 0  # suffix hashes that were stale (a change no writer recorded)
     errors: int = 0
 
 
@@ -71,8 +82,6 @@ def _check_metadata(conf: AuditorConf, hash_dir: Path, name: str, md: ObjectMeta
 
 
 def _current_files(hash_dir: Path) -> list[str]:
-    import os
-
     try:
         files = select_files(os.listdir(hash_dir))
     except (FileNotFoundError, NotADirectoryError):
@@ -99,19 +108,20 @@ class ObjectAuditor:
 
     async def _audit_device(self, layout: DeviceLayout) -> None:
         limiter = RateLimiter(self.conf.bytes_per_s, self.clock)
-        walk: Iterator[tuple[int, str, Path]] = walk_hash_dirs(layout)
-        done: int | None = None
+        for part in await asyncio.to_thread(local_partitions, layout):
+            await self._audit_partition(layout, part, limiter)
+            if not self.conf.zero_byte_only:
+                # Every partition, even one whose files are all gone: a suffix dir removed by
+                # hand leaves nothing to walk but a cache that still lists it.
+                await asyncio.to_thread(self._rehash, layout, part)
+
+    async def _audit_partition(self, layout: DeviceLayout, part: int, limiter: RateLimiter) -> None:
+        walk: Iterator[tuple[str, Path]] = partition_hash_dirs(layout, part)
         while True:
             item = await asyncio.to_thread(next, walk, None)
-            part = item[0] if item is not None else None
-            if done is not None and part != done and not self.conf.zero_byte_only:
-                # A full pass also makes the replicator rehash the partition it finished,
-                # so files lost outside the server (deleted, a failing disk) get restored.
-                await asyncio.to_thread(forget_hashes, layout, done)
             if item is None:
                 return
-            part, suffix, hash_dir = item
-            done = part
+            suffix, hash_dir = item
             for name in await asyncio.to_thread(_current_files, hash_dir):
                 try:
                     await self._audit_file(hash_dir, name, limiter)
@@ -125,6 +135,36 @@ class ObjectAuditor:
                     log.warning(
                         "audit failed", extra={"fields": {"path": str(hash_dir), "error": str(e)}}
                     )
+
+    def _rehash(self, layout: DeviceLayout, part: int) -> None:
+        """Refresh the partition's suffix hashes from disk (blocking)."""
+        st = HashStats()
+        try:
+            get_hashes(
+                layout,
+                part,
+                now_s=self.clock.time(),
+                reclaim_age_s=self.conf.reclaim_age_s,
+                full=True,
+                stats=st,
+            )
+        except OSError as e:
+            self.stats.errors += 1
+            log.warning("rehash failed", extra={"fields": {"part": part, "error": str(e)}})
+            return
+        self.stats.partitions_rehashed += 1
+        self.stats.stale_suffixes += st.stale_suffixes
+        if st.stale_suffixes:
+            log.warning(
+                "suffix hashes were stale (files changed outside the object server)",
+                extra={
+                    "fields": {
+                        "device": layout.device,
+                        "part": part,
+                        "suffixes": st.stale_suffixes,
+                    }
+                },
+            )
 
     async def _audit_file(self, hash_dir: Path, name: str, limiter: RateLimiter) -> None:
         path = hash_dir / name
@@ -146,10 +186,12 @@ class ObjectAuditor:
     def _quarantine(
         self, layout: DeviceLayout, part: int, suffix: str, hash_dir: Path, why: Exception
     ) -> None:
-        dest = quarantine_hash_dir(layout, hash_dir)
+        # Invalidate before the move is visible (the hashes.invalid rule, layout.py): a
+        # REPLICATE hashing meanwhile either sees the dir gone or keeps the entry for later.
+        with suffix_invalidated(layout, part, suffix):
+            dest = quarantine_hash_dir(layout, hash_dir)
         if dest is None:
             return
-        invalidate_suffix(layout, part, suffix)
         self.stats.quarantined += 1
         log.warning(
             "quarantined",

@@ -122,6 +122,7 @@ class NodeDaemons:
             hash_path_suffix=c.hash_path_suffix,
             bytes_per_s=self.deploy.object_daemons.auditor_bytes_per_s,
             zero_byte_only=zero_byte_only,
+            reclaim_age_s=float(c.reclaim_age_s),
         )
         stats = asdict(await ObjectAuditor(conf, self.clock).run_once())
         stats["mode"] = "zero-byte" if zero_byte_only else "full"

@@ -43,7 +43,6 @@ __all__ = [
     "HashStats",
     "decode_cache",
     "encode_cache",
-    "forget_hashes",
     "get_hashes",
     "hash_suffix",
     "is_hash_name",
@@ -69,6 +68,9 @@ def is_hash_name(name: str) -> bool:
 @dataclass
 class HashStats:
     suffixes_hashed: int = 0
+    # Suffixes a full rehash found different from the cache without an invalidation:
+    # files changed behind the object server's back (deleted by hand, lost by the disk).
+    stale_suffixes: int = 0
     files_removed: int = 0  # obsolete files
     tombstones_reclaimed: int = 0
     empty_dirs: list[Path] = field(default_factory=list)
@@ -247,11 +249,15 @@ def get_hashes(
     now_s: float,
     reclaim_age_s: float,
     recalculate: Iterable[str] = (),
+    full: bool = False,
     stats: HashStats | None = None,
 ) -> dict[str, str]:
     """The partition's suffix -> hash map, recomputing invalidated (and `recalculate`) suffixes.
 
-    Suffixes with no current file are absent. A missing or damaged cache means a full rehash.
+    `full` rehashes every suffix from a directory listing, whatever the cache says (the
+    auditor does this for each partition it walks: it catches changes no writer recorded).
+    Suffixes with no current file are absent. A missing or damaged cache means a full
+    rehash. The cache file is rewritten only when its content changes.
     """
     st = stats if stats is not None else HashStats()
     part_dir = layout.partition_dir(partition)
@@ -262,34 +268,38 @@ def get_hashes(
         consumed, listed = _read_invalid(invalid_path)
         cached = _load_cache(part_dir)
         wanted = {s for s in recalculate if is_suffix_name(s)}
-        if cached is None or listed is None:
-            hashes: dict[str, str] = {}
-            todo = set(_suffix_dirs(part_dir)) | wanted
+        if cached is None or listed is None or full:
+            todo = set(_suffix_dirs(part_dir)) | wanted | set(cached or ())
         else:
-            hashes = dict(cached)
             todo = listed | wanted
         if cached is not None and not todo:
-            return hashes
-        for suffix in sorted(todo):
-            h = hash_suffix(part_dir / suffix, now_s, reclaim_age_s, st)
-            if h is None:
-                hashes.pop(suffix, None)
-            else:
-                hashes[suffix] = h
-        atomic_write_bytes(part_dir / HASHES_CACHE, encode_cache(hashes))
+            return dict(cached)
+        hashes = _rehash(part_dir, cached or {}, todo, now_s, reclaim_age_s, st)
+        if cached is not None and full:
+            known = listed or set()
+            st.stale_suffixes += sum(
+                1 for s in todo if s not in known and hashes.get(s) != cached.get(s)
+            )
+        if hashes != cached:
+            atomic_write_bytes(part_dir / HASHES_CACHE, encode_cache(hashes))
         _consume_invalid(invalid_path, consumed, st.empty_dirs)
         return hashes
 
 
-def forget_hashes(layout: DeviceLayout, partition: int) -> None:
-    """Drop a partition's cache so the next `get_hashes` rehashes every suffix.
-
-    For changes made behind the object server's back (files deleted by hand, lost by a
-    failing disk): the auditor calls it for each partition after a full pass.
-    """
-    part_dir = layout.partition_dir(partition)
-    with partition_lock(part_dir) as present:
-        if present:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(part_dir / HASHES_CACHE)
-                fsync_dir(part_dir)
+def _rehash(
+    part_dir: Path,
+    cached: dict[str, str],
+    todo: set[str],
+    now_s: float,
+    reclaim_age_s: float,
+    st: HashStats,
+) -> dict[str, str]:
+    """`cached` with every suffix in `todo` recomputed from disk (absent when empty)."""
+    hashes = dict(cached)
+    for suffix in sorted(todo):
+        h = hash_suffix(part_dir / suffix, now_s, reclaim_age_s, st)
+        if h is None:
+            hashes.pop(suffix, None)
+        else:
+            hashes[suffix] = h
+    return hashes

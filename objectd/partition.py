@@ -9,7 +9,7 @@ import contextlib
 import fcntl
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from common.fsutil import fsync_dir, makedirs_durable
@@ -21,6 +21,7 @@ __all__ = [
     "hash_dir_files",
     "list_offers",
     "local_partitions",
+    "partition_hash_dirs",
     "remove_partition",
 ]
 
@@ -58,6 +59,24 @@ def local_partitions(layout: DeviceLayout) -> list[int]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(int(n) for n in names if n.isdigit() and len(n) <= 10)
+
+
+def _sorted_names(path: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def partition_hash_dirs(layout: DeviceLayout, partition: int) -> Iterator[tuple[str, Path]]:
+    """(suffix, hash dir) for every hash dir of one partition, one listing at a time."""
+    part_dir = layout.partition_dir(partition)
+    for suffix in _sorted_names(part_dir):
+        if not is_suffix_name(suffix):
+            continue
+        for hash_hex in _sorted_names(part_dir / suffix):
+            if is_hash_name(hash_hex) and hash_hex.endswith(suffix):
+                yield suffix, part_dir / suffix / hash_hex
 
 
 def remove_partition(layout: DeviceLayout, partition: int, expected: dict[str, str]) -> bool:

@@ -229,10 +229,15 @@ class ObjectReplicator:
             )
             diff = sorted(s for s, h in local.items() if remote.get(s) != h)
             if diff:
+                # Both sides recompute what differs from their disks before we decide: the
+                # peer may hold invalidated entries, and our own cache may be behind too.
                 remote = await direct_replicate(
                     self.session, url, dev.device, part, diff, conn_timeout_s=c, node_timeout_s=n
                 )
                 diff = [s for s in diff if remote.get(s) != local[s]]
+            if diff:
+                fresh = await self._hashes(layout, part, diff)
+                diff = [s for s in diff if s in fresh and remote.get(s) != fresh[s]]
             if not diff:
                 return 200
             result = await ssync_push(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -205,3 +206,40 @@ def test_a_handoff_partition_is_kept_if_a_write_arrived_after_the_push(layout):
     assert remove_partition(layout, PART, now) is True
     assert local_partitions(layout) == []
     assert os.listdir(layout.tmp) == []  # renamed aside, then deleted
+
+
+def test_the_cache_is_rewritten_only_when_its_content_changes(layout):
+    # A REPLICATE that asks for a recalculation (or meets an invalidation) whose result is
+    # what the cache already says must not replace the file (a temp write and two fsyncs).
+    put(layout, _hash(1), NOW - 10)
+    first = hashes(layout)
+    cache = layout.partition_dir(PART) / HASHES_CACHE
+    inode = cache.stat().st_ino
+    assert hashes(layout, recalculate=["abc", "fff"]) == first
+    assert cache.stat().st_ino == inode
+    invalidate_suffix(layout, PART, "abc")
+    assert hashes(layout) == first
+    assert cache.stat().st_ino == inode
+    assert hashes(layout, full=True) == first
+    assert cache.stat().st_ino == inode
+    assert read_invalid_suffixes(layout, PART) == set()
+    put(layout, _hash(2), NOW - 5)
+    assert hashes(layout) != first
+    assert cache.stat().st_ino != inode
+
+
+def test_a_full_rehash_sees_what_no_writer_recorded(layout):
+    put(layout, _hash(1), NOW - 10)
+    put(layout, _hash(2, "def"), NOW - 10)
+    put(layout, _hash(3, "fed"), NOW - 10)
+    hashes(layout)
+    part_dir = layout.partition_dir(PART)
+    os.unlink(next((part_dir / "abc" / _hash(1)).iterdir()))  # behind the server's back
+    put(layout, _hash(2, "def"), NOW - 5)  # a recorded change: not stale
+    shutil.rmtree(part_dir / "fed")  # a whole suffix dir gone by hand
+    st = HashStats()
+    got = hashes(layout, full=True, stats=st)
+    assert set(got) == {"def"}
+    assert st.stale_suffixes == 2
+    assert not (part_dir / "abc").exists()  # the emptied dirs are cleaned up
+    assert got == hashes(layout)

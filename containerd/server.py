@@ -23,6 +23,7 @@ from common.listingdb import DbInfo, ListingEnv, Subdir
 from common.listingdb.http import (
     BackendPath,
     DeviceEnvs,
+    DeviceUnavailable,
     bad_request,
     error_response,
     listing_request,
@@ -40,6 +41,7 @@ from common.server import HEALTH_CHECKS, METRICS, make_app, serve
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
 from containerd.conf import ContainerServerConf
+from containerd.rowbatch import RowBatcher, RowsBusy
 from containerd.updater import (
     AccountReporter,
     AccountTarget,
@@ -82,10 +84,19 @@ class ContainerState:
     account_reports: Counter
     session: aiohttp.ClientSession | None = None
     reporter: AccountReporter | None = field(default=None)
+    # Object row updates of each device, committed in groups (containerd/rowbatch.py).
+    batchers: dict[str, RowBatcher] = field(default_factory=dict)
 
     def client(self) -> aiohttp.ClientSession:
         assert self.session is not None, "the app has not started"
         return self.session
+
+    def batcher(self, device: str, env: ListingEnv) -> RowBatcher:
+        b = self.batchers.get(device)
+        if b is None or b.env is not env:
+            b = RowBatcher(env, lambda: self.envs.check_device(device))
+            self.batchers[device] = b
+        return b
 
 
 STATE = web.AppKey("container_state", ContainerState)
@@ -263,7 +274,12 @@ async def _apply_object_row(
 ) -> web.Response:
     env = await state.envs.get(p.device)
     broker = _broker(state, env, p)
-    changed = await run_on_device(state.envs, p.device, lambda _e: broker.put_row(row))
+    try:
+        changed = await state.batcher(p.device, env).put_row(broker, row)
+    except DeviceUnavailable:
+        return web.Response(status=507, text=f"device {p.device} is not available\n")
+    except RowsBusy as e:
+        return web.Response(status=503, text=f"{e}\n")
     if changed is None:
         return web.Response(status=404, text="container not found\n")
     if changed and state.reporter is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -50,6 +50,7 @@ __all__ = [
     "PutOutcome",
     "RowRecord",
     "list_databases",
+    "put_rows_batch",
     "reclaim_all",
 ]
 
@@ -521,6 +522,37 @@ class _CursorSource(Generic[R]):
 
     def reverse(self, before: bytes | None) -> Iterator[tuple[bytes, R]]:
         return self._live(iter_reverse(self.cur, self.dbid, before, self.broker._name_of))
+
+
+def put_rows_batch(env: ListingEnv, items: Sequence[tuple[Broker[Any], Any]]) -> list[bool | None]:
+    """`Broker.put_row` for many (broker, row) pairs of one environment in ONE write
+    transaction (group commit: one commit, so one fsync, for the lot). Blocking.
+
+    Returns what `put_row` would have returned for each pair, in order, as if they had been
+    applied one after another: True (changed), False (older or same), None (database
+    missing or deleted). Several rows for the same database see each other's effects. Any
+    exception aborts the transaction and nothing of the batch is stored; callers that must
+    isolate one bad row from the others retry the rows one by one.
+    """
+    out: list[bool | None] = []
+    infos: dict[bytes, DbInfo | None] = {}
+    dirty: dict[bytes, tuple[Broker[Any], DbInfo]] = {}
+    with env.env.begin(write=True) as txn:
+        for broker, row in items:
+            assert broker.env is env, "a batch holds rows of one environment"
+            if broker.key not in infos:
+                infos[broker.key] = broker._info(txn)
+            info = infos[broker.key]
+            if info is None or broker.is_deleted(info):
+                out.append(None)
+                continue
+            changed = broker._apply_row(txn, info, row)
+            if changed:
+                dirty[broker.key] = (broker, info)
+            out.append(changed)
+        for broker, info in dirty.values():
+            broker._save_info(txn, info)
+    return out
 
 
 def list_databases(env: ListingEnv, partition: int | None = None) -> list[tuple[int, str]]:

@@ -274,9 +274,9 @@ def get_hashes(
             todo = listed | wanted
         if cached is not None and not todo:
             return dict(cached)
-        hashes = _rehash(part_dir, cached or {}, todo, now_s, reclaim_age_s, st)
+        hashes, reclaimed = _rehash(part_dir, cached or {}, todo, now_s, reclaim_age_s, st)
         if cached is not None and full:
-            known = listed or set()
+            known = (listed or set()) | reclaimed  # changes recorded, or made right here
             st.stale_suffixes += sum(
                 1 for s in todo if s not in known and hashes.get(s) != cached.get(s)
             )
@@ -293,13 +293,18 @@ def _rehash(
     now_s: float,
     reclaim_age_s: float,
     st: HashStats,
-) -> dict[str, str]:
-    """`cached` with every suffix in `todo` recomputed from disk (absent when empty)."""
+) -> tuple[dict[str, str], set[str]]:
+    """`cached` with every suffix in `todo` recomputed from disk (absent when empty), and
+    the suffixes in which this walk reclaimed a tombstone."""
     hashes = dict(cached)
+    reclaimed: set[str] = set()
     for suffix in sorted(todo):
+        before = st.tombstones_reclaimed
         h = hash_suffix(part_dir / suffix, now_s, reclaim_age_s, st)
+        if st.tombstones_reclaimed != before:
+            reclaimed.add(suffix)
         if h is None:
             hashes.pop(suffix, None)
         else:
             hashes[suffix] = h
-    return hashes
+    return hashes, reclaimed

@@ -243,3 +243,12 @@ def test_a_full_rehash_sees_what_no_writer_recorded(layout):
     assert st.stale_suffixes == 2
     assert not (part_dir / "abc").exists()  # the emptied dirs are cleaned up
     assert got == hashes(layout)
+
+
+def test_a_tombstone_reclaimed_by_a_full_rehash_is_not_counted_stale(layout):
+    df = put(layout, _hash(1), NOW - 30 * DAY)
+    df.put_tombstone(Timestamp.from_float(NOW - 8 * DAY))
+    assert "abc" in hashes(layout, reclaim=9 * DAY)
+    st = HashStats()
+    assert hashes(layout, full=True, stats=st) == {}
+    assert st.tombstones_reclaimed == 1 and st.stale_suffixes == 0

@@ -2,14 +2,17 @@
 
 1. kill -9 a node during 1,000 PUTs and restart it 10 s later: nothing acknowledged is lost
    and one replication pass restores every replica.
-2. corrupt 5% and delete 5% of one node's object files: clients never get a wrong byte, and an
-   auditor pass plus a replication pass makes every replica whole again.
+2. corrupt 5% and delete 5% of one node's object files (behind the object server's back, so
+   the cached suffix hashes still claim them): clients never get a wrong byte, and an
+   auditor pass (which rehashes every partition it walks) plus a replication pass makes every
+   replica whole again.
 5. a node misses container updates while down: updater + replicator converge the listing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -191,6 +194,13 @@ def _get_all_checked(cluster: Cluster, container: str, objects: dict[str, bytes]
     return wrong
 
 
+def _recon(cluster: Cluster, node: str, daemon: str) -> dict[str, Any]:
+    cfg = cfg_of(cluster)
+    path = cfg.devices_dir(cfg.node(node)) / "recon" / f"{daemon}.json"
+    stats: dict[str, Any] = json.loads(path.read_text())["stats"]
+    return stats
+
+
 def _direct_bodies_whole(cluster: Cluster, container: str, objects: dict[str, bytes]) -> list[str]:
     """GET every object's full body from each of its primaries; list the bad replicas."""
     cfg = cfg_of(cluster)
@@ -233,15 +243,6 @@ def _direct_bodies_whole(cluster: Cluster, container: str, objects: dict[str, by
     return asyncio.run(run())
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open defect (issue 4 note): in the CI run of 2026-11-21 09:58 one auditor pass plus "
-        "one replication pass left some copies on the corrupted node missing (none wrong); "
-        "suspected: a stale suffix-hash cache where a file was deleted by hand (Swift forces "
-        "a listdir rehash every 10th pass; cairn does not yet)"
-    ),
-)
 def test_rot_and_loss_repaired_by_auditor_and_replicator(cluster: Cluster) -> None:
     conn = cluster.connection()
     container = "fault-rot"
@@ -249,11 +250,12 @@ def test_rot_and_loss_repaired_by_auditor_and_replicator(cluster: Cluster) -> No
     objects = {f"rot-{i:04d}": os.urandom(3000 + i * 13) for i in range(ROT_OBJECTS)}
     for name, body in objects.items():
         conn.put_object(container, name, body)
-    # Start from every replica in place (a PUT that met a still error-limited node went to a
-    # handoff: one replication pass moves it home before the damage is done).
-    pre = wait_replicas(
-        cluster, container, objects, passes_max=1, kinds=["object"], only=["replicator"]
-    )
+    # Steady state before the damage: one replication pass puts every replica in place and
+    # leaves every suffix hash cached with no pending invalidation, so a file deleted by
+    # hand below hides behind a cached hash that still claims it (only the auditor's
+    # rehash can reveal it).
+    run_pass(cluster, kinds=["object"], only=["replicator"])
+    pre = check_replicas(cluster, container, objects)
     assert pre.complete, f"replicas not in place before the damage: {pre.missing}"
 
     by_hash = _hash_dirs(cluster, container, list(objects))
@@ -284,6 +286,8 @@ def test_rot_and_loss_repaired_by_auditor_and_replicator(cluster: Cluster) -> No
     run_pass(cluster, kinds=["object"], only=["auditor"], nodes=["node1"])
     node1 = next(n for n in cluster.status()["nodes"] if n["name"] == "node1")
     assert (node1["quarantined"] or 0) >= len(corrupt), f"not all quarantined: {node1}"
+    audit = _recon(cluster, "node1", "object-auditor")
+    assert audit["stale_suffixes"] >= 1, f"the deletions were not found stale: {audit}"
     assert _get_all_checked(cluster, container, objects) == [], "a client got corrupted bytes"
     run_pass(cluster, kinds=["object"], only=["replicator"])
 

@@ -1,6 +1,6 @@
 """`cairn bench ...`: compare cairn with OpenStack Swift, or load any Swift endpoint.
 
-cairn bench compare [--quick] [--out DIR] [--no-wrk]
+cairn bench compare [--quick] [--out DIR] [--no-wrk] [--workloads put256m,get256m]
 cairn bench run --auth-url URL --user U --key K [--workloads put4k,get4k,...]
 cairn bench run --storage-url URL --token T --mix put=1,get=4 --size 65536 --duration 30
 """
@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
         help="venv for Swift, made on first use (default ./bench-out/swift-venv)",
     )
     c.add_argument("--no-wrk", action="store_true", help="use only the Python load generator")
+    c.add_argument("--workloads", default=None,
+                   help="only these, comma-separated, e.g. put256m,get256m")  # fmt: skip
     r = sub.add_parser("run", help="run workloads against any Swift endpoint")
     r.add_argument("--auth-url", help="v1 auth URL (with --user/--key)")
     r.add_argument("--user", default="admin:admin")
@@ -155,8 +157,19 @@ def bench_main(argv: list[str]) -> int:
     try:
         if args.cmd == "compare":
             from bench.compare import compare
+            from bench.workloads import WORKLOADS
 
-            return compare(args.out, args.quick, args.swift_venv, use_wrk=not args.no_wrk)
+            chosen = WORKLOADS
+            if args.workloads:
+                chosen = tuple(w for w in args.workloads.split(",") if w)
+                bad = [w for w in chosen if w not in WORKLOADS]
+                if bad:
+                    print(f"cairn bench compare: unknown workloads {bad}; known: {WORKLOADS}",
+                          file=sys.stderr)  # fmt: skip
+                    return 2
+            return compare(
+                args.out, args.quick, args.swift_venv, use_wrk=not args.no_wrk, workloads=chosen
+            )
         return _cmd_run(args)
     except KeyboardInterrupt:
         print("cairn bench: interrupted; everything started was stopped", file=sys.stderr)

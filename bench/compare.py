@@ -218,11 +218,14 @@ def _progress(t0: float, name: str, rep: int, r: Result) -> None:
 
 
 def _run_all(
-    suts: dict[str, SystemUnderTest], spec: SuiteSpec, t0: float
+    suts: dict[str, SystemUnderTest],
+    spec: SuiteSpec,
+    t0: float,
+    workloads: tuple[str, ...] = WORKLOADS,
 ) -> dict[str, list[Result]]:
     runs: dict[str, list[Result]] = {n: [] for n in suts}
     names = [n for n in SYSTEMS if n in suts]
-    for w in WORKLOADS:
+    for w in workloads:
         for rep in range(REPS):
             for name in names if rep % 2 == 0 else names[::-1]:
                 r = run_workload(suts[name], spec, w, rep)
@@ -232,8 +235,22 @@ def _run_all(
     return runs
 
 
-def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
-    """Run the comparison; prints the table and, last, the ratio line. 0 if both ran."""
+def compare(
+    out: Path,
+    quick: bool,
+    venv: Path,
+    use_wrk: bool = True,
+    workloads: tuple[str, ...] = WORKLOADS,
+) -> int:
+    """Run the comparison; prints the table and, last, the ratio line. 0 if both ran.
+
+    `workloads` (in WORKLOADS' order) runs only some of them, e.g. to look at one change;
+    the ratio line then says nan for those not run.
+    """
+    unknown = [w for w in workloads if w not in WORKLOADS]
+    if unknown:
+        raise ValueError(f"unknown workloads {unknown}; known: {WORKLOADS}")
+    workloads = tuple(w for w in WORKLOADS if w in workloads)
     out.mkdir(parents=True, exist_ok=True)
     spec = quick_spec(use_wrk) if quick else full_spec(use_wrk)
     workers = os.cpu_count() or 1
@@ -259,11 +276,12 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
             },
             t0,
         )
-        _fill_listings(suts, spec, t0)
+        if "list" in workloads:
+            _fill_listings(suts, spec, t0)
         for sut in suts.values():
             if sut.background is not None:
                 sut.background.start()
-        runs = _run_all(suts, spec, t0)
+        runs = _run_all(suts, spec, t0, workloads)
         meta["background_cpu_s"] = {
             n: round(sut.background.stop(), 2) for n, sut in suts.items() if sut.background
         }
@@ -272,13 +290,13 @@ def compare(out: Path, quick: bool, venv: Path, use_wrk: bool = True) -> int:
     meta["elapsed_s"] = round(time.monotonic() - t0, 1)
     meta["unavailable"] = notes
     summaries: dict[str, dict[str, Summary]] = {
-        n: {w: summarize(w, [r for r in rs if r.workload == w]) for w in WORKLOADS}
+        n: {w: summarize(w, [r for r in rs if r.workload == w]) for w in workloads}
         for n, rs in runs.items()
     }
     (out / "compare.json").write_text(to_json(meta, runs, summaries))
     skipped = write_chart(out / "compare.png", SYSTEMS, summaries)
     c, s = summaries.get("cairn", {}), summaries.get("swift", {})
-    print(format_table(SYSTEMS, [(c.get(w), s.get(w)) for w in WORKLOADS]))
+    print(format_table(SYSTEMS, [(c.get(w), s.get(w)) for w in workloads]))
     print(
         f"(throughput: mean of {REPS} runs; cpu/op: CPU ms of the request-serving processes "
         f"per successful request; p99: worst run; errors cairn/swift)"

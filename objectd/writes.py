@@ -15,7 +15,7 @@ from common.timestamps import Timestamp
 from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
 from objectd.conf import STATE, ServerState
 from objectd.container_update import TargetParseError, parse_targets, send_updates
-from objectd.devices import DeviceBusy, DeviceUnavailable
+from objectd.devices import DeviceBusy, Devices, DeviceUnavailable
 from objectd.diskfile import Deleted, DiskFile, DiskFull, Missing, ObjectInfo, ObjectWriter
 from objectd.expirer import ExpiryEntry, write_entry
 from objectd.fileformat import ObjectMetadata
@@ -29,7 +29,15 @@ from objectd.request import (
     parse_timestamp,
 )
 
-__all__ = ["expect_handler", "guarded", "handle_delete", "handle_post", "handle_put", "status"]
+__all__ = [
+    "WriteInFlight",
+    "expect_handler",
+    "guarded",
+    "handle_delete",
+    "handle_post",
+    "handle_put",
+    "status",
+]
 
 log = get_logger("cairn.object-server")
 
@@ -249,39 +257,89 @@ async def _read_body(
 ) -> web.StreamResponse | bytearray:
     """Stream the body to `writer`; a response if the body could not be fully read.
 
-    Full `write_chunk_bytes` pieces are written as they arrive; the last, shorter piece is
-    returned for `_finish` to write in the same pool step as the commit.
+    Full `write_chunk_bytes` pieces go to the pool as they fill, and the next piece is
+    received while the last one is hashed and written (one write in flight: the writer is
+    sequential, and MD5 and os.write release the GIL, so the two overlap). The last, shorter
+    piece is returned for `_finish` to write in the same pool step as the commit; by then
+    every earlier write has finished.
     """
     limit = st.conf.object_bytes_max if length is None else length
+    flight = WriteInFlight(st.devices, device, writer)
+    try:
+        buf = await _receive_into(request, st, flight, limit)
+        await flight.wait()
+    except TimeoutError:
+        return status(408, "timed out reading the request body")
+    except (HttpProcessingError, ConnectionError):
+        return status(499, "client disconnected")
+    finally:
+        flight.settle()
+    if isinstance(buf, web.StreamResponse):
+        return buf
+    st.metrics.bytes_in.inc(flight.received)
+    if length is not None and flight.received < length:
+        return status(499, "client disconnected before sending the whole body")
+    return buf
+
+
+class WriteInFlight:
+    """At most one `writer.write` running in the device's pool while the body streams in."""
+
+    def __init__(self, devices: Devices, device: str, writer: ObjectWriter) -> None:
+        self._devices = devices
+        self._device = device
+        self._writer = writer
+        self._task: asyncio.Task[None] | None = None
+        self.received = 0
+
+    async def wait(self) -> None:
+        """Wait for the write in flight (its exception, e.g. DiskFull, is raised here)."""
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def submit(self, data: bytearray) -> None:
+        await self.wait()
+        self._task = asyncio.ensure_future(
+            self._devices.run(self._device, self._writer.write, data)
+        )
+
+    def settle(self) -> None:
+        """On the way out after a failure, leave a write still running to finish on its own
+        (the writer's lock makes the abort that follows wait for it) with its outcome read,
+        so it is never reported as an unretrieved exception."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.add_done_callback(_observe)
+
+
+def _observe(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def _receive_into(
+    request: web.Request, st: ServerState, flight: WriteInFlight, limit: int
+) -> web.StreamResponse | bytearray:
     buf = bytearray()
-    received = 0
+    batch = st.conf.write_chunk_bytes
     loop = asyncio.get_running_loop()
     # One timer for the whole body, pushed back after each chunk (a stall of node_timeout_s
     # between chunks fails the PUT); cheaper than wait_for, which makes a task per chunk.
-    try:
-        async with asyncio.timeout(st.conf.node_timeout_s) as stall:
-            while True:
-                try:
-                    chunk = await request.content.readany()
-                except (HttpProcessingError, ConnectionError):
-                    return status(499, "client disconnected")
-                if not chunk:
-                    break
-                received += len(chunk)
-                if received > limit:
-                    return status(413, "body larger than allowed")
-                buf += chunk
-                if len(buf) >= st.conf.write_chunk_bytes:
-                    full, buf = buf, bytearray()  # hand over the buffer: no copy
-                    stall.reschedule(None)  # the disk step has its own disk_timeout_s
-                    await st.devices.run(device, writer.write, full)
-                stall.reschedule(loop.time() + st.conf.node_timeout_s)
-    except TimeoutError:
-        return status(408, "timed out reading the request body")
-    st.metrics.bytes_in.inc(received)
-    if length is not None and received < length:
-        return status(499, "client disconnected before sending the whole body")
-    return buf
+    async with asyncio.timeout(st.conf.node_timeout_s) as stall:
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return buf
+            flight.received += len(chunk)
+            if flight.received > limit:
+                return status(413, "body larger than allowed")
+            buf += chunk
+            if len(buf) >= batch:
+                full, buf = buf, bytearray()  # hand over the buffer: no copy
+                stall.reschedule(None)  # waiting on the disk: disk_timeout_s applies
+                await flight.submit(full)
+            stall.reschedule(loop.time() + st.conf.node_timeout_s)
 
 
 async def _update_containers(

@@ -24,11 +24,23 @@ from common.nodes import node_key
 from proxy.backend import Backend, Resp, quorum_size, stale_connection
 from ring import Device, Ring
 
-__all__ = ["SMALL_PUT_BYTES_MAX", "ClientBodyError", "put_buffered", "stream_put"]
+__all__ = [
+    "PIECE_BYTES",
+    "SMALL_PUT_BYTES_MAX",
+    "ClientBodyError",
+    "pieces",
+    "put_buffered",
+    "stream_put",
+]
 
 log = get_logger("cairn.proxy.objput")
 
-_QUEUE_CHUNKS = 8
+# The client's body goes to the replicas in pieces of about this size: per-piece costs (a
+# queue hand-off and a socket write per replica) are paid 16 times less often than with the
+# 64 KiB pieces the body arrives in, for one copy of the bytes when small pieces are joined.
+PIECE_BYTES = 1024 * 1024
+# Pieces waiting per replica (bounded memory: at most this many pieces per replica per PUT).
+_QUEUE_CHUNKS = 3
 # A body of at most this many bytes (declared Content-Length) is read whole and sent with the
 # headers in one request per replica, without Expect: 100-continue: the 100 round trip cost
 # more than the body. A node that refuses (507, 5xx, connection trouble) is replaced by the
@@ -223,11 +235,28 @@ async def _results(slots: list[_Slot]) -> list[Resp]:
     return [r if isinstance(r, Resp) else Resp(503, CIMultiDict()) for r in done]
 
 
-async def _pump(body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float) -> None:
-    quorum = quorum_size(len(slots))
+async def pieces(body: AsyncIterator[bytes], piece_bytes: int) -> AsyncIterator[bytes]:
+    """`body` regrouped into pieces of at least `piece_bytes` (the last may be shorter).
+
+    A chunk that is already big enough passes through as it is; smaller ones are joined.
+    """
+    parts: list[bytes] = []
+    size = 0
     async for chunk in body:
         if not chunk:
             continue
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= piece_bytes:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _pump(body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float) -> None:
+    quorum = quorum_size(len(slots))
+    async for chunk in pieces(body, PIECE_BYTES):
         for s in slots:
             if not s.live:
                 continue

@@ -55,3 +55,19 @@ def test_run_reports_an_unreachable_auth_endpoint(capsys: pytest.CaptureFixture[
     # Port 9 (discard) on loopback: nothing listens, so auth fails fast and cleanly.
     assert bench_main(["run", "--auth-url", "http://127.0.0.1:9/auth/v1.0", "--key", "k"]) == 1
     assert "auth at" in capsys.readouterr().err
+
+
+def test_compare_rejects_unknown_workloads_before_starting_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = bench_main(["compare", "--quick", "--workloads", "put256m,fly"])
+    assert code == 2 and "fly" in capsys.readouterr().err
+
+
+def test_compare_function_rejects_unknown_workloads(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from bench.compare import compare
+
+    with pytest.raises(ValueError, match="fly"):
+        compare(Path(str(tmp_path)), True, Path(str(tmp_path)), workloads=("fly",))

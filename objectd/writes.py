@@ -292,7 +292,8 @@ async def _put_small(
     instead of two. The same checks, in the same order, on the same durable commit."""
     try:
         async with asyncio.timeout(st.conf.node_timeout_s):
-            body = await request.content.readexactly(length)
+            # (aiohttp's empty body reader refuses even readexactly(0))
+            body = await request.content.readexactly(length) if length else b""
     except TimeoutError:
         return status(408, "timed out reading the request body")
     except asyncio.IncompleteReadError:

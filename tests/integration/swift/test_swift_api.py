@@ -323,3 +323,12 @@ def test_put_if_none_match_star(conn):
         conn.put_object(c, "once", b"second", headers={"If-None-Match": "*"})
     assert e.value.http_status == 412
     assert conn.get_object(c, "once")[1] == b"first"
+
+
+def test_zero_byte_object(conn):
+    c = _name()
+    conn.put_container(c)
+    conn.put_object(c, "empty", b"")
+    headers, body = conn.get_object(c, "empty")
+    assert body == b"" and headers["content-length"] == "0"
+    assert headers["etag"] == hashlib.md5(b"").hexdigest()

@@ -24,6 +24,7 @@ from proxy.auth import (
 )
 from proxy.authz import authorize_request
 from proxy.backend import Backend, Rings
+from proxy.expect import close_after_refusal, make_expect_handler
 from proxy.ops import Ops
 from proxy.swift import gatekeep_request, handle_swift, info_document, parse_swift_path, text
 from ring import Ring
@@ -72,6 +73,33 @@ async def _handle_auth(request: web.Request) -> web.StreamResponse:
         request.headers, _public_url(st.cfg, request), path=request.path, method=request.method
     )
     return _auth_response(resp)
+
+
+async def _refuses_before_body(request: web.Request) -> bool:
+    """What the headers alone decide: S3 credentials and signature; Swift path, token and
+    authorization (see proxy/expect.py)."""
+    st = request.app[PROXY]
+    if _s3_available():
+        from proxy.s3.frontend import refuses_before_body
+
+        s3 = await refuses_before_body(st, request)
+        if s3 is not None:
+            return s3
+    if not request.path.startswith(("/v1/", "/v1.0/")):
+        return False
+    path = parse_swift_path(request.rel_url.raw_path)
+    if isinstance(path, web.StreamResponse):
+        return True
+    try:
+        identity = st.auth.authenticate(request.headers)
+    except InvalidToken:
+        return True
+    decision = await authorize_request(st.auth, st.ops, request, identity, path)
+    return not decision.allowed
+
+
+async def _not_found(_request: web.Request) -> web.StreamResponse:
+    return text(404)
 
 
 async def _handle_info(request: web.Request) -> web.StreamResponse:
@@ -169,8 +197,13 @@ async def make_proxy_app(cfg: DeploymentConfig, clock: Clock | None = None) -> w
     for p in ("/auth/v1.0", "/auth/v1.0/", "/auth/v1/{tail:.*}"):
         app.router.add_route("*", p, _handle_auth)
     app.router.add_route("*", "/v1.0", _handle_auth)
-    app.router.add_route("*", "/v1/{tail:.*}", _handle_v1)
-    app.router.add_route("*", "/v1.0/{tail:.*}", _handle_v1)
+    expect = make_expect_handler(_refuses_before_body)
+    app.on_response_prepare.append(close_after_refusal)
+    app.router.add_route("*", "/v1/{tail:.*}", _handle_v1, expect_handler=expect)
+    app.router.add_route("*", "/v1.0/{tail:.*}", _handle_v1, expect_handler=expect)
+    # Everything else is the S3 front's (its middleware answers before this handler) or
+    # nobody's; the route exists so S3 uploads get the same expect handling.
+    app.router.add_route("*", "/{tail:.*}", _not_found, expect_handler=expect)
     return app
 
 

@@ -158,7 +158,10 @@ async def authorize(
     decision = ctx.auth.authorize(identity, method, parts)
     read_acl = write_acl = None
     if not decision.allowed and bucket is not None:
-        info = await _container(ctx.ops, account, bucket)
+        # ACLs are read fresh: a change made through another proxy worker applies at once
+        info = await ctx.ops.container_info(account, bucket, fresh=True)
+        if info.status >= 500:
+            raise unavailable()
         if info.status == 200:
             read_acl, write_acl = info.read_acl or None, info.write_acl or None
             public_write = ANY_REFERRER in [x.strip() for x in (write_acl or "").split(",")]

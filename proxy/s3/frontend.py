@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     from proxy.auth import Identity, TempAuth
     from proxy.ops import Ops
 
-__all__ = ["ProxyStateLike", "is_swift_path", "s3_middleware", "settings_from"]
+__all__ = [
+    "ProxyStateLike",
+    "is_swift_path",
+    "refuses_before_body",
+    "s3_middleware",
+    "settings_from",
+]
 
 log = get_logger("cairn.proxy.s3")
 
@@ -144,3 +150,17 @@ def s3_middleware(
         return resp
 
     return middleware
+
+
+async def refuses_before_body(state: ProxyStateLike, request: web.Request) -> bool | None:
+    """None when `request` is not for the S3 front; else whether its credentials or
+    signature fail, which the headers alone tell (so an upload need not be read first)."""
+    raw_path, raw_query_text = split_target(request.raw_path)
+    raw_query = split_query(raw_query_text)
+    if not _wants_s3(request, raw_query):
+        return None
+    try:
+        await _authenticate(state, settings_from(state.cfg), request, raw_path, raw_query)
+    except S3Error:
+        return True
+    return False

@@ -14,6 +14,7 @@ from proxy import largeobj
 from proxy.s3 import xml as x
 from proxy.s3.access import (
     authorize,
+    no_such_bucket,
     register_bucket,
     registry_owner,
     resolve_bucket,
@@ -96,7 +97,13 @@ async def create_bucket(ctx: S3Context) -> web.StreamResponse:
 async def head_bucket(ctx: S3Context) -> web.StreamResponse:
     account = await resolve_bucket(ctx, ctx.bucket)
     await authorize(ctx, "HEAD", account, ctx.bucket)
-    info = await ctx.ops.container_info(account, ctx.bucket)
+    # HeadBucket is the client's own existence check: ask the container servers, not the
+    # worker's cache (a bucket deleted through another worker must be gone at once)
+    info = await ctx.ops.container_info(account, ctx.bucket, fresh=True)
+    if info.status == 404:
+        raise no_such_bucket(ctx.bucket)
+    if info.status >= 300:
+        raise unavailable()
     region = info.headers.get(LOCATION_SYSMETA) or ctx.settings.region or "us-east-1"
     return empty_response(200, [("x-amz-bucket-region", region)])
 

@@ -116,7 +116,10 @@ class MemoryOps:
         ][: int(query.get("limit", "10000"))]  # fmt: skip
         return MemResult(200, CIMultiDict(), json.dumps(rows).encode())
 
-    async def container_info(self, account: str, container: str) -> MemContainerInfo:
+    async def container_info(
+        self, account: str, container: str, *, fresh: bool = False
+    ) -> MemContainerInfo:
+        del fresh  # nothing is cached here: every read is fresh
         c = self.containers.get((account, container))
         if c is None:
             return MemContainerInfo(404)

@@ -76,6 +76,8 @@ def _patch(e: _Entry, offset: int, data: memoryview) -> None:
     """Apply a write to an entry, loaded or not (no store read: unloaded ones track granules)."""
     if e.data is None:
         e.data = bytearray(e.size)
+    elif isinstance(e.data, bytes):
+        e.data = bytearray(e.data)  # copy on write: the bytes may be a flush's snapshot
     e.data[offset : offset + len(data)] = data
     if not e.loaded:
         e.valid |= _mask(offset, len(data))
@@ -117,7 +119,9 @@ class _Entry:
         self.size = chunks.chunk_len(idx)
         # loaded: `data` is the whole chunk (None: all zeros, no object). Not loaded: `data` holds
         # only the granules set in `valid` (writes not merged with the store's copy yet).
-        self.data: bytearray | None = None
+        # Immutable bytes after a whole-chunk write or load (a flush then sends it as is, no
+        # snapshot copy); made a bytearray by the first partial write.
+        self.data: bytes | bytearray | None = None
         self.loaded = False
         self.valid = 0
         self.dirty_gen = 0
@@ -195,6 +199,8 @@ class ChunkCache:
                     await self._load(e)
                 if e.data is None:
                     return zeros(length)
+                if length == e.size and isinstance(e.data, bytes):
+                    return e.data
                 with memoryview(e.data) as view:
                     return bytes(view[offset : offset + length])
         finally:
@@ -205,7 +211,7 @@ class ChunkCache:
         try:
             async with e.lock:
                 if offset == 0 and len(data) == e.size:
-                    e.data = bytearray(data)  # whole chunk: no read needed
+                    e.data = bytes(data)  # whole chunk: no read needed
                     e.loaded = True
                 else:
                     _patch(e, offset, data)  # merged with the store's copy at flush or read
@@ -257,7 +263,7 @@ class ChunkCache:
                 base[start * GRANULE : end * GRANULE] = e.data[start * GRANULE : end * GRANULE]
             e.data = base
         elif body is not None:
-            e.data = bytearray(body)
+            e.data = body
         e.loaded = True
         e.valid = 0
 
@@ -276,6 +282,7 @@ class ChunkCache:
             return
         if e.data is None:
             e.data = bytearray(e.size)
+        assert isinstance(e.data, bytearray)  # bytes only once loaded
         missing = _mask(offset, length) & ~e.valid
         for start, end in _runs(missing):
             lo, hi = start * GRANULE, end * GRANULE

@@ -64,10 +64,12 @@ class RowBatcher:
         check: Callable[[], None],
         batch_rows_max: int = BATCH_ROWS_MAX,
         pending_rows_max: int = PENDING_ROWS_MAX,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         assert batch_rows_max >= 1 and pending_rows_max >= 1
         self.env = env
         self.check = check
+        self.on_batch = on_batch  # called on the event loop with each batch's row count
         self.batch_rows_max = batch_rows_max
         self.pending_rows_max = pending_rows_max
         self.stats = BatchStats()
@@ -112,6 +114,8 @@ class RowBatcher:
         except asyncio.CancelledError:
             _fail(batch, RowsBusy("row batcher stopped; the rows may or may not be stored"))
             raise
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         for p, res in zip(batch, results, strict=True):
             if p.done.done():
                 continue  # the request gave up (cancelled); its row may still be stored

@@ -7,7 +7,6 @@ from the object server), DELETE (tombstone row).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +14,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from common.clock import Clock, SystemClock
-from common.deploy import load_deployment
+from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.listingdb import DbInfo, ListingEnv, Subdir
 from common.listingdb.http import (
     BackendPath,
@@ -37,7 +36,8 @@ from common.listingdb.http import (
 )
 from common.listingdb.recon import add_recon_routes
 from common.listingdb.repl_service import ReplicationService, add_replication_routes
-from common.server import HEALTH_CHECKS, METRICS, make_app, serve
+from common.nodecli import storage_server_main
+from common.server import HEALTH_CHECKS, METRICS, make_app
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
 from containerd.conf import ContainerServerConf
@@ -86,15 +86,20 @@ class ContainerState:
     reporter: AccountReporter | None = field(default=None)
     # Object row updates of each device, committed in groups (containerd/rowbatch.py).
     batchers: dict[str, RowBatcher] = field(default_factory=dict)
+    row_batches: Histogram | None = None
 
     def client(self) -> aiohttp.ClientSession:
         assert self.session is not None, "the app has not started"
         return self.session
 
+    def _count(self, rows: int) -> None:
+        if self.row_batches is not None:
+            self.row_batches.observe(rows)
+
     def batcher(self, device: str, env: ListingEnv) -> RowBatcher:
         b = self.batchers.get(device)
         if b is None or b.env is not env:
-            b = RowBatcher(env, lambda: self.envs.check_device(device))
+            b = RowBatcher(env, lambda: self.envs.check_device(device), on_batch=self._count)
             self.batchers[device] = b
         return b
 
@@ -329,6 +334,12 @@ async def make_container_app(
             registry=registry,
         ),
     )
+    state.row_batches = Histogram(
+        "cairn_container_row_batch_rows",
+        "Object row updates committed per LMDB transaction (group commit)",
+        registry=registry,
+        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    )
     app[STATE] = state
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
@@ -360,31 +371,17 @@ async def make_container_app(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m containerd.server", description=__doc__)
-    parser.add_argument("--config", required=True, help="deployment TOML file")
-    parser.add_argument("--node", required=True, help="storage node name in the deployment")
-    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
-    args = parser.parse_args(argv)
-    try:
-        deploy = load_deployment(args.config, args.data_dir)
-        conf = ContainerServerConf.from_deployment(deploy, deploy.node(args.node))
-    except (ValueError, KeyError) as e:
-        print(f"containerd: {e}", file=sys.stderr)
-        return 2
+    async def make(deploy: DeploymentConfig, node: StorageNodeConfig) -> web.Application:
+        return await make_container_app(ContainerServerConf.from_deployment(deploy, node))
 
-    async def factory() -> web.Application:
-        return await make_container_app(conf)
-
-    serve(
-        factory,
+    return storage_server_main(
+        argv,
+        prog="containerd.server",
+        description=__doc__,
         service="container-server",
-        host=conf.host,
-        port=conf.port,
-        workers=conf.workers,
-        log_level=conf.log_level,
-        log_format=conf.log_format,
+        port_of=lambda node: node.container_port,
+        make_app=make,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -171,5 +171,14 @@ def test_concurrent_object_puts_over_http(tmp_path: Path) -> None:
         st, _h, rows = await client.direct_get_container(s, url, "sda", 1, "a", "c")
         assert st == 200 and rows is not None
         assert [o["name"] for o in rows] == [f"obj{i:03d}" for i in range(30)]
+        async with s.get(url + "/metrics") as r:
+            metrics = await r.text()
+        assert "cairn_container_row_batch_rows_sum 30.0" in metrics
+        batches = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("cairn_container_row_batch_rows_count")
+        )
+        assert 1 <= batches <= 30
 
     run(make_conf(tmp_path), scenario)

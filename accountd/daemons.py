@@ -19,12 +19,12 @@ import uvloop
 from accountd.broker import AccountBroker
 from accountd.conf import AccountServerConf
 from common.clock import Clock, SystemClock
-from common.daemoncli import parse_daemon_args
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.listingdb.daemon import Job, replicator_job, run_jobs
 from common.listingdb.http import DeviceEnvs
 from common.listingdb.replicator import is_local_to
 from common.log import setup_logging
+from common.nodecli import parse_daemon_args
 from ring import Ring, RingError
 
 __all__ = ["build_jobs", "main"]

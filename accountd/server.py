@@ -7,7 +7,6 @@ report of one container from its container server.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from prometheus_client import Counter
 from accountd.broker import AccountBroker, ContainerRow
 from accountd.conf import AccountServerConf
 from common.clock import Clock, SystemClock
-from common.deploy import load_deployment
+from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.listingdb import DbInfo, ListingEnv, Subdir
 from common.listingdb.http import (
     BackendPath,
@@ -36,7 +35,8 @@ from common.listingdb.http import (
 )
 from common.listingdb.recon import add_recon_routes
 from common.listingdb.repl_service import ReplicationService, add_replication_routes
-from common.server import HEALTH_CHECKS, METRICS, make_app, serve
+from common.nodecli import storage_server_main
+from common.server import HEALTH_CHECKS, METRICS, make_app
 from common.timestamps import Timestamp
 from ring.hashing import hash_path
 
@@ -247,31 +247,17 @@ async def make_account_app(conf: AccountServerConf, clock: Clock | None = None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m accountd.server", description=__doc__)
-    parser.add_argument("--config", required=True, help="deployment TOML file")
-    parser.add_argument("--node", required=True, help="storage node name in the deployment")
-    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
-    args = parser.parse_args(argv)
-    try:
-        deploy = load_deployment(args.config, args.data_dir)
-        conf = AccountServerConf.from_deployment(deploy, deploy.node(args.node))
-    except (ValueError, KeyError) as e:
-        print(f"accountd: {e}", file=sys.stderr)
-        return 2
+    async def make(deploy: DeploymentConfig, node: StorageNodeConfig) -> web.Application:
+        return await make_account_app(AccountServerConf.from_deployment(deploy, node))
 
-    async def factory() -> web.Application:
-        return await make_account_app(conf)
-
-    serve(
-        factory,
+    return storage_server_main(
+        argv,
+        prog="accountd.server",
+        description=__doc__,
         service="account-server",
-        host=conf.host,
-        port=conf.port,
-        workers=conf.workers,
-        log_level=conf.log_level,
-        log_format=conf.log_format,
+        port_of=lambda node: node.account_port,
+        make_app=make,
     )
-    return 0
 
 
 if __name__ == "__main__":

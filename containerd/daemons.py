@@ -21,12 +21,12 @@ import aiohttp
 import uvloop
 
 from common.clock import Clock, SystemClock
-from common.daemoncli import parse_daemon_args
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.listingdb.daemon import Job, replicator_job, run_jobs
 from common.listingdb.http import DeviceEnvs
 from common.listingdb.replicator import is_local_to
 from common.log import setup_logging
+from common.nodecli import parse_daemon_args
 from containerd.broker import ContainerBroker
 from containerd.conf import ContainerServerConf
 from containerd.updater import AccountTarget, run_once

@@ -26,9 +26,9 @@ import aiohttp
 import uvloop
 
 from common.clock import Clock, SystemClock
-from common.daemoncli import parse_daemon_args
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.log import get_logger, setup_logging
+from common.nodecli import parse_daemon_args
 from objectd.asyncpending import list_pendings
 from objectd.auditor import AuditorConf, ObjectAuditor
 from objectd.expirer import ExpirerConf, ObjectExpirer

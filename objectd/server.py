@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import sys
@@ -15,9 +14,9 @@ import aiohttp
 from aiohttp import web
 
 from common.clock import Clock, SystemClock
-from common.config import ConfigError
-from common.deploy import load_deployment
-from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, METRICS, make_app, serve
+from common.deploy import DeploymentConfig, StorageNodeConfig
+from common.nodecli import storage_server_main
+from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, METRICS, make_app
 from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.faulty import FaultPlan
@@ -115,39 +114,18 @@ async def _info(request: web.Request) -> web.Response:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m objectd.server", description=__doc__)
-    parser.add_argument("--config", required=True, help="deployment TOML file")
-    parser.add_argument("--node", required=True, help="storage node name in the deployment")
-    parser.add_argument("--data-dir", default=None, help="override the deployment's data_dir")
-    args = parser.parse_args(argv)
-    if sys.flags.optimize:
-        print("error: refusing to run with python -O (assertions must stay on)", file=sys.stderr)
-        return 2
-    try:
-        deploy = load_deployment(args.config, args.data_dir)
-        node = deploy.node(args.node)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyError:
-        print(f"error: no node named {args.node!r} in {args.config}", file=sys.stderr)
-        return 2
-    # devices_dir is not created here: with mount_check a missing device must stay missing.
-    conf = ObjectServerConf.from_deployment(deploy, node)
+    async def make(deploy: DeploymentConfig, node: StorageNodeConfig) -> web.Application:
+        # devices_dir is not created here: with mount_check a missing device stays missing.
+        return await make_object_app(ObjectServerConf.from_deployment(deploy, node))
 
-    async def factory() -> web.Application:
-        return await make_object_app(conf)
-
-    serve(
-        factory,
+    return storage_server_main(
+        argv,
+        prog="objectd.server",
+        description=__doc__,
         service=SERVICE,
-        host=node.host,
-        port=node.object_port,
-        workers=node.workers,
-        log_level=deploy.log.level,
-        log_format=deploy.log.format,
+        port_of=lambda node: node.object_port,
+        make_app=make,
     )
-    return 0
 
 
 if __name__ == "__main__":

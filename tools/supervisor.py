@@ -157,6 +157,8 @@ class Supervisor:
                     "pid": c.proc.pid if c.proc is not None else None,
                     "restarts": c.restarts,
                     "held": self._held(c.spec.name),
+                    # not started yet on purpose (background daemons wait for the servers)
+                    "starting": c.proc is None and not c.ever_started,
                 }
                 for c in self._children
             ],

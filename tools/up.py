@@ -292,6 +292,7 @@ def status_doc(data_dir: Path) -> dict[str, object]:
                     "restarts": s.get("restarts", 0),
                     # the hold file is the truth; the supervisor's state file may lag it
                     "held": (data_dir / "run" / "hold" / str(s["name"])).exists(),
+                    "starting": bool(s.get("starting", False)),
                 }
             )
     cfg = _status_config(data_dir, live) if live else None
@@ -319,6 +320,8 @@ def cmd_status(data_dir: Path, as_json: bool) -> int:
             print(f"cairn: not running (data dir {out['data_dir']})")
         for s in services:
             mark = "ok  " if s["healthy"] else ("held" if s["held"] else "DOWN")
+            if not s["healthy"] and not s["held"] and s["starting"]:
+                mark = "wait"
             url = s["url"] or "(background daemon)"
             print(f"  {mark} {s['name']:<24} pid {s['pid']!s:<8} {url}")
         eps = out["endpoints"]
@@ -329,4 +332,5 @@ def cmd_status(data_dir: Path, as_json: bool) -> int:
         assert isinstance(nodes, list)
         for n in nodes:
             print(format_node(n))
-    return 0 if running and all(s["healthy"] or s["held"] for s in services) else 3
+    up = all(s["healthy"] or s["held"] or s["starting"] for s in services)
+    return 0 if running and up else 3

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from common.clock import ManualClock
-from common.daemoncli import parse_only
+from common.nodecli import parse_only
 from common.timestamps import Timestamp
 from objectd.daemons import DAEMON_NAMES
 from objectd.expirer import ExpiryEntry, _due_entries, decode_entry, encode_entry, write_entry

@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tools.supervisor import STATE_VERSION, state_path
 from tools.up import status_doc
 
@@ -70,3 +72,20 @@ def test_ports_in_use_names_the_service_and_address() -> None:
             ServiceSpec("node2-object", [], "", "node2", "192.0.2.1", (("192.0.2.1", port),)),
         ]
         assert ports_in_use(specs) == [f"proxy 127.0.0.1:{port}"]
+
+
+def test_a_daemon_not_started_yet_is_waiting_not_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools.up import cmd_status
+
+    _write_state(tmp_path, held_in_state=False)
+    state = json.loads(state_path(tmp_path).read_text())
+    state["services"][0]["starting"] = True  # the supervisor delays background daemons
+    state_path(tmp_path).write_text(json.dumps(state))
+    assert cmd_status(tmp_path, as_json=False) == 0
+    assert "wait node1-object" in capsys.readouterr().out
+    state["services"][0]["starting"] = False  # it ran once and is gone now: down
+    state_path(tmp_path).write_text(json.dumps(state))
+    assert cmd_status(tmp_path, as_json=False) == 3
+    assert "DOWN node1-object" in capsys.readouterr().out

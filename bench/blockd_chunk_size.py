@@ -50,9 +50,9 @@ class ModelStore(MemoryObjectStore):
         await self._cpu(3)
         await super().put(account, container, obj, data, headers)
 
-    async def get(self, account, container, obj):
+    async def get(self, account, container, obj, *, version=None):
         await self._cpu(1)
-        return await super().get(account, container, obj)
+        return await super().get(account, container, obj, version=version)
 
 
 VOLUME_ID = "beec" * 8

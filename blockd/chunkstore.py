@@ -28,6 +28,7 @@ RESERVED_ACCOUNT = ".cairn_block"
 CHUNK_FORMAT = 1
 CHUNK_FORMAT_HEADER = "X-Object-Meta-Cairn-Chunk-Format"
 _NAME_DIGITS = 12
+VERSIONS_KEPT_MAX = 1 << 17  # ~15 MB of version tokens per volume at most
 
 
 class ChunkCorrupt(StoreError):
@@ -68,6 +69,9 @@ class ChunkStore:
         self.num_chunks = -(-size_bytes // chunk_bytes)
         self.fence = fence
         self.alloc = alloc
+        # The store's version token of our own last put of each chunk (bounded, oldest
+        # forgotten first): a read may then be answered by one replica holding exactly it.
+        self._versions: dict[int, str] = {}
 
     def chunk_len(self, idx: int) -> int:
         self._check_idx(idx)
@@ -89,7 +93,10 @@ class ChunkStore:
         """The chunk's bytes padded to its length, or None if it was never written."""
         if self.never_written(idx):
             return None
-        body = await self.store.get(self.account, self.container, self.object_name(idx))
+        name = self.object_name(idx)
+        body = await self.store.get(
+            self.account, self.container, name, version=self._versions.get(idx)
+        )
         if body is None:
             return None
         want = self.chunk_len(idx)
@@ -110,7 +117,9 @@ class ChunkStore:
         if self.never_written(idx):
             return None
         name = self.object_name(idx)
-        found = await self.store.get_range(self.account, self.container, name, offset, length)
+        found = await self.store.get_range(
+            self.account, self.container, name, offset, length, version=self._versions.get(idx)
+        )
         if found is None:
             return None
         body, object_bytes = found
@@ -130,11 +139,22 @@ class ChunkStore:
         if self.alloc is not None:
             await self.alloc.mark(idx)  # durable before the chunk can exist
         headers = {CHUNK_FORMAT_HEADER: str(CHUNK_FORMAT)}
-        await self.store.put(self.account, self.container, self.object_name(idx), data, headers)
+        self._versions.pop(idx, None)  # a failed put may have reached some replicas
+        version = await self.store.put(
+            self.account, self.container, self.object_name(idx), data, headers
+        )
+        if version is not None:
+            self._remember(idx, version)
+
+    def _remember(self, idx: int, version: str) -> None:
+        self._versions[idx] = version
+        if len(self._versions) > VERSIONS_KEPT_MAX:
+            del self._versions[next(iter(self._versions))]
 
     async def delete(self, idx: int) -> None:
         if self.fence is not None:
             self.fence()
+        self._versions.pop(idx, None)
         await self.store.delete(self.account, self.container, self.object_name(idx))
 
     async def exists(self, idx: int) -> bool:

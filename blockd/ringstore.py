@@ -33,27 +33,41 @@ class RingObjectStore:
         obj: str,
         data: bytes,
         headers: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> str | None:
         try:
-            await self.cluster.put(account, container, obj, data, headers)
+            _, version = await self.cluster.put_versioned(account, container, obj, data, headers)
         except QuorumError as e:
             raise StoreUnavailable(str(e)) from e
+        return version
 
-    async def get(self, account: str, container: str, obj: str) -> bytes | None:
+    async def get(
+        self, account: str, container: str, obj: str, *, version: str | None = None
+    ) -> bytes | None:
         try:
-            found = await self.cluster.get(account, container, obj)
+            found = await self.cluster.get(account, container, obj, known_version=version)
         except QuorumError as e:
             raise StoreUnavailable(str(e)) from e
         return None if found is None else found[1]
 
     async def get_range(
-        self, account: str, container: str, obj: str, start: int, length: int
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        start: int,
+        length: int,
+        *,
+        version: str | None = None,
     ) -> tuple[bytes, int] | None:
         if start < 0 or length <= 0:
             raise ValueError(f"bad range: start {start}, length {length}")
         try:
             found = await self.cluster.get(
-                account, container, obj, byte_range=(start, start + length - 1)
+                account,
+                container,
+                obj,
+                byte_range=(start, start + length - 1),
+                known_version=version,
             )
         except QuorumError as e:
             raise StoreUnavailable(str(e)) from e

@@ -7,7 +7,11 @@ implementation (``blockd.ringstore``) goes straight to the object servers by rin
 Contract every implementation keeps:
 
 - ``put`` returns only after a quorum of replicas has the object durably; otherwise it raises
-  :class:`StoreUnavailable` and the object may or may not have been written.
+  :class:`StoreUnavailable` and the object may or may not have been written. It answers an
+  opaque version token of what it wrote, or None if the store has none.
+- ``get`` and ``get_range`` take ``version=``, the token of the caller's own last put of the
+  object, as a hint: a store may then answer from one replica that holds exactly that
+  version (the caller is the only writer, so nothing newer exists). Results are the same.
 - ``get`` returns the newest body or ``None`` when the object does not exist (404).
   ``get_range(…, start, length)`` is ``get`` of the bytes ``[start, start + length)`` only,
   with the whole object's length: ``(part, object_length)``, the part shorter (possibly
@@ -57,12 +61,21 @@ class ObjectStore(Protocol):
         obj: str,
         data: bytes,
         headers: Mapping[str, str] | None = None,
-    ) -> None: ...
+    ) -> str | None: ...
 
-    async def get(self, account: str, container: str, obj: str) -> bytes | None: ...
+    async def get(
+        self, account: str, container: str, obj: str, *, version: str | None = None
+    ) -> bytes | None: ...
 
     async def get_range(
-        self, account: str, container: str, obj: str, start: int, length: int
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        start: int,
+        length: int,
+        *,
+        version: str | None = None,
     ) -> tuple[bytes, int] | None: ...
 
     async def delete(self, account: str, container: str, obj: str) -> None: ...
@@ -113,14 +126,17 @@ class MemoryObjectStore:
         obj: str,
         data: bytes,
         headers: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> str | None:
         body = bytes(data)  # a private copy: the caller may reuse its buffer
         await self._wait(self.put_latency_s, len(body))
         self._objects[(account, container, obj)] = (body, dict(headers or {}))
         self.puts += 1
         self.bytes_put += len(body)
+        return None
 
-    async def get(self, account: str, container: str, obj: str) -> bytes | None:
+    async def get(
+        self, account: str, container: str, obj: str, *, version: str | None = None
+    ) -> bytes | None:
         found = self._objects.get((account, container, obj))
         await self._wait(self.get_latency_s, 0 if found is None else len(found[0]))
         self.gets += 1
@@ -131,7 +147,14 @@ class MemoryObjectStore:
         return found[0]
 
     async def get_range(
-        self, account: str, container: str, obj: str, start: int, length: int
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        start: int,
+        length: int,
+        *,
+        version: str | None = None,
     ) -> tuple[bytes, int] | None:
         _check_range(start, length)
         found = self._objects.get((account, container, obj))
@@ -233,27 +256,36 @@ class FaultyObjectStore:
         obj: str,
         data: bytes,
         headers: Mapping[str, str] | None = None,
-    ) -> None:
+    ) -> str | None:
         await self._delay()
         if self._fails(self.plan.put_fail_rate):
             if self.rng.random() < self.partial_write_rate:
                 await self.inner.put(account, container, obj, data, headers)
             raise self._fail(f"put {container}/{obj}")
-        await self.inner.put(account, container, obj, data, headers)
+        return await self.inner.put(account, container, obj, data, headers)
 
-    async def get(self, account: str, container: str, obj: str) -> bytes | None:
+    async def get(
+        self, account: str, container: str, obj: str, *, version: str | None = None
+    ) -> bytes | None:
         await self._delay()
         if self._fails(self.plan.get_fail_rate):
             raise self._fail(f"get {container}/{obj}")
-        return await self.inner.get(account, container, obj)
+        return await self.inner.get(account, container, obj, version=version)
 
     async def get_range(
-        self, account: str, container: str, obj: str, start: int, length: int
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        start: int,
+        length: int,
+        *,
+        version: str | None = None,
     ) -> tuple[bytes, int] | None:
         await self._delay()
         if self._fails(self.plan.get_fail_rate):
             raise self._fail(f"get {container}/{obj} range")
-        return await self.inner.get_range(account, container, obj, start, length)
+        return await self.inner.get_range(account, container, obj, start, length, version=version)
 
     async def delete(self, account: str, container: str, obj: str) -> None:
         await self._delay()

@@ -15,6 +15,10 @@ For services that keep their own data as objects without going through the publi
 * `get` with `byte_range=(first, last)` (inclusive) asks for those bytes only (a Range
   header; the newest answer is chosen the same way); the body is shorter when the object
   ends before `last`, and empty when it ends before `first`.
+* `get(..., known_version=v)`, where `v` is what `put_versioned` answered for the caller's
+  own last write of the object: one node is asked first, and if it holds exactly `v` that is
+  the answer (only for a single writer, e.g. blockd under its lease: nothing newer can
+  exist); anything else falls back to the quorum read above.
 * `delete` writes a tombstone with quorum; `head` is `get` without the body.
 * `post` replaces the object's user metadata (X-Object-Meta-*).
 
@@ -22,7 +26,9 @@ No container updates are sent: these objects are not listed.
 
 Calls: ObjectCluster(ring, session, clock, conn_timeout_s=..., node_timeout_s=...)
   await put(account, container, obj, data: bytes, headers=None) -> str (etag)
-  await get(account, container, obj, byte_range=None) -> (headers, body) | None
+  await put_versioned(account, container, obj, data, headers=None) -> (etag, version)
+  await get(account, container, obj, byte_range=None, known_version=None)
+      -> (headers, body) | None
   await head(account, container, obj) -> headers | None
   await delete(account, container, obj) -> None
   await post(account, container, obj, headers) -> bool (False if the object is missing)
@@ -183,10 +189,24 @@ class ObjectCluster:
         data: bytes,
         headers: Mapping[str, str] | None = None,
     ) -> str:
+        etag, _ = await self.put_versioned(account, container, obj, data, headers)
+        return etag
+
+    async def put_versioned(
+        self,
+        account: str,
+        container: str,
+        obj: str,
+        data: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[str, str]:
+        """`put`, also answering the version written (its X-Timestamp, internal form), which
+        a later `get(..., known_version=)` can use."""
         h = CIMultiDict(headers or {})
         h.setdefault("Content-Type", "application/octet-stream")
         h["Content-Length"] = str(len(data))
-        h["X-Timestamp"] = self._timestamp().internal
+        version = self._timestamp().internal
+        h["X-Timestamp"] = version
         answers = await self._write("PUT", account, container, obj, h, data, (201,))
         # Each object server hashes what it received and answers its MD5: the replicas must
         # agree (as Swift's proxy checks), so a body damaged on its way to one of them is
@@ -194,7 +214,7 @@ class ObjectCluster:
         etags = {_etag(x.headers) for x in answers if x.status == 201}
         if len(etags) != 1 or "" in etags:
             raise QuorumError(f"PUT /{account}/{container}/{obj}: replicas stored {etags}")
-        return etags.pop()
+        return etags.pop(), version
 
     async def delete(self, account: str, container: str, obj: str) -> None:
         h = {"X-Timestamp": self._timestamp().internal}
@@ -244,8 +264,6 @@ class ObjectCluster:
         newest = max(definite, key=lambda x: (_ts(x.headers), x.status in _FOUND, x.has_body))
         if method == "GET" and newest.status in _FOUND and not newest.has_body:
             newest = await self._fetch_newest(newest, part, a, c, o, headers)
-        if newest.status == 416:
-            newest.body = b""  # the range starts past the end of the object
         return newest if newest.status in _FOUND else None
 
     async def _fetch_newest(
@@ -265,6 +283,7 @@ class ObjectCluster:
         obj: str,
         *,
         byte_range: tuple[int, int] | None = None,
+        known_version: str | None = None,
     ) -> tuple[CIMultiDict[str], bytes] | None:
         headers: dict[str, str] = {}
         if byte_range is not None:
@@ -272,8 +291,31 @@ class ObjectCluster:
             if not 0 <= first <= last:
                 raise ValueError(f"bad byte range {byte_range}")
             headers["Range"] = f"bytes={first}-{last}"
-        ans = await self._read("GET", account, container, obj, headers)
-        return None if ans is None else (ans.headers, ans.body)
+        ans = None
+        if known_version is not None:
+            ans = await self._read_known(account, container, obj, headers, known_version)
+        if ans is None:
+            ans = await self._read("GET", account, container, obj, headers)
+            if ans is None:
+                return None
+        if ans.status == 416:
+            ans.body = b""  # the range starts past the end of the object
+        return ans.headers, ans.body
+
+    async def _read_known(
+        self, a: str, c: str, o: str, headers: Mapping[str, str], version: str
+    ) -> _Answer | None:
+        """Ask one node; its answer is the newest if it holds exactly `version`, the last
+        version the caller itself wrote (a single writer knows nothing newer can exist).
+        None: not shown, ask a quorum."""
+        part = self.ring.get_part(a, c, o)
+        node = next(iter_nodes(self.ring, part, self.limiter), None)
+        if node is None:
+            return None
+        ans = await self._call(node, "GET", self._url(node, part, a, c, o), headers)
+        if ans.status in _FOUND and _ts(ans.headers) == Timestamp.parse(version):
+            return ans
+        return None
 
     async def head(self, account: str, container: str, obj: str) -> CIMultiDict[str] | None:
         ans = await self._read("HEAD", account, container, obj, {})

@@ -69,3 +69,33 @@ def test_put_answers_the_md5_every_replica_computed(cluster):
             assert await store.get(".cairn_block_test", "etag-test", "o") == body
 
     asyncio.run(run())
+
+
+def test_a_known_version_is_read_from_one_replica_and_anything_else_from_a_quorum(cluster):
+    from common.timestamps import Timestamp
+    from objectd.client import direct_put_object
+
+    cfg = load_deployment(cluster.config_path, cluster.data_dir)
+    a, c, o = ".cairn_block_test", "version-test", "o"
+
+    async def run():
+        async with aiohttp.ClientSession() as session:
+            store = open_ring_store(cfg, session, SystemClock())
+            version = await store.put(a, c, o, b"mine" * 64)
+            assert version is not None
+            assert await store.get(a, c, o, version=version) == b"mine" * 64
+            assert await store.get_range(a, c, o, 4, 4, version=version) == (b"mine", 256)
+            # a newer version on the replica asked first: not the known one, so a quorum read
+            part = store.cluster.ring.get_part(a, c, o)
+            node = store.cluster.ring.get_part_nodes(part)[0]
+            newer = Timestamp.from_float(SystemClock().time() + 5).internal
+            status, _ = await direct_put_object(
+                session, f"http://{node.ip}:{node.port}", node.device, part, a, c, o,
+                b"else" * 64,
+                {"X-Timestamp": newer, "Content-Type": "application/octet-stream"},
+            )  # fmt: skip
+            assert status == 201
+            assert await store.get(a, c, o, version=version) == b"else" * 64
+            assert await store.get_range(a, c, o, 0, 4, version=version) == (b"else", 256)
+
+    asyncio.run(run())

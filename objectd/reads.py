@@ -8,7 +8,6 @@ object and aborts the connection, so the client sees a short body, never a wrong
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import math
 import os
@@ -164,7 +163,6 @@ async def _send_range(
     r: ByteRange,
     allow_sendfile: bool = True,
 ) -> None:
-    global _sendfile_missing
     transport = request.transport
     loop = asyncio.get_running_loop()
     use_sendfile = (
@@ -173,31 +171,75 @@ async def _send_range(
         and transport is not None
         and type(loop) not in _sendfile_missing
     )
+    try:
+        pos = r.first
+        if use_sendfile:
+            pos = await _sendfile_range(request, st, path, reader, r)
+        if pos <= r.last:
+            await _write_range(st, path, reader, resp, pos, r.last + 1)
+    except ChecksumMismatch as e:
+        log.error("checksum mismatch; quarantined", extra={"fields": {"error": str(e)}})
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError("aborted: object failed its checksum") from None
+
+
+async def _sendfile_range(
+    request: web.Request, st: ServerState, path: ObjectPath, reader: ObjectReader, r: ByteRange
+) -> int:
+    """Verify and sendfile each step; returns where it stopped (the end, or the first byte
+    not sent when this loop type turned out to have no sendfile)."""
+    global _sendfile_missing
+    transport = request.transport
+    loop = asyncio.get_running_loop()
     step = st.conf.read_chunk_bytes
     pos, end = r.first, r.last + 1
-    with (
-        io.FileIO(os.dup(reader.fileno()), "rb") if use_sendfile else contextlib.nullcontext()
-    ) as fobj:
+    with io.FileIO(os.dup(reader.fileno()), "rb") as fobj:
         while pos < end:
             n = min(step, end - pos)
+            await st.devices.run(path.device, reader.verify, pos, n)
+            assert transport is not None
             try:
-                if use_sendfile:
-                    await st.devices.run(path.device, reader.verify, pos, n)
-                    assert transport is not None and fobj is not None
-                    try:
-                        await loop.sendfile(transport, fobj, pos, n)
-                    except NotImplementedError:  # uvloop has no loop.sendfile: nothing sent
-                        # Remembered per loop type, so later requests skip the extra verify.
-                        _sendfile_missing = _sendfile_missing | {type(loop)}
-                        use_sendfile = False
-                        await resp.write(await st.devices.run(path.device, reader.read, pos, n))
-                else:
-                    data = await st.devices.run(path.device, reader.read, pos, n)
-                    await resp.write(data)
-            except ChecksumMismatch as e:
-                log.error("checksum mismatch; quarantined", extra={"fields": {"error": str(e)}})
-                if transport is not None:
-                    transport.abort()
-                raise ConnectionResetError("aborted: object failed its checksum") from None
+                await loop.sendfile(transport, fobj, pos, n)
+            except NotImplementedError:  # uvloop has no loop.sendfile: nothing sent
+                # Remembered per loop type, so later requests skip the extra verify.
+                _sendfile_missing = _sendfile_missing | {type(loop)}
+                return pos
             st.metrics.bytes_out.inc(n)
             pos += n
+    return pos
+
+
+async def _write_range(
+    st: ServerState,
+    path: ObjectPath,
+    reader: ObjectReader,
+    resp: web.StreamResponse,
+    pos: int,
+    end: int,
+) -> None:
+    """Read, verify and send [pos, end) a step at a time, reading the next step in the pool
+    while the last one goes out (one read ahead; the reader is closed only after it)."""
+    step = st.conf.read_chunk_bytes
+
+    def read_at(p: int) -> asyncio.Future[bytes]:
+        return asyncio.ensure_future(
+            st.devices.run(path.device, reader.read, p, min(step, end - p))
+        )
+
+    ahead: asyncio.Future[bytes] | None = read_at(pos)
+    try:
+        while ahead is not None:
+            data = await ahead
+            ahead = None
+            nxt = pos + len(data)
+            if nxt < end:
+                ahead = read_at(nxt)
+            await resp.write(data)
+            st.metrics.bytes_out.inc(len(data))
+            pos = nxt
+    finally:
+        if ahead is not None:  # the send failed: let the read finish before the close
+            await asyncio.wait([ahead])
+            if not ahead.cancelled():
+                ahead.exception()

@@ -15,7 +15,7 @@ import pytest
 
 from common.timestamps import Timestamp
 from objectd.devices import Devices
-from objectd.diskfile import Deleted, DiskFull, Missing
+from objectd.diskfile import WRITEBACK_BYTES_MIN, Deleted, DiskFull, Missing
 from objectd.faulty import FaultPlan
 from objectd.fileformat import ObjectMetadata
 from objectd.writes import WriteInFlight
@@ -29,13 +29,15 @@ def _devices(tmp_path: Path, plan: FaultPlan | None = None) -> Devices:
 def test_pieces_are_written_in_order_and_hashed_once(tmp_path: Path) -> None:
     devices = _devices(tmp_path)
     df = devices.diskfile("sda", 1, "a", "c", "o")
-    body = os.urandom(5 * 100_000 + 123)
+    # Pieces above WRITEBACK_BYTES_MIN also take the early-writeback path.
+    piece = WRITEBACK_BYTES_MIN + 4096
+    body = os.urandom(3 * piece + 123)
 
     async def go() -> None:
         writer = df.writer(len(body), 0)
         flight = WriteInFlight(devices, "sda", writer)
-        for i in range(0, len(body), 100_000):
-            await flight.submit(bytearray(body[i : i + 100_000]))
+        for i in range(0, len(body), piece):
+            await flight.submit(bytearray(body[i : i + piece]))
         await flight.wait()
         md = ObjectMetadata(kind="data", name=df.name, timestamp=Timestamp(1), content_type="x")
         await devices.run("sda", writer.commit, md)
@@ -47,6 +49,8 @@ def test_pieces_are_written_in_order_and_hashed_once(tmp_path: Path) -> None:
         assert not isinstance(reader, Deleted | Missing)
         assert reader.read(0, len(body)) == body  # every block verified on the way
         reader.close()
+        with pytest.raises(OSError):  # a read after the close never touches a reused fd
+            reader.read(0, 1)
     finally:
         devices.close()
 

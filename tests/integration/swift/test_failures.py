@@ -112,6 +112,9 @@ def test_get_resumes_when_a_replica_is_corrupt_mid_object(fcluster):
     from tools.nodes import locate
 
     conn = fcluster.connection()
+    # Earlier tests here bounce nodes: let the proxy forget their errors (2 s, see the
+    # fixture), so the copies land on the primaries and the GET reads them in ring order.
+    time.sleep(2.5)
     c = f"f-{uuid.uuid4().hex[:8]}"
     conn.put_container(c)
     data = os.urandom(2 * 1024 * 1024)
@@ -126,6 +129,7 @@ def test_get_resumes_when_a_replica_is_corrupt_mid_object(fcluster):
         p.parts[p.parts.index("objects") - 1]: p
         for p in fcluster.data_dir.glob(f"nodes/*/*/objects/*/*/{digest}/*.data")
     }
+    assert {dev.device for dev, _e in primaries} <= set(files), (files, primaries)
     first, second = (files[dev.device] for dev, _e in primaries[:2])
     for path, block in ((first, 5), (second, 20)):
         with open(path, "r+b") as f:

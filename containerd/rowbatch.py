@@ -8,9 +8,12 @@ updates that are waiting, applies them in one transaction (`put_rows_batch`) and
 each only after that transaction has committed. The durability of each acknowledged row is
 unchanged: it is on disk (fsync) before its request gets its 2xx, as before.
 
-There is no timer: while one batch commits, the next collects; the first update after a
-quiet spell starts a batch at the next turn of the event loop, so it waits for nothing but
-the updates that arrived in the same turn.
+While one batch commits, the next collects; the first update after a quiet spell starts a
+batch at the next turn of the event loop with what arrived in the same turn. `window_s`
+makes that first update wait for others to join; the container server uses none: at ~80
+PUT/s (8 connections) a 2 ms window raised the rows per commit only from 1.4 to 1.5, since
+a replica's updates arrive spread out, each after its object server's fsyncs, so the
+window's latency bought almost nothing.
 """
 
 from __future__ import annotations
@@ -65,8 +68,10 @@ class RowBatcher:
         batch_rows_max: int = BATCH_ROWS_MAX,
         pending_rows_max: int = PENDING_ROWS_MAX,
         on_batch: Callable[[int], None] | None = None,
+        window_s: float = 0.0,
     ) -> None:
-        assert batch_rows_max >= 1 and pending_rows_max >= 1
+        assert batch_rows_max >= 1 and pending_rows_max >= 1 and window_s >= 0
+        self.window_s = window_s
         self.env = env
         self.check = check
         self.on_batch = on_batch  # called on the event loop with each batch's row count
@@ -91,6 +96,8 @@ class RowBatcher:
 
     async def _drain(self) -> None:
         try:
+            if self.window_s > 0:
+                await asyncio.sleep(self.window_s)
             while self._pending:
                 batch = self._pending[: self.batch_rows_max]
                 del self._pending[: self.batch_rows_max]

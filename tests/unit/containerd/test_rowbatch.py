@@ -182,3 +182,20 @@ def test_concurrent_object_puts_over_http(tmp_path: Path) -> None:
         assert 1 <= batches <= 30
 
     run(make_conf(tmp_path), scenario)
+
+
+def test_window_gathers_updates_from_later_turns(env: ListingEnv) -> None:
+    """With a window, an update arriving a few loop turns after the first (not in the same
+    turn) still joins its transaction."""
+    b = broker(env, "9" * 32)
+    batcher = RowBatcher(env, lambda: None, window_s=0.5)
+
+    async def main() -> list[bool | None]:
+        first = asyncio.ensure_future(batcher.put_row(b, row("a", 200)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.put_row(b, row("b", 201)))
+        return list(await asyncio.gather(first, second))
+
+    assert asyncio.run(main()) == [True, True]
+    assert (batcher.stats.commits, batcher.stats.rows) == (1, 2)

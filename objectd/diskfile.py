@@ -125,7 +125,8 @@ class ObjectWriter(Protocol):
 
     def write(self, chunk: bytes | bytearray) -> None: ...
     def etag(self) -> str: ...
-    def commit(self, md: ObjectMetadata) -> None: ...
+    def body_xxh3_128(self) -> str: ...
+    def commit(self, md: ObjectMetadata, etag: str | None = None) -> None: ...
     def abort(self) -> None: ...
 
 
@@ -137,7 +138,9 @@ class DiskFile(Protocol):
 
     def lookup(self) -> Lookup: ...
     def open(self) -> ObjectReader | Deleted | Missing: ...
-    def writer(self, size_hint: int | None, reserve_bytes: int) -> ObjectWriter: ...
+    def writer(
+        self, size_hint: int | None, reserve_bytes: int, *, md5: bool = True
+    ) -> ObjectWriter: ...
     def put_tombstone(self, ts: Timestamp) -> None: ...
     def put_meta(self, ts: Timestamp, headers: dict[str, str]) -> None: ...
     def quarantine(self) -> Path | None: ...
@@ -249,8 +252,13 @@ class RealDiskFile:
             return Missing()
         return _RealReader(self, found, fd)
 
-    def writer(self, size_hint: int | None, reserve_bytes: int) -> ObjectWriter:
-        return _RealWriter(self, size_hint, reserve_bytes)
+    def writer(
+        self, size_hint: int | None, reserve_bytes: int, *, md5: bool = True
+    ) -> ObjectWriter:
+        """A writer for a new data file. With `md5=False` it computes the body's xxh3-128
+        instead of its MD5, and `commit` must be given the ETag (a large PUT whose MD5 the
+        proxy computed once: objectd/putbody.py)."""
+        return _RealWriter(self, size_hint, reserve_bytes, md5=md5)
 
     def _commit_file(self, tmp: Path, final_name: str) -> None:
         """Move a complete, fsynced temp file into the hash dir; then drop obsolete files."""
@@ -363,7 +371,9 @@ class _RealReader:
 
 
 class _RealWriter:
-    def __init__(self, df: RealDiskFile, size_hint: int | None, reserve_bytes: int) -> None:
+    def __init__(
+        self, df: RealDiskFile, size_hint: int | None, reserve_bytes: int, *, md5: bool = True
+    ) -> None:
         self._df = df
         self._reserve_bytes = reserve_bytes
         # write/commit/abort may be called from different pool threads (an abort after a
@@ -373,7 +383,8 @@ class _RealWriter:
         self._check_space(size_hint or 0)
         self.tmp = df.layout.tmp / f"{df.hash_hex}.{os.urandom(8).hex()}.tmp"
         self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5() if md5 else None
+        self._xxh128 = None if md5 else xxhash.xxh3_128()
         self._block_bytes = BLOCK_BYTES
         self._partial = bytearray()
         self._digests = bytearray()
@@ -401,7 +412,10 @@ class _RealWriter:
             self._write(chunk)
 
     def _write(self, chunk: bytes | bytearray) -> None:
-        self._md5.update(chunk)
+        if self._md5 is not None:
+            self._md5.update(chunk)
+        if self._xxh128 is not None:
+            self._xxh128.update(chunk)
         view = memoryview(chunk)
         block = self._block_bytes
         if self._partial:  # finish the block an earlier write left open
@@ -427,23 +441,31 @@ class _RealWriter:
         self.bytes_written += len(chunk)
 
     def etag(self) -> str:
+        if self._md5 is None:
+            raise ValueError("this writer computes no MD5 (md5=False)")
         return self._md5.hexdigest()
 
-    def commit(self, md: ObjectMetadata) -> None:
-        """Append the footer, fsync, rename into place; `md` gets this body's checksums."""
+    def body_xxh3_128(self) -> str:
+        if self._xxh128 is None:
+            raise ValueError("this writer computes no xxh3-128 (md5=True)")
+        return self._xxh128.hexdigest()
+
+    def commit(self, md: ObjectMetadata, etag: str | None = None) -> None:
+        """Append the footer, fsync, rename into place; `md` gets this body's checksums and
+        `etag` (by default this writer's MD5 of the body)."""
         with self._lock:
             if self._fd < 0:
                 raise OSError(errno.EBADF, "writer already aborted")
-            self._commit(md)
+            self._commit(md, self.etag() if etag is None else etag)
 
-    def _commit(self, md: ObjectMetadata) -> None:
+    def _commit(self, md: ObjectMetadata, etag: str) -> None:
         if self._partial:
             self._digests += xxhash.xxh3_64_digest(self._partial)
             self._partial.clear()
         md = replace(
             md,
             content_length=self.bytes_written,
-            etag=self.etag(),
+            etag=etag,
             block_bytes=self._block_bytes,
             block_xxh3=bytes(self._digests),
         )

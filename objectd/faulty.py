@@ -1,7 +1,8 @@
 """FaultyDiskFile: the RealDiskFile twin that fails on purpose, for tests of failure paths.
 
 It does real I/O through a RealDiskFile and injects what a `FaultPlan` asks for: a write
-error part-way through a body, an error just before the rename, ENOSPC, a stalled disk.
+error part-way through a body, an error just before the rename, ENOSPC, a stalled disk, a
+body byte flipped on its way to the writer.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class FaultPlan:
     fail_commit: bool = False  # raise EIO just before the rename into place
     enospc_on_write: bool = False
     stall_write_s: float = 0.0  # sleep this long in each write (a slow or hung disk)
+    # flip the low bit of the body byte at this offset before the real writer sees (and
+    # hashes) it: bytes changed between the socket and the disk
+    flip_byte_at: int | None = None
     calls: list[str] = field(default_factory=list)
 
 
@@ -54,8 +58,10 @@ class FaultyDiskFile:
     def open(self) -> ObjectReader | Deleted | Missing:
         return self._real.open()
 
-    def writer(self, size_hint: int | None, reserve_bytes: int) -> ObjectWriter:
-        return _FaultyWriter(self._real.writer(size_hint, reserve_bytes), self._plan)
+    def writer(
+        self, size_hint: int | None, reserve_bytes: int, *, md5: bool = True
+    ) -> ObjectWriter:
+        return _FaultyWriter(self._real.writer(size_hint, reserve_bytes, md5=md5), self._plan)
 
     def put_tombstone(self, ts: Timestamp) -> None:
         self._real.put_tombstone(ts)
@@ -79,20 +85,33 @@ class _FaultyWriter:
             raise DiskFull("injected ENOSPC")
         if self._plan.stall_write_s:
             time.sleep(self._plan.stall_write_s)
+        chunk = self._flipped(chunk)
         if limit is not None and self._real.bytes_written + len(chunk) > limit:
             self._real.write(chunk[: max(0, limit - self._real.bytes_written)])
             raise OSError(errno.EIO, "injected write failure")
         self._real.write(chunk)
         self.bytes_written = self._real.bytes_written
 
+    def _flipped(self, chunk: bytes | bytearray) -> bytes | bytearray:
+        at = self._plan.flip_byte_at
+        start = self._real.bytes_written
+        if at is None or not start <= at < start + len(chunk):
+            return chunk
+        out = bytearray(chunk)
+        out[at - start] ^= 1
+        return out
+
     def etag(self) -> str:
         return self._real.etag()
 
-    def commit(self, md: ObjectMetadata) -> None:
+    def body_xxh3_128(self) -> str:
+        return self._real.body_xxh3_128()
+
+    def commit(self, md: ObjectMetadata, etag: str | None = None) -> None:
         if self._plan.fail_commit:
             self._real.abort()
             raise OSError(errno.EIO, "injected failure before rename")
-        self._real.commit(md)
+        self._real.commit(md, etag)
 
     def abort(self) -> None:
         self._real.abort()

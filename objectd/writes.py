@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -16,11 +16,18 @@ from common.timestamps import Timestamp
 from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
 from objectd.conf import STATE, ServerState
 from objectd.container_update import TargetParseError, parse_targets, send_updates
-from objectd.devices import DeviceBusy, Devices, DeviceUnavailable
+from objectd.devices import DeviceBusy, DeviceUnavailable
 from objectd.diskfile import Deleted, DiskFile, DiskFull, Missing, ObjectInfo, ObjectWriter
 from objectd.expirer import ExpiryEntry, write_entry
 from objectd.fileformat import ObjectMetadata
 from objectd.headers import persisted_from_request, postable_from_request
+from objectd.putbody import (
+    WriteInFlight,
+    finish_trailed,
+    read_body,
+    status,
+    trailed_body_length,
+)
 from objectd.request import (
     BadRequest,
     ObjectPath,
@@ -46,10 +53,6 @@ log = get_logger("cairn.object-server")
 # Bodies up to this size, sent without Expect: 100-continue, are read whole and stored in one
 # pool step (the proxy sends PUTs of at most 64 KiB that way: proxy/objput.py put_buffered).
 SMALL_BODY_BYTES_MAX = 64 * 1024
-
-
-def status(code: int, text: str = "", headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=code, text=(text + "\n") if text else None, headers=headers)
 
 
 def _conflict(existing: Timestamp) -> web.Response:
@@ -143,6 +146,7 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
         ts = parse_timestamp(request.headers)
         assert ts is not None
         length = _content_length(request, st.conf.object_bytes_max)
+        trailed = trailed_body_length(request.headers, length)
         ctype = parse_content_type(request.headers)
         parse_delete_at(request.headers, st.clock.time())
         targets = parse_targets(request.headers)
@@ -164,7 +168,8 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
             df,
             ts,
             request.headers.get("If-None-Match") == "*",
-            length,
+            length if trailed is None else trailed,
+            trailed is None,
         )
     except DeviceUnavailable as e:
         return status(507, str(e))
@@ -174,7 +179,7 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
         return opened
     writer = opened
     _send_continue(request)
-    return await _receive(request, st, path, df, writer, ts, ctype, length, targets)
+    return await _receive(request, st, path, df, writer, ts, ctype, length, targets, trailed)
 
 
 def _open_for_put(
@@ -184,10 +189,12 @@ def _open_for_put(
     ts: Timestamp,
     if_none_match: bool,
     length: int | None,
+    md5: bool = True,
 ) -> ObjectWriter | web.Response:
     """Device check, lookup and the temp file in one pool step (blocking).
 
-    Returns the writer, or the refusal (409 older timestamp, 412 If-None-Match: *).
+    Returns the writer (computing the body's MD5, or with `md5=False` its xxh3-128 for a PUT
+    with an ETag trailer), or the refusal (409 older timestamp, 412 If-None-Match: *).
     """
     st.devices.check(device)
     found = df.lookup()
@@ -196,7 +203,7 @@ def _open_for_put(
         return _conflict(existing)
     if if_none_match and isinstance(found, ObjectInfo):
         return status(412, "object exists", {"X-Backend-Timestamp": found.timestamp.internal})
-    return df.writer(length, st.conf.fallocate_reserve_bytes)
+    return df.writer(length, st.conf.fallocate_reserve_bytes, md5=md5)
 
 
 def _finish(
@@ -224,12 +231,16 @@ async def _receive(
     ctype: str,
     length: int | None,
     targets: tuple[ContainerTarget, ...],
+    trailed: int | None = None,
 ) -> web.StreamResponse:
+    """Receive the body and commit; `trailed` is the body length of a PUT whose MD5 comes
+    in an ETag trailer after the body (objectd/putbody.py), None for a plain PUT."""
     committed = False
     try:
-        tail = await _read_body(request, st, path.device, writer, length)
-        if isinstance(tail, web.StreamResponse):
-            return tail
+        got = await read_body(request, st, path.device, writer, length, trailed)
+        if isinstance(got, web.StreamResponse):
+            return got
+        tail, trailer = got
         expected = request.headers.get("ETag", "").strip().strip('"').lower()
         md = ObjectMetadata(
             kind="data",
@@ -238,10 +249,18 @@ async def _receive(
             content_type=ctype,
             headers=persisted_from_request(request.headers),
         )
-        committed = await st.devices.run(path.device, _finish, writer, tail, expected, md)
-        if not committed:
-            return status(422, "ETag does not match the body's MD5")
-        etag = writer.etag()
+        if trailed is not None:
+            outcome = await st.devices.run(
+                path.device, finish_trailed, writer, tail, trailer, trailed, expected, md
+            )
+            if isinstance(outcome, web.Response):
+                return outcome
+            committed, etag = True, outcome
+        else:
+            committed = await st.devices.run(path.device, _finish, writer, tail, expected, md)
+            if not committed:
+                return status(422, "ETag does not match the body's MD5")
+            etag = writer.etag()
     except DiskFull as e:
         return status(507, str(e))
     finally:
@@ -367,96 +386,6 @@ def _store_small(
     if not committed:
         return status(422, "ETag does not match the body's MD5")
     return opened.etag(), opened.bytes_written
-
-
-async def _read_body(
-    request: web.Request, st: ServerState, device: str, writer: ObjectWriter, length: int | None
-) -> web.StreamResponse | bytearray:
-    """Stream the body to `writer`; a response if the body could not be fully read.
-
-    Full `write_chunk_bytes` pieces go to the pool as they fill, and the next piece is
-    received while the last one is hashed and written (one write in flight: the writer is
-    sequential, and MD5 and os.write release the GIL, so the two overlap). The last, shorter
-    piece is returned for `_finish` to write in the same pool step as the commit; by then
-    every earlier write has finished.
-    """
-    limit = st.conf.object_bytes_max if length is None else length
-    flight = WriteInFlight(st.devices, device, writer)
-    try:
-        buf = await _receive_into(request, st, flight, limit)
-        await flight.wait()
-    except TimeoutError:
-        return status(408, "timed out reading the request body")
-    except (HttpProcessingError, ConnectionError):
-        return status(499, "client disconnected")
-    finally:
-        flight.settle()
-    if isinstance(buf, web.StreamResponse):
-        return buf
-    st.metrics.bytes_in.inc(flight.received)
-    if length is not None and flight.received < length:
-        return status(499, "client disconnected before sending the whole body")
-    return buf
-
-
-class WriteInFlight:
-    """At most one `writer.write` running in the device's pool while the body streams in."""
-
-    def __init__(self, devices: Devices, device: str, writer: ObjectWriter) -> None:
-        self._devices = devices
-        self._device = device
-        self._writer = writer
-        self._task: asyncio.Task[None] | None = None
-        self.received = 0
-
-    async def wait(self) -> None:
-        """Wait for the write in flight (its exception, e.g. DiskFull, is raised here)."""
-        task, self._task = self._task, None
-        if task is not None:
-            await task
-
-    async def submit(self, data: bytearray) -> None:
-        await self.wait()
-        self._task = asyncio.ensure_future(
-            self._devices.run(self._device, self._writer.write, data)
-        )
-
-    def settle(self) -> None:
-        """On the way out after a failure, leave a write still running to finish on its own
-        (the writer's lock makes the abort that follows wait for it) with its outcome read,
-        so it is never reported as an unretrieved exception."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.add_done_callback(_observe)
-
-
-def _observe(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
-async def _receive_into(
-    request: web.Request, st: ServerState, flight: WriteInFlight, limit: int
-) -> web.StreamResponse | bytearray:
-    buf = bytearray()
-    batch = st.conf.write_chunk_bytes
-    loop = asyncio.get_running_loop()
-    # One timer for the whole body, pushed back after each chunk (a stall of node_timeout_s
-    # between chunks fails the PUT); cheaper than wait_for, which makes a task per chunk.
-    async with asyncio.timeout(st.conf.node_timeout_s) as stall:
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                return buf
-            flight.received += len(chunk)
-            if flight.received > limit:
-                return status(413, "body larger than allowed")
-            buf += chunk
-            if len(buf) >= batch:
-                full, buf = buf, bytearray()  # hand over the buffer: no copy
-                stall.reschedule(None)  # waiting on the disk: disk_timeout_s applies
-                await flight.submit(full)
-            stall.reschedule(loop.time() + st.conf.node_timeout_s)
 
 
 async def _update_containers(

@@ -8,6 +8,12 @@ answered 201 after writing durably.
 
 If the client's body ends early (disconnect, short body) every backend request is aborted,
 so no replica commits a truncated object.
+
+A body with a declared Content-Length above SMALL_PUT_BYTES_MAX is hashed once here (MD5 and
+xxh3-128, proxy/etagtrailer.py) and followed, on each backend request, by an ETag trailer
+(common/puttrailer.py): the object servers check the xxh3-128 of what they received against
+it and store the proxy's MD5 instead of computing their own. A client ETag that is not the
+body's MD5 makes the trailer say cancel, so no replica commits (the client gets their 422).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from multidict import CIMultiDict
 from common.log import get_logger
 from common.nodes import node_key
 from proxy.backend import Backend, Resp, quorum_size, stale_connection
+from proxy.etagtrailer import BodyHasher, TrailerPlan, trailed_headers, trailer_plan
 from ring import Device, Ring
 
 __all__ = [
@@ -167,7 +174,11 @@ async def stream_put(
     connect_timeout_s: float,
 ) -> list[Resp]:
     """Stream `body` to every replica; returns each replica's final response."""
-    n = len(ring.get_part_nodes(part))
+    primaries = ring.get_part_nodes(part)
+    n = len(primaries)
+    plan = trailer_plan(headers_for(0, primaries[0])) if primaries else None
+    if plan is not None:
+        headers_for = _with_trailer(headers_for, plan)
     nodes = backend.nodes(ring, part)
     slots = [_Slot(i) for i in range(n)]
 
@@ -176,16 +187,39 @@ async def stream_put(
 
     for s in slots:
         s.task = asyncio.create_task(_one_backend(backend, s, next_node, path_for, headers_for))
+    md5_hex = ""
     try:
         await _wait_ready(slots, connect_timeout_s + backend.node_timeout_s)
         if sum(1 for s in slots if not s.failed) < quorum_size(n):
             await _abort_all(slots)
         else:
-            await _pump(body, slots, backend.node_timeout_s)
+            md5_hex = await _pump(body, slots, backend.node_timeout_s, plan)
     except BaseException:
         await _abort_all(slots)
         raise
-    return await _results(slots)
+    results = await _results(slots)
+    return results if plan is None else [_checked(r, md5_hex) for r in results]
+
+
+def _with_trailer(
+    headers_for: Callable[[int, Device], Mapping[str, str]], plan: TrailerPlan
+) -> Callable[[int, Device], Mapping[str, str]]:
+    def trailed(i: int, node: Device) -> Mapping[str, str]:
+        return trailed_headers(headers_for(i, node), plan.body_len)
+
+    return trailed
+
+
+def _checked(resp: Resp, md5_hex: str) -> Resp:
+    """A replica's 201 counts only with the ETag the proxy computed: an object server that
+    ignored the trailer headers (an older version) stored the trailer as body bytes."""
+    if resp.status != 201 or resp.headers.get("Etag", "").strip('"') == md5_hex:
+        return resp
+    log.error(
+        "object server acknowledged a trailed PUT with a different ETag",
+        extra={"fields": {"node": node_key(resp.node) if resp.node else "", "want": md5_hex}},
+    )
+    return Resp(503, CIMultiDict(), b"", resp.node)
 
 
 async def put_buffered(
@@ -254,24 +288,44 @@ async def pieces(body: AsyncIterator[bytes], piece_bytes: int) -> AsyncIterator[
         yield parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _pump(body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float) -> None:
+async def _pump(
+    body: AsyncIterator[bytes], slots: list[_Slot], timeout_s: float, plan: TrailerPlan | None
+) -> str:
+    """Send the body to every live replica; with a `plan`, hash it and send the trailer
+    after it. Returns the body's MD5 hex with a plan, "" without."""
     quorum = quorum_size(len(slots))
+    hasher = BodyHasher() if plan is not None else None
     async for chunk in pieces(body, PIECE_BYTES):
-        for s in slots:
-            if not s.live:
-                continue
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await s.queue.put(chunk)
-            except TimeoutError:
-                s.failed = True
-                if s.task:
-                    s.task.cancel()
+        if hasher is not None and plan is not None:
+            await hasher.feed(chunk)
+            if hasher.total > plan.body_len:
+                raise ClientBodyError(400, "request body longer than its Content-Length")
+        await _send_all(slots, chunk, timeout_s)
         if sum(1 for s in slots if not s.failed) < quorum:
             raise ClientBodyError(503, "too few storage nodes kept up with the upload")
+    md5_hex = ""
+    if plan is not None and hasher is not None:
+        if hasher.total != plan.body_len:
+            raise ClientBodyError(499, "Client disconnected before sending the whole body")
+        md5_hex, xxh_hex = await hasher.finish()
+        await _send_all(slots, plan.trailer(md5_hex, xxh_hex), timeout_s)
     for s in slots:
         if s.live:
             await s.queue.put(_EOF)
+    return md5_hex
+
+
+async def _send_all(slots: list[_Slot], piece: bytes, timeout_s: float) -> None:
+    for s in slots:
+        if not s.live:
+            continue
+        try:
+            async with asyncio.timeout(timeout_s):
+                await s.queue.put(piece)
+        except TimeoutError:
+            s.failed = True
+            if s.task:
+                s.task.cancel()
 
 
 async def _abort_all(slots: list[_Slot]) -> None:

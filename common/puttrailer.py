@@ -1,0 +1,117 @@
+"""The ETag trailer of a large object PUT (proxy -> object server), format version 1.
+
+A large PUT's MD5 is computed once, by the proxy, instead of once per replica. The proxy
+sends each object server the body followed by this fixed-size trailer, and says so with two
+backend headers (see docs/object-format.md, "PUT ETag trailer"):
+
+    X-Backend-Etag-Trailer: 1         (the trailer's format version)
+    X-Backend-Body-Length: L          (body bytes; Content-Length is L + TRAILER_BYTES)
+
+Layout (big-endian, TRAILER_BYTES = 56):
+
+    0   4  magic b"CRNT"
+    4   1  version (1)
+    5   1  action: 1 = commit, 2 = cancel (the proxy found the body bad: never commit)
+    6   2  reserved, zero
+    8   8  body length in bytes
+    16 16  MD5 of the body (the ETag)
+    32 16  xxh3-128 of the body
+    48  8  xxh3-64 of bytes 0..47 (a garbled trailer is refused, never half-believed)
+
+Sans-IO: `encode_trailer` and `decode_trailer` work on bytes only.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Literal
+
+import xxhash
+
+__all__ = [
+    "BODY_LENGTH_HEADER",
+    "TRAILER_BYTES",
+    "TRAILER_HEADER",
+    "TRAILER_VERSION",
+    "PutTrailer",
+    "TrailerError",
+    "decode_trailer",
+    "encode_trailer",
+]
+
+TRAILER_VERSION = 1
+TRAILER_HEADER = "X-Backend-Etag-Trailer"
+BODY_LENGTH_HEADER = "X-Backend-Body-Length"
+
+_MAGIC = b"CRNT"
+_FIELDS = struct.Struct(">4sBBHQ16s16s")
+_CHECK = struct.Struct(">Q")
+TRAILER_BYTES = _FIELDS.size + _CHECK.size
+_ACTIONS: dict[int, Literal["commit", "cancel"]] = {1: "commit", 2: "cancel"}
+_ACTION_CODES = {v: k for k, v in _ACTIONS.items()}
+_BODY_BYTES_MAX = 1 << 62
+
+
+class TrailerError(ValueError):
+    """The bytes are not a valid version-1 trailer."""
+
+
+def _hex16(name: str, value: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise TrailerError(f"{name} is not hex") from None
+    if len(raw) != 16:
+        raise TrailerError(f"{name} must be 16 bytes, not {len(raw)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class PutTrailer:
+    """What the proxy says about the body it sent: commit it (with these digests) or not."""
+
+    action: Literal["commit", "cancel"]
+    body_length: int
+    md5_hex: str
+    xxh3_128_hex: str
+
+    def __post_init__(self) -> None:
+        if self.action not in _ACTION_CODES:
+            raise TrailerError(f"unknown action {self.action!r}")
+        if not 0 <= self.body_length < _BODY_BYTES_MAX:
+            raise TrailerError(f"body length {self.body_length} out of range")
+        _hex16("md5", self.md5_hex)
+        _hex16("xxh3-128", self.xxh3_128_hex)
+
+
+def encode_trailer(t: PutTrailer) -> bytes:
+    fields = _FIELDS.pack(
+        _MAGIC,
+        TRAILER_VERSION,
+        _ACTION_CODES[t.action],
+        0,
+        t.body_length,
+        _hex16("md5", t.md5_hex),
+        _hex16("xxh3-128", t.xxh3_128_hex),
+    )
+    return fields + _CHECK.pack(xxhash.xxh3_64_intdigest(fields))
+
+
+def decode_trailer(data: bytes | bytearray | memoryview) -> PutTrailer:
+    """The trailer in `data` (exactly TRAILER_BYTES); TrailerError for anything else."""
+    raw = bytes(data)
+    if len(raw) != TRAILER_BYTES:
+        raise TrailerError(f"trailer is {len(raw)} bytes, not {TRAILER_BYTES}")
+    fields = raw[: _FIELDS.size]
+    (check,) = _CHECK.unpack(raw[_FIELDS.size :])
+    magic, version, action, reserved, length, md5, xxh = _FIELDS.unpack(fields)
+    if magic != _MAGIC:
+        raise TrailerError("bad trailer magic")
+    if version != TRAILER_VERSION:
+        raise TrailerError(f"unsupported trailer version {version}")
+    if check != xxhash.xxh3_64_intdigest(fields):
+        raise TrailerError("trailer checksum mismatch")
+    if action not in _ACTIONS or reserved != 0:
+        raise TrailerError("bad trailer action or reserved field")
+    return PutTrailer(_ACTIONS[action], length, md5.hex(), xxh.hex())

@@ -154,7 +154,9 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
         return status(400, str(e))
     except LengthProblem as e:
         return status(e.code, str(e))
-    if length is not None and length <= SMALL_BODY_BYTES_MAX and not _expects_continue(request):
+    # (a trailed PUT always streams: the small path would store the trailer as body bytes)
+    small = trailed is None and not _expects_continue(request)
+    if small and length is not None and length <= SMALL_BODY_BYTES_MAX:
         return await _put_small(request, st, path, ts, ctype, length, targets)
     try:
         df = st.devices.diskfile(

@@ -208,3 +208,23 @@ def test_wrong_client_etag_is_422_and_no_replica_commits(cluster) -> None:
     headers, got = conn.get_object(c, "good")
     assert got == body and headers["etag"] == etag
     assert len([p for p in _stored(cluster, account, c, "good") if p.suffix == ".data"]) >= 2
+
+
+def test_a_small_trailed_put_is_not_taken_for_a_plain_small_put(conf, clock) -> None:
+    # 1000 + 56 bytes without Expect would fit the object server's one-step small-PUT path,
+    # which knows no trailer; the trailer headers must keep it on the streaming path.
+    small = BODY[:1000]
+    trailer = encode_trailer(
+        PutTrailer(
+            "commit", len(small), hashlib.md5(small).hexdigest(), xxhash.xxh3_128_hexdigest(small)
+        )
+    )
+
+    async def go() -> None:
+        async with object_server(conf, clock) as (url, s):
+            line = await _proxy_put(url, clock, small, trailer)
+            assert line.startswith(b"HTTP/1.1 201"), line
+            async with s.get(url + OBJ) as r:
+                assert await r.read() == small
+
+    run(go())

@@ -8,7 +8,8 @@ in the same directory (``/dev/shm`` when it exists, so the disk is not the limit
 on each: 4 KiB writes and reads at queue depth 32 (IOPS), 1 MiB sequential writes and reads
 at queue depth 8 (MB/s) and 4 KiB writes at queue depth 1 (latency). ``qemu-img bench`` has
 no random mode: the 4 KiB jobs step 1 MiB + 4 KiB between requests, wrapping at the end of
-the LUN, so consecutive requests land far apart. Besides the figures it prints each target
+the LUN, so consecutive requests land far apart. Writes carry the byte 0xA5 (qemu's default,
+zeros, would let a thin volume skip the store altogether). Besides the figures it prints each target
 process's CPU seconds per I/O (utime + stime from /proc), the steadier figure on a shared
 machine. With ``--cluster-volume-url`` the same jobs also run against a cairn volume on a
 running cluster; add ``--cluster-data-dir`` (the cluster's ``cairn up --data-dir``) to also get
@@ -49,6 +50,9 @@ CAIRN_IQN = "iqn.2026-01.org.cairn:bench"
 TGT_IQN = "iqn.2026-01.org.cairn:tgtbench"
 START_TIMEOUT_S = 30.0
 JOB_TIMEOUT_S = 600.0
+# Written bytes are this value, not qemu-img bench's default 0: a thin volume stores nothing for
+# zeros (an all-zero chunk is a delete, reads of it never reach the store).
+WRITE_PATTERN = 0xA5
 RUN_RE = re.compile(r"Run completed in ([0-9.]+) seconds")
 
 
@@ -152,7 +156,7 @@ def run_job(target: Target, job: Job, quick: bool) -> Result:
     cmd = ["qemu-img", "bench", "-f", "raw", "-c", str(count)]
     cmd += ["-d", str(job.depth), "-s", str(job.size_bytes), "-S", str(job.step_bytes)]
     if job.write:
-        cmd.append("-w")
+        cmd += ["-w", f"--pattern={WRITE_PATTERN}"]
     cmd.append(target.url)
     cpu0 = tree_cpu_s(target.pids) if target.pids else 0.0
     store0 = tree_cpu_s(target.store_pids) if target.store_pids else 0.0

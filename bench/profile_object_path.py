@@ -12,9 +12,10 @@ throughput and the load average for context.
     .venv/bin/python -m bench.profile_object_path --reps 5 --small 800 --json out.json
     .venv/bin/python -m bench.profile_object_path --pyspy bench-out/pyspy   # flame data too
 
-With `--pyspy DIR` (needs `py-spy` on PATH or in the venv) every proxy worker and object server
-and container server is sampled (`--nonblocking`) during the first repetition of each workload; raw folded stacks go to
-`DIR/<workload>-<role>.txt`.
+With `--pyspy DIR` (needs `py-spy` on PATH or in the venv) every proxy worker, object server
+and container server is sampled (`--nonblocking`) during the first repetition of each
+workload; raw folded stacks go to `DIR/<workload>-<role>.txt`. py-spy samples wall-clock
+time: a thread blocked in fsync or waiting for pool work shows up as much as one on CPU.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ __all__ = ["Figure", "main", "measure"]
 
 MIB = 1024 * 1024
 _CONTAINER_TIMEOUT_S = 30.0
+_CONTAINER_ATTEMPTS = 5
+_CONTAINER_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,23 @@ _HEADER = (
 
 
 def _make_container(target: SwiftTarget, name: str) -> None:
+    """PUT a container; retried a few times on 404/503, which a cluster that has just come
+    up can answer while its account databases are still being created."""
+    import urllib.error
     import urllib.request
 
     url, headers = target.request("PUT", name)
-    req = urllib.request.Request(url, method="PUT", headers=headers)
-    with urllib.request.urlopen(req, timeout=_CONTAINER_TIMEOUT_S) as resp:
-        if resp.status not in (201, 202):
-            raise RuntimeError(f"container PUT {name} -> {resp.status}")
+    for attempt in range(_CONTAINER_ATTEMPTS):
+        req = urllib.request.Request(url, method="PUT", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=_CONTAINER_TIMEOUT_S) as resp:
+                if resp.status in (201, 202):
+                    return
+                raise RuntimeError(f"container PUT {name} -> {resp.status}")
+        except urllib.error.HTTPError as e:
+            if e.code not in (404, 503) or attempt + 1 == _CONTAINER_ATTEMPTS:
+                raise
+        time.sleep(_CONTAINER_RETRY_S)
 
 
 def _spec(workload: str, container: str, count: int, pool: int, put_start: int) -> LoadSpec:
@@ -149,7 +162,8 @@ def _roles(cluster: CairnCluster) -> dict[str, int]:
     found: dict[str, int] = {}
     for pid in sorted(pids):
         role = _role_of(pid)
-        if role in ("proxy", "object", "container") and not [p for p in tree_pids([pid]) if p != pid]:
+        leaf = not [p for p in tree_pids([pid]) if p != pid]
+        if role in ("proxy", "object", "container") and leaf:
             found[f"{role}-{pid}"] = pid
     return found
 

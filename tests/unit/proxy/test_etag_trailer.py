@@ -11,6 +11,7 @@ import xxhash
 from multidict import CIMultiDict
 
 from common.puttrailer import TRAILER_BYTES, decode_trailer
+from proxy.backend import Resp
 from proxy.etagtrailer import (
     TRAILER_BODY_BYTES_MIN,
     BodyHasher,
@@ -18,7 +19,7 @@ from proxy.etagtrailer import (
     trailed_headers,
     trailer_plan,
 )
-from proxy.objput import SMALL_PUT_BYTES_MAX
+from proxy.objput import SMALL_PUT_BYTES_MAX, _checked
 
 
 def test_every_put_too_big_for_put_buffered_carries_a_trailer() -> None:
@@ -66,3 +67,15 @@ def test_a_wrong_client_etag_makes_the_trailer_cancel() -> None:
     assert decode_trailer(TrailerPlan(9, md5).trailer(md5, xxh)).action == "commit"
     bad = decode_trailer(TrailerPlan(9, "ef" * 16).trailer(md5, xxh))
     assert (bad.action, bad.body_length, bad.md5_hex, bad.xxh3_128_hex) == ("cancel", 9, md5, xxh)
+
+
+def test_a_201_with_another_etag_does_not_count() -> None:
+    # An object server that ignored the trailer headers stored body + trailer under another
+    # MD5: its 201 must not count toward the quorum.
+    md5 = "ab" * 16
+    good = Resp(201, CIMultiDict({"Etag": f'"{md5}"'}))
+    other = Resp(201, CIMultiDict({"Etag": "cd" * 16}))
+    refused = Resp(422, CIMultiDict())
+    assert _checked(good, md5) is good
+    assert _checked(refused, md5) is refused
+    assert _checked(other, md5).status == 503

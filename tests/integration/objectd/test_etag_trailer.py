@@ -21,9 +21,8 @@ from common.clock import ManualClock
 from common.puttrailer import TRAILER_BYTES, PutTrailer, encode_trailer
 from objectd.diskfile import load_metadata
 from objectd.faulty import FaultPlan
-from objectd.server import ObjectServerConf
 from ring.hashing import hash_path
-from tests.integration.objectd.conftest import PREFIX, SUFFIX, object_server, run, ts
+from tests.integration.objectd.conftest import object_server, run, ts
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -31,31 +30,6 @@ OBJ = "/sda/7/AUTH_a/c/o"
 BODY = os.urandom(300_000)
 MD5 = hashlib.md5(BODY).hexdigest()
 XXH = xxhash.xxh3_128_hexdigest(BODY)
-
-
-@pytest.fixture
-def devices_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "devices"
-    (d / "sda").mkdir(parents=True)
-    return d
-
-
-@pytest.fixture
-def conf(devices_dir: Path) -> ObjectServerConf:
-    return ObjectServerConf(
-        devices_dir=devices_dir,
-        hash_path_prefix=PREFIX,
-        hash_path_suffix=SUFFIX,
-        mount_check=True,
-        threads_per_device=2,
-        node_timeout_s=2.0,
-        container_update_timeout_s=0.5,
-    )
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(start=1_700_000_000.0)
 
 
 def _trailer(action: str = "commit", length: int = len(BODY), xxh: str = XXH) -> bytes:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -17,6 +18,7 @@ from common.nodes import ErrorLimiter
 from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, make_app
 from proxy.auth import (
     AuthResponse,
+    Decision,
     InvalidToken,
     PathParts,
     TempAuth,
@@ -26,7 +28,14 @@ from proxy.authz import authorize_request
 from proxy.backend import Backend, Rings
 from proxy.expect import close_after_refusal, make_expect_handler
 from proxy.ops import Ops
-from proxy.swift import gatekeep_request, handle_swift, info_document, parse_swift_path, text
+from proxy.swift import (
+    SwiftPath,
+    gatekeep_request,
+    handle_swift,
+    info_document,
+    parse_swift_path,
+    text,
+)
 from ring import Ring
 
 __all__ = ["PROXY", "ProxyState", "make_proxy_app"]
@@ -75,27 +84,46 @@ async def _handle_auth(request: web.Request) -> web.StreamResponse:
     return _auth_response(resp)
 
 
+_V1Auth = tuple[SwiftPath, Decision] | web.StreamResponse
+_V1_AUTH = web.RequestKey("cairn_v1_auth", object)
+
+
+async def _authorize_v1(request: web.Request) -> _V1Auth:
+    """A /v1 request's path, token and authorization: (path, decision), or the response that
+    refuses it. Kept on the request, so an `Expect: 100-continue` check (proxy/expect.py) and
+    the handler share one decision (and its container reads)."""
+    done = request.get(_V1_AUTH)
+    if done is not None:
+        return cast(_V1Auth, done)
+    st = request.app[PROXY]
+    out: _V1Auth
+    path = parse_swift_path(request.rel_url.raw_path)
+    if isinstance(path, web.StreamResponse):
+        out = path
+    else:
+        try:
+            identity = st.auth.authenticate(request.headers)
+        except InvalidToken as e:
+            out = _auth_response(e.response)
+        else:
+            decision = await authorize_request(st.auth, st.ops, request, identity, path)
+            out = (path, decision) if decision.allowed else _auth_response(decision.response())
+    request[_V1_AUTH] = out
+    return out
+
+
 async def _refuses_before_body(request: web.Request) -> bool:
     """What the headers alone decide: S3 credentials and signature; Swift path, token and
     authorization (see proxy/expect.py)."""
-    st = request.app[PROXY]
     if _s3_available():
         from proxy.s3.frontend import refuses_before_body
 
-        s3 = await refuses_before_body(st, request)
+        s3 = await refuses_before_body(request.app[PROXY], request)
         if s3 is not None:
             return s3
     if not request.path.startswith(("/v1/", "/v1.0/")):
         return False
-    path = parse_swift_path(request.rel_url.raw_path)
-    if isinstance(path, web.StreamResponse):
-        return True
-    try:
-        identity = st.auth.authenticate(request.headers)
-    except InvalidToken:
-        return True
-    decision = await authorize_request(st.auth, st.ops, request, identity, path)
-    return not decision.allowed
+    return isinstance(await _authorize_v1(request), web.StreamResponse)
 
 
 async def _not_found(_request: web.Request) -> web.StreamResponse:
@@ -114,16 +142,10 @@ async def _handle_v1(request: web.Request) -> web.StreamResponse:
     st = request.app[PROXY]
     if request.path.startswith("/v1.0") and request.path.rstrip("/") == "/v1.0":
         return await _handle_auth(request)
-    path = parse_swift_path(request.rel_url.raw_path)
-    if isinstance(path, web.StreamResponse):
-        return path
-    try:
-        identity = st.auth.authenticate(request.headers)
-    except InvalidToken as e:
-        return _auth_response(e.response)
-    decision = await authorize_request(st.auth, st.ops, request, identity, path)
-    if not decision.allowed:
-        return _auth_response(decision.response())
+    authorized = await _authorize_v1(request)
+    if isinstance(authorized, web.StreamResponse):
+        return authorized
+    path, decision = authorized
     headers: Mapping[str, str] = gatekeep_request(request.headers)
     if request.method in ("PUT", "POST"):
         parts = PathParts(path.version, path.account, path.container, path.obj)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import mimetypes
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import aiohttp
 from multidict import CIMultiDict
 
 from common.clock import Clock
@@ -367,7 +368,11 @@ class Ops:
         resp, summary = await open_stream(self.backend, ring, part, "GET", path_for, hdrs, nodes)
         if resp is None:
             return Result(summary.status, client_headers(summary.headers), summary.body)
-        body = resuming_body(self.backend, resp, summary.node, nodes, path_for, hdrs)
+
+        async def reopen(h: Mapping[str, str]) -> tuple[aiohttp.ClientResponse | None, Resp]:
+            return await open_stream(self.backend, ring, part, "GET", path_for, h, nodes)
+
+        body = resuming_body(self.backend, resp, summary.node, reopen, hdrs)
         return Result(resp.status, client_headers(resp.headers), b"", body, resp)
 
     async def get_object(

@@ -11,7 +11,7 @@ or a single range (206 with Content-Range); a multipart/byteranges body is cut a
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,10 +19,10 @@ from multidict import CIMultiDict
 
 from common.log import get_logger
 from common.nodes import node_key
-from proxy.backend import Backend
+from proxy.backend import Backend, Resp
 from ring import Device
 
-__all__ = ["Span", "resumable_span", "resuming_body"]
+__all__ = ["Reopen", "Span", "resumable_span", "resuming_body"]
 
 log = get_logger("cairn.proxy.resume")
 
@@ -62,46 +62,35 @@ def _resume_headers(headers: Mapping[str, str], first: int, last: int) -> CIMult
     return out
 
 
+# Opens the object on the next replicas with the given headers, as proxy.backend.open_stream
+# does (bound to the request's part and node iterator): (open response or None, summary).
+Reopen = Callable[[Mapping[str, str]], Awaitable[tuple[aiohttp.ClientResponse | None, Resp]]]
+
+
 async def _reopen(
-    backend: Backend,
-    nodes: Iterator[Device],
-    path_for: Callable[[Device], str],
-    headers: Mapping[str, str],
-    span: Span,
-    version: str,
-) -> tuple[aiohttp.ClientResponse, Device] | None:
+    reopen: Reopen, headers: Mapping[str, str], span: Span, version: str
+) -> tuple[aiohttp.ClientResponse, Device | None] | None:
     """The first further replica that serves `span` of the same version, left open."""
-    for node in nodes:
-        try:
-            r = await backend.session.request(
-                "GET",
-                backend.url(node, path_for(node)),
-                headers=_resume_headers(headers, span.first, span.last),
-                timeout=backend._timeout(),
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            backend.errors.error(node_key(node))
-            continue
+    ranged = _resume_headers(headers, span.first, span.last)
+    while True:
+        r, summary = await reopen(ranged)
+        if r is None:
+            return None  # no replica left
         got = resumable_span(r.status, r.headers)
         if r.status == 206 and got == span and r.headers.get("X-Backend-Timestamp") == version:
-            return r, node
+            return r, summary.node
         r.release()
-        if r.status >= 500:
-            backend.errors.error(node_key(node))
-    return None
 
 
 async def resuming_body(
     backend: Backend,
     resp: aiohttp.ClientResponse,
     node: Device | None,
-    nodes: Iterator[Device],
-    path_for: Callable[[Device], str],
+    reopen: Reopen,
     headers: Mapping[str, str],
 ) -> AsyncIterator[bytes]:
     """The body of `resp`; if its replica fails part-way, the rest comes from the next
-    replicas `nodes` yields. When none can serve it the original error is raised (the
+    replicas `reopen` opens. When none can serve it the original error is raised (the
     client connection is then cut: a short body, never wrong bytes)."""
     span = resumable_span(resp.status, resp.headers)
     version = resp.headers.get("X-Backend-Timestamp")
@@ -123,7 +112,7 @@ async def resuming_body(
                 if span is None or version is None:
                     raise
                 rest = Span(span.first + sent, span.last)
-                found = await _reopen(backend, nodes, path_for, headers, rest, version)
+                found = await _reopen(reopen, headers, rest, version)
                 log.warning(
                     "object stream broke; resuming on another replica",
                     extra={

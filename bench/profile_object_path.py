@@ -88,6 +88,7 @@ def _make_container(target: SwiftTarget, name: str) -> None:
                     return
                 raise RuntimeError(f"container PUT {name} -> {resp.status}")
         except urllib.error.HTTPError as e:
+            e.close()
             if e.code not in (404, 503) or attempt + 1 == _CONTAINER_ATTEMPTS:
                 raise
         time.sleep(_CONTAINER_RETRY_S)

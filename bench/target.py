@@ -89,6 +89,7 @@ def swift_auth(
             token = resp.headers.get("X-Auth-Token") or resp.headers.get("X-Storage-Token")
             url = resp.headers.get("X-Storage-Url")
     except urllib.error.HTTPError as e:
+        e.close()
         raise AuthError(f"auth at {auth_url} refused: HTTP {e.code}") from None
     except OSError as e:
         raise AuthError(f"auth at {auth_url} failed: {e}") from None

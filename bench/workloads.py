@@ -98,6 +98,7 @@ def _container(sut: SystemUnderTest, name: str) -> None:
         with urllib.request.urlopen(req, timeout=_CONTAINER_TIMEOUT_S) as r:
             status = r.status
     except urllib.error.HTTPError as e:
+        e.close()
         status = e.code
     except (urllib.error.URLError, OSError) as e:
         raise RuntimeError(f"{sut.name}: creating container {name} failed: {e}") from None

@@ -148,7 +148,8 @@ def http(
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        with e:  # its response holds the socket: close it now, not at garbage collection
+            return e.code, dict(e.headers), e.read()
 
 
 __all__ = ["Cluster", "free_ports", "http", "run_cairn", "start_cluster", "tomli_w"]

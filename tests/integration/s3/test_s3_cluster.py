@@ -65,7 +65,8 @@ def http(method: str, url: str, body: bytes | None = None,
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        with e:  # its response holds the socket: close it now, not at garbage collection
+            return e.code, e.read()
 
 
 def test_bucket_and_object_operations(s3: Any, clients: dict[str, Any]) -> None:

@@ -24,4 +24,5 @@ def raw(method: str, url: str, headers: dict[str, str] | None = None,
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        with e:  # its response holds the socket: close it now, not at garbage collection
+            return e.code, dict(e.headers), e.read()

@@ -27,10 +27,11 @@ import asyncio
 import contextlib
 import functools
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 from blockd.chunkstore import ChunkStore
+from blockd.sparse import PAGE, SparseChunk
 from common.clock import Clock, SystemClock
 from common.log import get_logger
 
@@ -47,43 +48,30 @@ class CacheFull(Exception):
     """No cache space was freed within the back-pressure timeout (store too slow or down)."""
 
 
+def _apply(e: _Entry, offset: int, data: memoryview) -> None:
+    """A write into an entry, whole or partial, loaded or not (never a store read)."""
+    if offset == 0 and len(data) == e.size:
+        e.set_loaded(bytes(data))  # whole chunk: no read needed
+    elif e.loaded:
+        if e.data is None:
+            e.data = bytearray(e.size)
+        elif isinstance(e.data, bytes):
+            e.data = bytearray(e.data)  # copy on write: the bytes may be a flush's body
+        e.data[offset : offset + len(data)] = data
+    else:
+        e.sparse.write(offset, data)
+        if e.sparse.full:  # written all over: one buffer, nothing left to merge
+            e.set_loaded(e.sparse.merged(None))
+
+
 @functools.lru_cache(maxsize=16)
 def zeros(n: int) -> bytes:
     return bytes(n)
 
 
-# Partial writes are tracked in granules of the smallest block size (all I/O is whole blocks).
-GRANULE = 512
-
-
-def _mask(offset: int, length: int) -> int:
-    """The granules [offset, offset+length) cover, as a bit mask."""
-    first, last = offset // GRANULE, -(-(offset + length) // GRANULE)
-    return ((1 << (last - first)) - 1) << first
-
-
-def _runs(mask: int) -> Iterator[tuple[int, int]]:
-    """Runs of set bits as (first, end) granule indexes."""
-    while mask:
-        first = (mask & -mask).bit_length() - 1
-        shifted = mask >> first
-        length = (~shifted & (shifted + 1)).bit_length() - 1
-        yield first, first + length
-        mask &= ~(((1 << length) - 1) << first)
-
-
-def _patch(e: _Entry, offset: int, data: memoryview) -> None:
-    """Apply a write to an entry, loaded or not (no store read: unloaded ones track granules)."""
-    if e.data is None:
-        e.data = bytearray(e.size)
-    elif isinstance(e.data, bytes):
-        e.data = bytearray(e.data)  # copy on write: the bytes may be a flush's snapshot
-    e.data[offset : offset + len(data)] = data
-    if not e.loaded:
-        e.valid |= _mask(offset, len(data))
-        if e.valid == _mask(0, e.size):  # written all over: nothing left to read
-            e.loaded = True
-            e.valid = 0
+# What an entry costs besides its data (the object, its locks, its index slots), so that
+# entries holding no data (chunks read as zeros) still count against the budget.
+ENTRY_BYTES = 512
 
 
 @dataclass
@@ -96,6 +84,8 @@ class CacheStats:
     evictions: int = 0
     prefetches: int = 0
     backpressure_waits: int = 0
+    # Flushes of a partly held chunk that read the store's copy first (read-modify-write).
+    merge_reads: int = 0
 
 
 class _Entry:
@@ -110,20 +100,19 @@ class _Entry:
         "lock",
         "pins",
         "size",
-        "valid",
+        "sparse",
     )
 
     def __init__(self, chunks: ChunkStore, idx: int) -> None:
         self.chunks = chunks
         self.idx = idx
         self.size = chunks.chunk_len(idx)
-        # loaded: `data` is the whole chunk (None: all zeros, no object). Not loaded: `data` holds
-        # only the granules set in `valid` (writes not merged with the store's copy yet).
-        # Immutable bytes after a whole-chunk write or load (a flush then sends it as is, no
-        # snapshot copy); made a bytearray by the first partial write.
+        # loaded: `data` is the whole chunk (None: all zeros, no object); immutable bytes after
+        # a whole-chunk write or load (a flush then sends it as is, no copy), made a bytearray
+        # by the first partial write. Not loaded: `sparse` holds the granules known here.
         self.data: bytes | bytearray | None = None
         self.loaded = False
-        self.valid = 0
+        self.sparse = SparseChunk(self.size)
         self.dirty_gen = 0
         self.flushed_gen = 0
         self.lock = asyncio.Lock()
@@ -135,6 +124,13 @@ class _Entry:
         return self.dirty_gen != self.flushed_gen
 
     @property
+    def held(self) -> int:
+        """The bytes this entry counts against the cache budget."""
+        if self.loaded:
+            return ENTRY_BYTES + (len(self.data) if self.data is not None else 0)
+        return ENTRY_BYTES + self.sparse.held_bytes
+
+    @property
     def evictable(self) -> bool:
         return (
             not self.dirty
@@ -142,6 +138,43 @@ class _Entry:
             and not self.lock.locked()
             and not self.flush_lock.locked()
         )
+
+    def set_loaded(self, data: bytes | bytearray | None) -> None:
+        self.data = data
+        self.loaded = True
+        if self.sparse.pages or self.sparse.valid:
+            self.sparse = SparseChunk(self.size)
+
+    def whole_need(self) -> int:
+        """Memory the entry would grow by when it holds the whole chunk."""
+        return max(0, ENTRY_BYTES + self.size - self.held)
+
+    def write_need(self, offset: int, length: int) -> int:
+        """Memory a write of [offset, offset+length) may add (an upper bound)."""
+        if offset == 0 and length == self.size:
+            return self.whole_need()
+        if self.loaded:
+            return self.size if self.data is None else 0
+        return self.sparse.new_pages(offset, length) * PAGE
+
+    def read_need(self, offset: int, length: int) -> int:
+        """Memory a read miss of [offset, offset+length) may add (an upper bound)."""
+        if self.loaded or length == self.size:
+            return self.whole_need()
+        return self.sparse.new_pages(offset, length) * PAGE
+
+    def cached_read(self, offset: int, length: int) -> bytes | None:
+        """The bytes if this entry knows them without the store, else None."""
+        if self.loaded:
+            if self.data is None:
+                return zeros(length)
+            if length == self.size and isinstance(self.data, bytes):
+                return self.data
+            with memoryview(self.data) as view:
+                return bytes(view[offset : offset + length])
+        if self.sparse.covers(offset, length):
+            return self.sparse.read(offset, length)
+        return None
 
 
 _Key = tuple[str, int]
@@ -170,6 +203,7 @@ class ChunkCache:
         # A superset (eviction re-checks each entry), never missing a clean entry.
         self._clean: OrderedDict[_Key, None] = OrderedDict()
         self._dirty: dict[str, set[int]] = {}
+        # Sum of the entries' `held` plus the reservations of operations under way.
         self._used_bytes = 0
         self._space_freed = asyncio.Event()
         self._flush_sem = asyncio.Semaphore(flush_concurrency)
@@ -182,6 +216,11 @@ class ChunkCache:
     def used_bytes(self) -> int:
         return self._used_bytes
 
+    def held_bytes(self) -> int:
+        """What the entries hold (``used_bytes`` less the reservations of operations under
+        way: the two agree whenever nothing is in flight)."""
+        return sum(e.held for e in self._entries.values())
+
     def dirty_count(self, chunks: ChunkStore | None = None) -> int:
         if chunks is None:
             return sum(len(s) for s in self._dirty.values())
@@ -192,33 +231,32 @@ class ChunkCache:
     async def read(self, chunks: ChunkStore, idx: int, offset: int, length: int) -> bytes:
         e = await self._pin(chunks, idx)
         try:
-            async with e.lock:
-                if e.loaded:
+            # No lock for a hit: entries change only in synchronous steps (a load merges what
+            # it fetched without awaiting), so what is seen here is consistent.
+            found = e.cached_read(offset, length)
+            if found is not None:
+                self.stats.hits += 1
+                return found
+            async with self._room(e, lambda: e.read_need(offset, length)):
+                found = e.cached_read(offset, length)  # another task may have loaded it
+                if found is not None:
                     self.stats.hits += 1
-                elif e.data is not None and not _mask(offset, length) & ~e.valid:
-                    self.stats.hits += 1  # every granule asked for is held here
-                elif length < e.size:
+                    return found
+                if length < e.size:
                     await self._load_range(e, offset, length)  # not the whole chunk for 4 KiB
                 else:
                     await self._load(e)
-                if e.data is None:
-                    return zeros(length)
-                if length == e.size and isinstance(e.data, bytes):
-                    return e.data
-                with memoryview(e.data) as view:
-                    return bytes(view[offset : offset + length])
+                found = e.cached_read(offset, length)
+                assert found is not None
+                return found
         finally:
             self._unpin(e)
 
     async def write(self, chunks: ChunkStore, idx: int, offset: int, data: memoryview) -> None:
         e = await self._pin(chunks, idx)
         try:
-            async with e.lock:
-                if offset == 0 and len(data) == e.size:
-                    e.data = bytes(data)  # whole chunk: no read needed
-                    e.loaded = True
-                else:
-                    _patch(e, offset, data)  # merged with the store's copy at flush or read
+            async with self._room(e, lambda: e.write_need(offset, len(data))):
+                _apply(e, offset, data)
                 self._mark_dirty(e)
         finally:
             self._unpin(e)
@@ -227,14 +265,15 @@ class ChunkCache:
         """Zero a range; a whole chunk becomes "no object" and is deleted at flush."""
         e = await self._pin(chunks, idx)
         try:
-            async with e.lock:
+            if e.loaded and e.data is None:
+                return  # already zeros
+            async with self._room(e, lambda: e.write_need(offset, length)):
                 if offset == 0 and length == e.size:
-                    e.data = None
-                    e.loaded = True
+                    e.set_loaded(None)
                 elif e.loaded and e.data is None:
-                    return  # already zeros
+                    return
                 else:
-                    _patch(e, offset, memoryview(zeros(length)))
+                    _apply(e, offset, memoryview(zeros(length)))
                 self._mark_dirty(e)
         finally:
             self._unpin(e)
@@ -242,8 +281,13 @@ class ChunkCache:
     async def is_mapped(self, chunks: ChunkStore, idx: int) -> bool:
         """Whether the chunk holds data (cached state first, then the store)."""
         e = self._entries.get((chunks.container, idx))
-        if e is not None and (e.loaded or e.data is not None):
-            return e.data is not None  # unmerged writes will create the object at flush
+        if e is not None:
+            if e.loaded:
+                return e.data is not None
+            if e.sparse.valid:
+                return True  # unmerged writes will create the object at flush
+            if e.sparse.base_zero:
+                return False
         return await chunks.exists(idx)
 
     def _mark_dirty(self, e: _Entry) -> None:
@@ -253,49 +297,35 @@ class ChunkCache:
             self._dirty.setdefault(e.chunks.container, set()).add(e.idx)
 
     async def _load(self, e: _Entry) -> None:
-        """Make the entry whole: read the store's copy under the granules written here.
+        """Make the entry whole: the store's copy under the granules held here.
 
         Called with e.lock held, so no write lands between the read and the merge.
         """
         if e.loaded:
-            self.stats.hits += 1
             return
         self.stats.misses += 1
-        body = await e.chunks.get(e.idx)
-        if e.data is not None:  # keep what was written here, take the rest from the store
-            base = bytearray(body) if body is not None else bytearray(e.size)
-            for start, end in _runs(e.valid):
-                base[start * GRANULE : end * GRANULE] = e.data[start * GRANULE : end * GRANULE]
-            e.data = base
-        elif body is not None:
-            e.data = body
-        e.loaded = True
-        e.valid = 0
+        held = e.sparse
+        body = None if held.base_zero or held.full else await e.chunks.get(e.idx)
+        if held.valid:  # keep what was written here, take the rest from the store
+            e.set_loaded(held.merged(body))
+        else:
+            e.set_loaded(body)
 
     async def _load_range(self, e: _Entry, offset: int, length: int) -> None:
         """Fetch only the granules of [offset, offset+length) not held here (e.lock held).
 
-        They join ``valid``: a copy of the store's bytes is as good as a write of the same
-        bytes (this blockd is the volume's only writer), and ``_load`` keeps them at flush.
-        A chunk without an object is all zeros outside what was written here: it is loaded.
+        They join the held granules: a copy of the store's bytes is as good as a write of the
+        same bytes (this blockd is the volume's only writer), and a flush merges them back
+        unchanged. A chunk without an object is all zeros outside what was written here.
         """
         self.stats.misses += 1
         body = await e.chunks.get_range(e.idx, offset, length)
         if body is None:
-            e.loaded = True
-            e.valid = 0
+            e.sparse.base_zero = True
             return
-        if e.data is None:
-            e.data = bytearray(e.size)
-        assert isinstance(e.data, bytearray)  # bytes only once loaded
-        missing = _mask(offset, length) & ~e.valid
-        for start, end in _runs(missing):
-            lo, hi = start * GRANULE, end * GRANULE
-            e.data[lo:hi] = body[lo - offset : hi - offset]
-        e.valid |= missing
-        if e.valid == _mask(0, e.size):
-            e.loaded = True
-            e.valid = 0
+        e.sparse.fill(offset, body)
+        if e.sparse.full:
+            e.set_loaded(e.sparse.merged(None))
 
     # ---- memory budget -------------------------------------------------------------------
 
@@ -303,20 +333,51 @@ class ChunkCache:
         key = (chunks.container, idx)
         e = self._entries.get(key)
         if e is None:
-            size = chunks.chunk_len(idx)
-            await self._reserve(size)
+            await self._reserve(ENTRY_BYTES)
             e = self._entries.get(key)  # another task may have made it while we waited
             if e is None:
                 e = _Entry(chunks, idx)
                 self._entries[key] = e
                 self._clean[key] = None
             else:
-                self._release(size)
+                self._release(ENTRY_BYTES)
         self._entries.move_to_end(key)
         if key in self._clean:
             self._clean.move_to_end(key)
         e.pins += 1
         return e
+
+    @contextlib.asynccontextmanager
+    async def _room(self, e: _Entry, need: Callable[[], int]) -> AsyncIterator[None]:
+        """Hold e.lock with room reserved for what the body may add to the entry's memory.
+
+        `need` is evaluated under the lock (the entry may have changed while we waited); if
+        the room cannot be had without waiting, the lock is let go while waiting for it (a
+        writer must not block the flush of its own entry). Unused room is given back.
+        """
+        reserved = 0
+        try:
+            while True:
+                await e.lock.acquire()
+                want = need() - reserved
+                if want <= 0:
+                    break
+                if self._evict_for(want):
+                    self._used_bytes += want
+                    reserved += want
+                    break
+                e.lock.release()
+                await self._reserve(want)
+                reserved += want
+            before = e.held
+            try:
+                yield
+            finally:
+                e.lock.release()
+                reserved -= e.held - before  # the reservation became the entry's memory
+        finally:
+            if reserved:
+                self._release(reserved)
 
     def _unpin(self, e: _Entry) -> None:
         e.pins -= 1
@@ -339,7 +400,7 @@ class ChunkCache:
             if e.evictable:
                 del self._entries[key]
                 del self._clean[key]
-                self._release(e.size)
+                self._release(e.held)
                 self.stats.evictions += 1
                 if self._used_bytes + size <= self.bytes_max:
                     return True
@@ -347,7 +408,7 @@ class ChunkCache:
 
     async def _reserve(self, size: int) -> None:
         if size > self.bytes_max:
-            raise CacheFull(f"a {size}-byte chunk does not fit a {self.bytes_max}-byte cache")
+            raise CacheFull(f"{size} bytes do not fit a {self.bytes_max}-byte cache")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.backpressure_timeout_s
         while not self._evict_for(size):
@@ -414,11 +475,17 @@ class ChunkCache:
             async with self._flush_sem, e.flush_lock:
                 if not e.dirty:
                     return  # a concurrent flush already wrote everything we were asked for
+                base = None
+                if not e.loaded and not e.sparse.base_zero and not e.sparse.full:
+                    # The read of read-modify-write, without e.lock (writes go on landing): the
+                    # store's copy cannot change meanwhile, flush_lock keeps our puts in order
+                    # and this blockd is the only writer. An entry only ever learns more, so
+                    # what is decided here still holds under the lock.
+                    self.stats.merge_reads += 1
+                    base = await e.chunks.get(e.idx)
                 async with e.lock:
-                    await self._load(e)  # partial writes never read the chunk until now
                     gen = e.dirty_gen
-                    data = e.data
-                    body = None if data is None or data == zeros(e.size) else bytes(data)
+                    body = self._flush_body(e, base)
                 if body is None:
                     await e.chunks.delete(e.idx)
                     self.stats.deleted_chunks += 1
@@ -434,6 +501,28 @@ class ChunkCache:
                     self._space_freed.set()
         finally:
             self._unpin(e)
+
+    def _flush_body(self, e: _Entry, base: bytes | None) -> bytes | None:
+        """What a flush stores (None: delete the object), from under e.lock.
+
+        A partly held entry is merged with the store's copy; the whole chunk then stays in the
+        entry if the budget has room for it without evicting (the next flush of the chunk needs
+        no read, and reads of it hit), else the entry keeps only its own granules.
+        """
+        if e.loaded:
+            data = e.data
+            if data is None or data == zeros(e.size):
+                return None
+            return data if isinstance(data, bytes) else bytes(data)
+        merged = bytes(e.sparse.merged(base))
+        body = None if merged == zeros(e.size) else merged
+        grow = ENTRY_BYTES + (e.size if body is not None else 0) - e.held
+        if grow <= 0 or self._used_bytes + grow <= self.bytes_max:
+            e.set_loaded(body)
+            self._used_bytes += grow
+            if grow < 0:
+                self._space_freed.set()
+        return body
 
     def start_timer(self, interval_s: float) -> None:
         """Flush everything every `interval_s` (uses the injected clock's sleep)."""
@@ -456,26 +545,33 @@ class ChunkCache:
             if len(self._prefetch_tasks) >= self.prefetch_inflight_max:
                 return
             key = (chunks.container, idx)
-            if key in self._entries or not self._evict_for(chunks.chunk_len(idx)):
+            room = ENTRY_BYTES + chunks.chunk_len(idx)
+            if key in self._entries or not self._evict_for(room):
                 continue
-            self._used_bytes += chunks.chunk_len(idx)
+            self._used_bytes += room
             e = _Entry(chunks, idx)
             self._entries[key] = e
             self._clean[key] = None
             e.pins += 1
-            task = asyncio.create_task(self._prefetch_one(e))
+            task = asyncio.create_task(self._prefetch_one(e, room))
             self._prefetch_tasks.add(task)
             task.add_done_callback(self._prefetch_tasks.discard)
 
-    async def _prefetch_one(self, e: _Entry) -> None:
+    async def _prefetch_one(self, e: _Entry, room: int) -> None:
+        share = ENTRY_BYTES  # of `room`: the entry, and what this load adds to it
         try:
             async with e.lock:
-                if not e.loaded:
-                    await self._load(e)
-                    self.stats.prefetches += 1
+                before = e.held
+                try:
+                    if not e.loaded:
+                        await self._load(e)
+                        self.stats.prefetches += 1
+                finally:
+                    share += e.held - before
         except Exception as err:  # a failed prefetch is only a missed optimisation
             log.debug("prefetch failed", extra={"fields": {"error": repr(err)}})
         finally:
+            self._release(room - share)
             self._unpin(e)
 
     def drop(self, chunks: ChunkStore) -> None:
@@ -483,7 +579,7 @@ class ChunkCache:
         for key in [k for k in self._entries if k[0] == chunks.container]:
             e = self._entries.pop(key)
             self._clean.pop(key, None)
-            self._release(e.size)
+            self._release(e.held)
         self._dirty.pop(chunks.container, None)
 
     async def stop_background(self) -> None:

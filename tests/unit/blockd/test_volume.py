@@ -9,7 +9,7 @@ import pytest
 
 from blockd.allocmap import AllocMap
 from blockd.backend import BackendRangeError, BlockBackend
-from blockd.cache import CacheFull, ChunkCache
+from blockd.cache import ENTRY_BYTES, CacheFull, ChunkCache
 from blockd.chunkstore import RESERVED_ACCOUNT, ChunkCorrupt, chunk_container
 from blockd.store import FaultPlan, FaultyObjectStore, MemoryObjectStore, StoreUnavailable
 from tests.unit.blockd.helpers import BS, VOLUME_ID, make_volume, pattern
@@ -251,7 +251,7 @@ def test_backpressure_bounds_memory_and_writers_wait_for_flushes():
 def test_backpressure_with_store_down_raises_cache_full_instead_of_growing():
     async def run():
         faulty = FaultyObjectStore(MemoryObjectStore(), random.Random(1), FaultPlan(down=True))
-        cache = ChunkCache(2 * 8 * BS, backpressure_timeout_s=0.05)
+        cache = ChunkCache(2 * (8 * BS + ENTRY_BYTES), backpressure_timeout_s=0.05)
         vol = make_volume(faulty, cache=cache)
         await vol.write(0, pattern(1, 8))
         await vol.write(8, pattern(2, 8))
@@ -426,12 +426,33 @@ def test_a_chunk_the_allocation_map_lacks_is_never_fetched():
     asyncio.run(run())
 
 
-def test_granule_masks_and_runs():
-    from blockd.cache import GRANULE, _mask, _runs
+def test_small_random_writes_take_pages_not_chunks_of_cache_memory():
+    """4 KiB writes to 64 KiB chunks: 40 of them fit a cache of 16 whole chunks, with no store
+    traffic (each holds a page); a flush merges each with the store's copy."""
 
-    assert _mask(0, GRANULE) == 0b1
-    assert _mask(2 * GRANULE, 3 * GRANULE) == 0b11100
-    assert list(_runs(0)) == []
-    assert list(_runs(0b1_1100_1101)) == [(0, 1), (2, 4), (6, 9)]
-    big = _mask(5 * GRANULE, 1000 * GRANULE) | _mask(2000 * GRANULE, GRANULE)
-    assert list(_runs(big)) == [(5, 1005), (2000, 2001)]
+    async def run():
+        store = MemoryObjectStore()
+        chunk = 128 * BS
+        old = pattern(9, 40 * 128)
+        base = make_volume(store, size_bytes=len(old), chunk_bytes=chunk, cache_bytes_max=8 << 20)
+        await base.write(0, old)
+        await base.flush()
+        cache = ChunkCache(16 * (chunk + ENTRY_BYTES), backpressure_timeout_s=5.0)
+        vol = make_volume(store, size_bytes=len(old), chunk_bytes=chunk, cache=cache)
+        puts, gets = store.puts, store.gets
+        new = pattern(5, 8)
+        for i in range(40):
+            await vol.write(i * 128 + 16, new)  # a 4 KiB write into each of 40 chunks
+        assert store.puts == puts and store.gets == gets  # acknowledged from the cache
+        assert cache.used_bytes == cache.held_bytes() <= 40 * (4096 + ENTRY_BYTES)
+        await vol.flush()
+        assert cache.stats.merge_reads == 40
+        want = bytearray(old)
+        for i in range(40):
+            want[(i * 128 + 16) * BS : (i * 128 + 24) * BS] = new
+        fresh = make_volume(store, size_bytes=len(old), chunk_bytes=chunk)
+        assert await fresh.read(0, 40 * 128) == bytes(want)
+        assert await vol.read(0, 40 * 128) == bytes(want)
+        assert cache.used_bytes <= cache.bytes_max
+
+    asyncio.run(run())

@@ -74,6 +74,7 @@ class VolumeModel(RuleBasedStateMachine):
     def _reopen(self) -> None:
         """A new blockd: a fresh cache over the same store (the old one's tasks end here)."""
         self.run(self.vol.cache.stop_background())
+        assert self.vol.cache.used_bytes == self.vol.cache.held_bytes()  # nothing in flight
         self._check_alloc_superset()
         self.vol = self._open()
 

@@ -1,0 +1,138 @@
+"""A chunk known only in parts: the written (or fetched) granules, page by page.
+
+The write-back cache keeps a chunk this way until it has the whole chunk. A 4 KiB write to a
+512 KiB chunk then costs one 4 KiB page of cache memory, not the chunk: with random writes
+spread over many chunks, the cache holds (and acknowledges) ~128 times more writes before it
+must flush. The chunk's other bytes are the store's copy, merged in only when the chunk is
+flushed (read-modify-write) or read whole.
+
+- ``valid`` is a bit mask of the 512-byte granules held (all I/O is whole blocks, and a block
+  is at least one granule); ``pages`` maps a page index to its bytes, allocated on first use.
+- ``base_zero`` says the store has no object for this chunk: every granule not held is zero,
+  so the chunk is known everywhere without a read.
+
+Plain data and arithmetic, no I/O: the cache (blockd/cache.py) does the locking, the memory
+accounting and the store traffic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+__all__ = ["GRANULE", "PAGE", "SparseChunk", "granule_mask", "granule_runs"]
+
+# Partial writes are tracked in granules of the smallest block size.
+GRANULE = 512
+# Memory is allocated (and accounted) in pages of this many bytes.
+PAGE = 4096
+
+
+def granule_mask(offset: int, length: int) -> int:
+    """The granules [offset, offset+length) cover, as a bit mask."""
+    first, last = offset // GRANULE, -(-(offset + length) // GRANULE)
+    return ((1 << (last - first)) - 1) << first
+
+
+def granule_runs(mask: int) -> Iterator[tuple[int, int]]:
+    """Runs of set bits as (first, end) granule indexes."""
+    while mask:
+        first = (mask & -mask).bit_length() - 1
+        shifted = mask >> first
+        length = (~shifted & (shifted + 1)).bit_length() - 1
+        yield first, first + length
+        mask &= ~(((1 << length) - 1) << first)
+
+
+class SparseChunk:
+    __slots__ = ("base_zero", "held_bytes", "pages", "size", "valid")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pages: dict[int, bytearray] = {}
+        self.valid = 0
+        self.base_zero = False
+        # Bytes of the pages allocated (the figure the cache accounts).
+        self.held_bytes = 0
+
+    @property
+    def full(self) -> bool:
+        """Every granule is held (the chunk is known without the store)."""
+        return self.valid == granule_mask(0, self.size)
+
+    def covers(self, offset: int, length: int) -> bool:
+        """Whether [offset, offset+length) is known without a store read."""
+        return self.base_zero or not granule_mask(offset, length) & ~self.valid
+
+    def missing(self, offset: int, length: int) -> int:
+        """Granules of the range that only the store has (none once base_zero)."""
+        return 0 if self.base_zero else granule_mask(offset, length) & ~self.valid
+
+    def new_pages(self, offset: int, length: int) -> int:
+        """Pages a write or fill of the range would allocate (at most PAGE bytes each)."""
+        first, last = offset // PAGE, (offset + length - 1) // PAGE
+        return sum(1 for p in range(first, last + 1) if p not in self.pages)
+
+    def _page(self, p: int) -> bytearray:
+        page = self.pages.get(p)
+        if page is None:
+            page = self.pages[p] = bytearray(min(PAGE, self.size - p * PAGE))
+            self.held_bytes += len(page)
+        return page
+
+    def _store(self, offset: int, data: memoryview | bytes) -> None:
+        pos, end = 0, len(data)
+        while pos < end:
+            p, off = divmod(offset + pos, PAGE)
+            page = self._page(p)
+            n = min(len(page) - off, end - pos)
+            page[off : off + n] = data[pos : pos + n]
+            pos += n
+
+    def write(self, offset: int, data: memoryview | bytes) -> None:
+        """Hold `data` at `offset` (whole granules), replacing what was held there."""
+        self._store(offset, data)
+        self.valid |= granule_mask(offset, len(data))
+
+    def fill(self, offset: int, body: bytes) -> None:
+        """Take the store's bytes of [offset, offset+len(body)) where nothing is held yet."""
+        missing = self.missing(offset, len(body))
+        with memoryview(body) as view:
+            for start, end in granule_runs(missing):
+                lo, hi = start * GRANULE, end * GRANULE
+                self._store(lo, view[lo - offset : hi - offset])
+        self.valid |= missing
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes of a covered range (zeros where base_zero and nothing is held)."""
+        p, off = divmod(offset, PAGE)
+        page = self.pages.get(p)
+        if page is not None and off + length <= len(page):  # the common case: one page
+            return bytes(page[off : off + length])
+        out = bytearray(length)
+        pos = 0
+        while pos < length:
+            p, off = divmod(offset + pos, PAGE)
+            n = min(PAGE - off, length - pos)
+            page = self.pages.get(p)
+            if page is not None:
+                n = min(n, len(page) - off)
+                out[pos : pos + n] = page[off : off + n]
+            pos += n
+        return bytes(out)
+
+    def overlay(self, base: bytearray) -> None:
+        """Copy every held granule onto `base` (the store's copy of the whole chunk)."""
+        for start, end in granule_runs(self.valid):
+            lo, hi = start * GRANULE, min(end * GRANULE, self.size)
+            while lo < hi:
+                p, off = divmod(lo, PAGE)
+                page = self.pages[p]
+                n = min(len(page) - off, hi - lo)
+                base[lo : lo + n] = page[off : off + n]
+                lo += n
+
+    def merged(self, base: bytes | None) -> bytearray:
+        """The whole chunk: `base` (the store's copy, None for zeros) under the held granules."""
+        out = bytearray(base) if base is not None else bytearray(self.size)
+        self.overlay(out)
+        return out

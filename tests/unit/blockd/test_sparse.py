@@ -1,0 +1,81 @@
+"""SparseChunk: a chunk held in parts, page by page (no I/O, no cache)."""
+
+from __future__ import annotations
+
+import random
+
+from blockd.sparse import GRANULE, PAGE, SparseChunk, granule_mask, granule_runs
+
+SIZE = 8 * PAGE + 3 * GRANULE  # a short last page
+
+
+def test_granule_masks_and_runs():
+    assert granule_mask(0, GRANULE) == 0b1
+    assert granule_mask(2 * GRANULE, 3 * GRANULE) == 0b11100
+    assert list(granule_runs(0)) == []
+    assert list(granule_runs(0b1_1100_1101)) == [(0, 1), (2, 4), (6, 9)]
+    big = granule_mask(5 * GRANULE, 1000 * GRANULE) | granule_mask(2000 * GRANULE, GRANULE)
+    assert list(granule_runs(big)) == [(5, 1005), (2000, 2001)]
+
+
+def test_a_small_write_holds_one_page_not_the_chunk():
+    c = SparseChunk(SIZE)
+    assert c.new_pages(3 * PAGE, PAGE) == 1
+    c.write(3 * PAGE, b"a" * PAGE)
+    assert c.held_bytes == PAGE
+    assert c.new_pages(3 * PAGE, PAGE) == 0
+    assert c.covers(3 * PAGE, PAGE) and not c.covers(2 * PAGE, 2 * PAGE)
+    assert c.read(3 * PAGE + GRANULE, GRANULE) == b"a" * GRANULE
+    assert not c.full
+
+
+def test_writes_across_pages_and_the_short_last_page():
+    c = SparseChunk(SIZE)
+    data = bytes(random.Random(7).randbytes(PAGE + 2 * GRANULE))
+    c.write(PAGE - GRANULE, data)  # straddles pages 0, 1 and 2
+    assert sorted(c.pages) == [0, 1, 2]
+    assert c.read(PAGE - GRANULE, len(data)) == data
+    tail = b"t" * (3 * GRANULE)
+    c.write(8 * PAGE, tail)
+    assert len(c.pages[8]) == 3 * GRANULE and c.held_bytes == 3 * PAGE + 3 * GRANULE
+    assert c.read(8 * PAGE, 3 * GRANULE) == tail
+
+
+def test_fill_keeps_what_was_written_and_merged_lays_it_over_the_store_copy():
+    c = SparseChunk(SIZE)
+    c.write(2 * GRANULE, b"w" * GRANULE)
+    store = bytes([0x11]) * SIZE
+    c.fill(0, store[: 4 * GRANULE])  # the written granule is not overwritten by the store's
+    assert c.read(0, 4 * GRANULE) == b"\x11" * 2 * GRANULE + b"w" * GRANULE + b"\x11" * GRANULE
+    whole = c.merged(store)
+    assert whole[: 4 * GRANULE] == c.read(0, 4 * GRANULE)
+    assert whole[4 * GRANULE :] == store[4 * GRANULE :]
+    zeros_base = c.merged(None)
+    assert zeros_base[2 * GRANULE : 3 * GRANULE] == b"w" * GRANULE
+    assert zeros_base.count(0) == SIZE - 4 * GRANULE  # filled granules are held too
+
+
+def test_base_zero_covers_everything_and_reads_zeros_where_nothing_is_held():
+    c = SparseChunk(SIZE)
+    c.write(PAGE, b"x" * GRANULE)
+    assert not c.covers(0, SIZE)
+    c.base_zero = True
+    assert c.covers(0, SIZE) and c.missing(0, SIZE) == 0
+    got = c.read(PAGE - GRANULE, 3 * GRANULE)
+    assert got == bytes(GRANULE) + b"x" * GRANULE + bytes(GRANULE)
+
+
+def test_written_all_over_is_full_and_matches_a_model():
+    rng = random.Random(3)
+    c = SparseChunk(SIZE)
+    model = bytearray(SIZE)
+    granules = SIZE // GRANULE
+    while not c.full:
+        first = rng.randrange(granules)
+        n = rng.randint(1, min(20, granules - first))
+        data = rng.randbytes(n * GRANULE)
+        c.write(first * GRANULE, data)
+        model[first * GRANULE : (first + n) * GRANULE] = data
+        assert c.read(first * GRANULE, n * GRANULE) == data
+    assert c.merged(None) == model
+    assert c.read(0, SIZE) == bytes(model)

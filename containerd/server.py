@@ -2,20 +2,25 @@
 
 ``/<dev>/<part>/<account>/<container>``: PUT (create), GET (listing), HEAD, POST (metadata),
 DELETE (only when empty). ``/<dev>/<part>/<account>/<container>/<object>``: PUT (object row
-from the object server), DELETE (tombstone row).
+from the object server), DELETE (tombstone row). ``POST /_object_rows``: many object rows in
+one request (common/rowupdates.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from prometheus_client import Counter, Histogram
 
+from common import rowupdates
 from common.clock import Clock, SystemClock
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.listingdb import DbInfo, ListingEnv, Subdir
@@ -37,6 +42,7 @@ from common.listingdb.http import (
 from common.listingdb.recon import add_recon_routes
 from common.listingdb.repl_service import ReplicationService, add_replication_routes
 from common.nodecli import storage_server_main
+from common.rowupdates import RowBatchError, RowUpdate
 from common.server import HEALTH_CHECKS, METRICS, make_app
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
@@ -250,34 +256,46 @@ async def _get_container(
     return resp
 
 
-async def _put_object(request: web.Request, state: ContainerState, p: BackendPath) -> web.Response:
-    ts = require_timestamp(request.headers)
+def _object_row(op: str, headers: Mapping[str, str], obj: str) -> tuple[ObjectRow, int]:
+    """The row a PUT or DELETE of an object path records, and its success status; raises
+    the backend's 400 for a bad header (the same checks for single and batched rows)."""
+    ts = require_timestamp(headers)
+    if op == "DELETE":
+        return ObjectRow.tombstone(obj, ts), 204
     for name in ("X-Size", "X-Content-Type", "X-Etag"):
-        if name not in request.headers:
+        if name not in headers:
             raise bad_request(f"missing {name}")
-    assert p.obj is not None
     row = ObjectRow(
-        name=p.obj,
+        name=obj,
         timestamp=ts.internal,
-        size=parse_count(request.headers, "X-Size"),
-        content_type=request.headers["X-Content-Type"],
-        etag=request.headers["X-Etag"].strip('"'),
+        size=parse_count(headers, "X-Size"),
+        content_type=headers["X-Content-Type"],
+        etag=headers["X-Etag"].strip('"'),
     )
-    return await _apply_object_row(state, p, row, 201)
+    return row, 201
+
+
+async def _put_object(request: web.Request, state: ContainerState, p: BackendPath) -> web.Response:
+    assert p.obj is not None
+    row, ok_status = _object_row("PUT", request.headers, p.obj)
+    return await _apply_object_row(state, p, row, ok_status)
 
 
 async def _delete_object(
     request: web.Request, state: ContainerState, p: BackendPath
 ) -> web.Response:
-    ts = require_timestamp(request.headers)
     assert p.obj is not None
-    return await _apply_object_row(state, p, ObjectRow.tombstone(p.obj, ts), 204)
+    row, ok_status = _object_row("DELETE", request.headers, p.obj)
+    return await _apply_object_row(state, p, row, ok_status)
 
 
 async def _apply_object_row(
     state: ContainerState, p: BackendPath, row: ObjectRow, ok_status: int
 ) -> web.Response:
-    env = await state.envs.get(p.device)
+    try:
+        env = await state.envs.get(p.device)
+    except web.HTTPException as e:
+        return error_response(e)
     broker = _broker(state, env, p)
     try:
         changed = await state.batcher(p.device, env).put_row(broker, row)
@@ -290,6 +308,38 @@ async def _apply_object_row(
     if changed and state.reporter is not None:
         state.reporter.poke(env, broker)
     return web.Response(status=ok_status)
+
+
+async def _batched_row(state: ContainerState, u: RowUpdate) -> int:
+    """One row of a batch: the status its single-row request would have got."""
+    raw_path = "/" + "/".join(
+        quote(x, safe="") for x in (u.device, str(u.partition), u.account, u.container, u.obj)
+    )
+    try:
+        p = parse_backend_path(raw_path, 3, 3)
+        assert p.obj is not None
+        row, ok_status = _object_row(u.op, CIMultiDict(u.headers), p.obj)
+    except web.HTTPException as e:
+        return e.status
+    return (await _apply_object_row(state, p, row, ok_status)).status
+
+
+async def _post_object_rows(request: web.Request) -> web.Response:
+    """``POST /_object_rows``: many object row updates in one request, a status for each
+    (format in common/rowupdates.py and docs/db-replication.md)."""
+    state = request.app[STATE]
+    version = {rowupdates.VERSION_HEADER: str(rowupdates.VERSION)}
+    try:
+        rows = rowupdates.decode_request(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        return web.Response(status=413, headers=version, text="row batch body too large\n")
+    except RowBatchError as e:
+        return web.Response(status=400, headers=version, text=f"{e}\n")
+    statuses = await asyncio.gather(*(_batched_row(state, u) for u in rows))
+    body = rowupdates.encode_response(statuses)
+    return web.Response(
+        status=200, body=body, headers=version, content_type=rowupdates.CONTENT_TYPE
+    )
 
 
 _CONTAINER_VERBS = {
@@ -366,6 +416,7 @@ async def make_container_app(
     app[HEALTH_CHECKS].append(devices_present)
     add_replication_routes(app, ReplicationService(state.envs, ContainerBroker, state.clock))
     add_recon_routes(app, conf.devices_dir, RECON_DAEMONS)
+    app.router.add_post(rowupdates.PATH, _post_object_rows)
     app.router.add_route("*", "/{path:.+}", _dispatch)
     return app
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from common.clock import Clock
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from objectd.devices import Devices
+from objectd.update_batcher import UpdateBatcher
 
 __all__ = ["STATE", "ObjectMetrics", "ObjectServerConf", "ServerState"]
 
@@ -28,6 +29,11 @@ class ObjectServerConf:
     node_timeout_s: float = 10.0
     # Longest wait for a container server to accept an update before saving an async pending.
     container_update_timeout_s: float = 1.0
+    # Container updates queued while a request to that container server is out go together
+    # in one request (objectd/update_batcher.py): rows per request, requests out per host.
+    container_update_batching: bool = True
+    container_update_batch_rows_max: int = 256
+    container_update_batches_in_flight: int = 1
     object_bytes_max: int = 5 * 1024**3 + 2  # Swift's default 5 GiB, plus its slack of 2
     # Body bytes buffered before one write to disk (a thread-pool round trip).
     write_chunk_bytes: int = 1024 * 1024
@@ -49,6 +55,10 @@ class ObjectServerConf:
             raise ValueError("fallocate_reserve_bytes must not be negative")
         if min(self.node_timeout_s, self.container_update_timeout_s) <= 0:
             raise ValueError("timeouts must be positive")
+        if not 1 <= self.container_update_batch_rows_max <= 256:
+            raise ValueError("container_update_batch_rows_max must be 1..256")
+        if self.container_update_batches_in_flight < 1:
+            raise ValueError("container_update_batches_in_flight must be at least 1")
         if self.write_chunk_bytes < 4096 or self.read_chunk_bytes < 4096:
             raise ValueError("chunk sizes must be at least 4096 bytes")
 
@@ -72,6 +82,7 @@ class ObjectMetrics:
     bytes_out: Counter
     quarantines: Counter
     async_pendings: Counter
+    update_batch_rows: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ObjectMetrics:
@@ -80,6 +91,12 @@ class ObjectMetrics:
             Counter("cairn_object_bytes_out", "Object body bytes sent", registry=registry),
             Counter("cairn_object_quarantines", "Files quarantined", registry=registry),
             Counter("cairn_object_async_pendings", "Async pendings written", registry=registry),
+            Histogram(
+                "cairn_object_container_update_batch_rows",
+                "Container updates sent per batched request (objectd/update_batcher.py)",
+                registry=registry,
+                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            ),
         )
 
 
@@ -90,6 +107,7 @@ class ServerState:
     devices: Devices
     metrics: ObjectMetrics
     session: aiohttp.ClientSession | None = None  # for container updates; set on startup
+    batcher: UpdateBatcher | None = None  # batched container updates; set on startup
 
     def client(self) -> aiohttp.ClientSession:
         assert self.session is not None, "the app has not started"

@@ -8,7 +8,7 @@ deletion. Any 2xx means the container recorded it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote
 
 import aiohttp
@@ -16,7 +16,14 @@ from yarl import URL
 
 from objectd.asyncpending import ContainerTarget
 
-__all__ = ["TARGETS_MAX", "TargetParseError", "parse_targets", "send_update", "send_updates"]
+__all__ = [
+    "TARGETS_MAX",
+    "TargetParseError",
+    "failed_targets",
+    "parse_targets",
+    "send_update",
+    "send_updates",
+]
 
 TARGETS_MAX = 16
 
@@ -97,7 +104,17 @@ async def send_updates(
     timeout_s: float,
 ) -> tuple[ContainerTarget, ...]:
     """Send to every target concurrently; returns the targets that did not accept."""
-    results = await asyncio.gather(
-        *(send_update(session, op, t, account, container, obj, headers, timeout_s) for t in targets)
+    return await failed_targets(
+        targets,
+        lambda t: send_update(session, op, t, account, container, obj, headers, timeout_s),
     )
+
+
+async def failed_targets(
+    targets: tuple[ContainerTarget, ...], send: Callable[[ContainerTarget], Awaitable[bool]]
+) -> tuple[ContainerTarget, ...]:
+    """`send` to every target concurrently; the targets for which it returned False."""
+    if len(targets) == 1:
+        return () if await send(targets[0]) else targets
+    results = await asyncio.gather(*(send(t) for t in targets))
     return tuple(t for t, ok in zip(targets, results, strict=True) if not ok)

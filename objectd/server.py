@@ -23,6 +23,7 @@ from objectd.faulty import FaultPlan
 from objectd.reads import handle_get
 from objectd.recon import ReconError, ReconGauges, read_recon
 from objectd.replication_server import handle_replicate, handle_ssync
+from objectd.update_batcher import UpdateBatcher
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
 
 __all__ = ["SERVICE", "ObjectServerConf", "main", "make_object_app"]
@@ -57,11 +58,22 @@ async def make_object_app(
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=UPDATE_CONNECTIONS_MAX)
         state.session = aiohttp.ClientSession(connector=connector)
+        if conf.container_update_batching:
+            state.batcher = UpdateBatcher(
+                state.session,
+                state.clock,
+                conf.container_update_timeout_s,
+                rows_max=conf.container_update_batch_rows_max,
+                in_flight_max=conf.container_update_batches_in_flight,
+                on_batch=metrics.update_batch_rows.observe,
+            )
         refresher = asyncio.create_task(gauges.refresh_forever(conf.devices_dir))
         yield
         refresher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await refresher
+        if state.batcher is not None:
+            await state.batcher.close()
         await state.session.close()
         await asyncio.to_thread(devices.close)
 

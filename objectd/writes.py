@@ -402,16 +402,21 @@ async def _update_containers(
     if not targets:
         return
     headers = {**headers, "X-Trans-Id": request_id.get(), "User-Agent": "cairn-object-server"}
-    failed = await send_updates(
-        st.client(),
-        op,
-        targets,
-        path.account,
-        path.container,
-        path.obj,
-        headers,
-        st.conf.container_update_timeout_s,
-    )
+    if st.batcher is not None:
+        failed = await st.batcher.send_updates(
+            op, targets, path.account, path.container, path.obj, headers
+        )
+    else:
+        failed = await send_updates(
+            st.client(),
+            op,
+            targets,
+            path.account,
+            path.container,
+            path.obj,
+            headers,
+            st.conf.container_update_timeout_s,
+        )
     if not failed:
         return
     pending = AsyncPending(

@@ -21,7 +21,8 @@ OBJ = "/sda/7/AUTH_a/c/o"
 
 
 class FakeContainerServer:
-    """A tiny real container endpoint recording what it is told (it can be set to fail)."""
+    """A tiny real container endpoint recording what it is told (it can be set to fail); it
+    takes only single-row updates, as a container server without the batch endpoint."""
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str, dict[str, str]]] = []
@@ -30,6 +31,8 @@ class FakeContainerServer:
         self.app.router.add_route("*", "/{tail:.*}", self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
+        if request.method not in ("PUT", "DELETE"):
+            return web.Response(status=405)  # like a server without the batch endpoint
         if self.fail:
             return web.Response(status=503)
         self.received.append((request.method, request.path, dict(request.headers)))

@@ -67,6 +67,8 @@ ANSWER_BYTES_MAX = 64 * 1024
 # Headers of the whole request, not of a row.
 _REQUEST_HEADERS = frozenset({"x-trans-id", "user-agent"})
 _FAILED = 0  # a row status meaning "no answer" (the request failed as a whole)
+# Tries of one batch request when the server closed the kept-alive connection under it.
+_ATTEMPTS = 2
 
 
 class BatchQueue(Generic[T]):
@@ -274,8 +276,12 @@ class UpdateBatcher:
 
     async def _send_batch(self, name: str, host: _Host, batch: list[_Waiting]) -> None:
         live = [w for w in batch if not w.done.done()]
+        if not live:  # every caller gave up meanwhile (taken, then cancelled: rare)
+            host.queue.finished()
+            self._pump(name, host)
+            return
         try:
-            statuses = await self._post(name, live) if live else []
+            statuses = await self._post(name, live)
         except BaseException:
             _resolve(live, [_FAILED] * len(live))
             host.queue.finished()
@@ -301,30 +307,45 @@ class UpdateBatcher:
         """Per-row statuses (_FAILED for all when the request failed as a whole), or None
         when the host does not know the batch endpoint."""
         body = encode_request([w.encoded for w in batch])
-        trans_id = batch[0].headers.get("X-Trans-Id", "")
         headers = {"Content-Type": CONTENT_TYPE, "User-Agent": "cairn-object-server"}
+        trans_id = batch[0].headers.get("X-Trans-Id", "")
         if trans_id:
             headers["X-Trans-Id"] = trans_id
-        try:
-            async with self.session.post(
-                URL(f"http://{name}{PATH}", encoded=True),
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                allow_redirects=False,
-            ) as resp:
-                answer = await _read_capped(resp.content, ANSWER_BYTES_MAX)
-                if VERSION_HEADER not in resp.headers:
-                    return None
-                if resp.status != 200 or answer is None:
-                    return [_FAILED] * len(batch)
-                return decode_response(answer, len(batch))
-        except (aiohttp.ClientError, TimeoutError, OSError, RowBatchError) as e:
+        for attempt in range(_ATTEMPTS):
+            try:
+                return await self._post_once(name, body, headers, len(batch))
+            except aiohttp.ServerDisconnectedError as e:
+                # A kept-alive connection the server had just closed: send again on a new
+                # one (the rows may have been applied already; applying them twice is
+                # harmless, a row merges by its timestamp).
+                error: Exception = e
+                if attempt + 1 < _ATTEMPTS:
+                    continue
+            except (aiohttp.ClientError, TimeoutError, OSError, RowBatchError) as e:
+                error = e
             log.info(
                 "batched container update failed",
-                extra={"fields": {"host": name, "rows": len(batch), "error": str(e)[:200]}},
+                extra={"fields": {"host": name, "rows": len(batch), "error": repr(error)[:200]}},
             )
-            return [_FAILED] * len(batch)
+            break
+        return [_FAILED] * len(batch)
+
+    async def _post_once(
+        self, name: str, body: bytes, headers: dict[str, str], rows: int
+    ) -> list[int] | None:
+        async with self.session.post(
+            URL(f"http://{name}{PATH}", encoded=True),
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            allow_redirects=False,
+        ) as resp:
+            answer = await _read_capped(resp.content, ANSWER_BYTES_MAX)
+            if VERSION_HEADER not in resp.headers:
+                return None
+            if resp.status != 200 or answer is None:
+                return [_FAILED] * rows
+            return decode_response(answer, rows)
 
     async def _send_alone(self, w: _Waiting) -> None:
         if w.done.done():

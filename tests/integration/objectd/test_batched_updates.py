@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from common.clock import ManualClock
-from common.rowupdates import PATH
+from common.rowupdates import PATH, VERSION_HEADER, decode_request, encode_response
 from common.server import running_app
 from containerd import client
 from containerd.server import make_container_app
@@ -201,3 +201,47 @@ def test_a_server_without_the_endpoint_gets_one_request_per_row(tmp_path: Path) 
     assert results == [True] * 7
     assert len(attempts) == 2 and b.batches_sent == 0
     assert names == {f"o{n}": n for n in range(7)}
+
+
+class DisconnectingContainer:
+    """Fault injection: the batch endpoint drops the connection without an answer the first
+    `drops` times, then answers each row with `status`."""
+
+    def __init__(self, drops: int, status: int) -> None:
+        self.drops, self.status = drops, status
+        self.posts = 0
+        self.app = web.Application()
+        self.app.router.add_post(PATH, self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.posts += 1
+        rows = decode_request(await request.read())
+        if self.drops > 0:
+            self.drops -= 1
+            assert request.transport is not None
+            request.transport.close()
+        body = encode_response([self.status] * len(rows))
+        return web.Response(body=body, headers={VERSION_HEADER: "1"})
+
+
+@pytest.mark.parametrize(
+    ("drops", "status", "want", "posts"),
+    [
+        (1, 201, True, 2),  # a dropped connection is tried once more
+        (2, 201, False, 2),  # but only once
+        (0, 503, False, 1),  # a row the server could not take fails
+    ],
+)
+def test_batch_request_faults(drops: int, status: int, want: bool, posts: int) -> None:
+    fake = DisconnectingContainer(drops, status)
+
+    async def go() -> bool:
+        async with running_app(fake.app) as curl, aiohttp.ClientSession() as s:
+            b = UpdateBatcher(s, ManualClock(), 10.0)
+            t = ContainerTarget(curl.removeprefix("http://"), "sda", 1)
+            ok = await b.update("PUT", t, "AUTH_a", "c", "o", _put_headers(1))
+            await b.close()
+            return ok
+
+    assert run(go()) is want
+    assert fake.posts == posts

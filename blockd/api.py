@@ -84,6 +84,30 @@ def _add_metrics(app: web.Application, manager: VolumeManager) -> None:
         "cairn_block_flushed_chunks": ("chunks written", lambda: cache.stats.flushed_chunks),
         "cairn_block_flush_errors": ("chunk writes that failed", lambda: cache.stats.flush_errors),
         "cairn_block_exported_volumes": ("volumes exported here", lambda: len(manager.attached)),
+        "cairn_block_cache_hits": ("reads answered from the cache", lambda: cache.stats.hits),
+        "cairn_block_cache_misses": ("reads that went to the store", lambda: cache.stats.misses),
+        "cairn_block_cache_evictions": ("clean entries evicted", lambda: cache.stats.evictions),
+        "cairn_block_merge_reads": (
+            "chunk reads for read-modify-write flushes",
+            lambda: cache.stats.merge_reads,
+        ),
+        "cairn_block_journal_records": (
+            "journal records appended",
+            lambda: cache.stats.journal_records,
+        ),
+        "cairn_block_journal_checkpoints": ("journal checkpoints", lambda: cache.stats.checkpoints),
+        "cairn_block_journal_live_bytes": (
+            "bytes of journal records not yet merged into chunks",
+            lambda: sum(
+                a.volume.chunks.journal.live_bytes
+                for a in manager.attached.values()
+                if a.volume.chunks.journal is not None
+            ),
+        ),
+        "cairn_block_backpressure_waits": (
+            "writes that waited for cache space",
+            lambda: cache.stats.backpressure_waits,
+        ),
     }
     for name, (text, read) in gauges.items():
         Gauge(name, text, registry=reg).set_function(read)

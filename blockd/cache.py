@@ -3,39 +3,43 @@
 One cache serves every volume of a blockd, bounded by ``bytes_max``. Each cached chunk is an
 entry holding the whole chunk (or ``None`` for "all zeros / no object").
 
-- A write is applied to the entry under the entry's lock and acknowledged; the entry is then
-  dirty. A partial-chunk write does not read the chunk: the entry records which granules it
-  holds (``valid``) and is merged with the store's copy (read-modify-write) at flush, or when a
+- A write is applied to the entry and acknowledged; the entry is then dirty. A partial-chunk
+  write does not read the chunk: the entry holds the granules written (blockd/sparse.py,
+  page by page) and is merged with the store's copy (read-modify-write) at flush, or when a
   read needs the whole chunk. A read of part of a chunk fetches only the granules it lacks
   (a ranged GET), so a 4 KiB read costs 4 KiB from each replica, not the whole chunk.
-- Every write bumps the entry's ``dirty_gen``. A flush snapshots the bytes and the generation
-  under the lock, writes the snapshot without holding it, and then records ``flushed_gen``.
-  Writes landing during the put leave ``dirty_gen > flushed_gen``: the entry stays dirty and the
-  next flush writes them. Only one put per chunk is in flight (``flush_lock``), so an older
-  snapshot can never land after a newer one.
+- Every write bumps the entry's ``dirty_gen``. A flush cuts the bytes and the generation in
+  one synchronous step, writes them without holding the entry, and then records
+  ``flushed_gen``. Writes landing during the put leave ``dirty_gen > flushed_gen``: the entry
+  stays dirty and the next flush writes them. Only one flush per chunk is in flight
+  (``flush_lock``), so an older cut can never land after a newer one.
+- Of a volume with a journal, chunks with few granules changed are flushed as one journal
+  record and merged into their objects later by a checkpoint (blockd/cachejournal.py).
 - A failed put leaves the entry dirty and the flush raises; nothing is dropped.
-- Memory: an entry reserves its chunk length when created. When the budget is full, clean
+- Memory: an entry counts what it holds (its pages, or the whole chunk) plus ENTRY_BYTES;
+  room is reserved before an operation that may add to it. When the budget is full, clean
   entries are evicted (least recently used first); if that is not enough the writer starts a
   flush and waits for space (back-pressure) for at most ``backpressure_timeout_s``, then
   :class:`CacheFull` is raised (the SCSI layer turns it into an error, never unbounded growth).
-- An all-zero or discarded chunk is flushed as a DELETE of its object (thin again).
+- An all-zero or discarded chunk is flushed as a DELETE of its object (thin again), unless
+  the live journal has records of it (then it is stored as zeros).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 
+from blockd.cacheentry import ENTRY_BYTES, CacheStats, Entry, apply_write, zeros
+from blockd.cachejournal import JournalCheckpoints, journal_flush, wants_journal
 from blockd.chunkstore import ChunkStore
-from blockd.sparse import PAGE, SparseChunk
+from blockd.sparse import granule_mask
 from common.clock import Clock, SystemClock
 from common.log import get_logger
 
-__all__ = ["CacheFull", "CacheStats", "ChunkCache", "zeros"]
+__all__ = ["ENTRY_BYTES", "CacheFull", "CacheStats", "ChunkCache", "zeros"]
 
 log = get_logger("cairn.blockd.cache")
 
@@ -48,139 +52,10 @@ class CacheFull(Exception):
     """No cache space was freed within the back-pressure timeout (store too slow or down)."""
 
 
-def _apply(e: _Entry, offset: int, data: memoryview) -> None:
-    """A write into an entry, whole or partial, loaded or not (never a store read)."""
-    if offset == 0 and len(data) == e.size:
-        e.set_loaded(bytes(data))  # whole chunk: no read needed
-    elif e.loaded:
-        if e.data is None:
-            e.data = bytearray(e.size)
-        elif isinstance(e.data, bytes):
-            e.data = bytearray(e.data)  # copy on write: the bytes may be a flush's body
-        e.data[offset : offset + len(data)] = data
-    else:
-        e.sparse.write(offset, data)
-        if e.sparse.full:  # written all over: one buffer, nothing left to merge
-            e.set_loaded(e.sparse.merged(None))
-
-
-@functools.lru_cache(maxsize=16)
-def zeros(n: int) -> bytes:
-    return bytes(n)
-
-
-# What an entry costs besides its data (the object, its locks, its index slots), so that
-# entries holding no data (chunks read as zeros) still count against the budget.
-ENTRY_BYTES = 512
-
-
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    flushed_chunks: int = 0
-    deleted_chunks: int = 0
-    flush_errors: int = 0
-    evictions: int = 0
-    prefetches: int = 0
-    backpressure_waits: int = 0
-    # Flushes of a partly held chunk that read the store's copy first (read-modify-write).
-    merge_reads: int = 0
-
-
-class _Entry:
-    __slots__ = (
-        "chunks",
-        "data",
-        "dirty_gen",
-        "flush_lock",
-        "flushed_gen",
-        "idx",
-        "loaded",
-        "lock",
-        "pins",
-        "size",
-        "sparse",
-    )
-
-    def __init__(self, chunks: ChunkStore, idx: int) -> None:
-        self.chunks = chunks
-        self.idx = idx
-        self.size = chunks.chunk_len(idx)
-        # loaded: `data` is the whole chunk (None: all zeros, no object); immutable bytes after
-        # a whole-chunk write or load (a flush then sends it as is, no copy), made a bytearray
-        # by the first partial write. Not loaded: `sparse` holds the granules known here.
-        self.data: bytes | bytearray | None = None
-        self.loaded = False
-        self.sparse = SparseChunk(self.size)
-        self.dirty_gen = 0
-        self.flushed_gen = 0
-        self.lock = asyncio.Lock()
-        self.flush_lock = asyncio.Lock()
-        self.pins = 0
-
-    @property
-    def dirty(self) -> bool:
-        return self.dirty_gen != self.flushed_gen
-
-    @property
-    def held(self) -> int:
-        """The bytes this entry counts against the cache budget."""
-        if self.loaded:
-            return ENTRY_BYTES + (len(self.data) if self.data is not None else 0)
-        return ENTRY_BYTES + self.sparse.held_bytes
-
-    @property
-    def evictable(self) -> bool:
-        return (
-            not self.dirty
-            and self.pins == 0
-            and not self.lock.locked()
-            and not self.flush_lock.locked()
-        )
-
-    def set_loaded(self, data: bytes | bytearray | None) -> None:
-        self.data = data
-        self.loaded = True
-        if self.sparse.pages or self.sparse.valid:
-            self.sparse = SparseChunk(self.size)
-
-    def whole_need(self) -> int:
-        """Memory the entry would grow by when it holds the whole chunk."""
-        return max(0, ENTRY_BYTES + self.size - self.held)
-
-    def write_need(self, offset: int, length: int) -> int:
-        """Memory a write of [offset, offset+length) may add (an upper bound)."""
-        if offset == 0 and length == self.size:
-            return self.whole_need()
-        if self.loaded:
-            return self.size if self.data is None else 0
-        return self.sparse.new_pages(offset, length) * PAGE
-
-    def read_need(self, offset: int, length: int) -> int:
-        """Memory a read miss of [offset, offset+length) may add (an upper bound)."""
-        if self.loaded or length == self.size:
-            return self.whole_need()
-        return self.sparse.new_pages(offset, length) * PAGE
-
-    def cached_read(self, offset: int, length: int) -> bytes | None:
-        """The bytes if this entry knows them without the store, else None."""
-        if self.loaded:
-            if self.data is None:
-                return zeros(length)
-            if length == self.size and isinstance(self.data, bytes):
-                return self.data
-            with memoryview(self.data) as view:
-                return bytes(view[offset : offset + length])
-        if self.sparse.covers(offset, length):
-            return self.sparse.read(offset, length)
-        return None
-
-
 _Key = tuple[str, int]
 
 
-class ChunkCache:
+class ChunkCache(JournalCheckpoints):
     def __init__(
         self,
         bytes_max: int,
@@ -189,6 +64,8 @@ class ChunkCache:
         flush_concurrency: int = 32,
         backpressure_timeout_s: float = 30.0,
         prefetch_inflight_max: int = 32,
+        journal_bytes_max: int = 64 << 20,
+        journal_idle_s: float = 5.0,
     ) -> None:
         if bytes_max <= 0:
             raise ValueError("cache bytes_max must be positive")
@@ -196,8 +73,13 @@ class ChunkCache:
         self.clock = clock or SystemClock()
         self.backpressure_timeout_s = backpressure_timeout_s
         self.prefetch_inflight_max = prefetch_inflight_max
+        self.journal_bytes_max = journal_bytes_max
+        self.journal_idle_s = journal_idle_s
+        # Volumes whose journal had records, and their running checkpoints.
+        self._journaled: dict[str, ChunkStore] = {}
+        self._checkpoints: dict[str, asyncio.Task[None]] = {}
         self.stats = CacheStats()
-        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._entries: OrderedDict[_Key, Entry] = OrderedDict()
         # The entries not dirty, least recently used first: what eviction scans. Without it
         # every writer waiting for space scanned every (dirty) entry on every flush completion.
         # A superset (eviction re-checks each entry), never missing a clean entry.
@@ -211,6 +93,7 @@ class ChunkCache:
         self._timer_task: asyncio.Task[None] | None = None
         self._prefetch_tasks: set[asyncio.Task[None]] = set()
         self._kick_backoff_s = _KICK_BACKOFF_MIN_S
+        self._waiting_for = 0  # the largest room a writer is waiting for (kicked flush)
 
     @property
     def used_bytes(self) -> int:
@@ -253,10 +136,23 @@ class ChunkCache:
             self._unpin(e)
 
     async def write(self, chunks: ChunkStore, idx: int, offset: int, data: memoryview) -> None:
+        e = self._entries.get((chunks.container, idx))
+        if e is not None and not e.lock.locked():
+            # The common case without a suspension point (so nothing can interleave, and the
+            # lock need not be taken): a cached chunk, room for what the write adds.
+            need = e.write_need(offset, len(data))
+            if self._used_bytes + need <= self.bytes_max:
+                chunks.last_io_s = self.clock.monotonic()
+                self._touch(e)
+                before = e.held
+                apply_write(e, offset, data)
+                self._used_bytes += e.held - before
+                self._mark_dirty(e)
+                return
         e = await self._pin(chunks, idx)
         try:
             async with self._room(e, lambda: e.write_need(offset, len(data))):
-                _apply(e, offset, data)
+                apply_write(e, offset, data)
                 self._mark_dirty(e)
         finally:
             self._unpin(e)
@@ -270,10 +166,11 @@ class ChunkCache:
             async with self._room(e, lambda: e.write_need(offset, length)):
                 if offset == 0 and length == e.size:
                     e.set_loaded(None)
+                    e.jdirty = granule_mask(0, e.size)
                 elif e.loaded and e.data is None:
                     return
                 else:
-                    _apply(e, offset, memoryview(zeros(length)))
+                    apply_write(e, offset, memoryview(zeros(length)))
                 self._mark_dirty(e)
         finally:
             self._unpin(e)
@@ -290,13 +187,13 @@ class ChunkCache:
                 return False
         return await chunks.exists(idx)
 
-    def _mark_dirty(self, e: _Entry) -> None:
+    def _mark_dirty(self, e: Entry) -> None:
         e.dirty_gen += 1
         self._clean.pop((e.chunks.container, e.idx), None)
         if self._entries.get((e.chunks.container, e.idx)) is e:  # not dropped meanwhile
             self._dirty.setdefault(e.chunks.container, set()).add(e.idx)
 
-    async def _load(self, e: _Entry) -> None:
+    async def _load(self, e: Entry) -> None:
         """Make the entry whole: the store's copy under the granules held here.
 
         Called with e.lock held, so no write lands between the read and the merge.
@@ -311,7 +208,7 @@ class ChunkCache:
         else:
             e.set_loaded(body)
 
-    async def _load_range(self, e: _Entry, offset: int, length: int) -> None:
+    async def _load_range(self, e: Entry, offset: int, length: int) -> None:
         """Fetch only the granules of [offset, offset+length) not held here (e.lock held).
 
         They join the held granules: a copy of the store's bytes is as good as a write of the
@@ -329,26 +226,32 @@ class ChunkCache:
 
     # ---- memory budget -------------------------------------------------------------------
 
-    async def _pin(self, chunks: ChunkStore, idx: int) -> _Entry:
+    async def _pin(self, chunks: ChunkStore, idx: int) -> Entry:
+        chunks.last_io_s = self.clock.monotonic()
         key = (chunks.container, idx)
         e = self._entries.get(key)
         if e is None:
             await self._reserve(ENTRY_BYTES)
             e = self._entries.get(key)  # another task may have made it while we waited
             if e is None:
-                e = _Entry(chunks, idx)
+                e = Entry(chunks, idx)
                 self._entries[key] = e
                 self._clean[key] = None
             else:
                 self._release(ENTRY_BYTES)
-        self._entries.move_to_end(key)
-        if key in self._clean:
-            self._clean.move_to_end(key)
+        self._touch(e)
         e.pins += 1
         return e
 
+    def _touch(self, e: Entry) -> None:
+        """The entry was used: the most recently used end of the LRU orders."""
+        key = (e.chunks.container, e.idx)
+        self._entries.move_to_end(key)
+        if key in self._clean:
+            self._clean.move_to_end(key)
+
     @contextlib.asynccontextmanager
-    async def _room(self, e: _Entry, need: Callable[[], int]) -> AsyncIterator[None]:
+    async def _room(self, e: Entry, need: Callable[[], int]) -> AsyncIterator[None]:
         """Hold e.lock with room reserved for what the body may add to the entry's memory.
 
         `need` is evaluated under the lock (the entry may have changed while we waited); if
@@ -379,7 +282,7 @@ class ChunkCache:
             if reserved:
                 self._release(reserved)
 
-    def _unpin(self, e: _Entry) -> None:
+    def _unpin(self, e: Entry) -> None:
         e.pins -= 1
         assert e.pins >= 0
 
@@ -413,6 +316,7 @@ class ChunkCache:
         deadline = loop.time() + self.backpressure_timeout_s
         while not self._evict_for(size):
             self.stats.backpressure_waits += 1
+            self._waiting_for = max(self._waiting_for, size)
             self._kick_flush()
             self._space_freed.clear()
             remaining = deadline - loop.time()
@@ -429,7 +333,15 @@ class ChunkCache:
     async def _kicked_flush(self) -> None:
         try:
             await self.flush()
-            self._kick_backoff_s = _KICK_BACKOFF_MIN_S
+            wanted, self._waiting_for = self._waiting_for, 0
+            if not self._evict_for(wanted):
+                # Still full: what holds the memory may be chunks only the journal is ahead
+                # of, which a checkpoint lets go.
+                await self.checkpoint_all()
+            if self._evict_for(wanted):
+                self._kick_backoff_s = _KICK_BACKOFF_MIN_S
+            else:  # held by writes under way: let them finish rather than spin
+                await asyncio.sleep(_KICK_BACKOFF_MIN_S)
         except Exception as e:
             log.warning("back-pressure flush failed", extra={"fields": {"error": repr(e)}})
             # do not hammer a store that is down: back off up to a second between attempts
@@ -441,25 +353,38 @@ class ChunkCache:
     # ---- flushing ------------------------------------------------------------------------
 
     async def flush(
-        self, chunks: ChunkStore | None = None, idxs: Iterable[int] | None = None
+        self,
+        chunks: ChunkStore | None = None,
+        idxs: Iterable[int] | None = None,
+        *,
+        direct: bool = False,
     ) -> None:
         """Write dirty chunks (of one volume, optionally only `idxs`; or of all volumes).
 
         Returns once every write acknowledged before the call is in the store; raises the first
-        store error after trying every chunk (the failed ones stay dirty).
+        store error after trying every chunk (the failed ones stay dirty). Of a volume with a
+        journal, chunks with few granules changed go out as one journal record, the others as
+        chunk puts (`direct`: all as chunk puts).
         """
         targets = self._flush_targets(chunks, idxs)
         if not targets:
             return
-        results = await asyncio.gather(
-            *(self._flush_entry(e) for e in targets), return_exceptions=True
-        )
+        by_volume: dict[str, list[Entry]] = {}
+        work = []
+        for e in targets:
+            if not direct and wants_journal(e):
+                by_volume.setdefault(e.chunks.container, []).append(e)
+            else:
+                work.append(self._flush_entry(e))
+        for entries in by_volume.values():
+            work.append(journal_flush(self, entries[0].chunks, entries))
+        results = await asyncio.gather(*work, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             self.stats.flush_errors += len(errors)
             raise errors[0]
 
-    def _flush_targets(self, chunks: ChunkStore | None, idxs: Iterable[int] | None) -> list[_Entry]:
+    def _flush_targets(self, chunks: ChunkStore | None, idxs: Iterable[int] | None) -> list[Entry]:
         containers = list(self._dirty) if chunks is None else [chunks.container]
         wanted = None if idxs is None else set(idxs)
         out = []
@@ -469,11 +394,36 @@ class ChunkCache:
                     out.append(self._entries[(c, idx)])  # dirty entries are never evicted
         return out
 
-    async def _flush_entry(self, e: _Entry) -> None:
+    async def flush_entries(self, entries: list[Entry], *, force: bool = False) -> None:
+        """Put these chunks whole (`force`: also clean ones the journal is ahead of)."""
+        results = await asyncio.gather(
+            *(self._flush_entry(e, force=force) for e in entries), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            self.stats.flush_errors += len(errors)
+            raise errors[0]
+
+    def entry(self, chunks: ChunkStore, idx: int) -> Entry | None:
+        return self._entries.get((chunks.container, idx))
+
+    def settle(self, e: Entry, gen: int) -> None:
+        """A flush cut at generation `gen` is in the store (chunk put or journal record)."""
+        e.flushed_gen = max(e.flushed_gen, gen)
+        if e.dirty:
+            return  # writes landed since the cut: the next flush takes them
+        key = (e.chunks.container, e.idx)
+        self._dirty.get(e.chunks.container, set()).discard(e.idx)
+        if self._entries.get(key) is e and not e.stale_chunk:
+            self._clean[key] = None  # the most recently used end: flushed last
+        self._space_freed.set()
+
+    async def _flush_entry(self, e: Entry, *, force: bool = False) -> None:
+        """Put the chunk whole; `force`: also when clean, if the journal is ahead of it."""
         e.pins += 1
         try:
             async with self._flush_sem, e.flush_lock:
-                if not e.dirty:
+                if not e.dirty and not (force and e.stale_chunk):
                     return  # a concurrent flush already wrote everything we were asked for
                 base = None
                 if not e.loaded and not e.sparse.base_zero and not e.sparse.full:
@@ -485,24 +435,31 @@ class ChunkCache:
                     base = await e.chunks.get(e.idx)
                 async with e.lock:
                     gen = e.dirty_gen
+                    cut, e.jdirty = e.jdirty, 0
+                    capture = e.chunks.next_capture()
                     body = self._flush_body(e, base)
-                if body is None:
-                    await e.chunks.delete(e.idx)
-                    self.stats.deleted_chunks += 1
-                else:
-                    await e.chunks.put(e.idx, body)
-                    self.stats.flushed_chunks += 1
-                e.flushed_gen = gen
-                if e.dirty_gen == gen:  # no write landed during the put
-                    self._dirty.get(e.chunks.container, set()).discard(e.idx)
-                    key = (e.chunks.container, e.idx)
-                    if self._entries.get(key) is e:
-                        self._clean[key] = None  # the most recently used end: flushed last
-                    self._space_freed.set()
+                try:
+                    await self._store_chunk(e, body, capture)
+                except BaseException:
+                    e.jdirty |= cut  # not in the store: the next flush takes them again
+                    raise
+                self.settle(e, gen)
         finally:
             self._unpin(e)
 
-    def _flush_body(self, e: _Entry, base: bytes | None) -> bytes | None:
+    async def _store_chunk(self, e: Entry, body: bytes | None, capture: int) -> None:
+        journal = e.chunks.journal
+        if body is None and (journal is None or e.idx not in journal.chunks_live):
+            await e.chunks.delete(e.idx)
+            self.stats.deleted_chunks += 1
+        else:
+            # A chunk the live journal has records of is never deleted: with no object, replay
+            # would take those older records for the newest data. It is stored as zeros.
+            await e.chunks.put(e.idx, body if body is not None else zeros(e.size), capture)
+            self.stats.flushed_chunks += 1
+        e.put_capture = capture
+
+    def _flush_body(self, e: Entry, base: bytes | None) -> bytes | None:
         """What a flush stores (None: delete the object), from under e.lock.
 
         A partly held entry is merged with the store's copy; the whole chunk then stays in the
@@ -525,7 +482,8 @@ class ChunkCache:
         return body
 
     def start_timer(self, interval_s: float) -> None:
-        """Flush everything every `interval_s` (uses the injected clock's sleep)."""
+        """Flush everything every `interval_s` (uses the injected clock's sleep), and
+        checkpoint journals idle for `journal_idle_s`."""
         if self._timer_task is None:
             self._timer_task = asyncio.create_task(self._timer(interval_s))
 
@@ -534,6 +492,7 @@ class ChunkCache:
             await self.clock.sleep(interval_s)
             try:
                 await self.flush()
+                await self.checkpoint_all(idle_s=self.journal_idle_s)
             except Exception as e:
                 log.warning("timed flush failed", extra={"fields": {"error": repr(e)}})
 
@@ -549,7 +508,7 @@ class ChunkCache:
             if key in self._entries or not self._evict_for(room):
                 continue
             self._used_bytes += room
-            e = _Entry(chunks, idx)
+            e = Entry(chunks, idx)
             self._entries[key] = e
             self._clean[key] = None
             e.pins += 1
@@ -557,7 +516,7 @@ class ChunkCache:
             self._prefetch_tasks.add(task)
             task.add_done_callback(self._prefetch_tasks.discard)
 
-    async def _prefetch_one(self, e: _Entry, room: int) -> None:
+    async def _prefetch_one(self, e: Entry, room: int) -> None:
         share = ENTRY_BYTES  # of `room`: the entry, and what this load adds to it
         try:
             async with e.lock:
@@ -581,11 +540,12 @@ class ChunkCache:
             self._clean.pop(key, None)
             self._release(e.held)
         self._dirty.pop(chunks.container, None)
+        self._journaled.pop(chunks.container, None)
 
     async def stop_background(self) -> None:
         """Cancel the timer, back-pressure flushes and prefetches (dirty data stays)."""
         tasks = [t for t in (self._timer_task, self._kick_task) if t is not None]
-        tasks += list(self._prefetch_tasks)
+        tasks += list(self._prefetch_tasks) + list(self._checkpoints.values())
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -593,8 +553,11 @@ class ChunkCache:
                 await t
         self._timer_task = None
         self._kick_task = None
+        self._checkpoints.clear()
 
     async def close(self) -> None:
-        """Stop background work, then flush everything (raises if that fails)."""
+        """Stop background work, then flush everything and checkpoint the journals (raises if
+        that fails)."""
         await self.stop_background()
         await self.flush()
+        await self.checkpoint_all()

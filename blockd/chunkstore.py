@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from blockd.allocmap import AllocMap
+from blockd.journal import Journal
 from blockd.store import ObjectStore, StoreError
+from common.clock import Clock, SystemClock
 
 __all__ = [
     "CHUNK_FORMAT",
@@ -27,6 +29,9 @@ __all__ = [
 RESERVED_ACCOUNT = ".cairn_block"
 CHUNK_FORMAT = 1
 CHUNK_FORMAT_HEADER = "X-Object-Meta-Cairn-Chunk-Format"
+# The capture id of the chunk's contents (docs/block.md, "Journal"): journal records with an
+# older one hold nothing newer for this chunk.
+CAPTURE_HEADER = "X-Object-Meta-Cairn-Capture"
 _NAME_DIGITS = 12
 VERSIONS_KEPT_MAX = 1 << 17  # ~15 MB of version tokens per volume at most
 
@@ -57,6 +62,8 @@ class ChunkStore:
         account: str = RESERVED_ACCOUNT,
         fence: Callable[[], None] | None = None,
         alloc: AllocMap | None = None,
+        journal: Journal | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if chunk_bytes <= 0 or size_bytes <= 0:
             raise ValueError("size_bytes and chunk_bytes must be positive")
@@ -69,9 +76,34 @@ class ChunkStore:
         self.num_chunks = -(-size_bytes // chunk_bytes)
         self.fence = fence
         self.alloc = alloc
+        # Where the cache appends small writes (None: every flush rewrites whole chunks).
+        self.journal = journal
+        self.clock = clock or SystemClock()
+        self._last_capture = 0
+        self.last_io_s = 0.0  # the cache's clock (monotonic) at the volume's last read or write
         # The store's version token of our own last put of each chunk (bounded, oldest
         # forgotten first): a read may then be answered by one replica holding exactly it.
         self._versions: dict[int, str] = {}
+
+    def next_capture(self) -> int:
+        """A capture id: wall-clock microseconds, strictly increasing within this process.
+
+        Taken when a chunk body or a journal record is cut from the cache (a synchronous step),
+        so a larger id always means contents at least as new."""
+        self._last_capture = max(int(self.clock.time() * 1e6), self._last_capture + 1)
+        return self._last_capture
+
+    def observe_capture(self, capture: int) -> None:
+        """Never hand out an id at or below one seen in the store (a clock set back)."""
+        self._last_capture = max(self._last_capture, capture)
+
+    async def capture_of(self, idx: int) -> int:
+        """The capture id the chunk object was written with (0: none, or no object)."""
+        found = await self.store.head(self.account, self.container, self.object_name(idx))
+        if found is None:
+            return 0
+        raw = next((v for k, v in found.items() if k.lower() == CAPTURE_HEADER.lower()), "0")
+        return int(raw) if raw.isdigit() else 0
 
     def chunk_len(self, idx: int) -> int:
         self._check_idx(idx)
@@ -131,7 +163,7 @@ class ChunkStore:
             body = body + bytes(length - len(body))
         return body
 
-    async def put(self, idx: int, data: bytes) -> None:
+    async def put(self, idx: int, data: bytes, capture: int | None = None) -> None:
         if len(data) != self.chunk_len(idx):
             raise ValueError(f"chunk {idx} body is {len(data)} bytes, want {self.chunk_len(idx)}")
         if self.fence is not None:
@@ -139,6 +171,8 @@ class ChunkStore:
         if self.alloc is not None:
             await self.alloc.mark(idx)  # durable before the chunk can exist
         headers = {CHUNK_FORMAT_HEADER: str(CHUNK_FORMAT)}
+        if capture is not None:
+            headers[CAPTURE_HEADER] = str(capture)
         self._versions.pop(idx, None)  # a failed put may have reached some replicas
         version = await self.store.put(
             self.account, self.container, self.object_name(idx), data, headers

@@ -20,8 +20,10 @@ from urllib.parse import quote
 from blockd.allocmap import AllocCorrupt, AllocMap
 from blockd.backend import BlockBackend
 from blockd.cache import ChunkCache
+from blockd.cachejournal import open_journal
 from blockd.catalog import Catalog, VolumeRecord
 from blockd.chunkstore import RESERVED_ACCOUNT, ChunkStore, chunk_container
+from blockd.journal import Journal
 from blockd.lease import Lease, LeaseHeld, LeaseLost
 from blockd.store import ObjectStore, StoreError
 from blockd.volume import Volume
@@ -102,6 +104,9 @@ class VolumeManager:
             conf.cache_bytes_max,
             clock=self.clock,
             backpressure_timeout_s=conf.backpressure_timeout_s,
+            # Chunks behind the journal stay cached: at most half the cache may be theirs.
+            journal_bytes_max=min(conf.journal_bytes_max, conf.cache_bytes_max // 2),
+            journal_idle_s=conf.journal_idle_s,
         )
         self.attached: dict[str, _Attached] = {}
         self._lock = asyncio.Lock()  # create/delete/attach are serialised
@@ -250,6 +255,7 @@ class VolumeManager:
 
         for start in range(0, len(idxs), 1024):
             await asyncio.gather(*(one(i) for i in idxs[start : start + 1024]))
+        await Journal(self.store, RESERVED_ACCOUNT, chunks.container).remove()
         await alloc.remove()
         await self.catalog.remove(record.id)
 
@@ -321,7 +327,17 @@ class VolumeManager:
             record.chunk_bytes,
             fence=lease.check,
             alloc=alloc,
+            clock=self.clock,
         )
+        try:
+            journal = await open_journal(self.cache, chunks)  # replays what a crash left
+        except BaseException:
+            self.cache.drop(chunks)
+            with contextlib.suppress(StoreError):
+                await lease.release()
+            raise
+        if self.conf.journal:
+            chunks.journal = journal
         volume = Volume(chunks, self.cache, block_size=record.block_size, serial=record.id)
         self.attached[record.id] = _Attached(volume, lease)
         if self.exporter is not None:
@@ -345,6 +361,7 @@ class VolumeManager:
         try:
             if flush:
                 await att.volume.flush()
+                await self.cache.checkpoint(att.volume.chunks)  # nothing left to replay
         finally:
             if drop:
                 self.cache.drop(att.volume.chunks)

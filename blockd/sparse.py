@@ -67,10 +67,12 @@ class SparseChunk:
         """Granules of the range that only the store has (none once base_zero)."""
         return 0 if self.base_zero else granule_mask(offset, length) & ~self.valid
 
-    def new_pages(self, offset: int, length: int) -> int:
-        """Pages a write or fill of the range would allocate (at most PAGE bytes each)."""
+    def new_bytes(self, offset: int, length: int) -> int:
+        """Memory a write or fill of the range would allocate (the pages it lacks)."""
         first, last = offset // PAGE, (offset + length - 1) // PAGE
-        return sum(1 for p in range(first, last + 1) if p not in self.pages)
+        return sum(
+            min(PAGE, self.size - p * PAGE) for p in range(first, last + 1) if p not in self.pages
+        )
 
     def _page(self, p: int) -> bytearray:
         page = self.pages.get(p)

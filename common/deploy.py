@@ -143,6 +143,12 @@ class BlockConfig:
     default_chunk_bytes: int = 512 << 10
     flush_interval_s: float = 1.0
     cache_bytes_max: int = 256 << 20
+    # Small writes are made durable as journal records, merged into their chunks by a
+    # checkpoint once the journal holds journal_bytes_max (at most half the cache) or has been
+    # idle journal_idle_s (docs/block.md, "Journal").
+    journal: bool = True
+    journal_bytes_max: int = 128 << 20
+    journal_idle_s: float = 5.0
     # A writer waits at most this long for cache space before the write fails (store down).
     backpressure_timeout_s: float = 30.0
     # Export leases (one blockd per volume): lifetime, and the pause between writing the lease

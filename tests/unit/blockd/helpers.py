@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from blockd.allocmap import AllocMap
 from blockd.cache import ChunkCache
+from blockd.cachejournal import open_journal
 from blockd.chunkstore import ChunkStore
 from blockd.store import ObjectStore
 from blockd.volume import Volume
@@ -37,3 +38,11 @@ def pattern(tag: int, nblocks: int) -> bytes:
         head = f"tag{tag:06d}-blk{i:06d}-".encode()
         out += (head * (BS // len(head) + 1))[:BS]
     return bytes(out)
+
+
+async def attach_journal(vol: Volume) -> int:
+    """Give the volume its journal as blockd's attach does: replay what is there, then append
+    small writes to it. Returns the records the replay applied."""
+    before = vol.cache.stats.replayed_records
+    vol.chunks.journal = await open_journal(vol.cache, vol.chunks)
+    return vol.cache.stats.replayed_records - before

@@ -169,9 +169,12 @@ def test_interrupted_delete_is_finished_at_start():
 
 
 def test_flush_timer_writes_dirty_chunks_without_a_sync():
+    """A small write goes out as a journal record on the next tick; once the journal has been
+    idle for journal_idle_s a checkpoint puts the chunk and retires the record."""
+
     async def run():
         store = MemoryObjectStore()
-        conf = dataclasses.replace(CONF, flush_interval_s=0.01)
+        conf = dataclasses.replace(CONF, flush_interval_s=0.01, journal_idle_s=0.3)
         m = VolumeManager(store, conf, holder_id="blockd-a")
         await m.start()
         rec = await m.create("AUTH_a", "v", 1 << 20)
@@ -181,7 +184,13 @@ def test_flush_timer_writes_dirty_chunks_without_a_sync():
                 break
             await asyncio.sleep(0.01)
         names = store.object_names(RESERVED_ACCOUNT, chunk_container(rec.id))
-        assert names == [".alloc", "000000000000"]  # the allocation map and the chunk
+        assert names == [".alloc", ".journal.0000000000000000"]  # the map and one record
+        for _ in range(500):
+            if m.cache.stats.checkpoints:
+                break
+            await asyncio.sleep(0.01)
+        names = store.object_names(RESERVED_ACCOUNT, chunk_container(rec.id))
+        assert names == [".alloc", ".journal", "000000000000"]  # the state and the chunk
         await m.stop()
 
     asyncio.run(run())

@@ -20,10 +20,11 @@ def test_granule_masks_and_runs():
 
 def test_a_small_write_holds_one_page_not_the_chunk():
     c = SparseChunk(SIZE)
-    assert c.new_pages(3 * PAGE, PAGE) == 1
+    assert c.new_bytes(3 * PAGE, PAGE) == PAGE
     c.write(3 * PAGE, b"a" * PAGE)
     assert c.held_bytes == PAGE
-    assert c.new_pages(3 * PAGE, PAGE) == 0
+    assert c.new_bytes(3 * PAGE, PAGE) == 0
+    assert c.new_bytes(7 * PAGE, 2 * PAGE) == PAGE + 3 * GRANULE  # the short last page
     assert c.covers(3 * PAGE, PAGE) and not c.covers(2 * PAGE, 2 * PAGE)
     assert c.read(3 * PAGE + GRANULE, GRANULE) == b"a" * GRANULE
     assert not c.full

@@ -1,0 +1,207 @@
+"""The cache's side of a volume journal: appending records, checkpoints and replay.
+
+The rules (docs/block.md, "Journal"), and why each keeps data safe:
+
+- A flush cuts, for every dirty chunk of the volume with few granules changed, the granules
+  written since the last cut (``Entry.jdirty``) and appends them as one record, with one
+  capture id taken in the same synchronous step. The record is the durability point: the
+  entries are then clean, but their chunk objects are behind the journal (``stale_chunk``), so
+  they stay in the cache until a checkpoint: a read must never go to the stale object.
+- Every chunk put carries the capture id of its contents. Replay applies a record's granules
+  to a chunk only if the record's capture id is newer than the chunk object's: a chunk put
+  after the record already holds them, and an older record never overwrites newer data.
+- A checkpoint puts every stale chunk whole (read-modify-write) and then retires the records
+  appended before it started. A chunk with records in the live journal is never deleted (a
+  missing object has no capture id): it is stored as zeros instead.
+- One record in flight per volume (``Journal.append_lock``), and each entry's ``flush_lock``
+  is held from the cut to the record's commit, so a flush of the same chunk (journal or
+  chunk put) waits for it, as flushes of one chunk always have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from blockd.cacheentry import Entry
+from blockd.chunkstore import ChunkStore
+from blockd.journal import Journal, RecordEntry, Run
+from blockd.sparse import GRANULE, granule_runs
+from common.clock import Clock
+from common.log import get_logger
+
+if TYPE_CHECKING:
+    from blockd.cache import ChunkCache
+
+__all__ = [
+    "JournalCheckpoints",
+    "checkpoint",
+    "journal_flush",
+    "open_journal",
+    "wants_journal",
+]
+
+log = get_logger("cairn.blockd.journal")
+
+# A chunk goes to the journal when at most this share of it changed since its last cut; more,
+# and rewriting the chunk costs about as much as journaling it (and needs no checkpoint).
+JOURNAL_SHARE_MAX = 4
+
+
+class JournalCheckpoints:
+    """The checkpoint scheduling part of ChunkCache (a base class, to keep cache.py small)."""
+
+    journal_bytes_max: int
+    clock: Clock
+    _journaled: dict[str, ChunkStore]  # volumes whose journal had records
+    _checkpoints: dict[str, asyncio.Task[None]]  # their running background checkpoints
+    _space_freed: asyncio.Event
+
+    def journal_appended(self, chunks: ChunkStore) -> None:
+        """A record went in: checkpoint once the journal holds more than its budget."""
+        self._journaled[chunks.container] = chunks
+        journal = chunks.journal
+        if journal is not None and journal.live_bytes > self.journal_bytes_max:
+            self._start_checkpoint(chunks)
+
+    def _start_checkpoint(self, chunks: ChunkStore) -> None:
+        task = self._checkpoints.get(chunks.container)
+        if task is None or task.done():
+            task = asyncio.create_task(self._background_checkpoint(chunks))
+            self._checkpoints[chunks.container] = task
+
+    async def _background_checkpoint(self, chunks: ChunkStore) -> None:
+        try:
+            await self.checkpoint(chunks)
+        except Exception as e:
+            log.warning("journal checkpoint failed", extra={"fields": {"error": repr(e)}})
+
+    async def checkpoint(self, chunks: ChunkStore) -> None:
+        """Merge the journal into the chunks and retire its records (see cachejournal)."""
+        await checkpoint(cast("ChunkCache", self), chunks)
+        self._space_freed.set()
+
+    async def checkpoint_all(self, *, idle_s: float | None = None) -> None:
+        """Checkpoint every volume with a live journal (`idle_s`: only those without reads or
+        writes for that long, so that the chunk rewrites do not compete with their I/O)."""
+        now = self.clock.monotonic()
+        for container, chunks in list(self._journaled.items()):
+            journal = chunks.journal
+            if journal is None or not journal.live:
+                self._journaled.pop(container, None)
+                continue
+            if idle_s is None or now - max(journal.last_append_s, chunks.last_io_s) >= idle_s:
+                await self.checkpoint(chunks)
+
+
+def wants_journal(e: Entry) -> bool:
+    if e.chunks.journal is None or not e.jdirty:
+        return False
+    return e.jdirty.bit_count() * GRANULE * JOURNAL_SHARE_MAX <= e.size
+
+
+def _runs(e: Entry, mask: int) -> list[Run]:
+    out = []
+    for first, end in granule_runs(mask):
+        offset, length = first * GRANULE, min(end * GRANULE, e.size) - first * GRANULE
+        data = e.cached_read(offset, length)
+        assert data is not None  # written granules are always held
+        out.append((offset, data))
+    return out
+
+
+async def journal_flush(cache: ChunkCache, chunks: ChunkStore, entries: list[Entry]) -> None:
+    """Append what `entries` changed as one record of `chunks`' journal."""
+    journal = chunks.journal
+    assert journal is not None
+    pinned: list[Entry] = []
+    held: list[Entry] = []
+    async with journal.append_lock:
+        try:
+            for e in entries:
+                e.pins += 1
+                pinned.append(e)
+                await e.flush_lock.acquire()
+                held.append(e)
+            # From here to the cut nothing awaits: the record is one consistent moment.
+            cuts = [(e, e.dirty_gen, e.jdirty) for e in held if e.dirty and e.jdirty]
+            if not cuts:
+                return
+            capture = chunks.next_capture()
+            record: list[RecordEntry] = [(e.idx, _runs(e, mask)) for e, _, mask in cuts]
+            for e, _, _ in cuts:
+                e.jdirty = 0
+            try:
+                await journal.append(capture, record)
+            except BaseException:
+                for e, _, mask in cuts:
+                    e.jdirty |= mask  # not durable: the next flush takes them again
+                raise
+            cache.stats.journal_records += 1
+            for e, gen, _ in cuts:
+                cache.settle(e, gen)
+        finally:
+            for e in held:
+                e.flush_lock.release()
+            for e in pinned:
+                e.pins -= 1
+    cache.journal_appended(chunks)
+
+
+async def checkpoint(cache: ChunkCache, chunks: ChunkStore) -> None:
+    """Put every chunk the journal is ahead of, then retire the records before that."""
+    journal = chunks.journal
+    if journal is None:
+        return
+    async with journal.checkpoint_lock:
+        upto = journal.next_seq  # records below: complete, and cut before what follows
+        if upto <= journal.low:
+            return
+        stale = []
+        for idx in list(journal.chunks_live):
+            e = cache.entry(chunks, idx)
+            if e is not None and e.stale_chunk:
+                stale.append(e)
+        await cache.flush_entries(stale, force=True)
+        await journal.retire(upto)
+        cache.stats.checkpoints += 1
+        for e in stale:
+            cache.settle(e, e.flushed_gen)  # no longer behind the journal: evictable again
+    log.info(
+        "journal checkpoint",
+        extra={"fields": {"volume": chunks.volume_id, "chunks": len(stale), "upto": upto}},
+    )
+
+
+async def open_journal(cache: ChunkCache, chunks: ChunkStore) -> Journal:
+    """The volume's journal, ready for appends, after applying and retiring what a crash left.
+
+    Run before the volume is exported, with ``chunks.journal`` not yet set (every flush here
+    puts whole chunks). Safe to repeat: a replay cut short leaves the records in place.
+    """
+    assert chunks.journal is None
+    journal = Journal(
+        chunks.store, chunks.account, chunks.container, fence=chunks.fence, clock=cache.clock
+    )
+    records = await journal.load()
+    if not records:
+        return journal
+    captures: dict[int, int] = {}
+    for rec in records:
+        chunks.observe_capture(rec.capture)
+        for idx, runs in rec.entries:
+            if idx not in captures:
+                captures[idx] = await chunks.capture_of(idx)
+                chunks.observe_capture(captures[idx])
+            if rec.capture <= captures[idx]:
+                continue  # the chunk object is newer than this record
+            for offset, data in runs:
+                await cache.write(chunks, idx, offset, memoryview(data))
+    await cache.flush(chunks, sorted(captures), direct=True)
+    await journal.retire(journal.next_seq)
+    cache.stats.replayed_records += len(records)
+    log.info(
+        "journal replayed",
+        extra={"fields": {"volume": chunks.volume_id, "records": len(records)}},
+    )
+    return journal

@@ -46,6 +46,8 @@ log = get_logger("cairn.blockd.cache")
 
 _KICK_BACKOFF_MIN_S = 0.01
 _KICK_BACKOFF_MAX_S = 1.0
+# Writers waiting this long for room while journal chunks hold memory force a checkpoint.
+CHECKPOINT_WAIT_S = 5.0
 
 
 class CacheFull(Exception):
@@ -65,7 +67,7 @@ class ChunkCache(JournalCheckpoints):
         backpressure_timeout_s: float = 30.0,
         prefetch_inflight_max: int = 32,
         journal_bytes_max: int = 64 << 20,
-        journal_idle_s: float = 5.0,
+        journal_idle_s: float = 30.0,
     ) -> None:
         if bytes_max <= 0:
             raise ValueError("cache bytes_max must be positive")
@@ -94,6 +96,8 @@ class ChunkCache(JournalCheckpoints):
         self._prefetch_tasks: set[asyncio.Task[None]] = set()
         self._kick_backoff_s = _KICK_BACKOFF_MIN_S
         self._waiting_for = 0  # the largest room a writer is waiting for (kicked flush)
+        # (loop time) since when writers wait for room with no reservation going through
+        self._waiting_since: float | None = None
 
     @property
     def used_bytes(self) -> int:
@@ -294,6 +298,7 @@ class ChunkCache(JournalCheckpoints):
     def _evict_for(self, size: int) -> bool:
         """Evict clean entries (LRU first) until `size` more bytes fit; True if they do."""
         if self._used_bytes + size <= self.bytes_max:
+            self._waiting_since = None  # room was found: the cache is moving
             return True
         for key in list(self._clean):
             e = self._entries.get(key)
@@ -306,6 +311,7 @@ class ChunkCache(JournalCheckpoints):
                 self._release(e.held)
                 self.stats.evictions += 1
                 if self._used_bytes + size <= self.bytes_max:
+                    self._waiting_since = None
                     return True
         return False
 
@@ -317,6 +323,8 @@ class ChunkCache(JournalCheckpoints):
         while not self._evict_for(size):
             self.stats.backpressure_waits += 1
             self._waiting_for = max(self._waiting_for, size)
+            if self._waiting_since is None:
+                self._waiting_since = loop.time()
             self._kick_flush()
             self._space_freed.clear()
             remaining = deadline - loop.time()
@@ -334,12 +342,21 @@ class ChunkCache(JournalCheckpoints):
         try:
             await self.flush()
             wanted, self._waiting_for = self._waiting_for, 0
-            if not self._evict_for(wanted):
-                # Still full: what holds the memory may be chunks only the journal is ahead
-                # of, which a checkpoint lets go.
-                await self.checkpoint_all()
+            if not self._evict_for(wanted) and self._journal_in_the_way():
+                log.info(
+                    "cache full of chunks behind the journal: checkpoint",
+                    extra={
+                        "fields": {
+                            "wanted": wanted,
+                            "used": self._used_bytes,
+                            "journal_pinned": self.journal_pinned_bytes(),
+                        }
+                    },
+                )
+                await self.checkpoint_all(reason="back-pressure")
             if self._evict_for(wanted):
                 self._kick_backoff_s = _KICK_BACKOFF_MIN_S
+                self._waiting_since = None
             else:  # held by writes under way: let them finish rather than spin
                 await asyncio.sleep(_KICK_BACKOFF_MIN_S)
         except Exception as e:
@@ -349,6 +366,23 @@ class ChunkCache(JournalCheckpoints):
             self._kick_backoff_s = min(self._kick_backoff_s * 2, _KICK_BACKOFF_MAX_S)
         finally:
             self._space_freed.set()  # let waiters re-check (and re-kick)
+
+    def _journal_in_the_way(self) -> bool:
+        """After a flush, eviction still cannot make room: is a checkpoint the way out?
+
+        Yes if the chunks only the journal is ahead of hold more than half the cache (the
+        background checkpoints are behind), or if no reservation went through for
+        CHECKPOINT_WAIT_S while such chunks hold any memory (the rest is held by operations
+        under way, which may be waiting themselves). Otherwise the cache is moving (flushes
+        and evictions make room as they finish) and a checkpoint would only compete.
+        """
+        pinned = self.journal_pinned_bytes()
+        if pinned == 0:
+            return False
+        if pinned > self.bytes_max // 2:
+            return True
+        since = self._waiting_since
+        return since is not None and asyncio.get_running_loop().time() - since > CHECKPOINT_WAIT_S
 
     # ---- flushing ------------------------------------------------------------------------
 
@@ -394,11 +428,20 @@ class ChunkCache(JournalCheckpoints):
                     out.append(self._entries[(c, idx)])  # dirty entries are never evicted
         return out
 
-    async def flush_entries(self, entries: list[Entry], *, force: bool = False) -> None:
-        """Put these chunks whole (`force`: also clean ones the journal is ahead of)."""
-        results = await asyncio.gather(
-            *(self._flush_entry(e, force=force) for e in entries), return_exceptions=True
-        )
+    async def flush_entries(
+        self, entries: list[Entry], *, force: bool = False, concurrency: int | None = None
+    ) -> None:
+        """Put these chunks whole (`force`: also clean ones the journal is ahead of), at most
+        `concurrency` at once (besides the cache-wide flush limit)."""
+        limit = asyncio.Semaphore(concurrency) if concurrency else None
+
+        async def one(e: Entry) -> None:
+            if limit is None:
+                return await self._flush_entry(e, force=force)
+            async with limit:
+                return await self._flush_entry(e, force=force)
+
+        results = await asyncio.gather(*(one(e) for e in entries), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             self.stats.flush_errors += len(errors)
@@ -457,7 +500,8 @@ class ChunkCache(JournalCheckpoints):
             # would take those older records for the newest data. It is stored as zeros.
             await e.chunks.put(e.idx, body if body is not None else zeros(e.size), capture)
             self.stats.flushed_chunks += 1
-        e.put_capture = capture
+        if journal is not None:
+            journal.note_put(e.idx, capture)
 
     def _flush_body(self, e: Entry, base: bytes | None) -> bytes | None:
         """What a flush stores (None: delete the object), from under e.lock.
@@ -492,7 +536,9 @@ class ChunkCache(JournalCheckpoints):
             await self.clock.sleep(interval_s)
             try:
                 await self.flush()
-                await self.checkpoint_all(idle_s=self.journal_idle_s)
+                await self.checkpoint_all(
+                    idle_s=self.journal_idle_s, background=True, reason="idle"
+                )
             except Exception as e:
                 log.warning("timed flush failed", extra={"fields": {"error": repr(e)}})
 
@@ -560,4 +606,4 @@ class ChunkCache(JournalCheckpoints):
         that fails)."""
         await self.stop_background()
         await self.flush()
-        await self.checkpoint_all()
+        await self.checkpoint_all(reason="stop")

@@ -73,7 +73,6 @@ class Entry:
         "loaded",
         "lock",
         "pins",
-        "put_capture",
         "size",
         "sparse",
     )
@@ -96,8 +95,6 @@ class Entry:
         # Granules written since they were last cut for a flush (journal record or chunk put):
         # what the next journal record of this chunk must carry.
         self.jdirty = 0
-        # Capture id of this entry's last chunk put (0: none since it was cached).
-        self.put_capture = 0
 
     @property
     def dirty(self) -> bool:
@@ -115,10 +112,7 @@ class Entry:
         """The volume's journal holds newer data for this chunk than its object: the entry is
         the only up-to-date copy outside the journal and must stay until a checkpoint."""
         journal = self.chunks.journal
-        if journal is None:
-            return False
-        live = journal.chunks_live.get(self.idx)
-        return live is not None and live[1] > self.put_capture
+        return journal is not None and journal.chunk_stale(self.idx)
 
     @property
     def evictable(self) -> bool:

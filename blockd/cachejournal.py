@@ -46,6 +46,8 @@ log = get_logger("cairn.blockd.journal")
 # A chunk goes to the journal when at most this share of it changed since its last cut; more,
 # and rewriting the chunk costs about as much as journaling it (and needs no checkpoint).
 JOURNAL_SHARE_MAX = 4
+# Chunk rewrites in flight for a checkpoint nobody waits for (size or idle triggered).
+BACKGROUND_CHECKPOINT_PUTS = 4
 
 
 class JournalCheckpoints:
@@ -56,6 +58,8 @@ class JournalCheckpoints:
     _journaled: dict[str, ChunkStore]  # volumes whose journal had records
     _checkpoints: dict[str, asyncio.Task[None]]  # their running background checkpoints
     _space_freed: asyncio.Event
+
+    def entry(self, chunks: ChunkStore, idx: int) -> Entry | None: ...
 
     def journal_appended(self, chunks: ChunkStore) -> None:
         """A record went in: checkpoint once the journal holds more than its budget."""
@@ -72,16 +76,35 @@ class JournalCheckpoints:
 
     async def _background_checkpoint(self, chunks: ChunkStore) -> None:
         try:
-            await self.checkpoint(chunks)
+            await self.checkpoint(chunks, background=True, reason="size")
         except Exception as e:
             log.warning("journal checkpoint failed", extra={"fields": {"error": repr(e)}})
 
-    async def checkpoint(self, chunks: ChunkStore) -> None:
-        """Merge the journal into the chunks and retire its records (see cachejournal)."""
-        await checkpoint(cast("ChunkCache", self), chunks)
+    async def checkpoint(
+        self, chunks: ChunkStore, *, background: bool = False, reason: str = "requested"
+    ) -> None:
+        """Merge the journal into the chunks and retire its records (`background`: a few
+        chunk rewrites at a time, leaving the store to the volume's own I/O)."""
+        limit = BACKGROUND_CHECKPOINT_PUTS if background else None
+        await checkpoint(cast("ChunkCache", self), chunks, concurrency=limit, reason=reason)
         self._space_freed.set()
 
-    async def checkpoint_all(self, *, idle_s: float | None = None) -> None:
+    def journal_pinned_bytes(self) -> int:
+        """Memory held by cached chunks only the journal is ahead of (they cannot be evicted
+        before a checkpoint)."""
+        total = 0
+        for chunks in self._journaled.values():
+            if chunks.journal is None:
+                continue
+            for idx in chunks.journal.chunks_live:
+                e = self.entry(chunks, idx)
+                if e is not None and e.stale_chunk:
+                    total += e.held
+        return total
+
+    async def checkpoint_all(
+        self, *, idle_s: float | None = None, background: bool = False, reason: str = "requested"
+    ) -> None:
         """Checkpoint every volume with a live journal (`idle_s`: only those without reads or
         writes for that long, so that the chunk rewrites do not compete with their I/O)."""
         now = self.clock.monotonic()
@@ -91,7 +114,7 @@ class JournalCheckpoints:
                 self._journaled.pop(container, None)
                 continue
             if idle_s is None or now - max(journal.last_append_s, chunks.last_io_s) >= idle_s:
-                await self.checkpoint(chunks)
+                await self.checkpoint(chunks, background=background, reason=reason)
 
 
 def wants_journal(e: Entry) -> bool:
@@ -148,11 +171,18 @@ async def journal_flush(cache: ChunkCache, chunks: ChunkStore, entries: list[Ent
     cache.journal_appended(chunks)
 
 
-async def checkpoint(cache: ChunkCache, chunks: ChunkStore) -> None:
+async def checkpoint(
+    cache: ChunkCache,
+    chunks: ChunkStore,
+    *,
+    concurrency: int | None = None,
+    reason: str = "requested",
+) -> None:
     """Put every chunk the journal is ahead of, then retire the records before that."""
     journal = chunks.journal
     if journal is None:
         return
+    started = cache.clock.monotonic()
     async with journal.checkpoint_lock:
         upto = journal.next_seq  # records below: complete, and cut before what follows
         if upto <= journal.low:
@@ -162,14 +192,22 @@ async def checkpoint(cache: ChunkCache, chunks: ChunkStore) -> None:
             e = cache.entry(chunks, idx)
             if e is not None and e.stale_chunk:
                 stale.append(e)
-        await cache.flush_entries(stale, force=True)
+        await cache.flush_entries(stale, force=True, concurrency=concurrency)
         await journal.retire(upto)
         cache.stats.checkpoints += 1
         for e in stale:
             cache.settle(e, e.flushed_gen)  # no longer behind the journal: evictable again
     log.info(
         "journal checkpoint",
-        extra={"fields": {"volume": chunks.volume_id, "chunks": len(stale), "upto": upto}},
+        extra={
+            "fields": {
+                "volume": chunks.volume_id,
+                "chunks": len(stale),
+                "upto": upto,
+                "reason": reason,
+                "seconds": round(cache.clock.monotonic() - started, 3),
+            }
+        },
     )
 
 

@@ -153,6 +153,9 @@ class Journal:
         self._sizes: dict[int, int] = {}  # live record -> its bytes
         # Chunks with data in a live record -> (newest such record, its capture id).
         self.chunks_live: dict[int, tuple[int, int]] = {}
+        # Of those chunks, the capture id of our last put of the chunk object (none: older
+        # than every live record of it, or never put).
+        self._put_captures: dict[int, int] = {}
         self._clock = clock or SystemClock()
         self.last_append_s = self._clock.monotonic()
 
@@ -163,6 +166,16 @@ class Journal:
     @property
     def live(self) -> bool:
         return self.next_seq > self.low
+
+    def chunk_stale(self, idx: int) -> bool:
+        """The live records hold newer data for this chunk than its object."""
+        live = self.chunks_live.get(idx)
+        return live is not None and live[1] > self._put_captures.get(idx, 0)
+
+    def note_put(self, idx: int, capture: int) -> None:
+        """The chunk object was put with this capture id (only remembered while it matters)."""
+        if idx in self.chunks_live:
+            self._put_captures[idx] = capture
 
     def _note(self, seq: int, capture: int, idxs: Iterable[int]) -> None:
         for idx in idxs:
@@ -225,6 +238,7 @@ class Journal:
             self._sizes.pop(seq, None)
         for idx in [i for i, (seq, _) in self.chunks_live.items() if seq < upto]:
             del self.chunks_live[idx]
+            self._put_captures.pop(idx, None)
         # Left-overs (a failed delete) are below `low`: never replayed, only space.
         await asyncio.gather(
             *(

@@ -361,7 +361,7 @@ class VolumeManager:
         try:
             if flush:
                 await att.volume.flush()
-                await self.cache.checkpoint(att.volume.chunks)  # nothing left to replay
+                await self.cache.checkpoint(att.volume.chunks, reason="detach")
         finally:
             if drop:
                 self.cache.drop(att.volume.chunks)

@@ -148,7 +148,7 @@ class BlockConfig:
     # idle journal_idle_s (docs/block.md, "Journal").
     journal: bool = True
     journal_bytes_max: int = 128 << 20
-    journal_idle_s: float = 5.0
+    journal_idle_s: float = 30.0
     # A writer waits at most this long for cache space before the write fails (store down).
     backpressure_timeout_s: float = 30.0
     # Export leases (one blockd per volume): lifetime, and the pause between writing the lease

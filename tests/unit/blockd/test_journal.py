@@ -224,3 +224,28 @@ def test_a_full_journal_is_checkpointed_and_its_memory_freed():
         assert cache.used_bytes == cache.held_bytes()
 
     asyncio.run(run())
+
+
+def test_a_chunk_put_after_its_records_is_not_held_back_once_evicted_and_read_again():
+    """Staleness is the chunk's, not the cache entry's: a chunk put whole after its records,
+    evicted and read again, is evictable (it used to pin the cache until a checkpoint)."""
+
+    async def run():
+        store = MemoryObjectStore()
+        cache = ChunkCache(4 * (CHUNK + 512), journal_bytes_max=1 << 20)
+        vol = make_volume(store, size_bytes=SIZE, chunk_bytes=CHUNK, cache=cache)
+        await attach_journal(vol)
+        await vol.write(1, pattern(1, 1))
+        await vol.flush()  # record for chunk 0
+        assert cache.entry(vol.chunks, 0).stale_chunk
+        await vol.write(0, pattern(2, 64))  # chunk 0 whole: put directly, newer
+        await vol.flush()
+        assert not cache.entry(vol.chunks, 0).stale_chunk
+        for i in range(1, 6):  # read other chunks until chunk 0 is evicted
+            await vol.read(i * 64, 64)
+        assert cache.entry(vol.chunks, 0) is None
+        assert await vol.read(0, 64) == pattern(2, 64)
+        assert not cache.entry(vol.chunks, 0).stale_chunk
+        assert cache.journal_pinned_bytes() == 0
+
+    asyncio.run(run())

@@ -120,6 +120,11 @@ def test_manager_create_write_restart_delete():
         assert await m2.attached[rec.id].volume.read(0, 1) == b"\x11" * 512
         with pytest.raises(VolumeNotFound):
             await m2.get("AUTH_b", rec.id)
+        await m2.attached[rec.id].volume.write(8, b"\x22" * 512)
+        await m2.attached[rec.id].volume.flush()  # a live journal record: deleted with the rest
+        assert ".journal.0000000000000001" in store.object_names(
+            RESERVED_ACCOUNT, chunk_container(rec.id)
+        )
         await m2.delete("AUTH_a", rec.id)
         await m2.wait_idle()
         assert store.object_names(RESERVED_ACCOUNT, chunk_container(rec.id)) == []

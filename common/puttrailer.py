@@ -33,6 +33,7 @@ __all__ = [
     "BODY_LENGTH_HEADER",
     "TRAILER_BYTES",
     "TRAILER_HEADER",
+    "TRAILER_SUPPORT_HEADER",
     "TRAILER_VERSION",
     "PutTrailer",
     "TrailerError",
@@ -42,6 +43,9 @@ __all__ = [
 
 TRAILER_VERSION = 1
 TRAILER_HEADER = "X-Backend-Etag-Trailer"
+# On every object-server response: the trailer version it takes. A proxy sends trailers only
+# to servers it has seen say so (an older one would store the trailer as body bytes).
+TRAILER_SUPPORT_HEADER = "X-Backend-Etag-Trailer-Support"
 BODY_LENGTH_HEADER = "X-Backend-Body-Length"
 
 _MAGIC = b"CRNT"

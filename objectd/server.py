@@ -16,6 +16,7 @@ from aiohttp import web
 from common.clock import Clock, SystemClock
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.nodecli import storage_server_main
+from common.puttrailer import TRAILER_SUPPORT_HEADER, TRAILER_VERSION
 from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, METRICS, make_app
 from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
@@ -32,12 +33,17 @@ SERVICE = "object-server"
 UPDATE_CONNECTIONS_MAX = 64
 
 
+async def _advertise_trailer(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[TRAILER_SUPPORT_HEADER] = str(TRAILER_VERSION)
+
+
 async def make_object_app(
     conf: ObjectServerConf, clock: Clock | None = None, *, fault_plan: FaultPlan | None = None
 ) -> web.Application:
     """The object server app; `fault_plan` (tests only) makes every DiskFile a faulty twin."""
     app = make_app(SERVICE, client_max_size=1024**2)
     app[AUTO_DECOMPRESS] = False  # store bodies exactly as sent (Content-Encoding included)
+    app.on_response_prepare.append(_advertise_trailer)
     metrics = ObjectMetrics.create(app[METRICS].registry)
     devices = Devices(
         conf.devices_dir,

@@ -20,6 +20,7 @@ from yarl import URL
 from common.clock import Clock
 from common.log import get_logger, request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
+from common.puttrailer import TRAILER_SUPPORT_HEADER, TRAILER_VERSION
 from ring import Device, Ring
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "node_key",
     "quorum_size",
 ]
+
+_TRAILER_VERSION = str(TRAILER_VERSION)
 
 log = get_logger("cairn.proxy.backend")
 
@@ -110,6 +113,20 @@ class Backend:
         self.conn_timeout_s = conn_timeout_s
         self.node_timeout_s = node_timeout_s
         self.errors = error_limiter
+        # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER).
+        self.trailer_servers: set[str] = set()
+
+    def learn(self, node: Device, headers: Mapping[str, str]) -> None:
+        """Note what a storage node's response says it supports."""
+        if headers.get(TRAILER_SUPPORT_HEADER) == _TRAILER_VERSION:
+            self.trailer_servers.add(f"{node.ip}:{node.port}")
+
+    def takes_trailer(self, node: Device) -> bool:
+        return f"{node.ip}:{node.port}" in self.trailer_servers
+
+    def forget_trailer(self, node: Device) -> None:
+        """The node mishandled a trailer (a downgrade): plain PUTs until it says otherwise."""
+        self.trailer_servers.discard(f"{node.ip}:{node.port}")
 
     # -- node choice -------------------------------------------------------------------
     def nodes(self, ring: Ring, part: int) -> Iterator[Device]:
@@ -157,6 +174,7 @@ class Backend:
                         allow_redirects=False,
                     ) as r:
                         data = await r.read()
+                        self.learn(node, r.headers)
                         if r.status == 507:
                             self.errors.limit_now(key)
                         elif r.status >= 500:
@@ -290,6 +308,7 @@ async def open_stream(
         except (aiohttp.ClientError, TimeoutError, OSError):
             backend.errors.error(key)
             continue
+        backend.learn(node, r.headers)
         if r.status < 400 or r.status in (412, 416):
             return r, Resp(r.status, r.headers, b"", node)
         body = await r.read()

@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 
 from common.log import get_logger
 from common.nodes import node_key
+from common.puttrailer import TRAILER_HEADER
 from proxy.backend import Backend, Resp, quorum_size, stale_connection
 from proxy.etagtrailer import BodyHasher, TrailerPlan, trailed_headers, trailer_plan
 from ring import Device, Ring
@@ -81,6 +82,7 @@ class _Slot:
     node: Device | None = None
     started: bool = False
     failed: bool = False
+    trailed: bool = False  # this replica's request announced the ETag trailer
 
     @property
     def live(self) -> bool:
@@ -137,14 +139,17 @@ async def _put_one(
 ) -> Resp:
     key = node_key(node)
     try:
+        headers = headers_for(slot.index, node)
+        slot.trailed = TRAILER_HEADER in headers
         async with backend.session.put(
             backend.url(node, path_for(node)),
-            headers=headers_for(slot.index, node),
+            headers=headers,
             data=_body_gen(slot),
             expect100=True,
             timeout=backend._timeout(),
         ) as r:
             body = await r.read()
+            backend.learn(node, r.headers)
             resp = Resp(r.status, r.headers, body, node)
     except _Abort:
         return Resp(499, CIMultiDict(), b"", node)
@@ -178,7 +183,7 @@ async def stream_put(
     n = len(primaries)
     plan = trailer_plan(headers_for(0, primaries[0])) if primaries else None
     if plan is not None:
-        headers_for = _with_trailer(headers_for, plan)
+        headers_for = _with_trailer(backend, headers_for, plan)
     nodes = backend.nodes(ring, part)
     slots = [_Slot(i) for i in range(n)]
 
@@ -198,14 +203,26 @@ async def stream_put(
         await _abort_all(slots)
         raise
     results = await _results(slots)
-    return results if plan is None else [_checked(r, md5_hex) for r in results]
+    if plan is None:
+        return results
+    checked = [_checked(r, md5_hex) for r in results]
+    for before, after in zip(results, checked, strict=True):
+        if after is not before and after.node is not None:
+            backend.forget_trailer(after.node)
+    return checked
 
 
 def _with_trailer(
-    headers_for: Callable[[int, Device], Mapping[str, str]], plan: TrailerPlan
+    backend: Backend, headers_for: Callable[[int, Device], Mapping[str, str]], plan: TrailerPlan
 ) -> Callable[[int, Device], Mapping[str, str]]:
+    """Trailer headers for the object servers known to take a trailer; the others (not heard
+    from yet, or an older version) get the plain PUT and compute the MD5 themselves."""
+
     def trailed(i: int, node: Device) -> Mapping[str, str]:
-        return trailed_headers(headers_for(i, node), plan.body_len)
+        headers = headers_for(i, node)
+        if not backend.takes_trailer(node):
+            return headers
+        return trailed_headers(headers, plan.body_len)
 
     return trailed
 
@@ -308,7 +325,7 @@ async def _pump(
         if hasher.total != plan.body_len:
             raise ClientBodyError(499, "Client disconnected before sending the whole body")
         md5_hex, xxh_hex = await hasher.finish()
-        await _send_all(slots, plan.trailer(md5_hex, xxh_hex), timeout_s)
+        await _send_all([s for s in slots if s.trailed], plan.trailer(md5_hex, xxh_hex), timeout_s)
     for s in slots:
         if s.live:
             await s.queue.put(_EOF)

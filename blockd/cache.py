@@ -46,8 +46,6 @@ log = get_logger("cairn.blockd.cache")
 
 _KICK_BACKOFF_MIN_S = 0.01
 _KICK_BACKOFF_MAX_S = 1.0
-# Writers waiting this long for room while journal chunks hold memory force a checkpoint.
-CHECKPOINT_WAIT_S = 5.0
 
 
 class CacheFull(Exception):
@@ -366,23 +364,6 @@ class ChunkCache(JournalCheckpoints):
             self._kick_backoff_s = min(self._kick_backoff_s * 2, _KICK_BACKOFF_MAX_S)
         finally:
             self._space_freed.set()  # let waiters re-check (and re-kick)
-
-    def _journal_in_the_way(self) -> bool:
-        """After a flush, eviction still cannot make room: is a checkpoint the way out?
-
-        Yes if the chunks only the journal is ahead of hold more than half the cache (the
-        background checkpoints are behind), or if no reservation went through for
-        CHECKPOINT_WAIT_S while such chunks hold any memory (the rest is held by operations
-        under way, which may be waiting themselves). Otherwise the cache is moving (flushes
-        and evictions make room as they finish) and a checkpoint would only compete.
-        """
-        pinned = self.journal_pinned_bytes()
-        if pinned == 0:
-            return False
-        if pinned > self.bytes_max // 2:
-            return True
-        since = self._waiting_since
-        return since is not None and asyncio.get_running_loop().time() - since > CHECKPOINT_WAIT_S
 
     # ---- flushing ------------------------------------------------------------------------
 

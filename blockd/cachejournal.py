@@ -46,6 +46,8 @@ log = get_logger("cairn.blockd.journal")
 # A chunk goes to the journal when at most this share of it changed since its last cut; more,
 # and rewriting the chunk costs about as much as journaling it (and needs no checkpoint).
 JOURNAL_SHARE_MAX = 4
+# Writers waiting this long for room while journal chunks hold memory force a checkpoint.
+CHECKPOINT_WAIT_S = 5.0
 # Chunk rewrites in flight for a checkpoint nobody waits for (size or idle triggered).
 BACKGROUND_CHECKPOINT_PUTS = 4
 
@@ -54,6 +56,8 @@ class JournalCheckpoints:
     """The checkpoint scheduling part of ChunkCache (a base class, to keep cache.py small)."""
 
     journal_bytes_max: int
+    bytes_max: int
+    _waiting_since: float | None
     clock: Clock
     _journaled: dict[str, ChunkStore]  # volumes whose journal had records
     _checkpoints: dict[str, asyncio.Task[None]]  # their running background checkpoints
@@ -88,6 +92,23 @@ class JournalCheckpoints:
         limit = BACKGROUND_CHECKPOINT_PUTS if background else None
         await checkpoint(cast("ChunkCache", self), chunks, concurrency=limit, reason=reason)
         self._space_freed.set()
+
+    def _journal_in_the_way(self) -> bool:
+        """After a flush, eviction still cannot make room: is a checkpoint the way out?
+
+        Yes if the chunks only the journal is ahead of hold more than half the cache (the
+        background checkpoints are behind), or if no reservation went through for
+        CHECKPOINT_WAIT_S while such chunks hold any memory (the rest is held by operations
+        under way, which may be waiting themselves). Otherwise the cache is moving (flushes
+        and evictions make room as they finish) and a checkpoint would only compete.
+        """
+        pinned = self.journal_pinned_bytes()
+        if pinned == 0:
+            return False
+        if pinned > self.bytes_max // 2:
+            return True
+        since = self._waiting_since
+        return since is not None and asyncio.get_running_loop().time() - since > CHECKPOINT_WAIT_S
 
     def journal_pinned_bytes(self) -> int:
         """Memory held by cached chunks only the journal is ahead of (they cannot be evicted

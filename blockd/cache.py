@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any
 
 from blockd.cacheentry import ENTRY_BYTES, CacheStats, Entry, apply_write, zeros
 from blockd.cachejournal import JournalCheckpoints, journal_flush, wants_journal
@@ -144,7 +145,6 @@ class ChunkCache(JournalCheckpoints):
             # lock need not be taken): a cached chunk, room for what the write adds.
             need = e.write_need(offset, len(data))
             if self._used_bytes + need <= self.bytes_max:
-                chunks.last_io_s = self.clock.monotonic()
                 self._touch(e)
                 before = e.held
                 apply_write(e, offset, data)
@@ -229,7 +229,6 @@ class ChunkCache(JournalCheckpoints):
     # ---- memory budget -------------------------------------------------------------------
 
     async def _pin(self, chunks: ChunkStore, idx: int) -> Entry:
-        chunks.last_io_s = self.clock.monotonic()
         key = (chunks.container, idx)
         e = self._entries.get(key)
         if e is None:
@@ -246,7 +245,9 @@ class ChunkCache(JournalCheckpoints):
         return e
 
     def _touch(self, e: Entry) -> None:
-        """The entry was used: the most recently used end of the LRU orders."""
+        """The entry was used (a read or write of its volume): the most recently used end of
+        the LRU orders, and the volume's last I/O time (idle checkpoints go by it)."""
+        e.chunks.last_io_s = self.clock.monotonic()
         key = (e.chunks.container, e.idx)
         self._entries.move_to_end(key)
         if key in self._clean:
@@ -393,6 +394,10 @@ class ChunkCache(JournalCheckpoints):
                 work.append(self._flush_entry(e))
         for entries in by_volume.values():
             work.append(journal_flush(self, entries[0].chunks, entries))
+        await self._all_flushed(work)
+
+    async def _all_flushed(self, work: list[Coroutine[Any, Any, None]]) -> None:
+        """Run the flushes together; raise the first error once all are done."""
         results = await asyncio.gather(*work, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -414,19 +419,13 @@ class ChunkCache(JournalCheckpoints):
     ) -> None:
         """Put these chunks whole (`force`: also clean ones the journal is ahead of), at most
         `concurrency` at once (besides the cache-wide flush limit)."""
-        limit = asyncio.Semaphore(concurrency) if concurrency else None
+        limit = asyncio.Semaphore(concurrency) if concurrency else contextlib.nullcontext()
 
         async def one(e: Entry) -> None:
-            if limit is None:
-                return await self._flush_entry(e, force=force)
             async with limit:
-                return await self._flush_entry(e, force=force)
+                await self._flush_entry(e, force=force)
 
-        results = await asyncio.gather(*(one(e) for e in entries), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            self.stats.flush_errors += len(errors)
-            raise errors[0]
+        await self._all_flushed([one(e) for e in entries])
 
     def entry(self, chunks: ChunkStore, idx: int) -> Entry | None:
         return self._entries.get((chunks.container, idx))

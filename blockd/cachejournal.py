@@ -113,15 +113,15 @@ class JournalCheckpoints:
     def journal_pinned_bytes(self) -> int:
         """Memory held by cached chunks only the journal is ahead of (they cannot be evicted
         before a checkpoint)."""
-        total = 0
-        for chunks in self._journaled.values():
-            if chunks.journal is None:
-                continue
-            for idx in chunks.journal.chunks_live:
-                e = self.entry(chunks, idx)
-                if e is not None and e.stale_chunk:
-                    total += e.held
-        return total
+        return sum(e.held for c in self._journaled.values() for e in self.stale_entries(c))
+
+    def stale_entries(self, chunks: ChunkStore) -> list[Entry]:
+        """The volume's cached chunks its journal is ahead of (all of them are cached: such a
+        chunk is never evicted)."""
+        if chunks.journal is None:
+            return []
+        found = (self.entry(chunks, idx) for idx in chunks.journal.chunks_live)
+        return [e for e in found if e is not None and e.stale_chunk]
 
     async def checkpoint_all(
         self, *, idle_s: float | None = None, background: bool = False, reason: str = "requested"
@@ -208,11 +208,7 @@ async def checkpoint(
         upto = journal.next_seq  # records below: complete, and cut before what follows
         if upto <= journal.low:
             return
-        stale = []
-        for idx in list(journal.chunks_live):
-            e = cache.entry(chunks, idx)
-            if e is not None and e.stale_chunk:
-                stale.append(e)
+        stale = cache.stale_entries(chunks)
         await cache.flush_entries(stale, force=True, concurrency=concurrency)
         await journal.retire(upto)
         cache.stats.checkpoints += 1

@@ -34,6 +34,12 @@ __all__ = [
 
 _TRAILER_VERSION = str(TRAILER_VERSION)
 
+
+def _server(node: Device) -> str:
+    """A storage node's server (ip:port), whatever the device: what capabilities belong to."""
+    return f"{node.ip}:{node.port}"
+
+
 log = get_logger("cairn.proxy.backend")
 
 # Statuses from a node that mean "this node can't do it now", so try another one.
@@ -119,14 +125,14 @@ class Backend:
     def learn(self, node: Device, headers: Mapping[str, str]) -> None:
         """Note what a storage node's response says it supports."""
         if headers.get(TRAILER_SUPPORT_HEADER) == _TRAILER_VERSION:
-            self.trailer_servers.add(f"{node.ip}:{node.port}")
+            self.trailer_servers.add(_server(node))
 
     def takes_trailer(self, node: Device) -> bool:
-        return f"{node.ip}:{node.port}" in self.trailer_servers
+        return _server(node) in self.trailer_servers
 
     def forget_trailer(self, node: Device) -> None:
         """The node mishandled a trailer (a downgrade): plain PUTs until it says otherwise."""
-        self.trailer_servers.discard(f"{node.ip}:{node.port}")
+        self.trailer_servers.discard(_server(node))
 
     # -- node choice -------------------------------------------------------------------
     def nodes(self, ring: Ring, part: int) -> Iterator[Device]:

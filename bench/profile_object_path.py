@@ -15,7 +15,8 @@ throughput and the load average for context.
 With `--pyspy DIR` (needs `py-spy` on PATH or in the venv) every proxy worker, object server
 and container server is sampled (`--nonblocking`) during the first repetition of each
 workload; raw folded stacks go to `DIR/<workload>-<role>.txt`. py-spy samples wall-clock
-time: a thread blocked in fsync or waiting for pool work shows up as much as one on CPU.
+time: a thread blocked in fsync or waiting for pool work shows up as much as one on CPU. Add
+`--pyspy-gil` to sample only the thread holding the GIL (Python's CPU time, roughly).
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ def _roles(cluster: CairnCluster) -> dict[str, int]:
     return found
 
 
-def _start_pyspy(cluster: CairnCluster, out: Path, workload: str) -> list[subprocess.Popen[bytes]]:
+def _start_pyspy(
+    cluster: CairnCluster, out: Path, workload: str, gil: bool = False
+) -> list[subprocess.Popen[bytes]]:
     exe = _pyspy_bin()
     if exe is None:
         print("py-spy not found; skipping profiles", file=sys.stderr)
@@ -184,6 +187,7 @@ def _start_pyspy(cluster: CairnCluster, out: Path, workload: str) -> list[subpro
                     exe,
                     "record",
                     "--nonblocking",
+                    *(["--gil"] if gil else []),
                     "-p",
                     str(pid),
                     "-f",
@@ -218,6 +222,7 @@ def measure(
     reps: int,
     pyspy: Path | None,
     workloads: tuple[str, ...] = ("put4k", "get4k", "put256m", "get256m"),
+    pyspy_gil: bool = False,
 ) -> list[Figure]:
     target = swift_auth(cluster.auth_url, ADMIN_USER, ADMIN_KEY)
     probe = TreeCPU(list(cluster.server_pids))
@@ -236,7 +241,7 @@ def measure(
                 pool=count if workload.startswith("get") else 0,
                 put_start=0,
             )
-            procs = _start_pyspy(cluster, pyspy, workload) if pyspy and rep == 0 else []
+            procs = _start_pyspy(cluster, pyspy, workload, pyspy_gil) if pyspy and rep == 0 else []
             split0 = _split(cluster.server_pids)
             probe.start()
             (result,) = run_load(target, spec)
@@ -297,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", type=Path, default=Path("bench-out/profile-object-path"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--pyspy", type=Path, default=None)
+    ap.add_argument("--pyspy-gil", action="store_true", help="sample only the GIL holder")
     ap.add_argument("--workloads", default="put4k,get4k,put256m,get256m")
     args = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
@@ -310,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reps,
             args.pyspy,
             _ordered(args.workloads),
+            args.pyspy_gil,
         )
     if args.json:
         args.json.write_text(

@@ -86,8 +86,9 @@ def encode_record(seq: int, capture: int, entries: Sequence[RecordEntry]) -> byt
         [[idx, [[off, data] for off, data in runs]] for idx, runs in entries]
     )
     head = _REC_HEAD.pack(_REC_MAGIC, JOURNAL_FORMAT, seq, capture, len(body))
-    out = head + body
-    return out + _REC_SUM.pack(xxhash.xxh3_64_intdigest(out))
+    digest = xxhash.xxh3_64(head)  # the checksum of head + body, without joining them first
+    digest.update(body)
+    return b"".join((head, body, _REC_SUM.pack(digest.intdigest())))  # one copy of the body
 
 
 def decode_record(data: bytes) -> Record:

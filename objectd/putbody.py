@@ -10,7 +10,7 @@ if the trailer is well formed, says commit, and its length and xxh3-128 match wh
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -25,7 +25,7 @@ from common.puttrailer import (
 )
 from objectd.conf import ServerState
 from objectd.devices import Devices
-from objectd.diskfile import ObjectWriter
+from objectd.diskfile import Buffer, ObjectWriter, write_chunks
 from objectd.fileformat import ObjectMetadata
 from objectd.request import BadRequest
 
@@ -79,10 +79,11 @@ class WriteInFlight:
         if task is not None:
             await task
 
-    async def submit(self, data: bytearray) -> None:
+    async def submit(self, chunks: Sequence[Buffer]) -> None:
+        """Start writing `chunks` (in order, without joining them) once the last write is done."""
         await self.wait()
         self._task = asyncio.ensure_future(
-            self._devices.run(self._device, self._writer.write, data)
+            self._devices.run(self._device, write_chunks, self._writer, chunks)
         )
 
     def settle(self) -> None:
@@ -100,7 +101,7 @@ def _observe(task: asyncio.Task[None]) -> None:
 
 
 # (the body's last piece, not yet written; the trailer's bytes, empty for a plain PUT)
-Received = tuple[bytearray, bytearray]
+Received = tuple[bytes, bytearray]
 
 
 async def read_body(
@@ -124,7 +125,7 @@ async def read_body(
     flight = WriteInFlight(st.devices, device, writer)
     trailer = bytearray()
     try:
-        buf = await _receive_into(request, st, flight, limit, body_len, trailer)
+        rest = await _receive_into(request, st, flight, limit, body_len, trailer)
         await flight.wait()
     except TimeoutError:
         return status(408, "timed out reading the request body")
@@ -132,12 +133,12 @@ async def read_body(
         return status(499, "client disconnected")
     finally:
         flight.settle()
-    if isinstance(buf, web.StreamResponse):
-        return buf
+    if isinstance(rest, web.StreamResponse):
+        return rest
     st.metrics.bytes_in.inc(flight.received)
     if length is not None and flight.received < length:
         return status(499, "client disconnected before sending the whole body")
-    return buf, trailer
+    return b"".join(rest), trailer
 
 
 async def _receive_into(
@@ -147,28 +148,38 @@ async def _receive_into(
     limit: int,
     body_len: int | None,
     trailer: bytearray,
-) -> web.StreamResponse | bytearray:
-    buf = bytearray()
+) -> web.StreamResponse | list[Buffer]:
+    """Receive the body chunk by chunk as the HTTP parser made them (readchunk: no joining of
+    buffered chunks) and hand each `write_chunk_bytes` worth to the pool as a list of chunks
+    (written by one writev, never copied into one buffer). Returns the chunks not written."""
+    pending: list[Buffer] = []
+    pending_bytes = 0
     batch = st.conf.write_chunk_bytes
+    content = request.content
     loop = asyncio.get_running_loop()
     # One timer for the whole body, pushed back after each chunk (a stall of node_timeout_s
     # between chunks fails the PUT); cheaper than wait_for, which makes a task per chunk.
     async with asyncio.timeout(st.conf.node_timeout_s) as stall:
         while True:
-            chunk = await request.content.readany()
+            chunk, http_chunk_end = await content.readchunk()
             if not chunk:
-                return buf
+                if http_chunk_end:  # a chunked body's chunk boundary: not the end
+                    continue
+                return pending
             start = flight.received
             flight.received += len(chunk)
             if flight.received > limit:
                 return status(413, "body larger than allowed")
+            piece: Buffer = chunk
             if body_len is not None and flight.received > body_len:
                 keep = max(0, body_len - start)  # the rest of the chunk is the trailer's
                 trailer += memoryview(chunk)[keep:]
-                chunk = chunk[:keep]
-            buf += chunk
-            if len(buf) >= batch:
-                full, buf = buf, bytearray()  # hand over the buffer: no copy
+                piece = memoryview(chunk)[:keep]
+            if piece:
+                pending.append(piece)
+                pending_bytes += len(piece)
+            if pending_bytes >= batch:
+                full, pending, pending_bytes = pending, [], 0  # hand over the list: no copy
                 stall.reschedule(None)  # waiting on the disk: disk_timeout_s applies
                 await flight.submit(full)
             stall.reschedule(loop.time() + st.conf.node_timeout_s)
@@ -176,7 +187,7 @@ async def _receive_into(
 
 def finish_trailed(
     writer: ObjectWriter,
-    tail: bytearray,
+    tail: bytes | bytearray,
     trailer: bytearray,
     body_len: int,
     header_etag: str,

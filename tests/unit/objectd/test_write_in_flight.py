@@ -37,7 +37,7 @@ def test_pieces_are_written_in_order_and_hashed_once(tmp_path: Path) -> None:
         writer = df.writer(len(body), 0)
         flight = WriteInFlight(devices, "sda", writer)
         for i in range(0, len(body), piece):
-            await flight.submit(bytearray(body[i : i + piece]))
+            await flight.submit([bytearray(body[i : i + piece])])
         await flight.wait()
         md = ObjectMetadata(kind="data", name=df.name, timestamp=Timestamp(1), content_type="x")
         await devices.run("sda", writer.commit, md)
@@ -61,9 +61,9 @@ def test_a_failed_write_surfaces_at_the_next_step(tmp_path: Path) -> None:
 
     async def go() -> None:
         flight = WriteInFlight(devices, "sda", df.writer(None, 0))
-        await flight.submit(bytearray(b"x" * 4096))  # runs, and fails, in the pool
+        await flight.submit([bytearray(b"x" * 4096)])  # runs, and fails, in the pool
         with pytest.raises(DiskFull):
-            await flight.submit(bytearray(b"y" * 4096))
+            await flight.submit([bytearray(b"y" * 4096)])
 
     try:
         asyncio.run(go())
@@ -80,7 +80,7 @@ def test_settle_leaves_no_unretrieved_exception(tmp_path: Path) -> None:
         asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: unhandled.append(ctx))
         writer = df.writer(None, 0)
         flight = WriteInFlight(devices, "sda", writer)
-        await flight.submit(bytearray(b"x" * 4096))
+        await flight.submit([bytearray(b"x" * 4096)])
         flight.settle()  # the request gave up (say the client went away) mid-write
         await flight.wait()  # nothing left in flight
         await asyncio.sleep(0.2)  # the abandoned write finishes in the pool

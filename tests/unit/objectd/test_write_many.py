@@ -96,8 +96,8 @@ def test_single_writes_and_chunk_lists_mix(tmp_path: Path) -> None:
     df = _df(tmp_path)
     w = df.writer(None, 0)
     w.write(body[:10])  # leaves a block open
-    w.write_many(
-        [memoryview(body)[10 : BLOCK_BYTES + 3], b"", body[BLOCK_BYTES + 3 : 2 * BLOCK_BYTES]]
+    write_chunks(
+        w, [memoryview(body)[10 : BLOCK_BYTES + 3], b"", body[BLOCK_BYTES + 3 : 2 * BLOCK_BYTES]]
     )
     w.write(bytearray(body[2 * BLOCK_BYTES :]))
     w.commit(_md())
@@ -111,7 +111,7 @@ def test_a_memoryview_of_wider_items_is_written_as_its_bytes(tmp_path: Path) -> 
     words = array.array("H", range(5000))
     df = _df(tmp_path)
     w = df.writer(None, 0)
-    w.write_many([memoryview(words), b"!"])
+    write_chunks(w, [memoryview(words), b"!"])
     w.commit(_md())
     found = df.lookup()
     assert not isinstance(found, Deleted | Missing)
@@ -168,4 +168,4 @@ def test_a_write_after_abort_is_refused(tmp_path: Path) -> None:
     w = _df(tmp_path).writer(None, 0)
     w.abort()
     with pytest.raises(OSError):
-        w.write_many([b"x"])
+        write_chunks(w, [b"x"])

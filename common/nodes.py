@@ -8,6 +8,7 @@ until `interval_s` has passed since its last error; a 507 limits the device at o
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -83,15 +84,25 @@ class ErrorLimiter:
 
 
 def iter_nodes(
-    ring: RingLike[N], part: int, limiter: ErrorLimiter, node_count: int | None = None
+    ring: RingLike[N],
+    part: int,
+    limiter: ErrorLimiter,
+    node_count: int | None = None,
+    *,
+    shuffle: bool = False,
 ) -> Iterator[N]:
     """Primaries that are not error-limited, then handoffs; `node_count` nodes at most.
 
     The default count is 2 x replicas (Swift's request_node_count); a skipped primary lets
     one more handoff in. Error-limited nodes come last, as a last resort: a node that came
-    back is tried again before a request fails for want of nodes.
+    back is tried again before a request fails for want of nodes. `shuffle` puts the
+    primaries in a random order (as Swift's proxy does for reads): a ring's first replica can
+    sit on the same node for every partition, and reads that always start there load one
+    server while the others idle. Handoffs keep the ring's order.
     """
     primaries = ring.get_part_nodes(part)
+    if shuffle and len(primaries) > 1:
+        primaries = random.sample(primaries, len(primaries))
     budget = len(primaries) * 2 if node_count is None else node_count
     given = 0
     limited: list[N] = []

@@ -233,7 +233,7 @@ class ObjectCluster:
     ) -> _Answer | None:
         part = self.ring.get_part(a, c, o)
         n = len(self.ring.get_part_nodes(part))
-        nodes = list(iter_nodes(self.ring, part, self.limiter))
+        nodes = list(iter_nodes(self.ring, part, self.limiter, shuffle=True))
         answers: list[_Answer] = []
         asked = 0
         # Ask nodes in waves until a quorum gave a definite answer (2xx or 404). A GET fetches
@@ -309,7 +309,7 @@ class ObjectCluster:
         version the caller itself wrote (a single writer knows nothing newer can exist).
         None: not shown, ask a quorum."""
         part = self.ring.get_part(a, c, o)
-        node = next(iter_nodes(self.ring, part, self.limiter), None)
+        node = next(iter_nodes(self.ring, part, self.limiter, shuffle=True), None)
         if node is None:
             return None
         ans = await self._call(node, "GET", self._url(node, part, a, c, o), headers)

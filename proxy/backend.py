@@ -136,8 +136,9 @@ class Backend:
 
     # -- node choice -------------------------------------------------------------------
     def nodes(self, ring: Ring, part: int) -> Iterator[Device]:
-        """Primaries not error-limited, then handoffs; at most 2 x replicas nodes in all."""
-        return iter_nodes(ring, part, self.errors)
+        """Primaries not error-limited (in a random order, so reads spread over the replicas,
+        as Swift's sorting_method = shuffle), then handoffs; at most 2 x replicas nodes."""
+        return iter_nodes(ring, part, self.errors, shuffle=True)
 
     def url(self, node: Device, path: str, query: Mapping[str, str] | None = None) -> URL:
         u = URL(f"http://{node.ip}:{node.port}{path}", encoded=True)

@@ -141,6 +141,21 @@ def test_error_limited_primary_lets_a_handoff_in():
     assert not lim.is_limited(node_key(ring.devs[1]))
 
 
+def test_shuffled_primaries_spread_reads_and_keep_handoffs_and_limits_in_place():
+    clock = ManualClock()
+    lim = ErrorLimiter(clock, limit=2, interval_s=60)
+    ring = _FakeRing()
+    lim.limit_now(node_key(ring.devs[1]))
+    firsts = set()
+    for _ in range(200):  # a primary never first in 200 draws: odds (1/2)**200
+        order = [d.device for d in iter_nodes(ring, 0, lim, shuffle=True)]
+        assert sorted(order[:2]) == ["d0", "d2"]  # the primaries not limited, in some order
+        assert order[2:] == ["d3", "d4", "d5", "d6", "d1"]  # handoffs as the ring has them
+        firsts.add(order[0])
+    assert firsts == {"d0", "d2"}
+    assert ring.devs[:3] == ring.get_part_nodes(0)  # the ring's own list is not reordered
+
+
 def test_errors_below_the_limit_do_not_limit():
     clock = ManualClock()
     lim = ErrorLimiter(clock, limit=2, interval_s=60)

@@ -13,24 +13,11 @@ taken with :meth:`Connection.data_to_send`. When an executed command finishes, t
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from blockd.iscsi import messages as m
 from blockd.iscsi.events import (
-    TMF_ABORT_TASK,
-    TMF_ABORT_TASK_SET,
-    TMF_CLEAR_ACA,
-    TMF_CLEAR_TASK_SET,
-    TMF_COMPLETE,
-    TMF_LUN_RESET,
-    TMF_NO_LUN,
-    TMF_NO_TASK,
-    TMF_NOT_SUPPORTED,
-    TMF_REASSIGN_NOT_SUPPORTED,
-    TMF_TARGET_COLD_RESET,
-    TMF_TARGET_WARM_RESET,
-    TMF_TASK_REASSIGN,
     Close,
     ConnectionConfig,
     Event,
@@ -53,6 +40,7 @@ from blockd.iscsi.pdu import (
 )
 from blockd.iscsi.tasks import Task
 from blockd.iscsi.textexchange import TextExchange
+from blockd.iscsi.tmf import PendingTmf, TaskManagement
 from blockd.scsi.sense import ScsiResult, SenseKey, Status, sense_bytes
 
 __all__ = [
@@ -67,20 +55,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_U32 = struct.Struct(">I")
 
 LOGIN_DATA_BYTES_MAX = 8192  # MaxRecvDataSegmentLength before negotiation (RFC 7143 13.12)
 DATA_PHASE_ERROR = (0x4B, 0x00)
 
 
-@dataclass
-class _PendingTmf:
-    itt: int
-    waiting_for: set[int]
-    response: int
-    close_after: bool = False
-
-
-class Connection:
+class Connection(TaskManagement):
     """The target side of one TCP connection."""
 
     def __init__(
@@ -111,13 +92,16 @@ class Connection:
         self._wanting_r2t: dict[int, Task] = {}  # write tasks with data still to solicit
         self._held: dict[int, Pdu] = {}  # out-of-order commands waiting for the CmdSN gap
         self._next_ttt = 1
-        self._tmfs: list[_PendingTmf] = []
+        self._tmfs: list[PendingTmf] = []
         self._text = TextExchange(
             list_targets,
             self.config.portal_address,
             self.config.portal_group_tag,
             self._new_ttt,
         )
+        self._nexus = ""  # the I_T nexus name, once logged in
+        self._target_iqn = ""  # the session's target, once logged in (not for discovery)
+        self._digests = False  # header or data digests in full feature phase
         self.ping_tag: int | None = None  # TTT of our unanswered NOP-In ping
         self.close_reason = ""
         self._handlers: dict[int, Callable[[Pdu], None]] = {
@@ -137,9 +121,7 @@ class Connection:
 
     @property
     def nexus(self) -> str:
-        if self.session is None:
-            return ""
-        return f"{self.session.initiator_name},i,0x{self.session.isid.hex()}"
+        return self._nexus
 
     @property
     def max_cmd_sn(self) -> int:
@@ -182,12 +164,18 @@ class Connection:
         task = self._tasks.pop(itt, None)
         if task is None:
             return
-        self._release(task)
-        self._finish_tmfs(itt)
+        if task.counted:
+            task.counted = False
+            self._outstanding -= 1
+        task.pieces = []
+        if self._tmfs:
+            self._finish_tmfs(itt)
         if task.aborted or self.phase is not Phase.FULL_FEATURE:
             return
-        self._respond(task, result)
-        self._pump_r2ts()
+        if result.status or result.sense or self._digests or not self._respond_fast(task, result):
+            self._respond(task, result)
+        if self._wanting_r2t:
+            self._pump_r2ts()
 
     def ping(self) -> None:
         """Queue a keepalive NOP-In that asks for a NOP-Out reply."""
@@ -237,8 +225,9 @@ class Connection:
         if self.phase is Phase.LOGIN:
             self._on_login(pdu)
             return
-        handler = self._handlers.get(pdu.opcode)
-        if handler is None or pdu.bhs[0] & 0x80:
+        byte0 = pdu.bhs[0]
+        handler = self._handlers.get(byte0 & 0x3F)
+        if handler is None or byte0 & 0x80:
             reason = RejectReason.COMMAND_NOT_SUPPORTED
             if pdu.opcode in (Op.LOGIN_REQUEST, Op.SNACK_REQUEST):
                 reason = RejectReason.PROTOCOL_ERROR
@@ -265,7 +254,10 @@ class Connection:
         self._stat_sn = result.stat_sn
         self._exp_cmd_sn = result.cmd_sn
         self.phase = Phase.FULL_FEATURE
+        self._nexus = f"{result.initiator_name},i,0x{result.isid.hex()}"
+        self._target_iqn = result.target.iqn if result.target else ""
         params = result.params
+        self._digests = params.header_digest or params.data_digest
         log.info(
             "iSCSI login complete",
             extra={
@@ -290,9 +282,18 @@ class Connection:
 
     def _on_command_pdu(self, pdu: Pdu) -> None:
         """Apply the CmdSN window, then handle the PDU (and any held ones that are now due)."""
-        cmd_sn = pdu.u32(24)
-        if pdu.immediate:
+        bhs = pdu.bhs
+        cmd_sn: int = _U32.unpack_from(bhs, 24)[0]
+        if bhs[0] & 0x40:  # immediate
             self._handle_numbered(pdu, counted=False)
+            return
+        if (
+            cmd_sn == self._exp_cmd_sn
+            and self._outstanding < self.config.queue_depth
+            and not self._held
+        ):  # the next command, inside the window (MaxCmdSN >= ExpCmdSN), none held back
+            self._exp_cmd_sn = (cmd_sn + 1) & 0xFFFFFFFF
+            self._handle_numbered(pdu, counted=bhs[0] & 0x3F == Op.SCSI_COMMAND)
             return
         if sn_lt(cmd_sn, self._exp_cmd_sn) or sn_lt(self.max_cmd_sn, cmd_sn):
             log.info(
@@ -312,15 +313,11 @@ class Connection:
         self._handle_numbered(pdu, counted=pdu.opcode == Op.SCSI_COMMAND)
 
     def _handle_numbered(self, pdu: Pdu, counted: bool) -> None:
-        op = pdu.opcode
+        op = pdu.bhs[0] & 0x3F
         if (
-            self.session is not None
-            and self.session.target is None
-            and op
-            in (
-                Op.SCSI_COMMAND,
-                Op.TASK_MGMT_REQUEST,
-            )
+            not self._target_iqn
+            and self.session is not None
+            and op in (Op.SCSI_COMMAND, Op.TASK_MGMT_REQUEST)
         ):
             raise ProtocolError("SCSI commands are not allowed in a discovery session", bhs=pdu.bhs)
         if op == Op.SCSI_COMMAND:
@@ -385,7 +382,7 @@ class Connection:
         self._advance_task(task)
 
     def _advance_task(self, task: Task) -> None:
-        if task.data_complete:
+        if not task.cmd.write or task.data_complete:
             self._execute(task)
         else:
             self._wanting_r2t[task.cmd.itt] = task
@@ -421,19 +418,27 @@ class Connection:
                 )
 
     def _execute(self, task: Task) -> None:
-        assert self.session is not None and self.session.target is not None
         task.executing = True
         cmd = task.cmd
-        self._events.append(
-            Execute(
-                itt=cmd.itt,
-                target=self.session.target.iqn,
-                lun=cmd.lun,
-                cdb=cmd.cdb,
-                data_out=task.data_out_bytes(),
-                nexus=self.nexus,
-            )
-        )
+        pieces = task.pieces
+        data = pieces[0][1] if len(pieces) == 1 else task.data_out_bytes()
+        self._events.append(Execute(cmd.itt, self._target_iqn, cmd.lun, cmd.cdb, data, self._nexus))
+
+    def _respond_fast(self, task: Task, result: ScsiResult) -> bool:
+        """GOOD status, no digests: one Data-In with the status, or one SCSI Response, packed
+        here rather than through a Pdu. False (nothing sent) for any other case."""
+        cmd = task.cmd
+        data = result.data
+        if cmd.read:
+            if not data or len(data) > min(cmd.edtl, self.params.initiator_recv_data_segment_bytes):
+                return False
+            self._out.extend(m.data_in_good_parts(self._seq(advance=True), cmd, data))
+            return True
+        if data:
+            return False
+        spdtl = result.data_out_bytes if cmd.write else 0
+        self._out.append(m.scsi_response_good(self._seq(advance=True), cmd.itt, cmd.edtl - spdtl))
+        return True
 
     def _respond(self, task: Task, result: ScsiResult) -> None:
         cmd = task.cmd
@@ -527,66 +532,3 @@ class Connection:
         self._send(m.logout_response(self._seq(advance=True), itt=req.itt, response=response))
         if response == 0:
             self._close("logout")
-
-    # --- task management ----------------------------------------------------------------------
-
-    def _on_task_mgmt(self, req: m.TaskMgmtRequest) -> None:
-        function = req.function
-        if function == TMF_TASK_REASSIGN:
-            self._tmf_response(req.itt, TMF_REASSIGN_NOT_SUPPORTED)
-            return
-        if function == TMF_CLEAR_ACA or function > TMF_TASK_REASSIGN or function == 0:
-            self._tmf_response(req.itt, TMF_NOT_SUPPORTED)
-            return
-        lun_functions = (TMF_ABORT_TASK, TMF_ABORT_TASK_SET, TMF_CLEAR_TASK_SET, TMF_LUN_RESET)
-        if function in lun_functions and req.lun != 0:
-            self._tmf_response(req.itt, TMF_NO_LUN)
-            return
-        if function == TMF_ABORT_TASK:
-            victims = [self._tasks[req.ref_itt]] if req.ref_itt in self._tasks else []
-            if not victims:
-                self._tmf_response(req.itt, self._missing_task_response(req))
-                return
-        else:
-            victims = list(self._tasks.values())
-        resets = (TMF_LUN_RESET, TMF_TARGET_WARM_RESET, TMF_TARGET_COLD_RESET)
-        if function in resets and self.session is not None and self.session.target is not None:
-            target_reset = function != TMF_LUN_RESET
-            self._events.append(ResetLu(self.session.target.iqn, target_reset))
-        self._abort(req.itt, victims, close_after=function == TMF_TARGET_COLD_RESET)
-
-    def _missing_task_response(self, req: m.TaskMgmtRequest) -> int:
-        # RFC 7143 11.5.1: a task already answered, or CmdSN never seen but in the window,
-        # counts as aborted.
-        if sn_lt(req.ref_cmd_sn, self._exp_cmd_sn):
-            return TMF_COMPLETE
-        return TMF_NO_TASK
-
-    def _abort(self, itt: int, victims: list[Task], *, close_after: bool) -> None:
-        waiting: set[int] = set()
-        for task in victims:
-            task.aborted = True
-            if task.executing:
-                waiting.add(task.cmd.itt)
-            else:
-                self._tasks.pop(task.cmd.itt, None)
-                self._release(task)
-        if waiting:
-            self._tmfs.append(_PendingTmf(itt, waiting, TMF_COMPLETE, close_after))
-            return
-        self._tmf_response(itt, TMF_COMPLETE)
-        if close_after:
-            self._close("target cold reset")
-
-    def _finish_tmfs(self, itt: int) -> None:
-        for tmf in list(self._tmfs):
-            tmf.waiting_for.discard(itt)
-            if not tmf.waiting_for:
-                self._tmfs.remove(tmf)
-                self._tmf_response(tmf.itt, tmf.response)
-                if tmf.close_after:
-                    self._close("target cold reset")
-
-    def _tmf_response(self, itt: int, response: int) -> None:
-        if self.phase is Phase.FULL_FEATURE:
-            self._send(m.task_mgmt_response(self._seq(advance=True), itt=itt, response=response))

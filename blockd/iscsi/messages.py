@@ -10,7 +10,15 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from blockd.iscsi.pdu import RESERVED_TAG, Op, Pdu, ProtocolError, RejectReason, build_bhs
+from blockd.iscsi.pdu import (
+    BHS_STRUCT,
+    RESERVED_TAG,
+    Op,
+    Pdu,
+    ProtocolError,
+    RejectReason,
+    build_bhs,
+)
 
 __all__ = [
     "DataOut",
@@ -29,7 +37,10 @@ AHS_EXTENDED_CDB = 1
 AHS_BIDI_READ_LENGTH = 2
 CDB_BYTES_MAX = 260
 NO_SUCH_LUN = 0xFFFF
-_SCSI_COMMAND_FIELDS = struct.Struct(">8sIIII")  # LUN, ITT, EDTL, CmdSN, ExpStatSN at byte 8
+GOOD = 0x00
+# byte 0, flags, LUN, ITT, EDTL, CmdSN, ExpStatSN, CDB: the whole BHS of a SCSI Command
+_SCSI_COMMAND = struct.Struct(">BB6x8sIIII16s")
+_LUN_ZERO = bytes(8)
 
 
 def _bad(message: str, pdu: Pdu) -> ProtocolError:
@@ -83,10 +94,27 @@ class ScsiCommand:
 
 
 def decode_scsi_command(pdu: Pdu) -> ScsiCommand:
-    flags = pdu.flags
+    bhs = pdu.bhs
+    byte0, flags, lun_field, itt, edtl, cmd_sn, exp_stat_sn, cdb = _SCSI_COMMAND.unpack(bhs)
     if flags & 0x18:
         raise _bad("reserved flag bits set in SCSI Command", pdu)
-    cdb = pdu.bhs[32:48]
+    if pdu.ahs:
+        cdb = _extended_cdb(pdu, cdb)
+    read, write = bool(flags & 0x40), bool(flags & 0x20)
+    if not read and not write and edtl:
+        raise _bad("ExpectedDataTransferLength without R or W bit", pdu)
+    if pdu.data and not write:
+        raise _bad("immediate data on a command without the W bit", pdu)
+    lun = 0 if lun_field == _LUN_ZERO else decode_lun(lun_field)
+    return ScsiCommand(
+        bool(byte0 & 0x40), bool(flags & 0x80), read, write, flags & 0x07, lun, lun_field,
+        itt, edtl, cmd_sn, exp_stat_sn, cdb, pdu.data, bhs,
+    )  # fmt: skip
+
+
+def _extended_cdb(pdu: Pdu, cdb: bytes) -> bytes:
+    """The CDB with its Extended CDB AHS appended (other AHS than bidirectional read length
+    are a protocol error)."""
     ahs = pdu.ahs
     while ahs:
         if len(ahs) < 4:
@@ -103,28 +131,7 @@ def decode_scsi_command(pdu: Pdu) -> ScsiCommand:
         ahs = ahs[body_end + (-body_end % 4) :]
     if len(cdb) > CDB_BYTES_MAX:
         raise _bad("CDB too long", pdu)
-    read, write = bool(flags & 0x40), bool(flags & 0x20)
-    lun_field, itt, edtl, cmd_sn, exp_stat_sn = _SCSI_COMMAND_FIELDS.unpack_from(pdu.bhs, 8)
-    if not read and not write and edtl:
-        raise _bad("ExpectedDataTransferLength without R or W bit", pdu)
-    if pdu.data and not write:
-        raise _bad("immediate data on a command without the W bit", pdu)
-    return ScsiCommand(
-        immediate=pdu.immediate,
-        final=pdu.final,
-        read=read,
-        write=write,
-        attr=flags & 0x07,
-        lun=decode_lun(lun_field),
-        lun_field=lun_field,
-        itt=itt,
-        edtl=edtl,
-        cmd_sn=cmd_sn,
-        exp_stat_sn=exp_stat_sn,
-        cdb=bytes(cdb),
-        data=pdu.data,
-        bhs=pdu.bhs,
-    )
+    return bytes(cdb)
 
 
 # Not frozen: treated as immutable, but frozen dataclass construction costs several times
@@ -349,6 +356,33 @@ def scsi_response(
         words=words,
     )
     return Pdu(bhs, b"", data)
+
+
+_NO_LUN = bytes(8)
+_PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by data length % 4
+
+
+def scsi_response_good(seq: Seq, itt: int, residual: int) -> bytes:
+    """The wire bytes of a GOOD SCSI Response without sense (no digests): :func:`scsi_response`
+    without the intermediate Pdu."""
+    flags = 0x82 if residual > 0 else (0x84 if residual < 0 else 0x80)
+    return BHS_STRUCT.pack(
+        Op.SCSI_RESPONSE, flags, 0, GOOD, 0, _NO_LUN, itt,
+        0, seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn, 0, 0, abs(residual),
+    )  # fmt: skip
+
+
+def data_in_good_parts(seq: Seq, cmd: ScsiCommand, data: bytes) -> list[bytes]:
+    """The wire buffers (header, data, padding; no digests) of one Data-In carrying all of a
+    read's ``data`` and its GOOD status: :func:`data_in` without the intermediate Pdu."""
+    residual = cmd.edtl - len(data)
+    flags = 0x83 if residual > 0 else (0x85 if residual < 0 else 0x81)
+    header = BHS_STRUCT.pack(
+        Op.DATA_IN, flags, 0, GOOD, len(data), cmd.lun_field, cmd.itt,
+        RESERVED_TAG, seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn, 0, 0, abs(residual),
+    )  # fmt: skip
+    pad = _PADS[len(data) & 3]
+    return [header, data, pad] if pad else [header, data]
 
 
 def data_in(

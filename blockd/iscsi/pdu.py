@@ -19,6 +19,7 @@ from blockd.iscsi.crc import digest_bytes
 
 __all__ = [
     "BHS_BYTES",
+    "BHS_STRUCT",
     "RESERVED_TAG",
     "DigestError",
     "Op",
@@ -177,7 +178,8 @@ def build_bhs(
     return _BHS.pack(opcode, byte1, byte2, byte3, data_length, lun, itt, *words)
 
 
-_BHS = struct.Struct(">BBBBI8sI7I")  # TotalAHSLength is 0: the u32 at byte 4 is the data length
+# TotalAHSLength is 0: the u32 at byte 4 is the data length.
+BHS_STRUCT = _BHS = struct.Struct(">BBBBI8sI7I")
 _ZERO_WORDS = (0,) * 7
 
 
@@ -283,29 +285,44 @@ class PduParser:
         """The PDU starting at ``pos`` of ``buf`` and the offset after it, or None if incomplete."""
         if len(buf) - pos < BHS_BYTES:
             return None
-        ahs_bytes = buf[pos + 4] * 4
-        data_length = int.from_bytes(buf[pos + 5 : pos + 8], "big")
+        lengths: int = _U32.unpack_from(buf, pos + 4)[0]
+        ahs_bytes = (lengths >> 24) * 4
+        data_length = lengths & 0xFFFFFF
         header_end = pos + BHS_BYTES + ahs_bytes
-        bhs = bytes(buf[pos : pos + BHS_BYTES])
         if data_length > self._data_bytes_max:
             raise ProtocolError(
                 f"data segment of {data_length} bytes exceeds MaxRecvDataSegmentLength "
                 f"{self._data_bytes_max}",
                 RejectReason.PROTOCOL_ERROR,
-                bhs,
+                bytes(buf[pos : pos + BHS_BYTES]),
             )
         hd = DIGEST_BYTES if self._header_digest else 0
         dd = DIGEST_BYTES if (self._data_digest and data_length) else 0
         data_start = header_end + hd
-        padded_end = data_start + data_length + pad_bytes(data_length)
+        padded_end = data_start + data_length + (-data_length % 4)
         end = padded_end + dd
         if len(buf) < end:
             return None
-        header = bhs + bytes(buf[pos + BHS_BYTES : header_end]) if ahs_bytes else bhs
-        if hd and bytes(buf[header_end:data_start]) != digest_bytes(header):
+        bhs = bytes(buf[pos : pos + BHS_BYTES])
+        ahs = bytes(buf[pos + BHS_BYTES : header_end]) if ahs_bytes else b""
+        if hd and bytes(buf[header_end:data_start]) != digest_bytes(bhs + ahs):
             raise DigestError("header digest mismatch", RejectReason.PROTOCOL_ERROR, bhs)
         if dd and bytes(buf[padded_end:end]) != digest_bytes(buf[data_start:padded_end]):
             raise DigestError("data digest mismatch", RejectReason.DATA_DIGEST_ERROR, bhs)
-        with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
-            data = bytes(view[data_start : data_start + data_length])
-        return Pdu(bhs, header[BHS_BYTES:], data), end
+        if not data_length:
+            data = b""
+        elif isinstance(buf, bytes):
+            data = buf[data_start : data_start + data_length]  # one copy
+        else:
+            with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
+                data = bytes(view[data_start : data_start + data_length])
+        # The lengths were checked above: skip Pdu.__init__'s checks (one PDU per command).
+        pdu = _new_pdu(Pdu)
+        pdu.bhs = bhs
+        pdu.ahs = ahs
+        pdu.data = data
+        return pdu, end
+
+
+_U32 = struct.Struct(">I")
+_new_pdu = object.__new__

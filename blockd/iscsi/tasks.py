@@ -15,7 +15,7 @@ from blockd.iscsi.pdu import RESERVED_TAG, ProtocolError, RejectReason
 __all__ = ["R2tRequest", "Sequence", "Task"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Sequence:
     """One data-out sequence: the unsolicited one (TTT reserved) or one R2T's."""
 
@@ -54,7 +54,7 @@ class R2tRequest:
     length: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Task:
     """A SCSI command from arrival to response."""
 

@@ -100,6 +100,14 @@ class RangeLocks:
         self._held.append(span)
         return span
 
+    def try_acquire(self, lba: int, count: int) -> tuple[int, int] | None:
+        """:meth:`acquire` without waiting: the span if the range is free now, else None."""
+        span = (lba, lba + max(count, 1))
+        if self._held and any(_overlap(span, held) for held in self._held):
+            return None
+        self._held.append(span)
+        return span
+
     def release(self, span: tuple[int, int]) -> None:
         self._held.remove(span)
         waiters, self._waiters = self._waiters, []

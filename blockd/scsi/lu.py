@@ -50,6 +50,9 @@ _SPC2_ALLOWED = frozenset({0x03, 0x12, 0x17, 0x5E, 0xA0, 0xA3})
 # REQUEST SENSE, which returns it as its data (SAM-5 5.14).
 _UA_EXEMPT = frozenset({0x03, 0x12, 0xA0})
 NEXUSES_TRACKED_MAX = 1024
+_FAST_OPS = frozenset({0x28, 0x2A, 0x88, 0x8A})  # READ/WRITE (10) and (16)
+_RW10 = struct.Struct(">IxH")  # LBA, (group), transfer length at byte 2
+_RW16 = struct.Struct(">QI")
 
 # Where each data-in command keeps its allocation length.
 _ALLOCATION_LENGTH: dict[int, Callable[[bytes], int]] = {
@@ -77,6 +80,8 @@ class LogicalUnit:
         self._nexuses: dict[str, None] = {}  # I_T nexuses seen, oldest first (bounded)
         self._unit_attention: dict[str, tuple[int, int]] = {}
         self._handlers: dict[int, Handler] = self._build_handlers()
+        self._block_bytes = backend.block_size
+        self._transfer_blocks_max = self.limits.transfer_blocks_max(backend.block_size)
 
     def _build_handlers(self) -> dict[int, Handler]:
         b = self.block
@@ -120,19 +125,74 @@ class LogicalUnit:
         self, cdb: bytes, data_out: bytes | None = None, nexus: str = "", lun: int = 0
     ) -> ScsiResult:
         """Run one command; never raises for bad input (that becomes CHECK CONDITION)."""
+        if cdb and cdb[0] in _FAST_OPS and lun == 0:
+            fast = await self._read_write_fast(cdb, data_out, nexus)
+            if fast is not None:
+                return fast
         cmd = Command(cdb=bytes(cdb), data_out=data_out or b"", nexus=nexus)
         try:
             data = await self._dispatch(cmd, lun)
         except ScsiError as exc:
             return ScsiResult(exc.status, b"", exc.sense(), cmd.data_out_bytes)
         except Exception:  # a backend failure must not kill the connection
-            log.exception("backend failure", extra={"fields": {"opcode": cdb[0] if cdb else -1}})
-            sense = sense_bytes(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
-            return ScsiResult(Status.CHECK_CONDITION, b"", sense, cmd.data_out_bytes)
+            return _backend_failure(cdb[0] if cdb else -1, cmd.data_out_bytes)
         alloc = _ALLOCATION_LENGTH.get(cmd.cdb[0])
         if data and alloc is not None:
             data = data[: alloc(cmd.cdb)]
         return ScsiResult(Status.GOOD, data or b"", b"", cmd.data_out_bytes)
+
+    async def _read_write_fast(
+        self, cdb: bytes, data_out: bytes | None, nexus: str
+    ) -> ScsiResult | None:
+        """READ/WRITE (10) and (16) in the common case, without the general dispatch: a known
+        nexus, no unit attention, reservation or PR holder, valid fields, an in-range nonzero
+        transfer, all the write data, a free LBA range. None (nothing done) otherwise: the
+        general path then handles the command, errors included."""
+        op = cdb[0]
+        if op < 0x80:  # READ(10) or WRITE(10)
+            if len(cdb) < 10 or cdb[9] & 0x04:  # short, or NACA
+                return None
+            lba, count = _RW10.unpack_from(cdb, 2)
+        else:
+            if len(cdb) < 16 or cdb[15] & 0x04:
+                return None
+            lba, count = _RW16.unpack_from(cdb, 2)
+        backend = self.backend
+        if (
+            cdb[1] & 0xE0  # RD/WRPROTECT
+            or not count
+            or lba + count > backend.num_blocks
+            or count > self._transfer_blocks_max
+            or self._unit_attention
+            or self.spc2_holder is not None
+            or self.pr.holder is not None
+            or nexus not in self._nexuses
+        ):
+            return None
+        if not op & 0x02:  # READ(10) or READ(16)
+            try:
+                data = await backend.read(lba, count)
+            except ScsiError as exc:
+                return ScsiResult(exc.status, b"", exc.sense(), 0)
+            except Exception:
+                return _backend_failure(op, 0)
+            return ScsiResult(Status.GOOD, data, b"", 0)
+        length = count * self._block_bytes
+        if data_out is None or len(data_out) != length:
+            return None
+        span = self.block.locks.try_acquire(lba, count)
+        if span is None:
+            return None
+        fua = bool(cdb[1] & 0x08) or not self.block.write_cache
+        try:
+            await backend.write(lba, data_out, fua=fua)
+        except ScsiError as exc:
+            return ScsiResult(exc.status, b"", exc.sense(), length)
+        except Exception:
+            return _backend_failure(op, length)
+        finally:
+            self.block.locks.release(span)
+        return ScsiResult(Status.GOOD, b"", b"", length)
 
     async def _dispatch(self, cmd: Command, lun: int) -> bytes | None:
         cdb = cmd.cdb
@@ -278,6 +338,13 @@ class LogicalUnit:
     async def _pr_out(self, cmd: Command) -> None:
         data = cmd.need_data_out(_u32(cmd.cdb, 5))
         pr_out(self.pr, cmd.nexus, cmd.cdb, data)
+
+
+def _backend_failure(opcode: int, data_out_bytes: int) -> ScsiResult:
+    """Log the exception being handled; CHECK CONDITION, HARDWARE ERROR."""
+    log.exception("backend failure", extra={"fields": {"opcode": opcode}})
+    sense = sense_bytes(SenseKey.HARDWARE_ERROR, Asc.INTERNAL_TARGET_FAILURE)
+    return ScsiResult(Status.CHECK_CONDITION, b"", sense, data_out_bytes)
 
 
 def _none(func: Callable[[Command], Awaitable[None]]) -> Handler:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -43,12 +44,35 @@ HASHES_INVALID = "hashes.invalid"
 HASHES_INVALID_HEADER = b"cairn-hashes-invalid 1\n"
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FILE_RE = re.compile(r"^([0-9]{10}\.[0-9]{5}(?:_[0-9a-f]{16})?)\.(data|meta|ts)$")
+_HASH_RE = re.compile(r"[0-9a-f]{32}")
 QUARANTINE_TRIES_MAX = 1000
 
 
 def valid_device_name(name: str) -> bool:
     """A device is one path component made of safe characters (never '.', '..' or '/')."""
     return bool(_DEVICE_RE.match(name))
+
+
+@dataclass(frozen=True)
+class _DevicePaths:
+    root: Path
+    objects: Path
+    tmp: Path
+    quarantined: Path
+    async_pending: Path
+
+
+@functools.lru_cache(maxsize=1024)
+def _device_paths(devices_dir: Path, device: str) -> _DevicePaths:
+    # Every request builds a DeviceLayout and asks it for these: built once per device.
+    root = devices_dir / device
+    return _DevicePaths(
+        root,
+        root / "objects",
+        root / "tmp",
+        root / "quarantined" / "objects",
+        root / "async_pending",
+    )
 
 
 @dataclass(frozen=True)
@@ -61,30 +85,30 @@ class DeviceLayout:
 
     @property
     def root(self) -> Path:
-        return self.devices_dir / self.device
+        return _device_paths(self.devices_dir, self.device).root
 
     @property
     def objects(self) -> Path:
-        return self.root / "objects"
+        return _device_paths(self.devices_dir, self.device).objects
 
     @property
     def tmp(self) -> Path:
-        return self.root / "tmp"
+        return _device_paths(self.devices_dir, self.device).tmp
 
     @property
     def quarantined(self) -> Path:
-        return self.root / "quarantined" / "objects"
+        return _device_paths(self.devices_dir, self.device).quarantined
 
     @property
     def async_pending(self) -> Path:
-        return self.root / "async_pending"
+        return _device_paths(self.devices_dir, self.device).async_pending
 
     def partition_dir(self, partition: int) -> Path:
         return self.objects / str(partition)
 
     def hash_dir(self, partition: int, hash_hex: str) -> Path:
-        assert len(hash_hex) == 32 and all(c in "0123456789abcdef" for c in hash_hex)
-        return self.partition_dir(partition) / hash_hex[-3:] / hash_hex
+        assert len(hash_hex) == 32 and _HASH_RE.fullmatch(hash_hex), hash_hex
+        return self.objects.joinpath(str(partition), hash_hex[-3:], hash_hex)
 
 
 @dataclass(frozen=True)
@@ -204,11 +228,11 @@ def open_locked(path: Path, how: int) -> int:
     """
     for _ in range(QUARANTINE_TRIES_MAX):
         try:
-            if not path.exists():
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:  # a new partition (or its dir went away): create, retry
+            with contextlib.suppress(FileNotFoundError):
                 makedirs_durable(path.parent)
                 _create_with_header(path)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
-        except FileNotFoundError:  # the partition dir went away (handoff removed): retry
             continue
         fcntl.flock(fd, how)
         try:

@@ -37,9 +37,33 @@ from objectd.ranges import (
 from objectd.request import BadRequest, ObjectPath, parse_object_path
 from objectd.writes import status
 
-__all__ = ["handle_get"]
+__all__ = ["SMALL_READ_BYTES_MAX", "handle_get"]
 
 log = get_logger("cairn.object-server")
+
+# An object body up to this size (and up to read_chunk_bytes) is read, verified and its file
+# closed in the same pool step that opens it: one round trip per GET or HEAD instead of
+# three (open, read, close).
+SMALL_READ_BYTES_MAX = 64 * 1024
+
+
+class _Loaded:
+    """A small object already read whole and verified (its file is closed)."""
+
+    __slots__ = ("body", "info")
+
+    def __init__(self, info: ObjectInfo, body: bytes) -> None:
+        self.info = info
+        self.body = body  # b"" for a HEAD
+
+
+class _Corrupt:
+    """A small object whose body failed its checksum while being read (now quarantined)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
 
 
 def object_headers(info: ObjectInfo) -> dict[str, str]:
@@ -68,27 +92,50 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         df = st.devices.diskfile(
             path.device, path.partition, path.account, path.container, path.obj
         )
-        opened = await st.devices.run(path.device, _check_and_open, st, path.device, df)
+        opened = await st.devices.run(
+            path.device, _check_and_open, st, path.device, df, request.method == "GET"
+        )
     except DeviceUnavailable as e:
         return status(507, str(e))
     if isinstance(opened, Deleted):
         return status(404, headers={"X-Backend-Timestamp": opened.timestamp.internal})
     if isinstance(opened, Missing):
         return status(404)
+    if isinstance(opened, _Corrupt):
+        # Found before a byte was sent: the object is quarantined, so it is not here.
+        log.error("checksum mismatch; quarantined", extra={"fields": {"error": opened.error}})
+        return status(404)
+    if isinstance(opened, _Loaded):
+        return await _respond(request, st, path, opened)
     try:
         return await _respond(request, st, path, opened)
     finally:
         await st.devices.run(path.device, opened.close)
 
 
-def _check_and_open(st: ServerState, device: str, df: DiskFile) -> ObjectReader | Deleted | Missing:
-    """Device check and open in one pool step (blocking)."""
+def _check_and_open(
+    st: ServerState, device: str, df: DiskFile, want_body: bool
+) -> ObjectReader | _Loaded | _Corrupt | Deleted | Missing:
+    """Device check and open in one pool step (blocking); a small object is also read
+    whole (for a GET), verified and closed in the same step."""
     st.devices.check(device)
-    return df.open()
+    opened = df.open()
+    if isinstance(opened, (Deleted, Missing)):
+        return opened
+    length = opened.info.data.content_length
+    if length > min(SMALL_READ_BYTES_MAX, st.conf.read_chunk_bytes):
+        return opened
+    try:
+        body = opened.read(0, length) if want_body and length else b""
+    except ChecksumMismatch as e:  # the reader quarantined the object
+        return _Corrupt(str(e))
+    finally:
+        opened.close()
+    return _Loaded(opened.info, body)
 
 
 async def _respond(
-    request: web.Request, st: ServerState, path: ObjectPath, reader: ObjectReader
+    request: web.Request, st: ServerState, path: ObjectPath, reader: ObjectReader | _Loaded
 ) -> web.StreamResponse:
     info = reader.info
     replication = request.headers.get("X-Backend-Replication", "").lower() == "true"
@@ -110,6 +157,8 @@ async def _respond(
     if resolved and len(resolved) > 1:
         return await _send_multipart(request, st, path, reader, headers, resolved)
     byte_range = resolved[0] if resolved else None
+    if isinstance(reader, _Loaded) and request.method == "GET":
+        return _loaded_response(st, reader, headers, byte_range)
     resp = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
     if byte_range:
         resp.headers["Content-Range"] = byte_range.content_range(length)
@@ -121,11 +170,23 @@ async def _respond(
     return resp
 
 
+def _loaded_response(
+    st: ServerState, loaded: _Loaded, headers: dict[str, str], byte_range: ByteRange | None
+) -> web.Response:
+    """The whole answer to a GET of a small object at once (status, headers and body)."""
+    body = loaded.body
+    if byte_range:
+        headers["Content-Range"] = byte_range.content_range(len(body))
+        body = body[byte_range.first : byte_range.last + 1]
+    st.metrics.bytes_out.inc(len(body))
+    return web.Response(status=206 if byte_range else 200, headers=headers, body=body)
+
+
 async def _send_multipart(
     request: web.Request,
     st: ServerState,
     path: ObjectPath,
-    reader: ObjectReader,
+    reader: ObjectReader | _Loaded,
     headers: dict[str, str],
     ranges: list[ByteRange],
 ) -> web.StreamResponse:
@@ -158,11 +219,15 @@ async def _send_range(
     request: web.Request,
     st: ServerState,
     path: ObjectPath,
-    reader: ObjectReader,
+    reader: ObjectReader | _Loaded,
     resp: web.StreamResponse,
     r: ByteRange,
     allow_sendfile: bool = True,
 ) -> None:
+    if isinstance(reader, _Loaded):  # read and verified already
+        await resp.write(reader.body[r.first : r.last + 1])
+        st.metrics.bytes_out.inc(r.length)
+        return
     transport = request.transport
     loop = asyncio.get_running_loop()
     use_sendfile = (

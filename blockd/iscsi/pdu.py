@@ -35,6 +35,7 @@ BHS_BYTES = 48
 DIGEST_BYTES = 4
 AHS_BYTES_MAX = 255 * 4  # TotalAHSLength is one byte of 4-byte words
 DATA_SEGMENT_BYTES_LIMIT = (1 << 24) - 1  # DataSegmentLength is 24 bits
+SMALL_CHUNK_BYTES = 4096  # held-over chunks shorter than this are copied together, not viewed
 RESERVED_TAG = 0xFFFFFFFF
 
 
@@ -224,6 +225,11 @@ class PduParser:
 
     ``data_bytes_max`` is our MaxRecvDataSegmentLength: a longer data segment is a protocol error
     (RFC 7143 13.12). Digests are switched on with :meth:`set_digests` after login.
+
+    Copies: PDUs inside a received chunk are parsed in place (their data segment is copied
+    once, out of the chunk). A PDU split over chunks is held as views of those chunks until it
+    is complete, then its header and its data segment are each copied once out of them; the
+    rest of the last chunk is parsed in place again.
     """
 
     def __init__(self, data_bytes_max: int, buffer_bytes_max: int = 16 << 20) -> None:
@@ -231,7 +237,11 @@ class PduParser:
             raise ValueError(f"data_bytes_max out of range: {data_bytes_max}")
         self._data_bytes_max = data_bytes_max
         self._buffer_bytes_max = max(buffer_bytes_max, data_bytes_max * 2 + 2048)
-        self._buffer = bytearray()
+        # The start of an incomplete PDU: views of the chunks it came in, with runs of small
+        # chunks joined into a bytearray (so a trickle of tiny segments costs no view each).
+        self._pending: list[memoryview | bytearray] = []
+        self._pending_bytes = 0
+        self._need_bytes = BHS_BYTES  # pending bytes needed before trying to parse again
         self._header_digest = False
         self._data_digest = False
         self._failed: ProtocolError | None = None
@@ -247,48 +257,89 @@ class PduParser:
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buffer)
+        return self._pending_bytes
 
     def feed(self, chunk: bytes) -> list[Pdu]:
         """Add ``chunk``; return every PDU now complete. Raises ProtocolError on bad input."""
         if self._failed is not None:
             raise self._failed
-        if len(self._buffer) + len(chunk) > self._buffer_bytes_max:
+        if not chunk:
+            return []
+        if self._pending_bytes + len(chunk) > self._buffer_bytes_max:
             self._fail(ProtocolError("input buffer limit exceeded"))
-        buf: bytes | bytearray = chunk  # nothing held over: parse the chunk in place
-        if self._buffer:
-            self._buffer += chunk
-            buf = self._buffer
         out: list[Pdu] = []
+        buf: bytes | memoryview = chunk
         pos = 0
         try:
+            if self._pending:
+                self._hold(chunk)
+                if self._pending_bytes < self._need_bytes:
+                    return out
+                first = self._take_pending()
+                if first is None:
+                    return out
+                pdu, buf = first
+                out.append(pdu)
             while True:
                 parsed = self._next(buf, pos)
                 if parsed is None:
                     break
                 pdu, pos = parsed
                 out.append(pdu)
+            if pos < len(buf):  # an incomplete PDU: hold a view of it (no copy)
+                tail = memoryview(buf)[pos:]
+                self._pending = [tail]
+                self._pending_bytes = len(tail)
+                self._need_bytes = self._frame_bytes(tail) or BHS_BYTES
         except ProtocolError as exc:
             self._fail(exc)
-        if buf is self._buffer:
-            del self._buffer[:pos]  # one compaction per chunk, not one per PDU
-        elif pos < len(buf):
-            self._buffer = bytearray(buf[pos:])  # keep the incomplete tail
         return out
+
+    def _hold(self, chunk: bytes) -> None:
+        pending = self._pending
+        if len(chunk) >= SMALL_CHUNK_BYTES:
+            pending.append(memoryview(chunk))
+        elif isinstance(pending[-1], bytearray):
+            pending[-1] += chunk  # no view of it exists (views are only taken of the others)
+        else:
+            pending.append(bytearray(chunk))
+        self._pending_bytes += len(chunk)
+
+    def _take_pending(self) -> tuple[Pdu, memoryview] | None:
+        """The PDU the pending views now complete and the rest of the last chunk, or None
+        (with ``_need_bytes`` raised) while it is still incomplete."""
+        pending = self._pending
+        if self._need_bytes == BHS_BYTES:  # the header was incomplete: now its length is known
+            head = _gather(pending, 0, BHS_BYTES + 4)
+            self._need_bytes = self._frame_bytes(head) or BHS_BYTES
+            if self._pending_bytes < self._need_bytes:
+                return None
+        end = self._need_bytes
+        head = _gather(pending, 0, min(end, BHS_BYTES + AHS_BYTES_MAX + DIGEST_BYTES))
+        frame = self._frame(head, 0)
+        data_start, data_length, padded_end = frame[1], frame[2], frame[3]
+        data = _gather(pending, data_start, data_start + data_length)
+        pdu = self._build(head, 0, frame, data, pending)
+        last = pending[-1]
+        last_view = last if isinstance(last, memoryview) else memoryview(bytes(last))
+        rest = last_view[len(last) - (self._pending_bytes - end) :]
+        self._pending = []
+        self._pending_bytes = 0
+        self._need_bytes = BHS_BYTES
+        assert padded_end <= end
+        return pdu, rest
 
     def _fail(self, exc: ProtocolError) -> None:
         self._failed = exc
-        self._buffer.clear()
+        self._pending = []
+        self._pending_bytes = 0
         raise exc
 
-    def _next(self, buf: bytes | bytearray, pos: int) -> tuple[Pdu, int] | None:
-        """The PDU starting at ``pos`` of ``buf`` and the offset after it, or None if incomplete."""
-        if len(buf) - pos < BHS_BYTES:
-            return None
+    def _frame(self, buf: bytes | memoryview, pos: int) -> tuple[int, int, int, int, int]:
+        """(header_end, data_start, data_length, padded_end, end) of the PDU at ``pos``, whose
+        BHS must be in ``buf``. Raises ProtocolError for a data segment that is too long."""
         lengths: int = _U32.unpack_from(buf, pos + 4)[0]
-        ahs_bytes = (lengths >> 24) * 4
         data_length = lengths & 0xFFFFFF
-        header_end = pos + BHS_BYTES + ahs_bytes
         if data_length > self._data_bytes_max:
             raise ProtocolError(
                 f"data segment of {data_length} bytes exceeds MaxRecvDataSegmentLength "
@@ -296,32 +347,85 @@ class PduParser:
                 RejectReason.PROTOCOL_ERROR,
                 bytes(buf[pos : pos + BHS_BYTES]),
             )
-        hd = DIGEST_BYTES if self._header_digest else 0
-        dd = DIGEST_BYTES if (self._data_digest and data_length) else 0
-        data_start = header_end + hd
+        header_end = pos + BHS_BYTES + (lengths >> 24) * 4
+        data_start = header_end + (DIGEST_BYTES if self._header_digest else 0)
         padded_end = data_start + data_length + (-data_length % 4)
-        end = padded_end + dd
+        end = padded_end + (DIGEST_BYTES if (self._data_digest and data_length) else 0)
+        return header_end, data_start, data_length, padded_end, end
+
+    def _frame_bytes(self, buf: bytes | memoryview) -> int:
+        """The whole length of the PDU starting ``buf``, or 0 if its BHS is not all there."""
+        if len(buf) < BHS_BYTES:
+            return 0
+        return self._frame(buf, 0)[4]
+
+    def _next(self, buf: bytes | memoryview, pos: int) -> tuple[Pdu, int] | None:
+        """The PDU starting at ``pos`` of ``buf`` and the offset after it, or None if incomplete."""
+        if len(buf) - pos < BHS_BYTES:
+            return None
+        frame = self._frame(buf, pos)
+        end = frame[4]
         if len(buf) < end:
             return None
-        bhs = bytes(buf[pos : pos + BHS_BYTES])
-        ahs = bytes(buf[pos + BHS_BYTES : header_end]) if ahs_bytes else b""
-        if hd and bytes(buf[header_end:data_start]) != digest_bytes(bhs + ahs):
-            raise DigestError("header digest mismatch", RejectReason.PROTOCOL_ERROR, bhs)
-        if dd and bytes(buf[padded_end:end]) != digest_bytes(buf[data_start:padded_end]):
-            raise DigestError("data digest mismatch", RejectReason.DATA_DIGEST_ERROR, bhs)
+        data_start, data_length = frame[1], frame[2]
         if not data_length:
             data = b""
         elif isinstance(buf, bytes):
             data = buf[data_start : data_start + data_length]  # one copy
         else:
-            with memoryview(buf) as view:  # one copy, not a bytearray slice and then bytes
-                data = bytes(view[data_start : data_start + data_length])
-        # The lengths were checked above: skip Pdu.__init__'s checks (one PDU per command).
+            data = bytes(buf[data_start : data_start + data_length])
+        return self._build(buf, pos, frame, data, None), end
+
+    def _build(
+        self,
+        buf: bytes | memoryview,
+        pos: int,
+        frame: tuple[int, int, int, int, int],
+        data: bytes,
+        pending: list[memoryview | bytearray] | None,
+    ) -> Pdu:
+        """Check the digests of the PDU framed at ``pos`` of ``buf`` (whose data segment is
+        ``data``; its padding and digest are in ``buf``, or at the same offsets in the
+        ``pending`` views) and make the Pdu."""
+        header_end, data_start, data_length, padded_end, end = frame
+        bhs = bytes(buf[pos : pos + BHS_BYTES])
+        ahs = bytes(buf[pos + BHS_BYTES : header_end]) if header_end > pos + BHS_BYTES else b""
+        if self._header_digest:
+            received = bytes(buf[header_end:data_start])
+            if received != digest_bytes(bhs + ahs):
+                raise DigestError("header digest mismatch", RejectReason.PROTOCOL_ERROR, bhs)
+        if self._data_digest and data_length:
+            if pending is None:
+                padded = buf[data_start:padded_end]
+                received = bytes(buf[padded_end:end])
+            else:
+                padded = _gather(pending, data_start, padded_end)
+                received = _gather(pending, padded_end, end)
+            if received != digest_bytes(padded):
+                raise DigestError("data digest mismatch", RejectReason.DATA_DIGEST_ERROR, bhs)
+        # The lengths were checked when framing: skip Pdu.__init__'s checks (a PDU a command).
         pdu = _new_pdu(Pdu)
         pdu.bhs = bhs
         pdu.ahs = ahs
         pdu.data = data
-        return pdu, end
+        return pdu
+
+
+def _gather(views: list[memoryview | bytearray], start: int, stop: int) -> bytes:
+    """Bytes [start, stop) of the concatenation of ``views``, copied once."""
+    parts: list[memoryview] = []
+    offset = 0
+    for view in views:
+        size = len(view)
+        if offset + size > start and offset < stop:
+            mv = view if isinstance(view, memoryview) else memoryview(view)
+            parts.append(mv[max(start - offset, 0) : stop - offset])
+        offset += size
+        if offset >= stop:
+            break
+    if len(parts) == 1:
+        return bytes(parts[0])
+    return b"".join(parts)
 
 
 _U32 = struct.Struct(">I")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -114,3 +116,55 @@ def test_fuzz_parses_or_raises_protocol_error(data: bytes, digests: bool, step: 
                 assert len(pdu.bhs) == 48
     except ProtocolError:
         pass
+
+
+def _stream(sizes: list[int], digests: bool) -> tuple[list[Pdu], bytes]:
+    pdus = [
+        data_out(itt=i, ttt=7, data_sn=0, offset=0, data=bytes([i % 251]) * n, final=True)
+        for i, n in enumerate(sizes)
+    ]
+    wire = b"".join(encode_pdu(p, header_digest=digests, data_digest=digests) for p in pdus)
+    return pdus, wire
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 1, 3, 4, 4095, 5000, 70001]), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=12),
+    st.booleans(),
+)
+def test_any_chunking_gives_the_same_pdus(sizes: list[int], cuts: list[int], digests: bool) -> None:
+    """PDUs split over chunks of any size (views of large chunks, small ones joined) come out
+    whole and equal, with nothing left buffered."""
+    pdus, wire = _stream(sizes, digests)
+    bounds = sorted({0, len(wire), *(c % (len(wire) + 1) for c in cuts)})
+    parser = PduParser(1 << 17)
+    parser.set_digests(digests, digests)
+    got: list[Pdu] = []
+    for start, stop in itertools.pairwise(bounds):
+        got += parser.feed(wire[start:stop])
+    assert [(p.bhs[16:20], p.data) for p in got] == [(p.bhs[16:20], p.data) for p in pdus]
+    assert all(type(p.data) is bytes for p in got)
+    assert parser.buffered_bytes == 0
+
+
+@pytest.mark.parametrize("flip", ["header", "data", "data_digest"])
+def test_digest_mismatch_in_a_pdu_split_over_chunks(flip: str) -> None:
+    _, wire = _stream([70001], True)
+    broken = bytearray(wire)
+    broken[{"header": 20, "data": 60000, "data_digest": len(wire) - 1}[flip]] ^= 0x01
+    parser = PduParser(1 << 17)
+    parser.set_digests(True, True)
+    assert parser.feed(bytes(broken[:30000])) == []
+    with pytest.raises(DigestError):
+        parser.feed(bytes(broken[30000:]))
+
+
+def test_a_trickle_of_tiny_chunks_is_held_compactly() -> None:
+    _, wire = _stream([5000, 3], False)
+    parser = PduParser(8192)
+    got: list[Pdu] = []
+    for i in range(0, len(wire), 7):
+        got += parser.feed(wire[i : i + 7])
+        assert len(parser._pending) <= 2  # one view of a chunk, one bytearray of small ones
+    assert [len(p.data) for p in got] == [5000, 3]

@@ -8,6 +8,8 @@ Secrets are never logged: access logs name only a fixed set of safe fields.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -17,7 +19,14 @@ import time
 import uuid
 from typing import Any
 
-__all__ = ["REDACTED_HEADERS", "get_logger", "new_trans_id", "request_id", "setup_logging"]
+__all__ = [
+    "REDACTED_HEADERS",
+    "flush_logs",
+    "get_logger",
+    "new_trans_id",
+    "request_id",
+    "setup_logging",
+]
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -92,9 +101,64 @@ class _TextFormatter(logging.Formatter):
         return f"{line} request_id={request_id.get()} {extra}".rstrip()
 
 
+class _TurnBatchedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines logged during one turn of an event loop
+    together, at the end of that turn: one write (and one system call) for the access
+    lines of every request the turn finished, instead of one each. Lines logged outside a
+    running loop (other threads, startup, shutdown) are written at once, after any still
+    waiting. `flush()` writes what waits (logging.shutdown calls it at exit)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            self._waiting.append(line)
+            if loop is None:
+                self._write_waiting()
+            elif not self._scheduled:
+                self._scheduled = True
+                loop.call_soon(self._end_of_turn)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _end_of_turn(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = False
+            # a closed or broken stream: these lines are lost (as a failed write loses them)
+            with contextlib.suppress(OSError, ValueError):
+                self._write_waiting()
+
+    def _write_waiting(self) -> None:
+        if self._waiting:
+            text = "".join(self._waiting)
+            self._waiting.clear()
+            self.stream.write(text)
+            self.stream.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_waiting()
+
+
+def flush_logs() -> None:
+    """Write every log line still waiting (before a process ends with os._exit)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """Configure the root logger of this process once, writing to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _TurnBatchedHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter(service) if fmt == "json" else _TextFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -24,7 +24,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from common.log import get_logger, new_trans_id, request_id, setup_logging
+from common.log import flush_logs, get_logger, new_trans_id, request_id, setup_logging
 
 __all__ = [
     "AUTO_DECOMPRESS",
@@ -253,6 +253,7 @@ def serve(
                 log.exception("worker failed")
                 code = 1
             finally:
+                flush_logs()
                 sys.stderr.flush()
                 os._exit(code)
         children.append(pid)

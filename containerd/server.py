@@ -293,21 +293,31 @@ async def _apply_object_row(
     state: ContainerState, p: BackendPath, row: ObjectRow, ok_status: int
 ) -> web.Response:
     try:
-        env = await state.envs.get(p.device)
+        code, text = await _row_status(state, p, row, ok_status)
     except web.HTTPException as e:
         return error_response(e)
+    return web.Response(status=code, text=text or None)
+
+
+async def _row_status(
+    state: ContainerState, p: BackendPath, row: ObjectRow, ok_status: int
+) -> tuple[int, str]:
+    """Apply one object row: the status of its answer and the text of its body (a batched
+    row needs only the status, so no response is built for it). Raises the HTTP error of
+    a device that cannot be used."""
+    env = await state.envs.get(p.device)
     broker = _broker(state, env, p)
     try:
         changed = await state.batcher(p.device, env).put_row(broker, row)
     except DeviceUnavailable:
-        return web.Response(status=507, text=f"device {p.device} is not available\n")
+        return 507, f"device {p.device} is not available\n"
     except RowsBusy as e:
-        return web.Response(status=503, text=f"{e}\n")
+        return 503, f"{e}\n"
     if changed is None:
-        return web.Response(status=404, text="container not found\n")
+        return 404, "container not found\n"
     if changed and state.reporter is not None:
         state.reporter.poke(env, broker)
-    return web.Response(status=ok_status)
+    return ok_status, ""
 
 
 async def _batched_row(state: ContainerState, u: RowUpdate) -> int:
@@ -319,9 +329,9 @@ async def _batched_row(state: ContainerState, u: RowUpdate) -> int:
         p = parse_backend_path(raw_path, 3, 3)
         assert p.obj is not None
         row, ok_status = _object_row(u.op, CIMultiDict(u.headers), p.obj)
+        return (await _row_status(state, p, row, ok_status))[0]
     except web.HTTPException as e:
         return e.status
-    return (await _apply_object_row(state, p, row, ok_status)).status
 
 
 async def _post_object_rows(request: web.Request) -> web.Response:

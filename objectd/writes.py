@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import threading
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -53,6 +52,17 @@ log = get_logger("cairn.object-server")
 # Bodies up to this size, sent without Expect: 100-continue, are read whole and stored in one
 # pool step (the proxy sends PUTs of at most 64 KiB that way: proxy/objput.py put_buffered).
 SMALL_BODY_BYTES_MAX = 64 * 1024
+
+
+class _GaveUp:
+    """Set (on the event loop) when a PUT stops waiting for its pool step; the step reads it
+    before committing. A plain attribute: one writer, and the GIL orders the two threads'
+    accesses (a threading.Event would add a lock and a condition per PUT)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
 
 
 def _conflict(existing: Timestamp) -> web.Response:
@@ -330,7 +340,7 @@ async def _put_small(
         content_type=ctype,
         headers=persisted_from_request(request.headers),
     )
-    gave_up = threading.Event()
+    gave_up = _GaveUp()
     step = functools.partial(
         _store_small,
         st,
@@ -351,7 +361,7 @@ async def _put_small(
         # Timed out (DeviceBusy -> 503) or cancelled: a step still running in the pool
         # must not commit an object whose PUT was not acknowledged (as with two steps,
         # where the commit step is never started once the write step has timed out).
-        gave_up.set()
+        gave_up.value = True
         raise
     if isinstance(stored, web.Response):
         return stored
@@ -368,7 +378,7 @@ def _store_small(
     body: bytes,
     expected_etag: str,
     md: ObjectMetadata,
-    gave_up: threading.Event,
+    gave_up: _GaveUp,
 ) -> tuple[str, int] | web.Response:
     """`_open_for_put` and `_finish` back to back (blocking): (etag, size) once committed,
     or the refusal (409, 412, 422). The temp file is removed on any failure, and nothing is
@@ -380,7 +390,7 @@ def _store_small(
     try:
         if body:
             opened.write(body)
-        if not gave_up.is_set():
+        if not gave_up.value:
             committed = _finish(opened, b"", expected_etag, md)
     finally:
         if not committed:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import os
 
-from common.log import get_logger, request_id, setup_logging
+from common.log import flush_logs, get_logger, request_id, setup_logging
 
 
 def test_json_line_carries_request_id_pid_and_fields() -> None:
@@ -34,6 +35,71 @@ def test_json_line_carries_request_id_pid_and_fields() -> None:
         assert rec["logger"] == "cairn.test"
         assert rec["status"] == 201 and rec["elapsed_s"] == 0.5
         assert rec["odd"] == str({1, 2})  # not JSON: written as its str()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+def _setup(stream: io.StringIO) -> None:
+    setup_logging("svc-under-test", "INFO", "text")
+    logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+
+
+def test_lines_of_one_loop_turn_go_out_in_one_write_at_its_end() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = _CountingStream()
+    try:
+        _setup(stream)
+        log = get_logger("cairn.test")
+
+        async def go() -> tuple[str, str]:
+            for i in range(3):
+                log.info("line %d", i)
+            during = stream.getvalue()
+            await asyncio.sleep(0)  # the end of this turn
+            await asyncio.sleep(0)
+            return during, stream.getvalue()
+
+        during, after = asyncio.run(go())
+        assert during == ""
+        assert [ln.split(" cairn.test ")[1] for ln in after.splitlines()] == [
+            "line 0 request_id=-",
+            "line 1 request_id=-",
+            "line 2 request_id=-",
+        ]
+        assert stream.writes == 1
+        log.info("outside any loop")  # written at once
+        assert stream.getvalue().endswith("outside any loop request_id=-\n")
+        assert stream.writes == 2
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def test_flush_logs_writes_what_still_waits() -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    stream = _CountingStream()
+    try:
+        _setup(stream)
+
+        async def go() -> str:
+            get_logger("cairn.test").warning("before exit")
+            flush_logs()
+            return stream.getvalue()
+
+        assert "before exit" in asyncio.run(go())
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])

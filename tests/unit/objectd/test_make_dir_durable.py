@@ -1,0 +1,30 @@
+"""make_dir_durable: a hash directory made in one mkdir, or with its parents when missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from objectd.layout import DeviceLayout, make_dir_durable
+
+
+def test_makes_the_leaf_its_parents_or_nothing(tmp_path: Path) -> None:
+    layout = DeviceLayout(tmp_path, "sda")
+    deep = layout.hash_dir(7, "ab" * 16)
+    make_dir_durable(deep)  # every parent missing
+    assert deep.is_dir()
+    sibling = layout.hash_dir(7, "cd" * 15 + "ab")  # same partition, new suffix dir
+    make_dir_durable(sibling)
+    assert sibling.is_dir()
+    (deep / "keep").write_bytes(b"x")
+    make_dir_durable(deep)  # already there: left alone
+    assert (deep / "keep").read_bytes() == b"x"
+
+
+def test_device_paths_are_the_same_objects_each_time(tmp_path: Path) -> None:
+    a, b = DeviceLayout(tmp_path, "sda"), DeviceLayout(tmp_path, "sda")
+    assert a.root is b.root and a.tmp is b.tmp and a.objects is b.objects
+    assert a.root == tmp_path / "sda" and a.tmp == tmp_path / "sda" / "tmp"
+    assert a.quarantined == tmp_path / "sda" / "quarantined" / "objects"
+    assert a.async_pending == tmp_path / "sda" / "async_pending"
+    assert DeviceLayout(tmp_path, "sdb").root == tmp_path / "sdb"
+    assert a.hash_dir(3, "0" * 29 + "abc") == tmp_path / "sda/objects/3/abc" / ("0" * 29 + "abc")

@@ -1,10 +1,12 @@
 """Receiving a streamed PUT body: the write pipeline, and the ETag-trailer mode.
 
 A PUT body streams into the device's pool one `write_chunk_bytes` piece at a time
-(`WriteInFlight`). For a large PUT the proxy may have computed the MD5 once for all replicas
-and sent it after the body in a trailer (common/puttrailer.py, docs/object-format.md): then
-the writer computes the body's xxh3-128 instead of its MD5, and the object is committed only
-if the trailer is well formed, says commit, and its length and xxh3-128 match what arrived.
+(`WriteInFlight`); a piece is the list of chunks the HTTP parser made, written by one writev,
+so the body's bytes are not copied again between the parser and the page cache. For a large
+PUT the proxy may have computed the MD5 once for all replicas and sent it after the body in
+a trailer (common/puttrailer.py, docs/object-format.md): then the writer computes the body's
+xxh3-128 instead of its MD5, and the object is committed only if the trailer is well formed,
+says commit, and its length and xxh3-128 match what arrived.
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ async def read_body(
 
     Full `write_chunk_bytes` pieces go to the pool as they fill, and the next piece is
     received while the last one is hashed and written (one write in flight: the writer is
-    sequential, and hashing and os.write release the GIL, so the two overlap). The last,
-    shorter piece is returned for the commit step to write; by then every earlier write has
+    sequential, and hashing and os.writev release the GIL, so the two overlap). The last,
+    shorter piece is returned, joined, for the commit step to write; by then every earlier write has
     finished. With `body_len` (ETag-trailer mode) only that many bytes go to the writer and
     the rest of the request (`length` - `body_len` bytes) is returned as the trailer.
     """

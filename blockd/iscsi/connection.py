@@ -425,14 +425,17 @@ class Connection(TaskManagement):
         self._events.append(Execute(cmd.itt, self._target_iqn, cmd.lun, cmd.cdb, data, self._nexus))
 
     def _respond_fast(self, task: Task, result: ScsiResult) -> bool:
-        """GOOD status, no digests: one Data-In with the status, or one SCSI Response, packed
-        here rather than through a Pdu. False (nothing sent) for any other case."""
+        """GOOD status, no digests: Data-In PDUs (the last with the status) or one SCSI
+        Response, packed here rather than through Pdus. False (nothing sent) otherwise."""
         cmd = task.cmd
         data = result.data
         if cmd.read:
-            if not data or len(data) > min(cmd.edtl, self.params.initiator_recv_data_segment_bytes):
+            if not data or len(data) > cmd.edtl:
                 return False
-            self._out.extend(m.data_in_good_parts(self._seq(advance=True), cmd, data))
+            segment_bytes = self.params.initiator_recv_data_segment_bytes
+            self._out.extend(
+                m.data_in_good_parts(self._seq(advance=True), cmd, data, segment_bytes)
+            )
             return True
         if data:
             return False

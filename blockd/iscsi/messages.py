@@ -372,17 +372,47 @@ def scsi_response_good(seq: Seq, itt: int, residual: int) -> bytes:
     )  # fmt: skip
 
 
-def data_in_good_parts(seq: Seq, cmd: ScsiCommand, data: bytes) -> list[bytes]:
-    """The wire buffers (header, data, padding; no digests) of one Data-In carrying all of a
-    read's ``data`` and its GOOD status: :func:`data_in` without the intermediate Pdu."""
-    residual = cmd.edtl - len(data)
+def data_in_good_parts(seq: Seq, cmd: ScsiCommand, data: bytes, segment_bytes: int) -> list[bytes]:
+    """The wire buffers (headers, data, padding; no digests) of the Data-In PDUs carrying a
+    read's ``data`` in segments of at most ``segment_bytes``, the last with the GOOD status:
+    :func:`data_in` for each piece without the intermediate Pdus. The pieces of a multi-PDU
+    read are views of ``data`` (not copies)."""
+    length = len(data)
+    lun, itt = cmd.lun_field, cmd.itt
+    out: list[bytes] = []
+    offset = 0
+    data_sn = 0
+    last = data
+    if length > segment_bytes:
+        view = memoryview(data)
+        pad = _PADS[segment_bytes & 3]
+        while length - offset > segment_bytes:
+            header = _DATA_IN.pack(
+                Op.DATA_IN, 0, 0, 0, segment_bytes, lun, itt,
+                RESERVED_TAG, 0, seq.exp_cmd_sn, seq.max_cmd_sn, data_sn, offset, 0,
+            )  # fmt: skip
+            out.append(header)
+            out.append(view[offset : offset + segment_bytes])  # type: ignore[arg-type]
+            if pad:
+                out.append(pad)
+            offset += segment_bytes
+            data_sn += 1
+        last = view[offset:]  # type: ignore[assignment]
+    residual = cmd.edtl - length
     flags = 0x83 if residual > 0 else (0x85 if residual < 0 else 0x81)
-    header = BHS_STRUCT.pack(
-        Op.DATA_IN, flags, 0, GOOD, len(data), cmd.lun_field, cmd.itt,
-        RESERVED_TAG, seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn, 0, 0, abs(residual),
+    header = _DATA_IN.pack(
+        Op.DATA_IN, flags, 0, GOOD, length - offset, lun, itt,
+        RESERVED_TAG, seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn, data_sn, offset, abs(residual),
     )  # fmt: skip
-    pad = _PADS[len(data) & 3]
-    return [header, data, pad] if pad else [header, data]
+    out.append(header)
+    out.append(last)
+    pad = _PADS[(length - offset) & 3]
+    if pad:
+        out.append(pad)
+    return out
+
+
+_DATA_IN = BHS_STRUCT
 
 
 def data_in(

@@ -63,7 +63,11 @@ async def make_object_app(
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=UPDATE_CONNECTIONS_MAX)
-        state.session = aiohttp.ClientSession(connector=connector)
+        # Container servers set no cookies: a DummyCookieJar skips the cookie filtering
+        # aiohttp does for every request.
+        state.session = aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        )
         if conf.container_update_batching:
             state.batcher = UpdateBatcher(
                 state.session,

@@ -100,6 +100,9 @@ def backend_path(
     )
 
 
+_TIMEOUTS_CACHED_MAX = 16
+
+
 class Backend:
     """Storage-node access shared by every controller of one proxy worker."""
 
@@ -121,6 +124,7 @@ class Backend:
         self.errors = error_limiter
         # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER).
         self.trailer_servers: set[str] = set()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def learn(self, node: Device, headers: Mapping[str, str]) -> None:
         """Note what a storage node's response says it supports."""
@@ -145,9 +149,15 @@ class Backend:
         return u.update_query(query) if query else u
 
     def _timeout(self, read_s: float | None = None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None, sock_connect=self.conn_timeout_s, sock_read=read_s or self.node_timeout_s
-        )
+        read_s = read_s or self.node_timeout_s
+        timeout = self._timeouts.get(read_s)
+        if timeout is None:  # a handful of distinct values: each built once
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.conn_timeout_s, sock_read=read_s
+            )
+            if len(self._timeouts) < _TIMEOUTS_CACHED_MAX:
+                self._timeouts[read_s] = timeout
+        return timeout
 
     def base_headers(self) -> CIMultiDict[str]:
         return CIMultiDict({"X-Trans-Id": request_id.get()})

@@ -295,11 +295,13 @@ class FileBackend:
             raise BackendRangeError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
         check_range(lba, len(data) // bs, self._num_blocks)
         if self._in_memory and not fua and len(data) <= self._inline_write_bytes_max:
-            self._pwrite(lba * bs, data, False)
+            done = os.pwrite(self._fd, data, lba * bs)
+            if done != len(data):  # a short write: the rest, looping
+                self._pwrite(lba * bs + done, memoryview(data)[done:], False)
             return
         await self._run(self._pwrite, lba * bs, data, fua)
 
-    def _pwrite(self, offset: int, data: bytes, fua: bool) -> None:
+    def _pwrite(self, offset: int, data: bytes | memoryview, fua: bool) -> None:
         view = memoryview(data)
         while view:
             done = os.pwrite(self._fd, view, offset)

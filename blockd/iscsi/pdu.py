@@ -367,14 +367,20 @@ class PduParser:
         end = frame[4]
         if len(buf) < end:
             return None
-        data_start, data_length = frame[1], frame[2]
+        header_end, data_start, data_length = frame[0], frame[1], frame[2]
         if not data_length:
             data = b""
         elif isinstance(buf, bytes):
             data = buf[data_start : data_start + data_length]  # one copy
         else:
             data = bytes(buf[data_start : data_start + data_length])
-        return self._build(buf, pos, frame, data, None), end
+        if data_start != pos + BHS_BYTES or self._data_digest:  # AHS or digests to check
+            return self._build(buf, pos, frame, data, None), end
+        pdu = _new_pdu(Pdu)  # the common case of _build, inline
+        pdu.bhs = bytes(buf[pos:header_end])
+        pdu.ahs = b""
+        pdu.data = data
+        return pdu, end
 
     def _build(
         self,

@@ -451,12 +451,13 @@ class _RealWriter:
             view = view[take:]
             if self._block_fill == block:
                 self._end_block()
-        while len(view) >= block:  # whole blocks are hashed in place, not copied
-            self._digests += xxhash.xxh3_64_digest(view[:block])
-            view = view[block:]
-        if view:  # only reached with no block open: this starts one
-            self._block_hash.update(view)
-            self._block_fill = len(view)
+        whole = len(view) - len(view) % block
+        digest = xxhash.xxh3_64_digest
+        for lo in range(0, whole, block):  # whole blocks are hashed in place, not copied
+            self._digests += digest(view[lo : lo + block])
+        if whole < len(view):  # only reached with no block open: this starts one
+            self._block_hash.update(view[whole:])
+            self._block_fill = len(view) - whole
 
     def _end_block(self) -> None:
         # Streaming XXH3 gives the one-shot digest of the same bytes (the readers' check).

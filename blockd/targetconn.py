@@ -68,7 +68,7 @@ class ConnectionProtocol(asyncio.Protocol):
         opts = target.options
         if len(target._connections) >= opts.connections_max:
             self.closed.set_result(None)
-            transport.abort()
+            transport.close()
             return
         target._connections.add(self)
         transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES_HIGH)

@@ -147,3 +147,19 @@ async def _close_waits_for_running_commands() -> None:
 
 def test_close_waits_for_running_commands() -> None:
     asyncio.run(_close_waits_for_running_commands())
+
+
+async def _connections_beyond_the_limit_are_closed() -> None:
+    backend = MemoryBackend(4096, 512, serial="mem1")
+    options = TargetOptions(connections_max=1)
+    async with asyncio.timeout(GUARD_S), connected(backend, options) as (target, client, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", target._port)
+        assert await reader.read(1) == b""  # closed at once
+        writer.close()
+        await client.send(nop_out(itt=1, cmd_sn=1))  # the first connection still works
+        assert (await client.recv()).opcode == Op.NOP_IN
+        assert len(target._connections) == 1
+
+
+def test_connections_beyond_the_limit_are_closed() -> None:
+    asyncio.run(_connections_beyond_the_limit_are_closed())

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from blockd.iscsi.connection import Close, Connection, ConnectionConfig, Event, Execute, ResetLu
 from blockd.scsi.sense import Asc, ScsiResult, SenseKey, Status, sense_bytes
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["COPY_BYTES_MAX", "ConnectionProtocol"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COPY_BYTES_MAX = 16 * 1024  # buffers shorter than this are joined before the socket write
 WRITE_BUFFER_BYTES_HIGH = 1024 * 1024  # reading pauses while more than this waits to be sent
@@ -215,19 +216,7 @@ class ConnectionProtocol(asyncio.Protocol):
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, Execute):
-            # Start the command here: most finish without ever suspending (a cached read, a
-            # write into the page cache or the volume cache), which costs far less than a Task.
-            coro = self._execute(event)
-            try:
-                waiting = coro.send(None)
-            except StopIteration:
-                return
-            except Exception:
-                log.exception("iSCSI command failed")
-                return
-            task = self._loop.create_task(_finish(coro, waiting))
-            self.running.add(task)
-            task.add_done_callback(self._command_done)
+            self._start(event)
             return
         if isinstance(event, Close):
             self.close(event.reason)
@@ -236,6 +225,46 @@ class ConnectionProtocol(asyncio.Protocol):
             lu = self.target._lu(event.target)
             if lu is not None:
                 lu.reset(target_reset=event.target_reset)
+
+    def _start(self, event: Execute) -> None:
+        """Start the command here: most finish without ever suspending (a cached read, a write
+        into the page cache or the volume cache), which costs far less than a Task. One that
+        suspends is driven on by a Task, then completed the same way."""
+        lu = self.target._lu(event.target)
+        if lu is None:
+            sense = sense_bytes(SenseKey.ILLEGAL_REQUEST, Asc.LU_NOT_SUPPORTED)
+            self._complete(event.itt, ScsiResult(Status.CHECK_CONDITION, b"", sense))
+            return
+        coro = lu.handle(event.cdb, event.data_out, event.nexus, event.lun)
+        try:
+            waiting = coro.send(None)
+        except StopIteration as done:
+            try:
+                self._complete(event.itt, done.value)
+            except Exception:
+                log.exception("iSCSI command completion failed")
+            return
+        except Exception:
+            log.exception("iSCSI command failed")
+            return
+        task = self._loop.create_task(self._finish_command(event.itt, coro, waiting))
+        self.running.add(task)
+        task.add_done_callback(self._command_done)
+
+    async def _finish_command(
+        self, itt: int, coro: Coroutine[Any, Any, ScsiResult], waiting: object
+    ) -> None:
+        self._complete(itt, await _finish(coro, waiting))
+
+    def _complete(self, itt: int, result: ScsiResult) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.complete(itt, result)
+        # Completions in one loop iteration share one socket write (one syscall, not one each);
+        # those during data_received go out with its own write.
+        if not self._in_receive and not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write_now)
 
     def _command_done(self, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
@@ -246,22 +275,6 @@ class ConnectionProtocol(asyncio.Protocol):
         ):
             self._paused_for_commands = False
             self._update_reading()
-
-    async def _execute(self, event: Execute) -> None:
-        lu = self.target._lu(event.target)
-        if lu is None:
-            sense = sense_bytes(SenseKey.ILLEGAL_REQUEST, Asc.LU_NOT_SUPPORTED)
-            result = ScsiResult(Status.CHECK_CONDITION, b"", sense)
-        else:
-            result = await lu.handle(event.cdb, event.data_out, event.nexus, event.lun)
-        conn = self.conn
-        assert conn is not None
-        conn.complete(event.itt, result)
-        # Completions in one loop iteration share one socket write (one syscall, not one each);
-        # those during data_received go out with its own write.
-        if not self._in_receive and not self._write_scheduled:
-            self._write_scheduled = True
-            self._loop.call_soon(self._write_now)
 
     def _update_reading(self) -> None:
         transport = self.transport
@@ -319,8 +332,9 @@ def _coalesce(buffers: list[bytes]) -> list[bytes]:
     return out
 
 
-async def _finish(coro: Coroutine[Any, Any, None], waiting: object) -> None:
-    """Drive a coroutine that suspended during its eager start, the way a Task would.
+async def _finish(coro: Coroutine[Any, Any, T], waiting: object) -> T:
+    """Drive a coroutine that suspended during its eager start, the way a Task would; return
+    its result.
 
     ``waiting`` is what it yielded: the future it waits for (or None for a bare yield). Once
     that future is done the coroutine is resumed and reads the future's outcome itself. If this
@@ -333,5 +347,6 @@ async def _finish(coro: Coroutine[Any, Any, None], waiting: object) -> None:
                 await waiting
         try:
             waiting = coro.send(None)
-        except StopIteration:
-            return
+        except StopIteration as done:
+            result: T = done.value
+            return result

@@ -293,7 +293,10 @@ class Connection(TaskManagement):
             and not self._held
         ):  # the next command, inside the window (MaxCmdSN >= ExpCmdSN), none held back
             self._exp_cmd_sn = (cmd_sn + 1) & 0xFFFFFFFF
-            self._handle_numbered(pdu, counted=bhs[0] & 0x3F == Op.SCSI_COMMAND)
+            if bhs[0] & 0x3F == Op.SCSI_COMMAND and self._target_iqn:  # the usual case
+                self._on_scsi_command(m.decode_scsi_command(pdu), True)
+            else:
+                self._handle_numbered(pdu, counted=bhs[0] & 0x3F == Op.SCSI_COMMAND)
             return
         if sn_lt(cmd_sn, self._exp_cmd_sn) or sn_lt(self.max_cmd_sn, cmd_sn):
             log.info(
@@ -344,6 +347,9 @@ class Connection(TaskManagement):
             task.pieces = []
             task.unsolicited = None
             self._early_response(task, sense_bytes(SenseKey.ILLEGAL_REQUEST, (0x24, 0x00)))
+            return
+        if not cmd.write:
+            self._execute(task)
             return
         self._advance_task(task)
 

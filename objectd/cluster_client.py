@@ -110,6 +110,9 @@ class ObjectCluster:
             total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s
         )
         self._last = Timestamp(0)
+        # Reads start at a random primary (spreads them over the servers); tests that need
+        # to know which replica is asked first turn it off.
+        self.shuffle_reads = True
 
     def _timestamp(self) -> Timestamp:
         ts = Timestamp.from_float(self.clock.time())
@@ -233,7 +236,7 @@ class ObjectCluster:
     ) -> _Answer | None:
         part = self.ring.get_part(a, c, o)
         n = len(self.ring.get_part_nodes(part))
-        nodes = list(iter_nodes(self.ring, part, self.limiter, shuffle=True))
+        nodes = list(iter_nodes(self.ring, part, self.limiter, shuffle=self.shuffle_reads))
         answers: list[_Answer] = []
         asked = 0
         # Ask nodes in waves until a quorum gave a definite answer (2xx or 404). A GET fetches
@@ -309,7 +312,7 @@ class ObjectCluster:
         version the caller itself wrote (a single writer knows nothing newer can exist).
         None: not shown, ask a quorum."""
         part = self.ring.get_part(a, c, o)
-        node = next(iter_nodes(self.ring, part, self.limiter, shuffle=True), None)
+        node = next(iter_nodes(self.ring, part, self.limiter, shuffle=self.shuffle_reads), None)
         if node is None:
             return None
         ans = await self._call(node, "GET", self._url(node, part, a, c, o), headers)

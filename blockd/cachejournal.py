@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, cast
 
-from blockd.cacheentry import Entry
+from blockd.cacheentry import Entry, zeros
 from blockd.chunkstore import ChunkStore
 from blockd.journal import Journal, RecordEntry, Run
-from blockd.sparse import GRANULE, granule_runs
+from blockd.sparse import GRANULE, PAGE, granule_runs
 from common.clock import Clock
 from common.log import get_logger
 
@@ -145,12 +145,22 @@ def wants_journal(e: Entry) -> bool:
 
 
 def _runs(e: Entry, mask: int) -> list[Run]:
-    out = []
+    """The granules of `mask` as runs of views of the entry's buffers, not copies: they are
+    encoded (copied once, into the record) before anything can write to the entry again."""
+    out: list[Run] = []
     for first, end in granule_runs(mask):
         offset, length = first * GRANULE, min(end * GRANULE, e.size) - first * GRANULE
-        data = e.cached_read(offset, length)
-        assert data is not None  # written granules are always held
-        out.append((offset, data))
+        if not e.loaded:  # written granules are always held
+            p, off = divmod(offset, PAGE)
+            page = e.sparse.pages[p]
+            if off + length <= len(page):  # the common case: within one page
+                out.append((offset, memoryview(page)[off : off + length]))
+            else:
+                out.extend(e.sparse.views(offset, length))
+        elif e.data is None:
+            out.append((offset, zeros(length)))
+        else:
+            out.append((offset, memoryview(e.data)[offset : offset + length]))
     return out
 
 

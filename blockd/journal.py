@@ -62,7 +62,8 @@ _CRC = struct.Struct(">I")
 # A replay reads at most this many records (far more than a journal_bytes_max allows).
 RECORDS_MAX = 1 << 20
 
-Run = tuple[int, bytes]  # (offset in the chunk, bytes)
+# (offset in the chunk, bytes); a record being written may hold views of the cache's pages
+Run = tuple[int, bytes | memoryview]
 RecordEntry = tuple[int, list[Run]]  # (chunk index, runs)
 
 
@@ -82,13 +83,16 @@ def record_name(seq: int) -> str:
 
 
 def encode_record(seq: int, capture: int, entries: Sequence[RecordEntry]) -> bytes:
-    body: bytes = msgpack.packb(
-        [[idx, [[off, data] for off, data in runs]] for idx, runs in entries]
-    )
-    head = _REC_HEAD.pack(_REC_MAGIC, JOURNAL_FORMAT, seq, capture, len(body))
-    digest = xxhash.xxh3_64(head)  # the checksum of head + body, without joining them first
-    digest.update(body)
-    return b"".join((head, body, _REC_SUM.pack(digest.intdigest())))  # one copy of the body
+    # The packer's buffer is sized for the data up front and read in place: the written bytes
+    # are copied twice in all (into the packer, then into the record), not four times.
+    size = sum(len(data) + 16 for _, runs in entries for _, data in runs) + 64 * len(entries)
+    packer = msgpack.Packer(autoreset=False, buf_size=size + 1024)
+    packer.pack([[idx, [[off, data] for off, data in runs]] for idx, runs in entries])
+    with packer.getbuffer() as body:
+        head = _REC_HEAD.pack(_REC_MAGIC, JOURNAL_FORMAT, seq, capture, len(body))
+        digest = xxhash.xxh3_64(head)  # the checksum of head + body, without joining them
+        digest.update(body)
+        return b"".join((head, body, _REC_SUM.pack(digest.intdigest())))
 
 
 def decode_record(data: bytes) -> Record:
@@ -104,7 +108,9 @@ def decode_record(data: bytes) -> Record:
         raise JournalCorrupt("journal record length mismatch")
     try:
         raw = msgpack.unpackb(data[_REC_HEAD.size : -_REC_SUM.size])
-        entries = [(int(idx), [(int(off), bytes(b)) for off, b in runs]) for idx, runs in raw]
+        entries: list[RecordEntry] = [
+            (int(idx), [(int(off), bytes(b)) for off, b in runs]) for idx, runs in raw
+        ]
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise JournalCorrupt(f"journal record body does not decode: {e}") from e
     return Record(seq, capture, entries)

@@ -70,6 +70,8 @@ class SparseChunk:
     def new_bytes(self, offset: int, length: int) -> int:
         """Memory a write or fill of the range would allocate (the pages it lacks)."""
         first, last = offset // PAGE, (offset + length - 1) // PAGE
+        if first == last:  # the common case: within one page
+            return 0 if first in self.pages else min(PAGE, self.size - first * PAGE)
         return sum(
             min(PAGE, self.size - p * PAGE) for p in range(first, last + 1) if p not in self.pages
         )
@@ -82,6 +84,11 @@ class SparseChunk:
         return page
 
     def _store(self, offset: int, data: memoryview | bytes) -> None:
+        p, off = divmod(offset, PAGE)
+        if off == 0 and len(data) == PAGE and p not in self.pages and PAGE * (p + 1) <= self.size:
+            self.pages[p] = bytearray(data)  # the common case: a whole new page, one copy
+            self.held_bytes += PAGE
+            return
         pos, end = 0, len(data)
         while pos < end:
             p, off = divmod(offset + pos, PAGE)
@@ -121,6 +128,17 @@ class SparseChunk:
                 out[pos : pos + n] = page[off : off + n]
             pos += n
         return bytes(out)
+
+    def views(self, offset: int, length: int) -> Iterator[tuple[int, memoryview]]:
+        """(offset, view of the held bytes) pieces of a held range, one per page it spans:
+        no copy. The views are only valid until the next write to these pages."""
+        end = offset + length
+        while offset < end:
+            p, off = divmod(offset, PAGE)
+            page = self.pages[p]
+            n = min(len(page) - off, end - offset)
+            yield offset, memoryview(page)[off : off + n]
+            offset += n
 
     def overlay(self, base: bytearray) -> None:
         """Copy every held granule onto `base` (the store's copy of the whole chunk)."""

@@ -17,6 +17,7 @@ accounting and the store traffic.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 __all__ = ["GRANULE", "PAGE", "SparseChunk", "granule_mask", "granule_runs"]
@@ -43,6 +44,11 @@ def granule_runs(mask: int) -> Iterator[tuple[int, int]]:
         mask &= ~(((1 << length) - 1) << first)
 
 
+@functools.lru_cache(maxsize=16)
+def _whole_mask(size: int) -> int:
+    return granule_mask(0, size)
+
+
 class SparseChunk:
     __slots__ = ("base_zero", "held_bytes", "pages", "size", "valid")
 
@@ -57,7 +63,7 @@ class SparseChunk:
     @property
     def full(self) -> bool:
         """Every granule is held (the chunk is known without the store)."""
-        return self.valid == granule_mask(0, self.size)
+        return self.valid == _whole_mask(self.size)
 
     def covers(self, offset: int, length: int) -> bool:
         """Whether [offset, offset+length) is known without a store read."""

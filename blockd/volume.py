@@ -87,6 +87,12 @@ class Volume:
             raise BackendRangeError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
         check_range(lba, len(data) // bs, self._num_blocks)
         view = memoryview(data)
+        idx, off = divmod(lba * bs, self.chunks.chunk_bytes)
+        if off + len(data) <= self.chunks.chunk_bytes:  # the common case: within one chunk
+            await self.cache.write(self.chunks, idx, off, view)
+            if fua:
+                await self.cache.flush(self.chunks, [idx])
+            return
         spans = list(self._spans(lba * bs, len(data)))
         if len(spans) == 1:
             idx, off, _, _ = spans[0]

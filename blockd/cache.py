@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
@@ -46,6 +47,8 @@ log = get_logger("cairn.blockd.cache")
 
 
 _KICK_BACKOFF_MIN_S = 0.01
+# An eviction looks at this many least recently used clean entries before all of them.
+_EVICT_SCAN = 64
 _KICK_BACKOFF_MAX_S = 1.0
 
 
@@ -295,11 +298,19 @@ class ChunkCache(JournalCheckpoints):
         self._space_freed.set()
 
     def _evict_for(self, size: int) -> bool:
-        """Evict clean entries (LRU first) until `size` more bytes fit; True if they do."""
+        """Evict clean entries (LRU first) until `size` more bytes fit; True if they do. The
+        least recently used few are looked at first, without copying every key for one
+        eviction; all of them only if those could not make room (pinned or journal-ahead)."""
         if self._used_bytes + size <= self.bytes_max:
             self._waiting_since = None  # room was found: the cache is moving
             return True
-        for key in list(self._clean):
+        head = list(itertools.islice(self._clean, _EVICT_SCAN))
+        if self._evict_among(head, size):
+            return True
+        return len(head) == _EVICT_SCAN and self._evict_among(list(self._clean), size)
+
+    def _evict_among(self, keys: list[_Key], size: int) -> bool:
+        for key in keys:
             e = self._entries.get(key)
             if e is None or e.dirty:
                 del self._clean[key]  # gone or dirty again: not a candidate

@@ -106,6 +106,13 @@ class ProxyConfig:
     s3_domain: str = ""
     # Accepted clock skew for S3 signatures.
     s3_max_skew_s: int = 900
+    # The order in which reads try an object's primaries: "shuffle" (a random one first, as
+    # Swift's default sorting_method: reads spread over the servers) or "ring" (replica order).
+    read_order: str = "shuffle"
+
+    def __post_init__(self) -> None:
+        if self.read_order not in ("shuffle", "ring"):
+            raise ValueError(f'read_order must be "shuffle" or "ring", not {self.read_order!r}')
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,7 @@ async def make_proxy_app(cfg: DeploymentConfig, clock: Clock | None = None) -> w
             error_limiter=ErrorLimiter(
                 clock, p.error_suppression_limit, p.error_suppression_interval_s
             ),
+            shuffle_reads=p.read_order == "shuffle",
         )
         ops = Ops(backend, clock, account_autocreate=p.account_autocreate)
         state = ProxyState(cfg, ops, auth, p.public_url)

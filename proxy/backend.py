@@ -115,8 +115,10 @@ class Backend:
         conn_timeout_s: float,
         node_timeout_s: float,
         error_limiter: ErrorLimiter,
+        shuffle_reads: bool = True,
     ) -> None:
         self.rings = rings
+        self.shuffle_reads = shuffle_reads
         self.session = session
         self.clock = clock
         self.conn_timeout_s = conn_timeout_s
@@ -140,9 +142,9 @@ class Backend:
 
     # -- node choice -------------------------------------------------------------------
     def nodes(self, ring: Ring, part: int) -> Iterator[Device]:
-        """Primaries not error-limited (in a random order, so reads spread over the replicas,
-        as Swift's sorting_method = shuffle), then handoffs; at most 2 x replicas nodes."""
-        return iter_nodes(ring, part, self.errors, shuffle=True)
+        """Primaries not error-limited (by default in a random order, so reads spread over
+        the replicas: [proxy] read_order), then handoffs; at most 2 x replicas nodes."""
+        return iter_nodes(ring, part, self.errors, shuffle=self.shuffle_reads)
 
     def url(self, node: Device, path: str, query: Mapping[str, str] | None = None) -> URL:
         u = URL(f"http://{node.ip}:{node.port}{path}", encoded=True)

@@ -51,3 +51,12 @@ def test_deployment_file_errors_name_file_and_key(tmp_path):
     cfg = load_deployment(p)
     assert cfg.proxy.port == 1
     assert cfg.data_dir == str(tmp_path)
+
+
+def test_proxy_read_order_is_shuffle_or_ring():
+    from common.deploy import ProxyConfig
+
+    assert from_dict(ProxyConfig, {}).read_order == "shuffle"
+    assert from_dict(ProxyConfig, {"read_order": "ring"}).read_order == "ring"
+    with pytest.raises(ConfigError, match="read_order"):
+        from_dict(ProxyConfig, {"read_order": "fastest"})

@@ -98,6 +98,7 @@ async def proxy_ops(tmp_path: Path, reps: Replicas) -> AsyncIterator[tuple[Ops, 
             conn_timeout_s=1.0,
             node_timeout_s=5.0,
             error_limiter=ErrorLimiter(clock),
+            shuffle_reads=False,  # each test sets which replica is asked first
         )
         part, _ = ring.get_nodes("AUTH_a", "c", "o")
         yield Ops(backend, clock), [d.port for d in ring.get_part_nodes(part)]

@@ -22,7 +22,6 @@ from proxy.s3.objmeta import split_content_type
 
 __all__ = ["SwiftPath", "gatekeep_request", "handle_swift", "parse_swift_path", "text"]
 
-_BODY_CHUNK = 64 * 1024
 # A streamed body of at most this many declared bytes is gathered first and sent with the
 # status line and headers in one write (one syscall, one aiohttp response) instead of two.
 _GATHER_BYTES_MAX = 64 * 1024
@@ -99,9 +98,11 @@ def parse_swift_path(raw_path: str) -> SwiftPath | web.Response:
 async def _body_iter(request: web.Request) -> AsyncIterator[bytes]:
     expected = request.content_length
     got = 0
-    async for chunk in request.content.iter_chunked(_BODY_CHUNK):
-        got += len(chunk)
-        yield chunk
+    # The chunks as the HTTP parser delivered them (no re-slicing into fixed-size copies).
+    async for chunk, _ in request.content.iter_chunks():
+        if chunk:
+            got += len(chunk)
+            yield chunk
     if expected is not None and got != expected:
         from proxy.objput import ClientBodyError
 

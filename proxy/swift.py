@@ -99,10 +99,16 @@ async def _body_iter(request: web.Request) -> AsyncIterator[bytes]:
     expected = request.content_length
     got = 0
     # The chunks as the HTTP parser delivered them (no re-slicing into fixed-size copies).
-    async for chunk, _ in request.content.iter_chunks():
+    # Not iter_chunks(): on an empty body aiohttp's EmptyStreamReader answers (b"", True)
+    # from its second read on, which that iterator never takes for the end.
+    content = request.content
+    while True:
+        chunk, _ = await content.readchunk()
         if chunk:
             got += len(chunk)
             yield chunk
+        elif content.at_eof():
+            break
     if expected is not None and got != expected:
         from proxy.objput import ClientBodyError
 

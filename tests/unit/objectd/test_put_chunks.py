@@ -81,6 +81,23 @@ def _stored(devices: Path) -> Path:
     return data
 
 
+def _put(devices: Path, head: str, pieces: list[bytes]) -> bytes:
+    """Start a server on `devices`, send the request in `pieces`; the status line."""
+
+    async def go() -> bytes:
+        async with _server(devices) as (host, port):
+            return await _send(host, port, head, pieces)
+
+    return asyncio.run(asyncio.wait_for(go(), TIMEOUT_S))
+
+
+def _trailed_head(wire: bytes) -> str:
+    return _head(
+        f"Content-Length: {len(wire)}\r\nX-Backend-Body-Length: {len(BODY)}\r\n"
+        "X-Backend-Etag-Trailer: 1\r\n"
+    )
+
+
 # Cuts: 1 byte, a block edge minus one, a block edge plus one, odd places between.
 CUTS = [1, BLOCK_BYTES - 1, BLOCK_BYTES + 1, 2 * BLOCK_BYTES + 4099, 3 * BLOCK_BYTES + 7]
 
@@ -90,17 +107,9 @@ def test_a_trailed_body_in_odd_pieces_with_the_trailer_split(tmp_path: Path) -> 
     wire = BODY + trailer
     # The last cut falls inside the trailer: its first 10 bytes come with the body's tail.
     pieces = _cut(wire, [*CUTS, len(BODY) + 10])
-    head = _head(
-        f"Content-Length: {len(wire)}\r\nX-Backend-Body-Length: {len(BODY)}\r\n"
-        "X-Backend-Etag-Trailer: 1\r\n"
-    )
+    head = _trailed_head(wire)
     devices = tmp_path / "devices"
-
-    async def go() -> bytes:
-        async with _server(devices) as (host, port):
-            return await _send(host, port, head, pieces)
-
-    line = asyncio.run(asyncio.wait_for(go(), TIMEOUT_S))
+    line = _put(devices, head, pieces)
     assert line.startswith(b"HTTP/1.1 201"), line
     data = _stored(devices)
     assert list(verify_file(data))[-1] == len(BODY)  # every block digest and the MD5
@@ -112,17 +121,9 @@ def test_a_trailer_split_one_byte_into_the_body_piece(tmp_path: Path) -> None:
     trailer = encode_trailer(PutTrailer("commit", len(BODY), MD5, xxhash.xxh3_128_hexdigest(BODY)))
     wire = BODY + trailer
     pieces = _cut(wire, [len(BODY) - 3, len(BODY) + 1])
-    head = _head(
-        f"Content-Length: {len(wire)}\r\nX-Backend-Body-Length: {len(BODY)}\r\n"
-        "X-Backend-Etag-Trailer: 1\r\n"
-    )
+    head = _trailed_head(wire)
     devices = tmp_path / "devices"
-
-    async def go() -> bytes:
-        async with _server(devices) as (host, port):
-            return await _send(host, port, head, pieces)
-
-    line = asyncio.run(asyncio.wait_for(go(), TIMEOUT_S))
+    line = _put(devices, head, pieces)
     assert line.startswith(b"HTTP/1.1 201"), line
     assert list(verify_file(_stored(devices)))[-1] == len(BODY)
 
@@ -133,17 +134,9 @@ def test_a_flipped_byte_in_a_piece_is_refused(tmp_path: Path) -> None:
     bad = bytearray(BODY)
     bad[BLOCK_BYTES] ^= 1  # the first byte of the second block, right after a cut
     wire = bytes(bad) + trailer
-    head = _head(
-        f"Content-Length: {len(wire)}\r\nX-Backend-Body-Length: {len(BODY)}\r\n"
-        "X-Backend-Etag-Trailer: 1\r\n"
-    )
+    head = _trailed_head(wire)
     devices = tmp_path / "devices"
-
-    async def go() -> bytes:
-        async with _server(devices) as (host, port):
-            return await _send(host, port, head, _cut(wire, CUTS))
-
-    line = asyncio.run(asyncio.wait_for(go(), TIMEOUT_S))
+    line = _put(devices, head, _cut(wire, CUTS))
     assert line.split()[1] == b"422", line
     assert not list((devices / "sda").rglob("*.data"))
 
@@ -153,12 +146,7 @@ def test_a_chunked_body_in_odd_chunks(tmp_path: Path) -> None:
     wire = [f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts] + [b"0\r\n\r\n"]
     head = _head(f"Transfer-Encoding: chunked\r\nETag: {MD5}\r\n")
     devices = tmp_path / "devices"
-
-    async def go() -> bytes:
-        async with _server(devices) as (host, port):
-            return await _send(host, port, head, wire)
-
-    line = asyncio.run(asyncio.wait_for(go(), TIMEOUT_S))
+    line = _put(devices, head, wire)
     assert line.startswith(b"HTTP/1.1 201"), line
     data = _stored(devices)
     assert list(verify_file(data))[-1] == len(BODY)

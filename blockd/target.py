@@ -30,11 +30,11 @@ from blockd.iscsi.chap import ChapCredentials
 from blockd.iscsi.login import LoginResult, LoginStatus, TargetEntry
 from blockd.iscsi.negotiation import TargetLimits
 from blockd.scsi.lu import LogicalUnit
-from blockd.targetconn import COPY_BYTES_MAX, ConnectionProtocol, _coalesce
+from blockd.targetconn import ConnectionProtocol
 from common.fsutil import atomic_write_bytes
 from common.log import setup_logging
 
-__all__ = ["COPY_BYTES_MAX", "ChapCredentials", "IscsiTarget", "TargetOptions", "_coalesce"]
+__all__ = ["ChapCredentials", "IscsiTarget", "TargetOptions"]
 
 log = logging.getLogger(__name__)
 

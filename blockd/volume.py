@@ -90,22 +90,18 @@ class Volume:
         idx, off = divmod(lba * bs, self.chunks.chunk_bytes)
         if off + len(data) <= self.chunks.chunk_bytes:  # the common case: within one chunk
             await self.cache.write(self.chunks, idx, off, view)
-            if fua:
-                await self.cache.flush(self.chunks, [idx])
-            return
-        spans = list(self._spans(lba * bs, len(data)))
-        if len(spans) == 1:
-            idx, off, _, _ = spans[0]
-            await self.cache.write(self.chunks, idx, off, view)
+            idxs = [idx]
         else:
+            spans = list(self._spans(lba * bs, len(data)))
             await asyncio.gather(
                 *(
                     self.cache.write(self.chunks, idx, off, view[pos : pos + n])
                     for idx, off, n, pos in spans
                 )
             )
+            idxs = [idx for idx, _, _, _ in spans]
         if fua:
-            await self.cache.flush(self.chunks, [idx for idx, _, _, _ in spans])
+            await self.cache.flush(self.chunks, idxs)
 
     async def flush(self) -> None:
         await self.cache.flush(self.chunks)

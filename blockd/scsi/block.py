@@ -88,8 +88,7 @@ class RangeLocks:
         self._waiters: list[asyncio.Future[None]] = []
 
     async def acquire(self, lba: int, count: int) -> tuple[int, int]:
-        span = (lba, lba + max(count, 1))
-        while any(_overlap(span, held) for held in self._held):
+        while (span := self.try_acquire(lba, count)) is None:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -97,7 +96,6 @@ class RangeLocks:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-        self._held.append(span)
         return span
 
     def try_acquire(self, lba: int, count: int) -> tuple[int, int] | None:

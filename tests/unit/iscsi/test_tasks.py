@@ -8,7 +8,7 @@ import struct
 from blockd.iscsi.messages import decode_data_out, decode_scsi_command
 from blockd.iscsi.negotiation import SessionParams
 from blockd.iscsi.tasks import Task
-from blockd.target import COPY_BYTES_MAX, _coalesce
+from blockd.targetconn import COPY_BYTES_MAX, _coalesce
 
 from .initiator import data_out, scsi_command
 

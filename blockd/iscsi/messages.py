@@ -358,7 +358,6 @@ def scsi_response(
     return Pdu(bhs, b"", data)
 
 
-_NO_LUN = bytes(8)
 _PADS = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by data length % 4
 
 
@@ -367,7 +366,7 @@ def scsi_response_good(seq: Seq, itt: int, residual: int) -> bytes:
     without the intermediate Pdu."""
     flags = 0x82 if residual > 0 else (0x84 if residual < 0 else 0x80)
     return BHS_STRUCT.pack(
-        Op.SCSI_RESPONSE, flags, 0, GOOD, 0, _NO_LUN, itt,
+        Op.SCSI_RESPONSE, flags, 0, GOOD, 0, _LUN_ZERO, itt,
         0, seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn, 0, 0, abs(residual),
     )  # fmt: skip
 
@@ -387,7 +386,7 @@ def data_in_good_parts(seq: Seq, cmd: ScsiCommand, data: bytes, segment_bytes: i
         view = memoryview(data)
         pad = _PADS[segment_bytes & 3]
         while length - offset > segment_bytes:
-            header = _DATA_IN.pack(
+            header = BHS_STRUCT.pack(
                 Op.DATA_IN, 0, 0, 0, segment_bytes, lun, itt,
                 RESERVED_TAG, 0, seq.exp_cmd_sn, seq.max_cmd_sn, data_sn, offset, 0,
             )  # fmt: skip
@@ -400,7 +399,7 @@ def data_in_good_parts(seq: Seq, cmd: ScsiCommand, data: bytes, segment_bytes: i
         last = view[offset:]  # type: ignore[assignment]
     residual = cmd.edtl - length
     flags = 0x83 if residual > 0 else (0x85 if residual < 0 else 0x81)
-    header = _DATA_IN.pack(
+    header = BHS_STRUCT.pack(
         Op.DATA_IN, flags, 0, GOOD, length - offset, lun, itt,
         RESERVED_TAG, seq.stat_sn, seq.exp_cmd_sn, seq.max_cmd_sn, data_sn, offset, abs(residual),
     )  # fmt: skip
@@ -410,9 +409,6 @@ def data_in_good_parts(seq: Seq, cmd: ScsiCommand, data: bytes, segment_bytes: i
     if pad:
         out.append(pad)
     return out
-
-
-_DATA_IN = BHS_STRUCT
 
 
 def data_in(

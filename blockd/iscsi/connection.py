@@ -164,10 +164,7 @@ class Connection(TaskManagement):
         task = self._tasks.pop(itt, None)
         if task is None:
             return
-        if task.counted:
-            task.counted = False
-            self._outstanding -= 1
-        task.pieces = []
+        self._release(task)
         if self._tmfs:
             self._finish_tmfs(itt)
         if task.aborted or self.phase is not Phase.FULL_FEATURE:

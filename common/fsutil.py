@@ -21,8 +21,21 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def makedirs_durable(path: str | os.PathLike[str]) -> None:
-    """Create `path` and any missing parents, fsyncing each parent whose entries changed."""
+    """Create `path` and any missing parents, fsyncing each parent whose entries changed.
+
+    The usual cases cost one system call besides the fsync: `path` already there, or only
+    `path` itself missing (a new hash directory under an existing suffix directory).
+    """
     p = Path(path)
+    try:
+        os.mkdir(p)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        pass  # a parent is missing too: the walk below
+    else:
+        fsync_dir(p.parent)
+        return
     missing: list[Path] = []
     while not p.exists():
         missing.append(p)

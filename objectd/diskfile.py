@@ -36,7 +36,6 @@ from objectd.headers import merge_post_headers
 from objectd.layout import (
     DeviceLayout,
     invalidate_suffix,
-    make_dir_durable,
     quarantine_hash_dir,
     select_files,
     suffix_invalidated,
@@ -270,7 +269,7 @@ class RealDiskFile:
         """Move a complete, fsynced temp file into the hash dir; then drop obsolete files."""
         with suffix_invalidated(self.layout, self.partition, self.hash_hex[-3:]):
             # Under the shared lock: the hasher removes empty dirs only under the exclusive one.
-            make_dir_durable(self.hash_dir)
+            makedirs_durable(self.hash_dir)
             os.replace(tmp, self.hash_dir / final_name)
             fsync_dir(self.hash_dir)
         self._cleanup()

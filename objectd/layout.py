@@ -32,7 +32,6 @@ __all__ = [
     "DeviceLayout",
     "HashDirFiles",
     "invalidate_suffix",
-    "make_dir_durable",
     "open_locked",
     "read_invalid_suffixes",
     "select_files",
@@ -189,20 +188,6 @@ def _sorted_entries(path: Path) -> list[str]:
         return sorted(os.listdir(path))
     except (FileNotFoundError, NotADirectoryError):
         return []
-
-
-def make_dir_durable(path: Path) -> None:
-    """`common.fsutil.makedirs_durable` in one system call when only `path` itself is
-    missing or nothing is (the usual case: a new hash directory, or an existing one); the
-    parent is fsynced after a mkdir exactly as there. Blocking."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        return
-    except FileNotFoundError:  # a parent is missing too
-        makedirs_durable(path)
-        return
-    fsync_dir(path.parent)
 
 
 def invalidate_suffix(layout: DeviceLayout, partition: int, suffix: str) -> None:

@@ -1,22 +1,24 @@
-"""make_dir_durable: a hash directory made in one mkdir, or with its parents when missing."""
+"""makedirs_durable for hash directories: made in one mkdir, or with its parents when missing;
+and the device layout's paths."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from objectd.layout import DeviceLayout, make_dir_durable
+from common.fsutil import makedirs_durable
+from objectd.layout import DeviceLayout
 
 
 def test_makes_the_leaf_its_parents_or_nothing(tmp_path: Path) -> None:
     layout = DeviceLayout(tmp_path, "sda")
     deep = layout.hash_dir(7, "ab" * 16)
-    make_dir_durable(deep)  # every parent missing
+    makedirs_durable(deep)  # every parent missing
     assert deep.is_dir()
     sibling = layout.hash_dir(7, "cd" * 15 + "ab")  # same partition, new suffix dir
-    make_dir_durable(sibling)
+    makedirs_durable(sibling)
     assert sibling.is_dir()
     (deep / "keep").write_bytes(b"x")
-    make_dir_durable(deep)  # already there: left alone
+    makedirs_durable(deep)  # already there: left alone
     assert (deep / "keep").read_bytes() == b"x"
 
 

@@ -493,7 +493,7 @@ class _RealWriter:
             block_xxh3=bytes(self._digests),
         )
         try:
-            _write_all(self._fd, encode_footer(md))
+            _writev_all(self._fd, [memoryview(encode_footer(md))])
             os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR))  # drop fallocate excess
             os.fsync(self._fd)
             os.close(self._fd)
@@ -538,13 +538,6 @@ def _load_start_writeback() -> Callable[[int, int, int], None] | None:
 
 
 _start_writeback = _load_start_writeback()
-
-
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 # Buffers per writev call (the kernel refuses more than IOV_MAX, 1024 on Linux).

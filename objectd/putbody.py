@@ -25,6 +25,7 @@ from common.puttrailer import (
     TrailerError,
     decode_trailer,
 )
+from common.server import body_chunks
 from objectd.conf import ServerState
 from objectd.devices import Devices
 from objectd.diskfile import Buffer, ObjectWriter, write_chunks
@@ -151,23 +152,17 @@ async def _receive_into(
     body_len: int | None,
     trailer: bytearray,
 ) -> web.StreamResponse | list[Buffer]:
-    """Receive the body chunk by chunk as the HTTP parser made them (readchunk: no joining of
-    buffered chunks) and hand each `write_chunk_bytes` worth to the pool as a list of chunks
+    """Receive the body chunk by chunk as the HTTP parser made them (no joining of buffered
+    chunks) and hand each `write_chunk_bytes` worth to the pool as a list of chunks
     (written by one writev, never copied into one buffer). Returns the chunks not written."""
     pending: list[Buffer] = []
     pending_bytes = 0
     batch = st.conf.write_chunk_bytes
-    content = request.content
     loop = asyncio.get_running_loop()
     # One timer for the whole body, pushed back after each chunk (a stall of node_timeout_s
     # between chunks fails the PUT); cheaper than wait_for, which makes a task per chunk.
     async with asyncio.timeout(st.conf.node_timeout_s) as stall:
-        while True:
-            chunk, http_chunk_end = await content.readchunk()
-            if not chunk:
-                if http_chunk_end:  # a chunked body's chunk boundary: not the end
-                    continue
-                return pending
+        async for chunk in body_chunks(request.content):
             start = flight.received
             flight.received += len(chunk)
             if flight.received > limit:
@@ -185,6 +180,7 @@ async def _receive_into(
                 stall.reschedule(None)  # waiting on the disk: disk_timeout_s applies
                 await flight.submit(full)
             stall.reschedule(loop.time() + st.conf.node_timeout_s)
+    return pending
 
 
 def finish_trailed(

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from common.server import body_chunks
 from proxy import largeobj
 from proxy.auth import Decision, PathParts, client_response_headers
 from proxy.constraints import LIMITS, check_metadata, check_name, check_object_put
@@ -98,17 +99,9 @@ def parse_swift_path(raw_path: str) -> SwiftPath | web.Response:
 async def _body_iter(request: web.Request) -> AsyncIterator[bytes]:
     expected = request.content_length
     got = 0
-    # The chunks as the HTTP parser delivered them (no re-slicing into fixed-size copies).
-    # Not iter_chunks(): on an empty body aiohttp's EmptyStreamReader answers (b"", True)
-    # from its second read on, which that iterator never takes for the end.
-    content = request.content
-    while True:
-        chunk, _ = await content.readchunk()
-        if chunk:
-            got += len(chunk)
-            yield chunk
-        elif content.at_eof():
-            break
+    async for chunk in body_chunks(request.content):
+        got += len(chunk)
+        yield chunk
     if expected is not None and got != expected:
         from proxy.objput import ClientBodyError
 

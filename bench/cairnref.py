@@ -8,7 +8,9 @@ workers = cores, block storage off (it plays no part in the object benchmarks). 
 `server_pids` are the request-serving services (proxy, object, container and account
 servers, with their workers below them); the background daemons (replicators, auditors,
 updaters: `<node>-<kind>-daemons`) and the supervisor are left out of the per-request CPU
-figure, as the Swift reference runs no daemons; `daemon_pids` lets a caller report them.
+figure, as the Swift reference runs no daemons; `daemon_pids` lets a caller report them, and
+`paused_daemons` stops them (SIGSTOP) while a benchmark measures, so both systems serve the
+workloads with the same set of processes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "ADMIN_USER",
     "CairnCluster",
     "CairnRefError",
+    "paused_daemons",
     "running_cairn",
     "service_pids",
 ]
@@ -146,3 +149,24 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def paused_daemons(roots: tuple[int, ...]) -> Iterator[None]:
+    """SIGSTOP the background daemons (replicators, auditors, updaters) and their children for
+    the block, SIGCONT after it.
+
+    Left running, a replicator pass sends every partition's REPLICATE to the object servers and
+    an auditor reads bodies: CPU in the request-serving processes and on the shared cores
+    during a measurement, which the Swift reference (no daemons) does not pay.
+    """
+    pids = sorted(tree_pids(roots))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

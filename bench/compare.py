@@ -24,7 +24,14 @@ from types import FrameType
 from typing import Any
 
 from bench.aioload import clear_stop, request_stop
-from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnCluster, CairnRefError, running_cairn
+from bench.cairnref import (
+    ADMIN_KEY,
+    ADMIN_USER,
+    CairnCluster,
+    CairnRefError,
+    paused_daemons,
+    running_cairn,
+)
 from bench.ports import free_ports
 from bench.procstat import TreeCPU
 from bench.report import Summary, format_table, ratio_line, summarize, to_json, write_chart
@@ -148,6 +155,7 @@ def _start_cairn(out: Path, workers: int) -> Started:
         target = swift_auth(cl.auth_url, ADMIN_USER, ADMIN_KEY)
         sut = SystemUnderTest("cairn", target, TreeCPU(list(cl.server_pids)))
         sut.background = TreeCPU(list(cl.daemon_pids))
+        sut.daemon_roots = cl.daemon_pids
         return sut
 
     return _entered(running_cairn((out / "cairn").resolve(), workers), make)
@@ -281,7 +289,12 @@ def compare(
         for sut in suts.values():
             if sut.background is not None:
                 sut.background.start()
-        runs = _run_all(suts, spec, t0, workloads)
+        with contextlib.ExitStack() as pause:
+            # Swift's reference runs no background daemons: cairn's are stopped for the
+            # workloads, so both serve them with the same set of processes.
+            for sut in suts.values():
+                pause.enter_context(paused_daemons(sut.daemon_roots))
+            runs = _run_all(suts, spec, t0, workloads)
         meta["background_cpu_s"] = {
             n: round(sut.background.stop(), 2) for n, sut in suts.items() if sut.background
         }
@@ -302,7 +315,7 @@ def compare(
         f"per successful request; p99: worst run; errors cairn/swift)"
     )
     for name, cpu in meta["background_cpu_s"].items():
-        print(f"{name} background daemons (not in cpu/op): {cpu:.1f} s CPU during the workloads")
+        print(f"{name} background daemons (paused, not in cpu/op): {cpu:.1f} s CPU meanwhile")
     for name, why in notes.items():
         print(f"{name} did not run: {why}")
     print(

@@ -22,21 +22,18 @@ time: a thread blocked in fsync or waiting for pool work shows up as much as one
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.aioload import LoadSpec, run_load
-from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnCluster, running_cairn
+from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnCluster, paused_daemons, running_cairn
 from bench.procstat import TreeCPU, tree_pids
 from bench.target import SwiftTarget, swift_auth
 
@@ -259,25 +256,6 @@ def measure(
     return figures
 
 
-@contextlib.contextmanager
-def _paused(roots: tuple[int, ...]) -> Iterator[None]:
-    """SIGSTOP the background daemons (replicators, auditors, updaters) while measuring.
-
-    Their REPLICATE calls and scans would otherwise land in the object servers' CPU time
-    mid-run; the Swift reference runs no daemons either.
-    """
-    pids = sorted(tree_pids(roots))
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-
-
 _KNOWN = ("put4k", "get4k", "put256m", "get256m")
 
 
@@ -306,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default="put4k,get4k,put256m,get256m")
     args = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    with running_cairn(args.base, args.workers) as cluster, _paused(cluster.daemon_pids):
+    with running_cairn(args.base, args.workers) as cluster, paused_daemons(cluster.daemon_pids):
         print(f"# {started}, load average {os.getloadavg()}", flush=True)
         print(_HEADER, flush=True)
         figures = measure(

@@ -88,6 +88,8 @@ class SystemUnderTest:
     listing_filled: int | None = None  # objects the listing fill created; None: not tried
     # CPU of processes outside the per-request figure (background daemons), for the record.
     background: CpuProbe | None = None
+    # Roots of those daemons' process trees, paused (SIGSTOP) while the workloads run.
+    daemon_roots: tuple[int, ...] = ()
 
 
 def _container(sut: SystemUnderTest, name: str) -> None:

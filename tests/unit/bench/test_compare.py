@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from bench.cairnref import paused_daemons
 from bench.compare import _start_all, hardware
+from bench.procstat import tree_pids
 from bench.swiftref import SwiftRefError
 from bench.target import SwiftTarget
 from bench.workloads import SystemUnderTest
@@ -85,3 +92,36 @@ def test_cairn_state_splits_servers_from_daemons() -> None:
     }
     assert service_pids(state) == ((10, 11), (12, 13))
     assert service_pids({}) == ((), ())
+
+
+
+def _state_of(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _wait(pred: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_paused_daemons_stops_the_whole_tree_and_resumes_it() -> None:
+    # A "daemon" with a child of its own, as a `<node>-<kind>-daemons` process has workers.
+    child = "import time; time.sleep(60)"
+    code = f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {child!r}]); {child}"
+    parent = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        _wait(lambda: len(tree_pids([parent.pid])) == 2)
+        pids = sorted(tree_pids([parent.pid]))
+        assert len(pids) == 2
+        with paused_daemons((parent.pid,)):
+            _wait(lambda: all(_state_of(p) == "T" for p in pids))
+            assert [_state_of(p) for p in pids] == ["T", "T"]
+        _wait(lambda: all(_state_of(p) == "S" for p in pids))
+        assert [_state_of(p) for p in pids] == ["S", "S"]
+    finally:
+        for p in tree_pids([parent.pid]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        parent.wait()

@@ -265,14 +265,16 @@ class RealDiskFile:
         proxy computed once: objectd/putbody.py)."""
         return _RealWriter(self, size_hint, reserve_bytes, md5=md5)
 
-    def _commit_file(self, tmp: Path, final_name: str) -> None:
-        """Move a complete, fsynced temp file into the hash dir; then drop obsolete files."""
+    def _commit_file(self, tmp: str | Path, final_name: str, *, cleanup: bool = True) -> None:
+        """Move a complete, fsynced temp file into the hash dir; then drop obsolete files
+        (unless `cleanup` is False: the hasher does it when it rehashes the suffix)."""
         with suffix_invalidated(self.layout, self.partition, self.hash_hex[-3:]):
             # Under the shared lock: the hasher removes empty dirs only under the exclusive one.
             makedirs_durable(self.hash_dir)
             os.replace(tmp, self.hash_dir / final_name)
             fsync_dir(self.hash_dir)
-        self._cleanup()
+        if cleanup:
+            self._cleanup()
 
     def _cleanup(self) -> None:
         removed = False

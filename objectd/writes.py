@@ -16,7 +16,16 @@ from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
 from objectd.conf import STATE, ServerState
 from objectd.container_update import TargetParseError, parse_targets, send_updates
 from objectd.devices import DeviceBusy, DeviceUnavailable
-from objectd.diskfile import Deleted, DiskFile, DiskFull, Missing, ObjectInfo, ObjectWriter
+from objectd.diskfile import (
+    Deleted,
+    DiskFile,
+    DiskFull,
+    Lookup,
+    Missing,
+    ObjectInfo,
+    ObjectWriter,
+    RealDiskFile,
+)
 from objectd.expirer import ExpiryEntry, write_entry
 from objectd.fileformat import ObjectMetadata
 from objectd.headers import persisted_from_request, postable_from_request
@@ -35,6 +44,7 @@ from objectd.request import (
     parse_object_path,
     parse_timestamp,
 )
+from objectd.smallwrite import SMALL_WRITE_BYTES_MAX, write_small_data
 
 __all__ = [
     "SMALL_BODY_BYTES_MAX",
@@ -51,7 +61,7 @@ log = get_logger("cairn.object-server")
 
 # Bodies up to this size, sent without Expect: 100-continue, are read whole and stored in one
 # pool step (the proxy sends PUTs of at most 64 KiB that way: proxy/objput.py put_buffered).
-SMALL_BODY_BYTES_MAX = 64 * 1024
+SMALL_BODY_BYTES_MAX = SMALL_WRITE_BYTES_MAX
 
 
 class _GaveUp:
@@ -210,12 +220,20 @@ def _open_for_put(
     """
     st.devices.check(device)
     found = df.lookup()
+    refusal = _refusal(found, ts, if_none_match)
+    if refusal is not None:
+        return refusal
+    return df.writer(length, st.conf.fallocate_reserve_bytes, md5=md5)
+
+
+def _refusal(found: Lookup, ts: Timestamp, if_none_match: bool) -> web.Response | None:
+    """409 when what is stored is as new as `ts`, 412 for If-None-Match: * on an object."""
     existing = _existing_timestamp(found, include_meta=False)
     if existing is not None and existing >= ts:
         return _conflict(existing)
     if if_none_match and isinstance(found, ObjectInfo):
         return status(412, "object exists", {"X-Backend-Timestamp": found.timestamp.internal})
-    return df.writer(length, st.conf.fallocate_reserve_bytes, md5=md5)
+    return None
 
 
 def _finish(
@@ -382,7 +400,26 @@ def _store_small(
 ) -> tuple[str, int] | web.Response:
     """`_open_for_put` and `_finish` back to back (blocking): (etag, size) once committed,
     or the refusal (409, 412, 422). The temp file is removed on any failure, and nothing is
-    committed once the request has given up waiting (`gave_up`)."""
+    committed once the request has given up waiting (`gave_up`). A real disk file takes the
+    short path of objectd/smallwrite.py (the same checks and the same durable commit)."""
+    if isinstance(df, RealDiskFile):
+        st.devices.check(device)
+        found = df.lookup()
+        refusal = _refusal(found, ts, if_none_match)
+        if refusal is not None:
+            return refusal
+        etag = write_small_data(
+            df,
+            body,
+            md,
+            st.conf.fallocate_reserve_bytes,
+            expected_etag,
+            lambda: gave_up.value,
+            cleanup=not isinstance(found, Missing),
+        )
+        if etag is None:
+            return status(422, "ETag does not match the body's MD5")
+        return etag, len(body)
     opened = _open_for_put(st, device, df, ts, if_none_match, len(body))
     if isinstance(opened, web.Response):
         return opened

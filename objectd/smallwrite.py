@@ -1,0 +1,151 @@
+"""A small object's data file written in one go, with as few system calls as it needs.
+
+A PUT whose whole body is already in memory (at most `SMALL_WRITE_BYTES_MAX` bytes, see
+objectd/writes.py `_put_small`) needs none of the streaming writer's machinery: its MD5 and
+block checksums are computed before any file exists, and body and footer go to disk in one
+write. Every system call in a pool step hands the GIL back and forth between the disk thread
+and the event loop, so this path also drops the calls a body this small cannot need:
+
+- no ``posix_fallocate`` (and so no ``lseek``/``ftruncate`` to trim it afterwards): the one
+  write reports ENOSPC itself, and the free-space reserve is still checked first;
+- no ``mkdir`` of the device's tmp directory per PUT: it is created (durably) only when
+  opening the temp file finds it missing;
+- no ``getrandom`` per temp name: a per-process random prefix and a counter, with
+  ``O_EXCL`` refusing any clash;
+- no listing of the hash directory after the rename when the lookup before it found no
+  file there: nothing of ours can be obsolete (a racing writer's file is removed by the
+  hasher, which recomputes the suffix this write invalidated).
+
+The commit is `RealDiskFile._commit_file`, the same as every other write: fsync of the file,
+hashes.invalid appended and fsynced, the hash directory created durably, rename, fsync of
+the hash directory, all before the caller may acknowledge. Blocking: runs in the device's
+thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+import xxhash
+
+from common.fsutil import makedirs_durable
+from objectd.diskfile import DiskFull, RealDiskFile
+from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
+
+__all__ = ["SMALL_WRITE_BYTES_MAX", "TMP_NAME_TRIES_MAX", "body_checksums", "write_small_data"]
+
+# Bodies this path takes (the object server's small-PUT limit, objectd/writes.py).
+SMALL_WRITE_BYTES_MAX = 64 * 1024
+# Temp names tried before giving up (a clash needs a leftover file from an earlier process
+# that had the same pid and the same 64-bit random prefix).
+TMP_NAME_TRIES_MAX = 8
+
+_counter = itertools.count()
+_prefix: tuple[int, str] | None = None  # (pid, random hex) of this process
+
+
+def _tmp_token() -> str:
+    global _prefix
+    pid = os.getpid()
+    if _prefix is None or _prefix[0] != pid:  # first use, or a forked child
+        _prefix = (pid, os.urandom(8).hex())
+    return f"{_prefix[1]}{next(_counter):x}"
+
+
+def body_checksums(body: bytes, block_bytes: int = BLOCK_BYTES) -> tuple[str, bytes]:
+    """The body's MD5 (hex, the ETag) and its per-block xxh3-64 digests, as a streaming
+    writer would record them (`objectd.diskfile`)."""
+    view = memoryview(body)
+    digests = b"".join(
+        xxhash.xxh3_64_digest(view[lo : lo + block_bytes])
+        for lo in range(0, len(view), block_bytes)
+    )
+    return hashlib.md5(body).hexdigest(), digests
+
+
+def _check_space(df: RealDiskFile, need: int, reserve_bytes: int) -> None:
+    st = os.statvfs(df.layout.root)
+    free = st.f_bavail * st.f_frsize
+    if free - need < reserve_bytes:
+        raise DiskFull(f"{free} bytes free, {need} needed, reserve {reserve_bytes}")
+
+
+def _create_tmp(df: RealDiskFile) -> tuple[str, int]:
+    """A new temp file in the device's tmp directory: (path, open fd)."""
+    tmp_dir = df.layout.tmp
+    for _ in range(TMP_NAME_TRIES_MAX):
+        path = f"{tmp_dir}/{df.hash_hex}.{_tmp_token()}.tmp"
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            makedirs_durable(tmp_dir)
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, f"no free temp name in {tmp_dir}")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:
+                raise OSError(errno.EIO, "write wrote nothing")
+            view = view[n:]
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(str(e)) from None
+        raise
+
+
+def write_small_data(
+    df: RealDiskFile,
+    body: bytes,
+    md: ObjectMetadata,
+    reserve_bytes: int,
+    expected_etag: str,
+    gave_up: Callable[[], bool],
+    *,
+    cleanup: bool,
+) -> str | None:
+    """Store `body` as the .data file described by `md` (its length, ETag and checksums
+    filled in here) and return its ETag once durable; None, with nothing written, when
+    `expected_etag` is given and is not the body's MD5, or when `gave_up()` is true just
+    before the commit. `cleanup=False` skips removing obsolete files after the rename
+    (the caller's lookup found no file in the hash directory). Blocking."""
+    assert len(body) <= SMALL_WRITE_BYTES_MAX
+    _check_space(df, len(body), reserve_bytes)
+    etag, digests = body_checksums(body)
+    if expected_etag and expected_etag != etag:
+        return None
+    md = replace(
+        md,
+        content_length=len(body),
+        etag=etag,
+        block_bytes=BLOCK_BYTES,
+        block_xxh3=digests,
+    )
+    footer = encode_footer(md)
+    tmp, fd = _create_tmp(df)
+    committed = False
+    try:
+        try:
+            _write_all(fd, body + footer)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if gave_up():
+            return None
+        df._commit_file(tmp, f"{md.timestamp.internal}.data", cleanup=cleanup)
+        committed = True
+    finally:
+        if not committed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return etag

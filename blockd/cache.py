@@ -82,6 +82,7 @@ class ChunkCache(JournalCheckpoints):
         # Volumes whose journal had records, and their running checkpoints.
         self._journaled: dict[str, ChunkStore] = {}
         self._checkpoints: dict[str, asyncio.Task[None]] = {}
+        self._urgent: dict[str, int] = {}
         self.stats = CacheStats()
         self._entries: OrderedDict[_Key, Entry] = OrderedDict()
         # The entries not dirty, least recently used first: what eviction scans. Without it
@@ -425,19 +426,6 @@ class ChunkCache(JournalCheckpoints):
                     out.append(self._entries[(c, idx)])  # dirty entries are never evicted
         return out
 
-    async def flush_entries(
-        self, entries: list[Entry], *, force: bool = False, concurrency: int | None = None
-    ) -> None:
-        """Put these chunks whole (`force`: also clean ones the journal is ahead of), at most
-        `concurrency` at once (besides the cache-wide flush limit)."""
-        limit = asyncio.Semaphore(concurrency) if concurrency else contextlib.nullcontext()
-
-        async def one(e: Entry) -> None:
-            async with limit:
-                await self._flush_entry(e, force=force)
-
-        await self._all_flushed([one(e) for e in entries])
-
     def entry(self, chunks: ChunkStore, idx: int) -> Entry | None:
         return self._entries.get((chunks.container, idx))
 
@@ -527,9 +515,7 @@ class ChunkCache(JournalCheckpoints):
             await self.clock.sleep(interval_s)
             try:
                 await self.flush()
-                await self.checkpoint_all(
-                    idle_s=self.journal_idle_s, background=True, reason="idle"
-                )
+                self.start_idle_checkpoints(self.journal_idle_s)
             except Exception as e:
                 log.warning("timed flush failed", extra={"fields": {"error": repr(e)}})
 

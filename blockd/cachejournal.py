@@ -21,7 +21,10 @@ The rules (docs/block.md, "Journal"), and why each keeps data safe:
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+import contextlib
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from blockd.cacheentry import Entry, zeros
 from blockd.chunkstore import ChunkStore
@@ -43,6 +46,8 @@ __all__ = [
 
 log = get_logger("cairn.blockd.journal")
 
+Gate = Callable[[], Awaitable[None]]  # awaited before each chunk rewrite of a checkpoint
+
 # A chunk goes to the journal when at most this share of it changed since its last cut; more,
 # and rewriting the chunk costs about as much as journaling it (and needs no checkpoint).
 JOURNAL_SHARE_MAX = 4
@@ -50,6 +55,13 @@ JOURNAL_SHARE_MAX = 4
 CHECKPOINT_WAIT_S = 5.0
 # Chunk rewrites in flight for a checkpoint nobody waits for (size or idle triggered).
 BACKGROUND_CHECKPOINT_PUTS = 4
+# Such a checkpoint yields to the volume's own I/O: it starts no chunk rewrite while the volume
+# had reads or writes in the last CHECKPOINT_QUIET_S (looking again every CHECKPOINT_POLL_S),
+# unless it is behind: the live journal past JOURNAL_HURRY_FACTOR x journal_bytes_max, writers
+# waiting for cache room, or a checkpoint somebody waits for (detach, stop) queued behind it.
+CHECKPOINT_QUIET_S = 0.25
+CHECKPOINT_POLL_S = 0.05
+JOURNAL_HURRY_FACTOR = 2
 
 
 class JournalCheckpoints:
@@ -62,25 +74,33 @@ class JournalCheckpoints:
     _journaled: dict[str, ChunkStore]  # volumes whose journal had records
     _checkpoints: dict[str, asyncio.Task[None]]  # their running background checkpoints
     _space_freed: asyncio.Event
+    # volume -> checkpoints somebody waits for, queued or running (background ones stop yielding)
+    _urgent: dict[str, int]
 
     def entry(self, chunks: ChunkStore, idx: int) -> Entry | None: ...
+
+    async def _flush_entry(self, e: Entry, *, force: bool = False) -> None: ...
+
+    async def _all_flushed(self, work: list[Coroutine[Any, Any, None]]) -> None: ...
 
     def journal_appended(self, chunks: ChunkStore) -> None:
         """A record went in: checkpoint once the journal holds more than its budget."""
         self._journaled[chunks.container] = chunks
         journal = chunks.journal
         if journal is not None and journal.live_bytes > self.journal_bytes_max:
-            self._start_checkpoint(chunks)
+            self.start_checkpoint(chunks, reason="size")
 
-    def _start_checkpoint(self, chunks: ChunkStore) -> None:
+    def start_checkpoint(self, chunks: ChunkStore, *, reason: str) -> None:
+        """A background checkpoint of the volume, unless one is running (nobody waits for it:
+        a paused one must not hold up, say, the flush timer)."""
         task = self._checkpoints.get(chunks.container)
         if task is None or task.done():
-            task = asyncio.create_task(self._background_checkpoint(chunks))
+            task = asyncio.create_task(self._background_checkpoint(chunks, reason))
             self._checkpoints[chunks.container] = task
 
-    async def _background_checkpoint(self, chunks: ChunkStore) -> None:
+    async def _background_checkpoint(self, chunks: ChunkStore, reason: str) -> None:
         try:
-            await self.checkpoint(chunks, background=True, reason="size")
+            await self.checkpoint(chunks, background=True, reason=reason)
         except Exception as e:
             log.warning("journal checkpoint failed", extra={"fields": {"error": repr(e)}})
 
@@ -88,10 +108,58 @@ class JournalCheckpoints:
         self, chunks: ChunkStore, *, background: bool = False, reason: str = "requested"
     ) -> None:
         """Merge the journal into the chunks and retire its records (`background`: a few
-        chunk rewrites at a time, leaving the store to the volume's own I/O)."""
-        limit = BACKGROUND_CHECKPOINT_PUTS if background else None
-        await checkpoint(cast("ChunkCache", self), chunks, concurrency=limit, reason=reason)
+        chunk rewrites at a time, none while the volume is busy unless the checkpoint is
+        behind, leaving the store and the CPU to the volume's own I/O)."""
+        cache = cast("ChunkCache", self)
+        if background:
+            gate = functools.partial(self._yield_to_io, chunks)
+            await checkpoint(cache, chunks, BACKGROUND_CHECKPOINT_PUTS, gate, reason=reason)
+        else:
+            key = chunks.container
+            self._urgent[key] = self._urgent.get(key, 0) + 1
+            try:
+                await checkpoint(cache, chunks, None, None, reason=reason)
+            finally:
+                self._urgent[key] -= 1
+                if not self._urgent[key]:
+                    del self._urgent[key]
         self._space_freed.set()
+
+    def _checkpoint_behind(self, chunks: ChunkStore) -> bool:
+        """Must a background checkpoint of this volume stop yielding to its I/O?"""
+        journal = chunks.journal
+        return (
+            chunks.container in self._urgent
+            or self._waiting_since is not None
+            or (
+                journal is not None
+                and journal.live_bytes > JOURNAL_HURRY_FACTOR * self.journal_bytes_max
+            )
+        )
+
+    async def _yield_to_io(self, chunks: ChunkStore) -> None:
+        """Wait until the volume has been quiet for CHECKPOINT_QUIET_S (or the checkpoint is
+        behind); called before each chunk rewrite of a background checkpoint."""
+        while not self._checkpoint_behind(chunks):
+            busy_s = CHECKPOINT_QUIET_S - (self.clock.monotonic() - chunks.last_io_s)
+            if busy_s <= 0:
+                return
+            await self.clock.sleep(min(busy_s, CHECKPOINT_POLL_S))
+
+    async def rewrite_stale(
+        self, entries: list[Entry], concurrency: int | None, gate: Gate | None
+    ) -> None:
+        """Put these chunks whole (also the clean ones the journal is ahead of), at most
+        `concurrency` at once (besides the cache-wide flush limit), each after `gate`."""
+        limit = asyncio.Semaphore(concurrency) if concurrency else contextlib.nullcontext()
+
+        async def one(e: Entry) -> None:
+            async with limit:
+                if gate is not None:
+                    await gate()
+                await self._flush_entry(e, force=True)
+
+        await self._all_flushed([one(e) for e in entries])
 
     def _journal_in_the_way(self) -> bool:
         """After a flush, eviction still cannot make room: is a checkpoint the way out?
@@ -123,19 +191,30 @@ class JournalCheckpoints:
         found = (self.entry(chunks, idx) for idx in chunks.journal.chunks_live)
         return [e for e in found if e is not None and e.stale_chunk]
 
-    async def checkpoint_all(
-        self, *, idle_s: float | None = None, background: bool = False, reason: str = "requested"
-    ) -> None:
-        """Checkpoint every volume with a live journal (`idle_s`: only those without reads or
-        writes for that long, so that the chunk rewrites do not compete with their I/O)."""
+    async def checkpoint_all(self, *, reason: str = "requested") -> None:
+        """Checkpoint every volume with a live journal, at full speed."""
+        for chunks in self._live_journals():
+            await self.checkpoint(chunks, reason=reason)
+
+    def start_idle_checkpoints(self, idle_s: float) -> None:
+        """Start a background checkpoint of every volume with a live journal and no reads or
+        writes for `idle_s` (so that the chunk rewrites do not compete with its I/O)."""
         now = self.clock.monotonic()
+        for chunks in self._live_journals():
+            journal = chunks.journal
+            assert journal is not None
+            if now - max(journal.last_append_s, chunks.last_io_s) >= idle_s:
+                self.start_checkpoint(chunks, reason="idle")
+
+    def _live_journals(self) -> list[ChunkStore]:
+        out = []
         for container, chunks in list(self._journaled.items()):
             journal = chunks.journal
             if journal is None or not journal.live:
                 self._journaled.pop(container, None)
-                continue
-            if idle_s is None or now - max(journal.last_append_s, chunks.last_io_s) >= idle_s:
-                await self.checkpoint(chunks, background=background, reason=reason)
+            else:
+                out.append(chunks)
+        return out
 
 
 def wants_journal(e: Entry) -> bool:
@@ -205,11 +284,13 @@ async def journal_flush(cache: ChunkCache, chunks: ChunkStore, entries: list[Ent
 async def checkpoint(
     cache: ChunkCache,
     chunks: ChunkStore,
+    concurrency: int | None,
+    gate: Gate | None,
     *,
-    concurrency: int | None = None,
-    reason: str = "requested",
+    reason: str,
 ) -> None:
-    """Put every chunk the journal is ahead of, then retire the records before that."""
+    """Put every chunk the journal is ahead of, then retire the records before that (at most
+    `concurrency` rewrites at once, each after `gate`)."""
     journal = chunks.journal
     if journal is None:
         return
@@ -219,7 +300,7 @@ async def checkpoint(
         if upto <= journal.low:
             return
         stale = cache.stale_entries(chunks)
-        await cache.flush_entries(stale, force=True, concurrency=concurrency)
+        await cache.rewrite_stale(stale, concurrency, gate)
         await journal.retire(upto)
         cache.stats.checkpoints += 1
         for e in stale:

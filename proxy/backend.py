@@ -124,8 +124,10 @@ class Backend:
         self.conn_timeout_s = conn_timeout_s
         self.node_timeout_s = node_timeout_s
         self.errors = error_limiter
-        # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER).
+        # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER),
+        # and those asked about it already (`probe_trailer_support`).
         self.trailer_servers: set[str] = set()
+        self._probed: set[str] = set()
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def learn(self, node: Device, headers: Mapping[str, str]) -> None:
@@ -135,6 +137,30 @@ class Backend:
 
     def takes_trailer(self, node: Device) -> bool:
         return _server(node) in self.trailer_servers
+
+    async def probe_trailer_support(self, nodes: list[Device]) -> None:
+        """Ask the object servers among `nodes` not heard from yet (once per server and
+        process) whether they take the ETag trailer: their /healthcheck answer carries the
+        support header like every other answer. Without it, the first large PUT a proxy
+        worker sends to a server went the plain way, and that server computed the MD5 itself
+        (a fresh worker, or one that had seen no answer from that server yet). A server that
+        does not answer within the connect timeout is simply not trailed."""
+        todo: dict[str, Device] = {}
+        for node in nodes:
+            server = _server(node)
+            if server not in self.trailer_servers and server not in self._probed:
+                self._probed.add(server)
+                todo[server] = node
+        if todo:
+            await asyncio.gather(*(self._probe(node) for node in todo.values()))
+
+    async def _probe(self, node: Device) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.conn_timeout_s)
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+            async with self.session.get(
+                self.url(node, "/healthcheck"), timeout=timeout, allow_redirects=False
+            ) as r:
+                self.learn(node, r.headers)
 
     def forget_trailer(self, node: Device) -> None:
         """The node mishandled a trailer (a downgrade): plain PUTs until it says otherwise."""

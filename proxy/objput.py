@@ -183,6 +183,7 @@ async def stream_put(
     n = len(primaries)
     plan = trailer_plan(headers_for(0, primaries[0])) if primaries else None
     if plan is not None:
+        await backend.probe_trailer_support(primaries)
         headers_for = _with_trailer(backend, headers_for, plan)
     nodes = backend.nodes(ring, part)
     slots = [_Slot(i) for i in range(n)]

@@ -3,7 +3,8 @@
 Two real object servers and one stand-in for an older version (an aiohttp app that stores
 whatever body it gets, without the support header) behind one ring; the proxy's stream_put
 writes a 300 KB object to the three. The older server must get a plain PUT every time, the
-others a trailer once the proxy has heard from them, and every replica must hold the body.
+others a trailer from the first PUT on (the proxy asks each server it has not heard from yet,
+once, through /healthcheck), and every replica must hold the body.
 """
 
 from __future__ import annotations
@@ -57,10 +58,13 @@ def test_the_trailer_goes_only_to_servers_that_advertise_it(tmp_path: Path) -> N
         clock = ManualClock()
         seen: list[tuple[CIMultiDict[str], int]] = []
         sent: list[tuple[str, bool]] = []
+        probes: list[int | None] = []
 
         async def on_start(_s: object, _ctx: object, params: aiohttp.TraceRequestStartParams):
             if params.method == "PUT":
                 sent.append((f"{params.url.port}", TRAILER_HEADER in params.headers))
+            elif params.url.path == "/healthcheck":
+                probes.append(params.url.port)
 
         trace = aiohttp.TraceConfig()
         trace.on_request_start.append(on_start)
@@ -109,14 +113,14 @@ def test_the_trailer_goes_only_to_servers_that_advertise_it(tmp_path: Path) -> N
                 assert all(r.headers.get("Etag", "").strip('"') == MD5 for r in results)
                 return [r.status for r in results]
 
-            assert await put("first") == [201, 201, 201]  # nothing known yet: all plain
-            assert not any(trailed for _, trailed in sent)
+            for name in ("first", "second"):
+                sent.clear()
+                assert await put(name) == [201, 201, 201]
+                by_port = dict(sent)
+                assert by_port[str(ports[0])] and by_port[str(ports[1])], name
+                assert not by_port[str(ports[2])], name  # the older server: a plain PUT
             assert len(backend.trailer_servers) == 2  # the two that advertise it
-            sent.clear()
-            assert await put("second") == [201, 201, 201]
-            by_port = dict(sent)
-            assert by_port[str(ports[0])] and by_port[str(ports[1])]
-            assert not by_port[str(ports[2])]  # the older server: a plain PUT again
+            assert sorted(p or 0 for p in probes) == sorted(ports)  # each asked once, no more
             assert [n for _, n in seen] == [len(BODY), len(BODY)]  # never a trailer in its body
             assert all(TRAILER_HEADER not in h for h, _ in seen)
 

@@ -9,7 +9,6 @@ methods block; the server runs them in the device's thread pool (see `devices.py
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import os
@@ -39,6 +38,13 @@ from objectd.layout import (
     quarantine_hash_dir,
     select_files,
     suffix_invalidated,
+)
+from objectd.pagecache import (
+    KEEP_CACHE_BYTES_MAX,
+    WRITEBACK_BYTES_MIN,
+    DropBehind,
+    drop_written,
+    start_writeback,
 )
 
 __all__ = [
@@ -397,6 +403,7 @@ class _RealWriter:
         self._block_fill = 0
         self._digests = bytearray()
         self.bytes_written = 0
+        self._drop_behind = DropBehind()
         if size_hint:
             try:
                 os.posix_fallocate(self._fd, 0, size_hint)
@@ -435,9 +442,11 @@ class _RealWriter:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(str(e)) from None
             raise
-        if _start_writeback is not None and total >= WRITEBACK_BYTES_MIN:
-            _start_writeback(self._fd, self.bytes_written, total)
+        start_writeback(self._fd, self.bytes_written, total)
         self.bytes_written += total
+        behind = self._drop_behind.advance(self.bytes_written)
+        if behind is not None:
+            drop_written(self._fd, *behind)
 
     def _hash(self, view: memoryview) -> None:
         if self._md5 is not None:
@@ -498,6 +507,8 @@ class _RealWriter:
             _writev_all(self._fd, [memoryview(encode_footer(md))])
             os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR))  # drop fallocate excess
             os.fsync(self._fd)
+            if self.bytes_written > KEEP_CACHE_BYTES_MAX:
+                drop_written(self._fd, 0, 0)  # all clean now: dropping waits for nothing
             os.close(self._fd)
             self._fd = -1
             self._df._commit_file(self.tmp, f"{md.timestamp.internal}.data")
@@ -515,31 +526,6 @@ class _RealWriter:
             self._fd = -1
         with contextlib.suppress(FileNotFoundError):
             self.tmp.unlink()
-
-
-# Writes of at least this many bytes ask the kernel to start writing them back at once
-# (sync_file_range(SYNC_FILE_RANGE_WRITE), Linux), so the fsync before the commit finds
-# little left to flush instead of the whole body. Only a hint: the fsync is what makes the
-# data durable, and it is done exactly as before.
-WRITEBACK_BYTES_MIN = 256 * 1024
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _load_start_writeback() -> Callable[[int, int, int], None] | None:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # not Linux/glibc: the final fsync does it all
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-
-    def start(fd: int, offset: int, nbytes: int) -> None:
-        fn(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)  # a failure only loses the head start
-
-    return start
-
-
-_start_writeback = _load_start_writeback()
 
 
 # Buffers per writev call (the kernel refuses more than IOV_MAX, 1024 on Linux).

@@ -218,8 +218,14 @@ class JournalCheckpoints:
 
 
 def wants_journal(e: Entry) -> bool:
-    if e.chunks.journal is None or not e.jdirty:
+    """Does a flush of this dirty entry go through the journal? Yes for few granules changed,
+    and for a dirty entry with none uncut: its writes are in a record (or a chunk put) still
+    in flight, and the journal's flush waits for that (append and flush locks) without putting
+    the chunk whole again, as a chunk flush would if writes land on it meanwhile."""
+    if e.chunks.journal is None:
         return False
+    if not e.jdirty:
+        return e.dirty
     return e.jdirty.bit_count() * GRANULE * JOURNAL_SHARE_MAX <= e.size
 
 

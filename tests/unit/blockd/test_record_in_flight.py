@@ -4,7 +4,7 @@ the chunk whole (real cache, journal and in-memory store; record puts held back 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from typing import Any
 
 from blockd.cache import ChunkCache
 from blockd.store import MemoryObjectStore
@@ -29,17 +29,10 @@ class HeldRecordStore(MemoryObjectStore):
         super().__init__()
         self.release = asyncio.Event()
 
-    async def put(
-        self,
-        account: str,
-        container: str,
-        obj: str,
-        data: bytes,
-        headers: Mapping[str, str] | None = None,
-    ) -> str | None:
+    async def put(self, account: str, container: str, obj: str, *a: Any, **kw: Any) -> str | None:
         if obj.startswith(".journal."):
             await self.release.wait()
-        return await super().put(account, container, obj, data, headers)
+        return await super().put(account, container, obj, *a, **kw)
 
 
 def test_a_flush_during_a_record_in_flight_waits_for_it_instead_of_putting_chunks():

@@ -3,7 +3,8 @@
 The supervisor starts every service as a child process (logs in `<data-dir>/logs/`),
 restarts one that dies (with back-off), and publishes `<data-dir>/run/state.json` (written
 atomically) for `cairn status` and `cairn down`. SIGTERM or SIGINT stops every child
-cleanly (SIGTERM, then SIGKILL after a grace period).
+cleanly (SIGTERM, then SIGKILL after a grace period): blockd and the proxy first, then the
+storage servers and daemons, so blockd's last cache flush still finds the object servers.
 
 `cairn up --only/--host` runs a subset (e.g. one host's services inside its network
 namespace); each such supervisor publishes `<data-dir>/run/state-<tag>.json` instead, and
@@ -29,7 +30,15 @@ from pathlib import Path
 from common.fsutil import atomic_write_bytes, makedirs_durable
 from tools.deployment import ServiceSpec
 
-__all__ = ["STATE_VERSION", "Supervisor", "main", "read_state", "read_states", "state_path"]
+__all__ = [
+    "FRONT_GROUPS",
+    "STATE_VERSION",
+    "Supervisor",
+    "main",
+    "read_state",
+    "read_states",
+    "state_path",
+]
 
 STATE_VERSION = 1
 _POLL_S = 0.25
@@ -38,6 +47,8 @@ _STOP_GRACE_S = 15.0
 # Background daemons (no URL) start this long after the servers, so the servers' start-up
 # (and `cairn up`'s readiness wait) does not compete with them for the CPUs.
 _DAEMON_DELAY_S = 3.0
+# Service groups that are clients of the storage nodes: stopped (and waited for) first.
+FRONT_GROUPS = frozenset({"blockd", "proxy"})
 
 
 def state_path(data_dir: Path, tag: str = "") -> Path:
@@ -64,6 +75,23 @@ def read_states(data_dir: Path) -> list[dict[str, object]]:
         if state is not None:
             out.append(state)
     return out
+
+
+def _stop_children(children: list[_Child]) -> None:
+    """SIGTERM each running child, wait up to the grace period for all, SIGKILL the rest."""
+    for c in children:
+        if c.proc is not None and c.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for c in children:
+        if c.proc is None:
+            continue
+        try:
+            c.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()
 
 
 @dataclass
@@ -168,20 +196,14 @@ class Supervisor:
         )
 
     def stop_all(self) -> None:
+        """Stop every child in two stages: first the services that write to the storage
+        nodes (`FRONT_GROUPS`: blockd flushes its write-back cache on SIGTERM, the proxy
+        finishes its requests), then the storage servers and daemons they were writing to."""
         self._stopping = True
-        for c in self._children:
-            if c.proc is not None and c.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    c.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_S
-        for c in self._children:
-            if c.proc is None:
-                continue
-            try:
-                c.proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                c.proc.kill()
-                c.proc.wait()
+        front = [c for c in self._children if c.spec.group in FRONT_GROUPS]
+        back = [c for c in self._children if c.spec.group not in FRONT_GROUPS]
+        for stage in (front, back):
+            _stop_children(stage)
         with contextlib.suppress(FileNotFoundError):
             state_path(self.data_dir, self.tag).unlink()
 

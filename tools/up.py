@@ -26,7 +26,7 @@ from tools.deployment import (
     select_specs,
     service_specs,
 )
-from tools.supervisor import Supervisor, read_state, read_states
+from tools.supervisor import FRONT_GROUPS, Supervisor, read_state, read_states
 
 __all__ = ["cmd_down", "cmd_status", "cmd_up", "prepare"]
 
@@ -246,20 +246,37 @@ def cmd_down(data_dir: Path) -> int:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return 0
-    pids = [st["supervisor_pid"] for st in live if isinstance(st.get("supervisor_pid"), int)]
-    for pid in pids:
-        assert isinstance(pid, int)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    stuck = [p for p in pids if _pid_alive(p)]
+    # Supervisors that run only clients of the storage nodes (an `--only blockd` one, say)
+    # stop first, so blockd's last flush still finds the object servers; each supervisor
+    # orders its own children the same way.
+    front = [st for st in live if _front_only(st)]
+    stuck: list[int] = []
+    for stage in (front, [st for st in live if not _front_only(st)]):
+        pids = [p for st in stage if isinstance(p := st.get("supervisor_pid"), int)]
+        stuck += _stop_supervisors(pids)
     if stuck:
         print(f"cairn: supervisor(s) {stuck} did not stop in 30s", file=sys.stderr)
         return 1
     print("cairn: stopped")
     return 0
+
+
+def _front_only(state: dict[str, object]) -> bool:
+    services = state.get("services")
+    if not isinstance(services, list) or not services:
+        return False
+    return all(isinstance(s, dict) and s.get("group") in FRONT_GROUPS for s in services)
+
+
+def _stop_supervisors(pids: list[int]) -> list[int]:
+    """SIGTERM the supervisors and wait up to 30 s; the ones still alive."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return [p for p in pids if _pid_alive(p)]
 
 
 def _status_config(data_dir: Path, states: list[dict[str, object]]) -> DeploymentConfig | None:

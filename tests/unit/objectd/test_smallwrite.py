@@ -9,6 +9,7 @@ import pytest
 import xxhash
 
 from common.timestamps import Timestamp
+from objectd import smallwrite
 from objectd.diskfile import DiskFull, ObjectInfo, RealDiskFile, verify_file
 from objectd.fileformat import ObjectMetadata
 from objectd.layout import DeviceLayout, read_invalid_suffixes
@@ -111,3 +112,14 @@ def test_cleanup_flag_decides_whether_the_old_file_goes(df):
     assert os.listdir(df.hash_dir) == [f"{Timestamp(7).internal}.data"]
     found = df.lookup()
     assert isinstance(found, ObjectInfo) and found.data.timestamp == Timestamp(7)
+
+
+def test_a_taken_temp_name_is_skipped_not_overwritten(df):
+    small(df, 5, b"one")  # makes tmp/
+    token = smallwrite._tmp_token()  # this process's prefix + counter, as the writer uses
+    prefix, count = token[:16], int(token[16:], 16)
+    taken = df.layout.tmp / f"{df.hash_hex}.{prefix}{count + 1:x}.tmp"
+    taken.write_bytes(b"someone else's")
+    assert small(df, 6, b"two") == hashlib.md5(b"two").hexdigest()
+    assert taken.read_bytes() == b"someone else's"
+    assert os.listdir(df.layout.tmp) == [taken.name]

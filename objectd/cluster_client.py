@@ -37,16 +37,27 @@ Calls: ObjectCluster(ring, session, clock, conn_timeout_s=..., node_timeout_s=..
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import hashlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+import xxhash
 from multidict import CIMultiDict
 from yarl import URL
 
 from common.clock import Clock
 from common.log import request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
+from common.puttrailer import (
+    BODY_LENGTH_HEADER,
+    TRAILER_BYTES,
+    TRAILER_HEADER,
+    TRAILER_SUPPORT_HEADER,
+    TRAILER_VERSION,
+    PutTrailer,
+    encode_trailer,
+)
 from common.timestamps import Timestamp, TimestampError
 from ring import Device, Ring
 
@@ -70,6 +81,35 @@ class _Answer:
 # past its end) or its absence.
 _FOUND = (200, 206, 416)
 _DEFINITE = (*_FOUND, 404)
+
+
+# Bodies of at least this many bytes are hashed here once and sent with the ETag trailer to
+# the servers that take it (docs/object-format.md, "PUT ETag trailer"), instead of being
+# hashed by every replica; they are also sent without joining them to the request head.
+TRAILER_BODY_BYTES_MIN = 64 * 1024
+
+
+@dataclass(frozen=True)
+class _Trailer:
+    md5_hex: str
+    encoded: bytes
+
+
+def _hash_body(data: bytes) -> _Trailer:
+    """MD5 and xxh3-128 of `data` and the trailer carrying them (blocking: hashlib and
+    xxhash release the GIL on large buffers, so this runs in a thread)."""
+    md5_hex = hashlib.md5(data).hexdigest()
+    xxh_hex = xxhash.xxh3_128_hexdigest(data)
+    return _Trailer(md5_hex, encode_trailer(PutTrailer("commit", len(data), md5_hex, xxh_hex)))
+
+
+async def _parts(*parts: bytes) -> AsyncIterator[memoryview]:
+    """A body sent as views of `parts`, after an empty first piece: aiohttp sends the request
+    head alone then, instead of joining it with the first piece (a copy of the whole body
+    per replica on Python < 3.12.9)."""
+    yield memoryview(b"")
+    for part in parts:
+        yield memoryview(part)
 
 
 def _etag(h: Mapping[str, str]) -> str:
@@ -110,6 +150,8 @@ class ObjectCluster:
             total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s
         )
         self._last = Timestamp(0)
+        # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER).
+        self.trailer_servers: set[str] = set()
         # Reads start at a random primary (spreads them over the servers); tests that need
         # to know which replica is asked first turn it off.
         self.shuffle_reads = True
@@ -135,13 +177,25 @@ class ObjectCluster:
         url: URL,
         headers: Mapping[str, str],
         body: bytes | None = None,
+        trailer: _Trailer | None = None,
     ) -> _Answer:
         h = CIMultiDict(headers)
         h["X-Trans-Id"] = request_id.get()
+        payload: bytes | AsyncIterator[memoryview] | None = body
+        if body is not None and len(body) >= TRAILER_BODY_BYTES_MIN:
+            if trailer is not None and f"{node.ip}:{node.port}" in self.trailer_servers:
+                h["Content-Length"] = str(len(body) + TRAILER_BYTES)
+                h[BODY_LENGTH_HEADER] = str(len(body))
+                h[TRAILER_HEADER] = str(TRAILER_VERSION)
+                payload = _parts(body, trailer.encoded)
+            else:
+                payload = _parts(body)
         try:
             async with self.session.request(
-                method, url, headers=h, data=body, timeout=self._timeout
+                method, url, headers=h, data=payload, timeout=self._timeout
             ) as r:
+                if r.headers.get(TRAILER_SUPPORT_HEADER) == str(TRAILER_VERSION):
+                    self.trailer_servers.add(f"{node.ip}:{node.port}")
                 data = await r.read()
                 if r.status == 507:
                     self.limiter.limit_now(node_key(node))
@@ -161,6 +215,7 @@ class ObjectCluster:
         headers: Mapping[str, str],
         body: bytes | None,
         ok: tuple[int, ...],
+        trailer: _Trailer | None = None,
     ) -> list[_Answer]:
         part = self.ring.get_part(a, c, o)
         nodes = iter_nodes(self.ring, part, self.limiter)
@@ -173,7 +228,8 @@ class ObjectCluster:
                     node = next(nodes, None)
                 if node is None:
                     return last
-                last = await self._call(node, method, self._url(node, part, a, c, o), headers, body)
+                url = self._url(node, part, a, c, o)
+                last = await self._call(node, method, url, headers, body, trailer)
                 if last.status < 500:
                     return last
 
@@ -210,12 +266,16 @@ class ObjectCluster:
         h["Content-Length"] = str(len(data))
         version = self._timestamp().internal
         h["X-Timestamp"] = version
-        answers = await self._write("PUT", account, container, obj, h, data, (201,))
-        # Each object server hashes what it received and answers its MD5: the replicas must
-        # agree (as Swift's proxy checks), so a body damaged on its way to one of them is
-        # caught without hashing it here too (MD5 of a 512 KiB chunk is ~1-2 ms of our CPU).
+        trailer = None
+        if len(data) >= TRAILER_BODY_BYTES_MIN:
+            trailer = await asyncio.to_thread(_hash_body, data)
+        answers = await self._write("PUT", account, container, obj, h, data, (201,), trailer)
+        # Every replica answers the MD5 it stored: of what it received (a plain PUT), or the
+        # trailer's after checking the xxh3-128 of what it received against the trailer's
+        # (a trailed one). They must agree (as Swift's proxy checks), and with a trailer
+        # equal the MD5 hashed here, so a body damaged on its way to a replica is caught.
         etags = {_etag(x.headers) for x in answers if x.status == 201}
-        if len(etags) != 1 or "" in etags:
+        if len(etags) != 1 or "" in etags or (trailer and etags != {trailer.md5_hex}):
             raise QuorumError(f"PUT /{account}/{container}/{obj}: replicas stored {etags}")
         return etags.pop(), version
 

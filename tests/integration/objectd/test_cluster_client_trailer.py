@@ -1,0 +1,82 @@
+"""ObjectCluster (blockd's client) hashes a large body once and sends the ETag trailer to the
+object servers that said they take it; small bodies and servers not heard from go plain.
+
+Three real object servers behind one ring, real sockets; an aiohttp trace records what each
+PUT announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from common.clock import ManualClock
+from common.puttrailer import TRAILER_HEADER
+from common.server import running_app
+from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
+from objectd.server import ObjectServerConf, make_object_app
+from ring import NewDevice, Ring, RingBuilder, write_ring
+
+pytestmark = [pytest.mark.integration]
+
+PREFIX, SUFFIX = "pre", "suf"
+
+
+async def _server(devices_dir: Path, clock: ManualClock) -> web.Application:
+    (devices_dir / "sda").mkdir(parents=True)
+    conf = ObjectServerConf(
+        devices_dir=devices_dir, hash_path_prefix=PREFIX, hash_path_suffix=SUFFIX
+    )
+    return await make_object_app(conf, clock)
+
+
+def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> None:
+    async def run() -> None:
+        clock = ManualClock(1_700_000_000.0)
+        sent: list[bool] = []
+
+        async def on_start(_s: object, _ctx: object, params: aiohttp.TraceRequestStartParams):
+            if params.method == "PUT":
+                sent.append(TRAILER_HEADER in params.headers)
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(on_start)
+        async with (
+            running_app(await _server(tmp_path / "n1", clock)) as u1,
+            running_app(await _server(tmp_path / "n2", clock)) as u2,
+            running_app(await _server(tmp_path / "n3", clock)) as u3,
+            aiohttp.ClientSession(trace_configs=[trace]) as session,
+        ):
+            builder = RingBuilder(2, 3, 0)
+            for i, url in enumerate((u1, u2, u3)):
+                port = int(url.rsplit(":", 1)[1])
+                builder.add(NewDevice(1, i + 1, "127.0.0.1", port, "127.0.0.1", port, "sda", 1.0))
+            builder.rebalance(seed=1)
+            write_ring(tmp_path / "object.ring", builder.ring_data())
+            ring = Ring(tmp_path / "object.ring", PREFIX, SUFFIX, clock=clock)
+            cluster = ObjectCluster(ring, session, clock)
+
+            async def put_and_read(name: str, body: bytes) -> list[bool]:
+                sent.clear()
+                clock.advance(1.0)
+                etag = await cluster.put(".acct", "vol", name, body)
+                assert etag == hashlib.md5(body).hexdigest()
+                got = await cluster.get(".acct", "vol", name)
+                assert got is not None and got[1] == body
+                return list(sent)
+
+            big = os.urandom(TRAILER_BODY_BYTES_MIN + 12345)
+            assert await put_and_read("first", big) == [False] * 3  # nothing known yet
+            assert len(cluster.trailer_servers) == 3  # every answer advertised the trailer
+            assert await put_and_read("second", big) == [True] * 3
+            assert await put_and_read("small", os.urandom(4096)) == [False] * 3
+            # An overwrite with a different large body reads back as the new one.
+            assert await put_and_read("second", os.urandom(300_000)) == [True] * 3
+
+    asyncio.run(run())

@@ -14,26 +14,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from common.clock import ManualClock
 from common.puttrailer import TRAILER_HEADER
 from common.server import running_app
 from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
-from objectd.server import ObjectServerConf, make_object_app
 from ring import NewDevice, Ring, RingBuilder, write_ring
+from tests.integration.objectd.test_trailer_capability import PREFIX, SUFFIX, _new_server
 
 pytestmark = [pytest.mark.integration]
-
-PREFIX, SUFFIX = "pre", "suf"
-
-
-async def _server(devices_dir: Path, clock: ManualClock) -> web.Application:
-    (devices_dir / "sda").mkdir(parents=True)
-    conf = ObjectServerConf(
-        devices_dir=devices_dir, hash_path_prefix=PREFIX, hash_path_suffix=SUFFIX
-    )
-    return await make_object_app(conf, clock)
 
 
 def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> None:
@@ -48,9 +37,9 @@ def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> N
         trace = aiohttp.TraceConfig()
         trace.on_request_start.append(on_start)
         async with (
-            running_app(await _server(tmp_path / "n1", clock)) as u1,
-            running_app(await _server(tmp_path / "n2", clock)) as u2,
-            running_app(await _server(tmp_path / "n3", clock)) as u3,
+            running_app(await _new_server(tmp_path / "n1", clock)) as u1,
+            running_app(await _new_server(tmp_path / "n2", clock)) as u2,
+            running_app(await _new_server(tmp_path / "n3", clock)) as u3,
             aiohttp.ClientSession(trace_configs=[trace]) as session,
         ):
             builder = RingBuilder(2, 3, 0)

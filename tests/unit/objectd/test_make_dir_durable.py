@@ -30,3 +30,12 @@ def test_device_paths_are_the_same_objects_each_time(tmp_path: Path) -> None:
     assert a.async_pending == tmp_path / "sda" / "async_pending"
     assert DeviceLayout(tmp_path, "sdb").root == tmp_path / "sdb"
     assert a.hash_dir(3, "0" * 29 + "abc") == tmp_path / "sda/objects/3/abc" / ("0" * 29 + "abc")
+
+
+def test_str_paths_relative_and_with_a_trailing_slash(tmp_path: Path, monkeypatch) -> None:
+    makedirs_durable(f"{tmp_path}/a/")  # the parent fsynced is tmp_path, not .../a
+    makedirs_durable(str(tmp_path / "a" / "b" / "c"))  # a parent missing: the walk
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+    monkeypatch.chdir(tmp_path)
+    makedirs_durable("leaf")  # its parent is "."
+    assert (tmp_path / "leaf").is_dir()

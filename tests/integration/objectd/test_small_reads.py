@@ -1,4 +1,5 @@
-"""GET/HEAD of small objects, which are opened, read, verified and closed in one pool step."""
+"""GET/HEAD of small objects, which are opened, read, verified and closed in one pool step
+(bodies up to 64 KiB; up to 1 MiB for a GET without a Range header)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from objectd.reads import SMALL_READ_BYTES_MAX
+from objectd.reads import SMALL_READ_BYTES_MAX, WHOLE_READ_BYTES_MAX
 from tests.integration.objectd.conftest import object_server, run, ts
 
 pytestmark = pytest.mark.integration
@@ -123,8 +124,10 @@ def test_corrupt_small_object_is_quarantined_and_not_found(conf, clock, devices_
     assert len(quarantined) == 1 and (quarantined[0] / data.name).exists()
 
 
-def test_object_above_the_small_limit_still_streams(conf, clock):
-    body = bytes(i % 251 for i in range(SMALL_READ_BYTES_MAX + 1))
+@pytest.mark.parametrize("size", [SMALL_READ_BYTES_MAX + 1, WHOLE_READ_BYTES_MAX + 1])
+def test_objects_above_the_limits_answer_the_same(conf, clock, size):
+    # SMALL + 1: read whole without a Range, streamed with one; WHOLE + 1: streamed both ways.
+    body = bytes(i % 251 for i in range(size))
 
     async def go():
         async with object_server(conf, clock) as (url, s):
@@ -132,5 +135,28 @@ def test_object_above_the_small_limit_still_streams(conf, clock):
             async with s.get(url + OBJ) as r:
                 assert r.status == 200
                 assert await r.read() == body
+            async with s.get(url + OBJ, headers={"Range": "bytes=5000-60000"}) as r:
+                assert r.status == 206
+                assert r.headers["Content-Range"] == f"bytes 5000-60000/{size}"
+                assert await r.read() == body[5000:60001]
+
+    run(go())
+
+
+def test_corrupt_whole_read_object_is_quarantined_before_a_byte_goes_out(conf, clock, devices_dir):
+    body = bytes(i % 251 for i in range(512 * 1024))  # a blockd chunk's size
+
+    async def go():
+        async with object_server(conf, clock) as (url, s):
+            await put(s, url, clock, body)
+            with _data_file(devices_dir).open("r+b") as f:  # a byte in the 7th block
+                f.seek(400_000)
+                b = f.read(1)
+                f.seek(400_000)
+                f.write(bytes([b[0] ^ 0xFF]))
+            async with s.get(url + OBJ) as r:
+                assert r.status == 404  # found in the pool step, before the status line
+            async with s.get(url + OBJ) as r:
+                assert r.status == 404  # quarantined: gone
 
     run(go())

@@ -35,7 +35,7 @@ def small(df, ts: int, body: bytes, etag: str = "", cleanup: bool = True) -> str
     return write_small_data(df, body, md(ts), 0, etag, lambda: False, cleanup=cleanup)
 
 
-def streamed(df, ts: int, body: bytes) -> bytes:
+def streamed(df: RealDiskFile, ts: int, body: bytes) -> bytes:
     w = df.writer(len(body), 0)
     if body:
         w.write(body)

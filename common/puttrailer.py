@@ -18,16 +18,22 @@ Layout (big-endian, TRAILER_BYTES = 56):
     32 16  xxh3-128 of the body
     48  8  xxh3-64 of bytes 0..47 (a garbled trailer is refused, never half-believed)
 
-Sans-IO: `encode_trailer` and `decode_trailer` work on bytes only.
+Sans-IO: `encode_trailer` and `decode_trailer` work on bytes only; `trailed_headers` makes a
+PUT's headers announce the trailer, and `TrailerServers` remembers which object servers said
+they take it. Both senders use them: the proxy and blockd's store client.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import xxhash
+from multidict import CIMultiDict
+
+from common.nodes import NodeLike
 
 __all__ = [
     "BODY_LENGTH_HEADER",
@@ -37,8 +43,10 @@ __all__ = [
     "TRAILER_VERSION",
     "PutTrailer",
     "TrailerError",
+    "TrailerServers",
     "decode_trailer",
     "encode_trailer",
+    "trailed_headers",
 ]
 
 TRAILER_VERSION = 1
@@ -119,3 +127,38 @@ def decode_trailer(data: bytes | bytearray | memoryview) -> PutTrailer:
     if action not in _ACTIONS or reserved != 0:
         raise TrailerError("bad trailer action or reserved field")
     return PutTrailer(_ACTIONS[action], length, md5.hex(), xxh.hex())
+
+
+def trailed_headers(headers: Mapping[str, str], body_len: int) -> CIMultiDict[str]:
+    """A copy of a PUT's `headers` announcing the trailer after `body_len` body bytes."""
+    out = CIMultiDict(headers)
+    out["Content-Length"] = str(body_len + TRAILER_BYTES)
+    out[BODY_LENGTH_HEADER] = str(body_len)
+    out[TRAILER_HEADER] = str(TRAILER_VERSION)
+    return out
+
+
+class TrailerServers:
+    """The object servers (ip:port, whatever the device) whose answers said they take this
+    trailer version (TRAILER_SUPPORT_HEADER); a sender trails PUTs only to those."""
+
+    def __init__(self) -> None:
+        self._servers: set[tuple[str, int]] = set()
+
+    def learn(self, node: NodeLike, headers: Mapping[str, str]) -> None:
+        """Note what an answer from `node`'s server says (a server only ever gains support
+        here; `forget` takes it back)."""
+        if headers.get(TRAILER_SUPPORT_HEADER) == _VERSION_TEXT:
+            self._servers.add((node.ip, node.port))
+
+    def forget(self, node: NodeLike) -> None:
+        self._servers.discard((node.ip, node.port))
+
+    def takes(self, node: NodeLike) -> bool:
+        return (node.ip, node.port) in self._servers
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+
+_VERSION_TEXT = str(TRAILER_VERSION)

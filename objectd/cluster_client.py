@@ -49,15 +49,7 @@ from yarl import URL
 from common.clock import Clock
 from common.log import request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
-from common.puttrailer import (
-    BODY_LENGTH_HEADER,
-    TRAILER_BYTES,
-    TRAILER_HEADER,
-    TRAILER_SUPPORT_HEADER,
-    TRAILER_VERSION,
-    PutTrailer,
-    encode_trailer,
-)
+from common.puttrailer import PutTrailer, TrailerServers, encode_trailer, trailed_headers
 from common.timestamps import Timestamp, TimestampError
 from ring import Device, Ring
 
@@ -150,8 +142,8 @@ class ObjectCluster:
             total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s
         )
         self._last = Timestamp(0)
-        # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER).
-        self.trailer_servers: set[str] = set()
+        # Object servers seen to take the ETag trailer.
+        self.trailer_servers = TrailerServers()
         # Reads start at a random primary (spreads them over the servers); tests that need
         # to know which replica is asked first turn it off.
         self.shuffle_reads = True
@@ -183,10 +175,8 @@ class ObjectCluster:
         h["X-Trans-Id"] = request_id.get()
         payload: bytes | AsyncIterator[memoryview] | None = body
         if body is not None and len(body) >= TRAILER_BODY_BYTES_MIN:
-            if trailer is not None and f"{node.ip}:{node.port}" in self.trailer_servers:
-                h["Content-Length"] = str(len(body) + TRAILER_BYTES)
-                h[BODY_LENGTH_HEADER] = str(len(body))
-                h[TRAILER_HEADER] = str(TRAILER_VERSION)
+            if trailer is not None and self.trailer_servers.takes(node):
+                h = trailed_headers(h, len(body))
                 payload = _parts(body, trailer.encoded)
             else:
                 payload = _parts(body)
@@ -194,8 +184,7 @@ class ObjectCluster:
             async with self.session.request(
                 method, url, headers=h, data=payload, timeout=self._timeout
             ) as r:
-                if r.headers.get(TRAILER_SUPPORT_HEADER) == str(TRAILER_VERSION):
-                    self.trailer_servers.add(f"{node.ip}:{node.port}")
+                self.trailer_servers.learn(node, r.headers)
                 data = await r.read()
                 if r.status == 507:
                     self.limiter.limit_now(node_key(node))

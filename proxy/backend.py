@@ -20,7 +20,7 @@ from yarl import URL
 from common.clock import Clock
 from common.log import get_logger, request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
-from common.puttrailer import TRAILER_SUPPORT_HEADER, TRAILER_VERSION
+from common.puttrailer import TrailerServers
 from ring import Device, Ring
 
 __all__ = [
@@ -31,8 +31,6 @@ __all__ = [
     "node_key",
     "quorum_size",
 ]
-
-_TRAILER_VERSION = str(TRAILER_VERSION)
 
 
 def _server(node: Device) -> str:
@@ -124,19 +122,18 @@ class Backend:
         self.conn_timeout_s = conn_timeout_s
         self.node_timeout_s = node_timeout_s
         self.errors = error_limiter
-        # Object servers (ip:port) seen to take the ETag trailer (TRAILER_SUPPORT_HEADER),
-        # and those asked about it already (`probe_trailer_support`).
-        self.trailer_servers: set[str] = set()
+        # Object servers seen to take the ETag trailer, and those asked about it already
+        # (`probe_trailer_support`).
+        self.trailer_servers = TrailerServers()
         self._probed: set[str] = set()
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def learn(self, node: Device, headers: Mapping[str, str]) -> None:
         """Note what a storage node's response says it supports."""
-        if headers.get(TRAILER_SUPPORT_HEADER) == _TRAILER_VERSION:
-            self.trailer_servers.add(_server(node))
+        self.trailer_servers.learn(node, headers)
 
     def takes_trailer(self, node: Device) -> bool:
-        return _server(node) in self.trailer_servers
+        return self.trailer_servers.takes(node)
 
     async def probe_trailer_support(self, nodes: list[Device]) -> None:
         """Ask the object servers among `nodes` not heard from yet (once per server and
@@ -148,7 +145,7 @@ class Backend:
         todo: dict[str, Device] = {}
         for node in nodes:
             server = _server(node)
-            if server not in self.trailer_servers and server not in self._probed:
+            if not self.trailer_servers.takes(node) and server not in self._probed:
                 self._probed.add(server)
                 todo[server] = node
         if todo:
@@ -164,7 +161,7 @@ class Backend:
 
     def forget_trailer(self, node: Device) -> None:
         """The node mishandled a trailer (a downgrade): plain PUTs until it says otherwise."""
-        self.trailer_servers.discard(_server(node))
+        self.trailer_servers.forget(node)
 
     # -- node choice -------------------------------------------------------------------
     def nodes(self, ring: Ring, part: int) -> Iterator[Device]:

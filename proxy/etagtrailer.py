@@ -15,18 +15,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import xxhash
-from multidict import CIMultiDict
 
 from common.puttrailer import (
-    BODY_LENGTH_HEADER,
-    TRAILER_BYTES,
-    TRAILER_HEADER,
-    TRAILER_VERSION,
     PutTrailer,
     encode_trailer,
 )
 
-__all__ = ["BodyHasher", "TrailerPlan", "trailed_headers", "trailer_plan"]
+__all__ = ["BodyHasher", "TrailerPlan", "trailer_plan"]
 
 # PUTs of more than this many declared bytes carry a trailer (smaller ones are sent whole by
 # put_buffered, with the object server computing the MD5 of its copy as before).
@@ -59,15 +54,6 @@ def trailer_plan(headers: Mapping[str, str]) -> TrailerPlan | None:
         return None
     etag = headers.get("ETag", "").strip().strip('"').lower()
     return TrailerPlan(length, etag)
-
-
-def trailed_headers(headers: Mapping[str, str], body_len: int) -> CIMultiDict[str]:
-    """Backend headers announcing the trailer after `body_len` body bytes."""
-    out = CIMultiDict(headers)
-    out["Content-Length"] = str(body_len + TRAILER_BYTES)
-    out[BODY_LENGTH_HEADER] = str(body_len)
-    out[TRAILER_HEADER] = str(TRAILER_VERSION)
-    return out
 
 
 class BodyHasher:

@@ -27,9 +27,9 @@ from multidict import CIMultiDict
 
 from common.log import get_logger
 from common.nodes import node_key
-from common.puttrailer import TRAILER_HEADER
+from common.puttrailer import TRAILER_HEADER, trailed_headers
 from proxy.backend import Backend, Resp, quorum_size, stale_connection
-from proxy.etagtrailer import BodyHasher, TrailerPlan, trailed_headers, trailer_plan
+from proxy.etagtrailer import BodyHasher, TrailerPlan, trailer_plan
 from ring import Device, Ring
 
 __all__ = [

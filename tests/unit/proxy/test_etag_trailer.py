@@ -10,13 +10,12 @@ import os
 import xxhash
 from multidict import CIMultiDict
 
-from common.puttrailer import TRAILER_BYTES, decode_trailer
+from common.puttrailer import TRAILER_BYTES, decode_trailer, trailed_headers
 from proxy.backend import Resp
 from proxy.etagtrailer import (
     TRAILER_BODY_BYTES_MIN,
     BodyHasher,
     TrailerPlan,
-    trailed_headers,
     trailer_plan,
 )
 from proxy.objput import SMALL_PUT_BYTES_MAX, _checked

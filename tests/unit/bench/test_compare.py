@@ -94,7 +94,6 @@ def test_cairn_state_splits_servers_from_daemons() -> None:
     assert service_pids({}) == ((), ())
 
 
-
 def _state_of(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]

@@ -25,7 +25,7 @@ from aiohttp import StreamReader, web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from common.log import flush_logs, get_logger, new_trans_id, request_id, setup_logging
+from common.log import AccessLog, flush_logs, get_logger, new_trans_id, request_id, setup_logging
 
 __all__ = [
     "AUTO_DECOMPRESS",
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 log = get_logger("cairn.server")
+_access_log = AccessLog("cairn.server")
 
 AppFactory = Callable[[], Awaitable[web.Application]]
 
@@ -131,18 +132,15 @@ async def _outer_middleware(
         service = app[SERVICE_NAME]
         app[METRICS].observe(service, request.method, status, elapsed)
         if request.path not in _INTERNAL_PATHS:
-            log.info(
-                "request",
-                extra={
-                    "fields": {
-                        "method": request.method,
-                        # the path only: query strings may carry presigned credentials
-                        "path": request.path,
-                        "status": status,
-                        "elapsed_s": round(elapsed, 6),
-                        "remote": request.remote,
-                    }
-                },
+            _access_log.write(
+                {
+                    "method": request.method,
+                    # the path only: query strings may carry presigned credentials
+                    "path": request.path,
+                    "status": status,
+                    "elapsed_s": round(elapsed, 6),
+                    "remote": request.remote,
+                }
             )
         request_id.reset(token)
 

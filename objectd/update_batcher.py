@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import aiohttp
-from yarl import URL
 
 from common.clock import Clock
+from common.leanhttp import ConnectionClosed, LeanHTTPError, LeanPool
 from common.log import get_logger
 from common.rowupdates import (
     BODY_BYTES_MAX,
@@ -175,7 +175,14 @@ class UpdateBatcher:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         assert timeout_s > 0 and legacy_retry_s >= 0
-        self.session = session
+        self.session = session  # for the one-row requests (`send_update`)
+        # The batch requests go through the lean client (docs/lean-http-client.md): an
+        # aiohttp client request cost this process several times the CPU of the exchange.
+        self.pool = LeanPool(
+            connect_timeout_s=timeout_s,
+            connections_per_host_max=in_flight_max,
+            body_bytes_max=ANSWER_BYTES_MAX,
+        )
         self.clock = clock
         self.timeout_s = timeout_s
         self.rows_max = rows_max
@@ -248,6 +255,7 @@ class UpdateBatcher:
         for h in self._hosts.values():
             left = h.queue.take_all()
             _resolve(left, [_FAILED] * len(left))
+        await self.pool.close()
 
     def _host(self, name: str) -> _Host:
         host = self._hosts.get(name)
@@ -314,14 +322,15 @@ class UpdateBatcher:
         for attempt in range(_ATTEMPTS):
             try:
                 return await self._post_once(name, body, headers, len(batch))
-            except aiohttp.ServerDisconnectedError as e:
-                # A kept-alive connection the server had just closed: send again on a new
+            except ConnectionClosed as e:
+                # The server closed the connection under the request: send again on a new
                 # one (the rows may have been applied already; applying them twice is
-                # harmless, a row merges by its timestamp).
+                # harmless, a row merges by its timestamp). The pool itself already sends
+                # once more when a kept-alive connection was closed before any answer.
                 error: Exception = e
                 if attempt + 1 < _ATTEMPTS:
                     continue
-            except (aiohttp.ClientError, TimeoutError, OSError, RowBatchError) as e:
+            except (LeanHTTPError, TimeoutError, OSError, RowBatchError) as e:
                 error = e
             log.info(
                 "batched container update failed",
@@ -333,19 +342,15 @@ class UpdateBatcher:
     async def _post_once(
         self, name: str, body: bytes, headers: dict[str, str], rows: int
     ) -> list[int] | None:
-        async with self.session.post(
-            URL(f"http://{name}{PATH}", encoded=True),
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            allow_redirects=False,
-        ) as resp:
-            answer = await _read_capped(resp.content, ANSWER_BYTES_MAX)
-            if VERSION_HEADER not in resp.headers:
-                return None
-            if resp.status != 200 or answer is None:
-                return [_FAILED] * rows
-            return decode_response(answer, rows)
+        host, _, port = name.rpartition(":")
+        resp = await self.pool.request(
+            host.strip("[]"), int(port), "POST", PATH, headers, body, timeout_s=self.timeout_s
+        )
+        if VERSION_HEADER not in resp.headers:
+            return None
+        if resp.status != 200:
+            return [_FAILED] * rows
+        return decode_response(resp.body, rows)
 
     async def _send_alone(self, w: _Waiting) -> None:
         if w.done.done():
@@ -377,15 +382,3 @@ def _resolve(items: list[_Waiting], statuses: list[int]) -> None:
     for w, s in zip(items, statuses, strict=True):
         if not w.done.done():
             w.done.set_result(200 <= s < 300)
-
-
-async def _read_capped(stream: aiohttp.StreamReader, bytes_max: int) -> bytes | None:
-    """The whole body, or None when it is longer than `bytes_max`."""
-    chunks: list[bytes] = []
-    total = 0
-    while chunk := await stream.read(bytes_max + 1 - total):
-        chunks.append(chunk)
-        total += len(chunk)
-        if total > bytes_max:
-            return None
-    return b"".join(chunks)

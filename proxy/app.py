@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,8 +206,7 @@ async def make_proxy_app(cfg: DeploymentConfig, clock: Clock | None = None) -> w
         holder["state"] = state
         app[PROXY] = state
         yield
-        with contextlib.suppress(Exception):
-            await session.close()
+        await backend.close()  # its lean connection pool, then the aiohttp session
 
     app.cleanup_ctx.append(lifetime)
 

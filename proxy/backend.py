@@ -18,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from common.clock import Clock
+from common.leanhttp import LeanHTTPError, LeanPool
 from common.log import get_logger, request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
 from common.puttrailer import TrailerServers
@@ -99,6 +100,11 @@ def backend_path(
 
 
 _TIMEOUTS_CACHED_MAX = 16
+# Connections the lean client keeps to one storage server (as the aiohttp connector's
+# limit_per_host in proxy/app.py).
+CONNECTIONS_PER_NODE_MAX = 256
+# A response to a small request: account and container listings are the biggest.
+SMALL_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 
 
 class Backend:
@@ -114,10 +120,18 @@ class Backend:
         node_timeout_s: float,
         error_limiter: ErrorLimiter,
         shuffle_reads: bool = True,
+        pool: LeanPool | None = None,
     ) -> None:
         self.rings = rings
         self.shuffle_reads = shuffle_reads
+        # aiohttp for the streamed requests (open_stream, large PUTs, probes); the lean
+        # client (docs/lean-http-client.md) for the small whole-body ones (`call`).
         self.session = session
+        self.pool = pool or LeanPool(
+            connect_timeout_s=conn_timeout_s,
+            connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
+            body_bytes_max=SMALL_RESPONSE_BYTES_MAX,
+        )
         self.clock = clock
         self.conn_timeout_s = conn_timeout_s
         self.node_timeout_s = node_timeout_s
@@ -201,32 +215,18 @@ class Backend:
         """One small request to one node; connection trouble becomes a 503 Resp.
 
         A pooled keep-alive connection that the node closed (it restarted) is retried once
-        on a new connection.
+        on a new connection (by the pool).
         """
         key = node_key(node)
+        target = str(URL(path, encoded=True).update_query(query)) if query else path
+        items = list(headers.items())
+        if body is not None and not any(k.lower() == "content-type" for k, _v in items):
+            items.append(("Content-Type", "application/octet-stream"))  # as aiohttp did
         try:
-            for attempt in (1, 2):
-                try:
-                    async with self.session.request(
-                        method,
-                        self.url(node, path, query),
-                        headers=headers,
-                        data=body,
-                        timeout=self._timeout(),
-                        allow_redirects=False,
-                    ) as r:
-                        data = await r.read()
-                        self.learn(node, r.headers)
-                        if r.status == 507:
-                            self.errors.limit_now(key)
-                        elif r.status >= 500:
-                            self.errors.error(key)
-                        return Resp(r.status, r.headers, data, node)
-                except aiohttp.ClientError as e:
-                    if attempt == 2 or not stale_connection(e):
-                        raise
-            raise AssertionError("unreachable: the loop returns or raises")
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            r = await self.pool.request(
+                node.ip, node.port, method, target, items, body, timeout_s=self.node_timeout_s
+            )
+        except (LeanHTTPError, TimeoutError, OSError) as e:
             self.errors.error(key)
             log.warning(
                 "node request failed",
@@ -239,6 +239,12 @@ class Backend:
                 },
             )
             return Resp(503, CIMultiDict(), b"", node)
+        self.learn(node, r.headers)
+        if r.status == 507:
+            self.errors.limit_now(key)
+        elif r.status >= 500:
+            self.errors.error(key)
+        return Resp(r.status, r.headers, r.body, node)
 
     # -- fan-out -----------------------------------------------------------------------
     async def write_all(
@@ -306,6 +312,8 @@ class Backend:
         return Resp(503, CIMultiDict())
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.close()
         with contextlib.suppress(Exception):
             await self.session.close()
 

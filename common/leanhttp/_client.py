@@ -244,8 +244,16 @@ class LeanPool:
             conn.abort()
             raise
         if resp.keep_alive and not self._closed and conn.usable():
-            conn.idle_since = asyncio.get_running_loop().time()
+            now = asyncio.get_running_loop().time()
+            conn.idle_since = now
             h.idle.append(conn)
+            # Reuse takes the newest; the oldest is pruned here, one per request, once the
+            # peer closed it or it idled too long (so dead ones do not pile up).
+            oldest = h.idle[0]
+            if oldest is not conn and (
+                not oldest.usable() or oldest.idle_since < now - self.idle_timeout_s
+            ):
+                h.idle.popleft().close()
         else:
             conn.close()
         return resp

@@ -142,7 +142,9 @@ class ChunkCache(JournalCheckpoints):
         finally:
             self._unpin(e)
 
-    async def write(self, chunks: ChunkStore, idx: int, offset: int, data: memoryview) -> None:
+    async def write(
+        self, chunks: ChunkStore, idx: int, offset: int, data: bytes | memoryview
+    ) -> None:
         e = self._entries.get((chunks.container, idx))
         if e is not None and not e.lock.locked():
             # The common case without a suspension point (so nothing can interleave, and the

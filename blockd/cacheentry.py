@@ -16,8 +16,9 @@ from blockd.sparse import SparseChunk, granule_mask
 __all__ = ["ENTRY_BYTES", "CacheStats", "Entry", "apply_write", "zeros"]
 
 
-def apply_write(e: Entry, offset: int, data: memoryview) -> None:
-    """A write into an entry, whole or partial, loaded or not (never a store read)."""
+def apply_write(e: Entry, offset: int, data: bytes | memoryview) -> None:
+    """A write into an entry, whole or partial, loaded or not (never a store read). Immutable
+    `data` may be held as it is (not copied)."""
     e.jdirty |= granule_mask(offset, len(data))
     if offset == 0 and len(data) == e.size:
         e.set_loaded(bytes(data))  # whole chunk: no read needed

@@ -238,7 +238,9 @@ def _runs(e: Entry, mask: int) -> list[Run]:
         if not e.loaded:  # written granules are always held
             p, off = divmod(offset, PAGE)
             page = e.sparse.pages[p]
-            if off + length <= len(page):  # the common case: within one page
+            if off == 0 and length == len(page):  # the common case: a whole page
+                out.append((offset, page))
+            elif off + length <= len(page):  # within one page
                 out.append((offset, memoryview(page)[off : off + length]))
             else:
                 out.extend(e.sparse.views(offset, length))

@@ -36,6 +36,10 @@ def granule_mask(offset: int, length: int) -> int:
 
 def granule_runs(mask: int) -> Iterator[tuple[int, int]]:
     """Runs of set bits as (first, end) granule indexes."""
+    low = mask & -mask
+    if mask and not mask & (mask + low):  # the common case: one run
+        yield low.bit_length() - 1, mask.bit_length()
+        return
     while mask:
         first = (mask & -mask).bit_length() - 1
         shifted = mask >> first
@@ -54,7 +58,9 @@ class SparseChunk:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.pages: dict[int, bytearray] = {}
+        # A page is a bytearray, or immutable bytes (a whole-page write's own data, copied
+        # into a bytearray by the first write to part of it).
+        self.pages: dict[int, bytes | bytearray] = {}
         self.valid = 0
         self.base_zero = False
         # Bytes of the pages allocated (the figure the cache accounts).
@@ -83,17 +89,25 @@ class SparseChunk:
         )
 
     def _page(self, p: int) -> bytearray:
+        """Page `p`, writable (a page held as immutable bytes is copied first)."""
         page = self.pages.get(p)
         if page is None:
             page = self.pages[p] = bytearray(min(PAGE, self.size - p * PAGE))
             self.held_bytes += len(page)
+        elif type(page) is bytes:
+            page = self.pages[p] = bytearray(page)
+        assert isinstance(page, bytearray)
         return page
 
     def _store(self, offset: int, data: memoryview | bytes) -> None:
         p, off = divmod(offset, PAGE)
-        if off == 0 and len(data) == PAGE and p not in self.pages and PAGE * (p + 1) <= self.size:
-            self.pages[p] = bytearray(data)  # the common case: a whole new page, one copy
-            self.held_bytes += PAGE
+        if off == 0 and len(data) == PAGE and PAGE * (p + 1) <= self.size:
+            # The common case: a whole page, replacing any held one. A write's own bytes
+            # object (an iSCSI PDU's data segment) is held as it is: immutable, so no copy.
+            # Views of the old page (a journal record's) are encoded before any write.
+            if p not in self.pages:
+                self.held_bytes += PAGE
+            self.pages[p] = data if type(data) is bytes else bytearray(data)
             return
         pos, end = 0, len(data)
         while pos < end:

@@ -86,12 +86,13 @@ class Volume:
         if len(data) % bs:
             raise BackendRangeError(f"write of {len(data)} bytes is not whole {bs}-byte blocks")
         check_range(lba, len(data) // bs, self._num_blocks)
-        view = memoryview(data)
         idx, off = divmod(lba * bs, self.chunks.chunk_bytes)
         if off + len(data) <= self.chunks.chunk_bytes:  # the common case: within one chunk
-            await self.cache.write(self.chunks, idx, off, view)
+            # The bytes themselves, not a view: the cache may hold them as they are.
+            await self.cache.write(self.chunks, idx, off, data)
             idxs = [idx]
         else:
+            view = memoryview(data)
             spans = list(self._spans(lba * bs, len(data)))
             await asyncio.gather(
                 *(

@@ -80,3 +80,72 @@ def test_written_all_over_is_full_and_matches_a_model():
         assert c.read(first * GRANULE, n * GRANULE) == data
     assert c.merged(None) == model
     assert c.read(0, SIZE) == bytes(model)
+
+
+def test_a_whole_page_of_bytes_is_held_as_is_and_copied_on_a_partial_write():
+    c = SparseChunk(SIZE)
+    data = bytes(random.Random(5).randbytes(PAGE))
+    c.write(2 * PAGE, data)
+    assert c.pages[2] is data and c.held_bytes == PAGE  # no copy
+    c.write(2 * PAGE + GRANULE, b"p" * GRANULE)  # part of that page: copied, then changed
+    assert c.pages[2] is not data and c.held_bytes == PAGE
+    assert c.read(2 * PAGE, PAGE) == data[:GRANULE] + b"p" * GRANULE + data[2 * GRANULE :]
+    mutable = bytearray(b"m" * PAGE)
+    c.write(4 * PAGE, mutable)  # a buffer the caller may change again: copied
+    mutable[:] = b"x" * PAGE
+    assert c.read(4 * PAGE, PAGE) == b"m" * PAGE
+    c.write(2 * PAGE, memoryview(b"w" * PAGE))  # a whole page over a held one: replaced
+    assert c.read(2 * PAGE, PAGE) == b"w" * PAGE and c.held_bytes == 2 * PAGE
+
+
+def test_page_writes_of_every_kind_match_a_model():
+    rng = random.Random(11)
+    c = SparseChunk(SIZE)
+    model = bytearray(SIZE)
+    pages = SIZE // PAGE  # whole pages only (the last is short)
+    for _ in range(300):
+        kind = rng.randrange(4)
+        if kind < 2:  # a whole page, as bytes or as a view
+            p = rng.randrange(pages)
+            data = rng.randbytes(PAGE)
+            c.write(p * PAGE, data if kind == 0 else memoryview(bytearray(data)))
+            model[p * PAGE : (p + 1) * PAGE] = data
+        elif kind == 2:  # granules anywhere
+            first = rng.randrange(SIZE // GRANULE)
+            n = rng.randint(1, min(12, SIZE // GRANULE - first))
+            data = rng.randbytes(n * GRANULE)
+            c.write(first * GRANULE, data)
+            model[first * GRANULE : (first + n) * GRANULE] = data
+        else:  # the store's copy fills what is not held
+            store = rng.randbytes(SIZE)
+            held = c.valid
+            c.fill(0, store)
+            for g in range(SIZE // GRANULE):
+                if not held >> g & 1:
+                    model[g * GRANULE : (g + 1) * GRANULE] = store[g * GRANULE : (g + 1) * GRANULE]
+        for g in range(SIZE // GRANULE):
+            if c.valid >> g & 1:
+                assert c.read(g * GRANULE, GRANULE) == model[g * GRANULE : (g + 1) * GRANULE]
+    assert c.full and c.merged(None) == model
+
+
+def test_granule_runs_match_a_bit_by_bit_model():
+    rng = random.Random(2)
+    for _ in range(500):
+        width = rng.randint(1, 300)
+        mask = (
+            rng.getrandbits(width)
+            if rng.random() < 0.5
+            else granule_mask(rng.randrange(width) * GRANULE, rng.randint(1, 40) * GRANULE)
+        )
+        expected = []
+        g = 0
+        while g < mask.bit_length():
+            if mask >> g & 1:
+                start = g
+                while mask >> g & 1:
+                    g += 1
+                expected.append((start, g))
+            else:
+                g += 1
+        assert list(granule_runs(mask)) == expected

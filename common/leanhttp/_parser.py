@@ -38,7 +38,7 @@ BODY_BYTES_MAX = 64 * 1024 * 1024
 _CHUNK_LINE_BYTES_MAX = 1024
 _LENGTH_DIGITS_MAX = 18  # below 10**18: fits an int64, and no body is that big anyway
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_VERSIONS = {b"HTTP/1.1": True, b"HTTP/1.0": False}  # version -> keep-alive by default
+_VERSIONS = {"HTTP/1.1": True, "HTTP/1.0": False}  # version -> keep-alive by default
 
 # States of ResponseParser.
 _HEAD = 0
@@ -105,14 +105,30 @@ class ResponseParser:
                 return None
             self._state = _ERROR
             raise ProtocolError("bytes after the end of the response")
-        if data:
-            self.started = True
-            self._buf += data
         try:
+            if data:
+                self.started = True
+                if self._state == _HEAD and not self._buf:
+                    return self._feed_fresh(data)
+                self._buf += data
             return self._advance()
         except ProtocolError:
             self._state = _ERROR
             raise
+
+    def _feed_fresh(self, data: bytes) -> Response | None:
+        """The common case: a head (and often the whole response) in the first bytes; parsed
+        from `data` itself rather than through the buffer."""
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > self.header_bytes_max:
+            self._buf += data
+            return self._advance()
+        self._parse_head(data[:end])
+        rest = data[end + 4 :]
+        if self._state == _BODY_LENGTH and len(rest) == self._remaining:
+            return self._finish(rest, self._keep_alive)
+        self._buf += rest
+        return self._advance()
 
     def feed_eof(self) -> Response:
         """The peer closed the connection: the response, if the close is what ends its body,
@@ -258,40 +274,35 @@ class ResponseParser:
 
     # -- the head ----------------------------------------------------------------------
     def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        if head.count(b"\n") != len(lines) - 1 or head.count(b"\r") != len(lines) - 1:
+        lines_n = head.count(b"\r\n") + 1
+        if head.count(b"\n") != lines_n - 1 or head.count(b"\r") != lines_n - 1:
             raise ProtocolError("bare CR or LF in the response head")
         if b"\x00" in head:
             raise ProtocolError("NUL in the response head")
-        parts = lines[0].split(b" ", 2)
+        # One decode for the whole head: UTF-8 resynchronises at every ASCII byte, so this is
+        # what decoding each name and value apart would give.
+        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+        parts = lines[0].split(" ", 2)
         default_keep_alive = _VERSIONS.get(parts[0])
-        code = parts[1] if len(parts) > 1 else b""
-        if default_keep_alive is None or len(code) != 3 or not code.isdigit():
+        code = parts[1] if len(parts) > 1 else ""
+        if default_keep_alive is None or len(code) != 3 or not code.isdigit() or not code.isascii():
             raise ProtocolError(f"bad status line {lines[0][:80]!r}")
         status = int(code)
         if status < 100:
             raise ProtocolError(f"bad status code {status}")
         pairs: list[tuple[str, str]] = []
-        try:
-            for line in lines[1:]:
-                name, sep, value = line.partition(b":")
-                if not sep or not name or name[0] in b" \t" or name[-1] in b" \t":
-                    raise ProtocolError(f"malformed header line {line[:80]!r}")
-                pairs.append(
-                    (
-                        name.decode("utf-8", "surrogateescape"),
-                        value.strip(b" \t").decode("utf-8", "surrogateescape"),
-                    )
-                )
-        except UnicodeError as e:  # pragma: no cover - surrogateescape decodes any bytes
-            raise ProtocolError(str(e)) from e
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name[0] in " \t" or name[-1] in " \t":
+                raise ProtocolError(f"malformed header line {line[:80]!r}")
+            pairs.append((name, value.strip(" \t")))
         if 100 <= status < 200:
             if status == 101:
                 raise ProtocolError("101 Switching Protocols is not supported")
             return  # interim: the final response follows; _state stays _HEAD
         headers = CIMultiDict(pairs)
         self._status = status
-        self._reason = parts[2].decode("utf-8", "surrogateescape") if len(parts) > 2 else ""
+        self._reason = parts[2] if len(parts) > 2 else ""
         self._headers = headers
         self._keep_alive = _keep_alive(headers, default_keep_alive)
         self._frame(headers, status)

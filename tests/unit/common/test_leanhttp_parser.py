@@ -4,12 +4,15 @@ boundary, and with bad bytes."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from common.leanhttp import (
     BodyTooLarge,
     ConnectionClosed,
     HeadersTooLarge,
     InvalidRequest,
+    LeanHTTPError,
     ProtocolError,
     Response,
     ResponseParser,
@@ -235,3 +238,24 @@ def test_serialize_refuses_control_characters(
 ) -> None:
     with pytest.raises(InvalidRequest):
         serialize_request(method, target, "h:1", headers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    base=st.sampled_from([SIMPLE, CHUNKED]),
+    cut=st.integers(min_value=0, max_value=200),
+    junk=st.binary(max_size=12),
+    split=st.integers(min_value=0, max_value=200),
+)
+def test_mangled_input_parses_or_raises_a_lean_error(
+    base: bytes, cut: int, junk: bytes, split: int
+) -> None:
+    """Whatever the bytes: a response, a wait for more, or a LeanHTTPError; nothing else."""
+    data = base[:cut] + junk + base[cut + len(junk) :]
+    p = ResponseParser(header_bytes_max=256, body_bytes_max=64)
+    try:
+        p.feed(data[:split])
+        p.feed(data[split:])
+        p.feed_eof()
+    except LeanHTTPError:
+        pass

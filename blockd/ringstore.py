@@ -2,15 +2,15 @@
 
 ``ObjectCluster.put`` returns only after a quorum of replicas fsynced the object, and ``get``
 reads every primary and returns the newest answer, which is what the chunk cache and the
-leases rely on. Quorum failures become :class:`StoreUnavailable`.
+leases rely on. Quorum failures become :class:`StoreUnavailable`. The store holds keep-alive
+connections to the object servers: ``close`` it (or use it as ``async with``) when done.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-
-import aiohttp
+from types import TracebackType
 
 from blockd.store import StoreNotFound, StoreUnavailable
 from common.clock import Clock
@@ -25,6 +25,20 @@ _TOTAL_RE = re.compile(r"/(\d+)\Z")  # Content-Range: bytes 0-511/524288, or byt
 class RingObjectStore:
     def __init__(self, cluster: ObjectCluster) -> None:
         self.cluster = cluster
+
+    async def close(self) -> None:
+        await self.cluster.close()
+
+    async def __aenter__(self) -> RingObjectStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
     async def put(
         self,
@@ -105,12 +119,9 @@ class RingObjectStore:
             raise StoreNotFound(f"{account}/{container}/{obj}")
 
 
-def open_ring_store(
-    cfg: DeploymentConfig,
-    session: aiohttp.ClientSession,
-    clock: Clock,
-) -> RingObjectStore:
-    """A store over the deployment's object ring (``<data_dir>/rings/object.ring``)."""
+def open_ring_store(cfg: DeploymentConfig, clock: Clock) -> RingObjectStore:
+    """A store over the deployment's object ring (``<data_dir>/rings/object.ring``); close it
+    when done (``async with open_ring_store(cfg, clock) as store:``)."""
     from ring import Ring
 
     ring = Ring(
@@ -120,7 +131,6 @@ def open_ring_store(
     )
     cluster = ObjectCluster(
         ring,
-        session,
         clock,
         conn_timeout_s=cfg.proxy.conn_timeout_s,
         node_timeout_s=cfg.proxy.node_timeout_s,

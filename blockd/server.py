@@ -16,7 +16,6 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import uvloop
 from aiohttp import web
 
@@ -173,8 +172,7 @@ async def _run(args: argparse.Namespace, authenticate: Authenticate | None) -> i
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with aiohttp.ClientSession() as session:
-        store = open_ring_store(cfg, session, clock)
+    async with open_ring_store(cfg, clock) as store:
         service = await make_block_service(cfg.block, store, authenticate=authenticate, clock=clock)
         try:
             await stop.wait()

@@ -24,7 +24,12 @@ For services that keep their own data as objects without going through the publi
 
 No container updates are sent: these objects are not listed.
 
-Calls: ObjectCluster(ring, session, clock, conn_timeout_s=..., node_timeout_s=...)
+Requests go over the lean HTTP client (`common.leanhttp.LeanPool`, docs/lean-http-client.md):
+whole-bytes bodies both ways, keep-alive connections per object server. Connection trouble
+and timeouts answer 503 (and count against the node in the error limiter).
+
+Calls: ObjectCluster(ring, clock, conn_timeout_s=..., node_timeout_s=..., pool=None)
+  await close()  (the connections of the pool it made; not a pool given to it)
   await put(account, container, obj, data: bytes, headers=None) -> str (etag)
   await put_versioned(account, container, obj, data, headers=None) -> (etag, version)
   await get(account, container, obj, byte_range=None, known_version=None)
@@ -38,15 +43,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import xxhash
 from multidict import CIMultiDict
-from yarl import URL
 
 from common.clock import Clock
+from common.leanhttp import InvalidRequest, LeanHTTPError, LeanPool
 from common.log import request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
 from common.puttrailer import PutTrailer, TrailerServers, encode_trailer, trailed_headers
@@ -77,31 +81,29 @@ _DEFINITE = (*_FOUND, 404)
 
 # Bodies of at least this many bytes are hashed here once and sent with the ETag trailer to
 # the servers that take it (docs/object-format.md, "PUT ETag trailer"), instead of being
-# hashed by every replica; they are also sent without joining them to the request head.
+# hashed by every replica.
 TRAILER_BODY_BYTES_MIN = 64 * 1024
+# Requests in flight to one object server (each on its own keep-alive connection).
+CONNECTIONS_PER_NODE_MAX = 64
+# The longest answer body taken (a GET of a whole object); longer ones count as a failed node.
+RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class _Trailer:
     md5_hex: str
     encoded: bytes
+    trailed_body: bytes  # the body with the trailer after it: what a trailed PUT sends
 
 
 def _hash_body(data: bytes) -> _Trailer:
-    """MD5 and xxh3-128 of `data` and the trailer carrying them (blocking: hashlib and
-    xxhash release the GIL on large buffers, so this runs in a thread)."""
+    """MD5 and xxh3-128 of `data` and the trailer carrying them, and the body joined with it
+    once for every replica (blocking: hashlib and xxhash release the GIL on large buffers,
+    so this runs in a thread)."""
     md5_hex = hashlib.md5(data).hexdigest()
     xxh_hex = xxhash.xxh3_128_hexdigest(data)
-    return _Trailer(md5_hex, encode_trailer(PutTrailer("commit", len(data), md5_hex, xxh_hex)))
-
-
-async def _parts(*parts: bytes) -> AsyncIterator[memoryview]:
-    """A body sent as views of `parts`, after an empty first piece: aiohttp sends the request
-    head alone then, instead of joining it with the first piece (a copy of the whole body
-    per replica on Python < 3.12.9)."""
-    yield memoryview(b"")
-    for part in parts:
-        yield memoryview(part)
+    encoded = encode_trailer(PutTrailer("commit", len(data), md5_hex, xxh_hex))
+    return _Trailer(md5_hex, encoded, data + encoded)
 
 
 def _etag(h: Mapping[str, str]) -> str:
@@ -127,19 +129,25 @@ class ObjectCluster:
     def __init__(
         self,
         ring: Ring,
-        session: aiohttp.ClientSession,
         clock: Clock,
         *,
         conn_timeout_s: float = 0.5,
         node_timeout_s: float = 10.0,
         limiter: ErrorLimiter | None = None,
+        pool: LeanPool | None = None,
     ) -> None:
+        """`conn_timeout_s` bounds making a connection (the pool's, when one is given);
+        `node_timeout_s` one request's exchange with a node (sending it and its whole answer).
+        Without a `pool`, one is made here (and closed by `close`)."""
         self.ring = ring
-        self.session = session
         self.clock = clock
         self.limiter = limiter or ErrorLimiter(clock)
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=conn_timeout_s, sock_read=node_timeout_s
+        self.node_timeout_s = node_timeout_s
+        self._owns_pool = pool is None
+        self.pool = pool or LeanPool(
+            connect_timeout_s=conn_timeout_s,
+            connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
+            body_bytes_max=RESPONSE_BYTES_MAX,
         )
         self._last = Timestamp(0)
         # Object servers seen to take the ETag trailer.
@@ -148,6 +156,11 @@ class ObjectCluster:
         # to know which replica is asked first turn it off.
         self.shuffle_reads = True
 
+    async def close(self) -> None:
+        """Close the connections of the pool made here (a pool given to it is the giver's)."""
+        if self._owns_pool:
+            await self.pool.close()
+
     def _timestamp(self) -> Timestamp:
         ts = Timestamp.from_float(self.clock.time())
         if ts <= self._last:
@@ -155,45 +168,48 @@ class ObjectCluster:
         self._last = ts
         return ts
 
-    def _url(self, node: Device, part: int, a: str, c: str, o: str) -> URL:
+    def _url(self, node: Device, part: int, a: str, c: str, o: str) -> str:
+        """The request target (percent-encoded path) of the object on `node`."""
         from objectd.client import object_url
 
-        return URL(
-            object_url(f"http://{node.ip}:{node.port}", node.device, part, a, c, o), encoded=True
-        )
+        return object_url("", node.device, part, a, c, o)
 
     async def _call(
         self,
         node: Device,
         method: str,
-        url: URL,
+        target: str,
         headers: Mapping[str, str],
         body: bytes | None = None,
         trailer: _Trailer | None = None,
     ) -> _Answer:
+        """One request to one node; connection trouble, a timeout or a bad answer is a 503.
+        A header that cannot be sent (a control character) raises `InvalidRequest`."""
         h = CIMultiDict(headers)
         h["X-Trans-Id"] = request_id.get()
-        payload: bytes | AsyncIterator[memoryview] | None = body
-        if body is not None and len(body) >= TRAILER_BODY_BYTES_MIN:
-            if trailer is not None and self.trailer_servers.takes(node):
-                h = trailed_headers(h, len(body))
-                payload = _parts(body, trailer.encoded)
-            else:
-                payload = _parts(body)
+        if (
+            body is not None
+            and trailer is not None
+            and len(body) >= TRAILER_BODY_BYTES_MIN
+            and self.trailer_servers.takes(node)
+        ):
+            h = trailed_headers(h, len(body))
+            body = trailer.trailed_body
         try:
-            async with self.session.request(
-                method, url, headers=h, data=payload, timeout=self._timeout
-            ) as r:
-                self.trailer_servers.learn(node, r.headers)
-                data = await r.read()
-                if r.status == 507:
-                    self.limiter.limit_now(node_key(node))
-                elif r.status >= 500:
-                    self.limiter.error(node_key(node))
-                return _Answer(r.status, CIMultiDict(r.headers), data, node, method == "GET")
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            r = await self.pool.request(
+                node.ip, node.port, method, target, h, body, timeout_s=self.node_timeout_s
+            )
+        except InvalidRequest:
+            raise  # the caller's headers, not the node
+        except (LeanHTTPError, TimeoutError, OSError):
             self.limiter.error(node_key(node))
             return _Answer(503, CIMultiDict(), b"", node)
+        self.trailer_servers.learn(node, r.headers)
+        if r.status == 507:
+            self.limiter.limit_now(node_key(node))
+        elif r.status >= 500:
+            self.limiter.error(node_key(node))
+        return _Answer(r.status, r.headers, r.body, node, method == "GET")
 
     async def _write(
         self,

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 
-import aiohttp
 import pytest
 
 from blockd.ringstore import open_ring_store
@@ -56,8 +55,7 @@ async def conformance(
     cfg = load_deployment(cluster.config_path, cluster.data_dir)
     conf = dataclasses.replace(cfg.block, api_port=0, iscsi_port=0, lease_settle_s=0.05)
     results = []
-    async with aiohttp.ClientSession() as session:
-        store = open_ring_store(cfg, session, SystemClock())
+    async with open_ring_store(cfg, SystemClock()) as store:
         svc = await make_block_service(conf, store, authenticate=project)
         try:
             rec = await svc.manager.create("AUTH_test", f"conf-{os.getpid()}", 16 << 20)

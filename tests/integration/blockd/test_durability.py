@@ -14,7 +14,6 @@ import random
 import shutil
 import time
 
-import aiohttp
 import pytest
 
 import ring
@@ -80,8 +79,7 @@ def _create_volume(cluster) -> tuple[str, str]:
     cfg = load_deployment(cluster.config_path, cluster.data_dir)
 
     async def main() -> tuple[str, str]:
-        async with aiohttp.ClientSession() as session:
-            store = open_ring_store(cfg, session, SystemClock())
+        async with open_ring_store(cfg, SystemClock()) as store:
             m = VolumeManager(store, cfg.block, holder_id="durability-creator")
             rec = await m.create("AUTH_admin", "durable", SIZE)
             await m.stop()  # releases the lease for blockd

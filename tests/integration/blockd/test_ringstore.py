@@ -19,8 +19,8 @@ def test_ring_store_keeps_the_contract(cluster):
     cfg = load_deployment(cluster.config_path, cluster.data_dir)
 
     async def run():
-        async with aiohttp.ClientSession() as session:
-            await check_store_contract(open_ring_store(cfg, session, SystemClock()))
+        async with open_ring_store(cfg, SystemClock()) as store:
+            await check_store_contract(store)
 
     asyncio.run(run())
 
@@ -35,8 +35,10 @@ def test_get_finds_a_newer_version_that_only_one_replica_has(cluster, stale_firs
     cfg = load_deployment(cluster.config_path, cluster.data_dir)
 
     async def run():
-        async with aiohttp.ClientSession() as session:
-            store = open_ring_store(cfg, session, SystemClock())
+        async with (
+            aiohttp.ClientSession() as session,
+            open_ring_store(cfg, SystemClock()) as store,
+        ):
             ring = store.cluster.ring
             c, o = "stale-test", f"obj-{stale_first}"
             await store.put(".cairn_block_test", c, o, b"old" * 100)
@@ -62,8 +64,7 @@ def test_put_answers_the_md5_every_replica_computed(cluster):
     body = bytes(range(256)) * 2048
 
     async def run():
-        async with aiohttp.ClientSession() as session:
-            store = open_ring_store(cfg, session, SystemClock())
+        async with open_ring_store(cfg, SystemClock()) as store:
             etag = await store.cluster.put(".cairn_block_test", "etag-test", "o", body)
             assert etag == hashlib.md5(body).hexdigest()
             assert await store.get(".cairn_block_test", "etag-test", "o") == body
@@ -79,8 +80,10 @@ def test_a_known_version_is_read_from_one_replica_and_anything_else_from_a_quoru
     a, c, o = ".cairn_block_test", "version-test", "o"
 
     async def run():
-        async with aiohttp.ClientSession() as session:
-            store = open_ring_store(cfg, session, SystemClock())
+        async with (
+            aiohttp.ClientSession() as session,
+            open_ring_store(cfg, SystemClock()) as store,
+        ):
             store.cluster.shuffle_reads = False  # the first primary is the replica asked
             version = await store.put(a, c, o, b"mine" * 64)
             assert version is not None

@@ -1,8 +1,8 @@
 """ObjectCluster (blockd's client) hashes a large body once and sends the ETag trailer to the
 object servers that said they take it; small bodies and servers not heard from go plain.
 
-Three real object servers behind one ring, real sockets; an aiohttp trace records what each
-PUT announced.
+Three real object servers behind one ring, real sockets; a recording pool (the lean client,
+noting each PUT's headers on the way) shows what each PUT announced.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import pytest
 
 from common.clock import ManualClock
+from common.leanhttp import LeanPool, Response
 from common.puttrailer import TRAILER_HEADER
 from common.server import running_app
 from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
@@ -25,22 +27,38 @@ from tests.integration.objectd.test_trailer_capability import PREFIX, SUFFIX, _n
 pytestmark = [pytest.mark.integration]
 
 
+class RecordingPool(LeanPool):
+    """A real LeanPool that notes, for every PUT, whether it announced the trailer."""
+
+    def __init__(self) -> None:
+        super().__init__(connect_timeout_s=5.0)
+        self.trailed: list[bool] = []
+
+    async def request(
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+        **kw: Any,
+    ) -> Response:
+        if method == "PUT":
+            names = headers.keys() if isinstance(headers, Mapping) else (k for k, _ in headers)
+            self.trailed.append(any(k.lower() == TRAILER_HEADER.lower() for k in names))
+        return await super().request(host, port, method, target, headers, body, **kw)
+
+
 def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> None:
     async def run() -> None:
         clock = ManualClock(1_700_000_000.0)
-        sent: list[bool] = []
-
-        async def on_start(_s: object, _ctx: object, params: aiohttp.TraceRequestStartParams):
-            if params.method == "PUT":
-                sent.append(TRAILER_HEADER in params.headers)
-
-        trace = aiohttp.TraceConfig()
-        trace.on_request_start.append(on_start)
+        pool = RecordingPool()
+        sent = pool.trailed
         async with (
             running_app(await _new_server(tmp_path / "n1", clock)) as u1,
             running_app(await _new_server(tmp_path / "n2", clock)) as u2,
             running_app(await _new_server(tmp_path / "n3", clock)) as u3,
-            aiohttp.ClientSession(trace_configs=[trace]) as session,
         ):
             builder = RingBuilder(2, 3, 0)
             for i, url in enumerate((u1, u2, u3)):
@@ -49,7 +67,7 @@ def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> N
             builder.rebalance(seed=1)
             write_ring(tmp_path / "object.ring", builder.ring_data())
             ring = Ring(tmp_path / "object.ring", PREFIX, SUFFIX, clock=clock)
-            cluster = ObjectCluster(ring, session, clock)
+            cluster = ObjectCluster(ring, clock, pool=pool)
 
             async def put_and_read(name: str, body: bytes) -> list[bool]:
                 sent.clear()
@@ -67,5 +85,8 @@ def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> N
             assert await put_and_read("small", os.urandom(4096)) == [False] * 3
             # An overwrite with a different large body reads back as the new one.
             assert await put_and_read("second", os.urandom(300_000)) == [True] * 3
+            await cluster.close()  # a pool given to it stays open: its giver closes it
+            assert pool.idle_connections("127.0.0.1", int(u1.rsplit(":", 1)[1])) > 0
+            await pool.close()
 
     asyncio.run(run())

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
-from blockd.cacheentry import ENTRY_BYTES, CacheStats, Entry, apply_write, zeros
+from blockd.cacheentry import ENTRY_BYTES, CacheStats, Entry, apply_write, write_page, zeros
 from blockd.cachejournal import JournalCheckpoints, journal_flush, wants_journal
 from blockd.chunkstore import ChunkStore
 from blockd.sparse import granule_mask
@@ -149,6 +149,12 @@ class ChunkCache(JournalCheckpoints):
         if e is not None and not e.lock.locked():
             # The common case without a suspension point (so nothing can interleave, and the
             # lock need not be taken): a cached chunk, room for what the write adds.
+            grow = write_page(e, offset, data, self.bytes_max - self._used_bytes)
+            if grow is not None:  # a whole page of a partly held chunk
+                self._used_bytes += grow
+                self._touch(e)
+                self._mark_dirty(e)
+                return
             need = e.write_need(offset, len(data))
             if self._used_bytes + need <= self.bytes_max:
                 self._touch(e)

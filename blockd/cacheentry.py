@@ -11,9 +11,9 @@ import functools
 from dataclasses import dataclass
 
 from blockd.chunkstore import ChunkStore
-from blockd.sparse import SparseChunk, granule_mask
+from blockd.sparse import GRANULE, PAGE, SparseChunk, granule_mask
 
-__all__ = ["ENTRY_BYTES", "CacheStats", "Entry", "apply_write", "zeros"]
+__all__ = ["ENTRY_BYTES", "CacheStats", "Entry", "apply_write", "write_page", "zeros"]
 
 
 def apply_write(e: Entry, offset: int, data: bytes | memoryview) -> None:
@@ -32,6 +32,33 @@ def apply_write(e: Entry, offset: int, data: bytes | memoryview) -> None:
         e.sparse.write(offset, data)
         if e.sparse.full:  # written all over: one buffer, nothing left to merge
             e.set_loaded(e.sparse.merged(None))
+
+
+_PAGE_GRANULES = PAGE // GRANULE
+_PAGE_MASK = (1 << _PAGE_GRANULES) - 1
+
+
+def write_page(e: Entry, offset: int, data: bytes | memoryview, room: int) -> int | None:
+    """:func:`apply_write` in the common case of a random 4 KiB write, in fewer steps: a
+    whole page of immutable bytes into a partly held chunk (the bytes are held as they are),
+    adding at most `room` bytes and leaving the chunk not full. Returns the bytes added to
+    the entry; None when the case does not apply (nothing done: use apply_write)."""
+    if e.loaded or type(data) is not bytes or len(data) != PAGE:
+        return None
+    p, off = divmod(offset, PAGE)
+    sparse = e.sparse
+    if off or (p + 1) * PAGE > e.size:
+        return None
+    grow = 0 if p in sparse.pages else PAGE
+    mask = _PAGE_MASK << (p * _PAGE_GRANULES)
+    valid = sparse.valid | mask
+    if grow > room or sparse.full_mask(valid):
+        return None
+    sparse.pages[p] = data
+    sparse.held_bytes += grow
+    sparse.valid = valid
+    e.jdirty |= mask
+    return grow
 
 
 @functools.lru_cache(maxsize=16)

@@ -71,6 +71,10 @@ class SparseChunk:
         """Every granule is held (the chunk is known without the store)."""
         return self.valid == _whole_mask(self.size)
 
+    def full_mask(self, valid: int) -> bool:
+        """Whether `valid` holds every granule of this chunk."""
+        return valid == _whole_mask(self.size)
+
     def covers(self, offset: int, length: int) -> bool:
         """Whether [offset, offset+length) is known without a store read."""
         return self.base_zero or not granule_mask(offset, length) & ~self.valid

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, cast
 from blockd.cacheentry import Entry, zeros
 from blockd.chunkstore import ChunkStore
 from blockd.journal import Journal, RecordEntry, Run
-from blockd.sparse import GRANULE, PAGE, granule_runs
+from blockd.sparse import GRANULE, granule_runs
 from common.clock import Clock
 from common.log import get_logger
 
@@ -232,19 +232,12 @@ def wants_journal(e: Entry) -> bool:
 def _runs(e: Entry, mask: int) -> list[Run]:
     """The granules of `mask` as runs of views of the entry's buffers, not copies: they are
     encoded (copied once, into the record) before anything can write to the entry again."""
+    if not e.loaded:  # written granules are always held
+        return e.sparse.held_runs(mask)
     out: list[Run] = []
     for first, end in granule_runs(mask):
         offset, length = first * GRANULE, min(end * GRANULE, e.size) - first * GRANULE
-        if not e.loaded:  # written granules are always held
-            p, off = divmod(offset, PAGE)
-            page = e.sparse.pages[p]
-            if off == 0 and length == len(page):  # the common case: a whole page
-                out.append((offset, page))
-            elif off + length <= len(page):  # within one page
-                out.append((offset, memoryview(page)[off : off + length]))
-            else:
-                out.extend(e.sparse.views(offset, length))
-        elif e.data is None:
+        if e.data is None:
             out.append((offset, zeros(length)))
         else:
             out.append((offset, memoryview(e.data)[offset : offset + length]))

@@ -26,6 +26,8 @@ __all__ = ["GRANULE", "PAGE", "SparseChunk", "granule_mask", "granule_runs"]
 GRANULE = 512
 # Memory is allocated (and accounted) in pages of this many bytes.
 PAGE = 4096
+_PAGE_GRANULES = PAGE // GRANULE
+_PAGE_BITS = (1 << _PAGE_GRANULES) - 1
 
 
 def granule_mask(offset: int, length: int) -> int:
@@ -163,6 +165,26 @@ class SparseChunk:
             n = min(len(page) - off, end - offset)
             yield offset, memoryview(page)[off : off + n]
             offset += n
+
+    def held_runs(self, mask: int) -> list[tuple[int, bytes | bytearray | memoryview]]:
+        """(offset, bytes) of the held granules of `mask`, page by page, without copies: a
+        held page itself where the mask covers it whole, else views of the page. Walks the
+        pages the mask touches (not every granule run: one step per page)."""
+        out: list[tuple[int, bytes | bytearray | memoryview]] = []
+        pages = self.pages
+        while mask:
+            p = ((mask & -mask).bit_length() - 1) // _PAGE_GRANULES
+            shift = p * _PAGE_GRANULES
+            bits = mask >> shift & _PAGE_BITS
+            mask ^= bits << shift
+            page = pages[p]
+            if bits == _PAGE_BITS and len(page) == PAGE:
+                out.append((p * PAGE, page))
+                continue
+            for first, end in granule_runs(bits):
+                lo, hi = first * GRANULE, min(end * GRANULE, len(page))
+                out.append((p * PAGE + lo, memoryview(page)[lo:hi]))
+        return out
 
     def overlay(self, base: bytearray) -> None:
         """Copy every held granule onto `base` (the store's copy of the whole chunk)."""

@@ -149,3 +149,32 @@ def test_granule_runs_match_a_bit_by_bit_model():
             else:
                 g += 1
         assert list(granule_runs(mask)) == expected
+
+
+def test_held_runs_are_the_masked_granules_page_by_page():
+    rng = random.Random(23)
+    for _ in range(40):
+        c = SparseChunk(SIZE)
+        for _ in range(rng.randint(1, 12)):
+            if rng.random() < 0.5:
+                c.write(rng.randrange(SIZE // PAGE) * PAGE, rng.randbytes(PAGE))
+            else:
+                first = rng.randrange(SIZE // GRANULE)
+                n = rng.randint(1, min(20, SIZE // GRANULE - first))
+                c.write(first * GRANULE, rng.randbytes(n * GRANULE))
+        mask = c.valid & (rng.getrandbits(SIZE // GRANULE) if rng.random() < 0.5 else -1)
+        runs = c.held_runs(mask)
+        covered = 0
+        for offset, data in runs:
+            assert offset % GRANULE == 0 and offset // PAGE == (offset + len(data) - 1) // PAGE
+            assert bytes(data) == c.read(offset, len(data))
+            piece = granule_mask(offset, len(data))
+            assert not covered & piece
+            covered |= piece
+        assert covered == mask
+        assert [o for o, _ in runs] == sorted(o for o, _ in runs)
+    whole = SparseChunk(SIZE)
+    page = rng.randbytes(PAGE)
+    whole.write(PAGE, page)
+    assert whole.held_runs(granule_mask(PAGE, PAGE)) == [(PAGE, page)]
+    assert whole.held_runs(granule_mask(PAGE, PAGE))[0][1] is page  # the page itself

@@ -155,17 +155,6 @@ class SparseChunk:
             pos += n
         return bytes(out)
 
-    def views(self, offset: int, length: int) -> Iterator[tuple[int, memoryview]]:
-        """(offset, view of the held bytes) pieces of a held range, one per page it spans:
-        no copy. The views are only valid until the next write to these pages."""
-        end = offset + length
-        while offset < end:
-            p, off = divmod(offset, PAGE)
-            page = self.pages[p]
-            n = min(len(page) - off, end - offset)
-            yield offset, memoryview(page)[off : off + n]
-            offset += n
-
     def held_runs(self, mask: int) -> list[tuple[int, bytes | bytearray | memoryview]]:
         """(offset, bytes) of the held granules of `mask`, page by page, without copies: a
         held page itself where the mask covers it whole, else views of the page. Walks the

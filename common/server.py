@@ -19,16 +19,20 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import uvloop
 from aiohttp import StreamReader, web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from common.leanserver import FastLane, FastRequest, FastRoute, Reply
 from common.log import AccessLog, flush_logs, get_logger, new_trans_id, request_id, setup_logging
 
 __all__ = [
     "AUTO_DECOMPRESS",
+    "FAST_RESPONSE_HEADERS",
+    "FAST_ROUTES",
     "HEALTH_CHECKS",
     "METRICS",
     "SERVICE_NAME",
@@ -79,6 +83,12 @@ HEALTH_CHECKS = web.AppKey("health_checks", list[Callable[[], Awaitable[str | No
 # Set to False on an app whose request bodies must arrive as sent: a storage server keeps a
 # body with Content-Encoding: gzip as the gzip bytes the client stored (default True).
 AUTO_DECOMPRESS = web.AppKey("auto_decompress", bool)
+
+# Requests served on the fast lane (common/leanserver, docs/lean-http-server.md) before
+# aiohttp sees them; an app without any is served by aiohttp alone.
+FAST_ROUTES = web.AppKey("fast_routes", list[FastRoute])
+# Headers added to every fast-lane answer (what the app's on_response_prepare hooks add).
+FAST_RESPONSE_HEADERS = web.AppKey("fast_response_headers", list[tuple[str, str]])
 
 # Methods come from clients: cache at most this many labelled children per metric.
 _LABEL_CHILDREN_MAX = 256
@@ -191,17 +201,28 @@ def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
     return sock
 
 
-async def _serve_on(app_factory: AppFactory, sock: socket.socket, shutdown_s: float) -> None:
-    app = await app_factory()
-    runner = web.AppRunner(
+def _runner(app: web.Application, shutdown_s: float = 60.0) -> web.AppRunner:
+    return web.AppRunner(
         app,
         access_log=None,
         handle_signals=False,
         auto_decompress=app.get(AUTO_DECOMPRESS, True),
+        shutdown_timeout=shutdown_s,
     )
+
+
+async def _serve_on(app_factory: AppFactory, sock: socket.socket, shutdown_s: float) -> None:
+    app = await app_factory()
+    runner = _runner(app, shutdown_s)
     await runner.setup()
-    site = web.SockSite(runner, sock, shutdown_timeout=shutdown_s)
-    await site.start()
+    lane: FastLane | None = None
+    server: asyncio.Server | None = None
+    if app.get(FAST_ROUTES):
+        lane = _fast_lane(app, runner)
+        server = await asyncio.get_running_loop().create_server(lane.protocol, sock=sock)
+    else:
+        site = web.SockSite(runner, sock)
+        await site.start()
     # What startup built lives as long as the process: out of the collector's way, so each
     # collection walks only what requests allocate.
     gc.freeze()
@@ -212,7 +233,19 @@ async def _serve_on(app_factory: AppFactory, sock: socket.socket, shutdown_s: fl
     try:
         await stop.wait()
     finally:
+        await _stop_fast(server, lane, shutdown_s)
         await runner.cleanup()
+
+
+async def _stop_fast(
+    server: asyncio.Server | None, lane: FastLane | None, timeout_s: float
+) -> None:
+    """Stop accepting, close idle fast connections, let the fast requests being answered
+    finish (at most `timeout_s`); aiohttp's connections are the runner's to stop."""
+    if server is not None:
+        server.close()
+    if lane is not None:
+        await lane.shutdown(timeout_s)
 
 
 def _run_worker(app_factory: AppFactory, sock: socket.socket, shutdown_s: float) -> None:
@@ -287,23 +320,109 @@ def _supervise_workers(children: list[int]) -> None:
 
 @contextlib.asynccontextmanager
 async def running_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve `app` on an ephemeral loopback port inside the current loop; yields its base URL."""
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        auto_decompress=app.get(AUTO_DECOMPRESS, True),
-    )
+    """Serve `app` on an ephemeral loopback port inside the current loop; yields its base URL.
+
+    An app with FAST_ROUTES is served with its fast lane in front of aiohttp, as `serve` does.
+    """
+    runner = _runner(app)
     await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    lane: FastLane | None = None
+    server: asyncio.Server | None = None
+    if app.get(FAST_ROUTES):
+        lane = _fast_lane(app, runner)
+        server = await asyncio.get_running_loop().create_server(lane.protocol, host, 0)
+        sockets = server.sockets
+    else:
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        assert site._server is not None
+        sockets = site._server.sockets  # type: ignore[attr-defined]
+    port = int(sockets[0].getsockname()[1])
     try:
         yield f"http://{host}:{port}"
     finally:
+        await _stop_fast(server, lane, _TEST_SHUTDOWN_S)
         await runner.cleanup()
+
+
+_TEST_SHUTDOWN_S = 10.0
+
+
+# -- the fast lane's outer behaviour (the same as _outer_middleware and _add_trans_id) ------
+_TEXT = "text/plain; charset=utf-8"
+_INTERNAL_ERROR: Reply = (500, [("Content-Type", _TEXT)], b"Internal Server Error\n")
+
+
+def _fast_lane(app: web.Application, runner: web.AppRunner) -> FastLane:
+    fallback = runner.server
+    assert fallback is not None, "runner.setup() first"
+    return FastLane(app[FAST_ROUTES], _fast_dispatcher(app), fallback)
+
+
+def _fast_dispatcher(
+    app: web.Application,
+) -> Callable[[FastRoute, FastRequest], Awaitable[Reply]]:
+    service = app[SERVICE_NAME]
+    metrics = app[METRICS]
+    extra = list(app.get(FAST_RESPONSE_HEADERS, ()))
+
+    async def dispatch(route: FastRoute, request: FastRequest) -> Reply:
+        trans_id = request.headers.get("X-Trans-Id") or new_trans_id()
+        token = request_id.set(trans_id)
+        started = time.monotonic()
+        status = 500
+        try:
+            try:
+                reply = _reply(await route.handler(request))
+            except web.HTTPException as e:  # raised rather than returned: the same answer
+                reply = _reply(e)
+            except (asyncio.CancelledError, ConnectionResetError):
+                status = 499  # the client went away
+                raise
+            except Exception:
+                log.exception("unhandled error", extra={"fields": {"path": request.path}})
+                reply = (_INTERNAL_ERROR[0], list(_INTERNAL_ERROR[1]), _INTERNAL_ERROR[2])
+            status, headers, _body = reply
+            names = {name.lower() for name, _value in headers}
+            for name, value in (
+                ("X-Trans-Id", trans_id),
+                ("X-Openstack-Request-Id", trans_id),
+                *extra,
+            ):
+                if name.lower() not in names:
+                    headers.append((name, value))
+            return reply
+        finally:
+            elapsed = time.monotonic() - started
+            metrics.observe(service, request.method, status, elapsed)
+            path = request.path
+            _access_log.write(
+                {
+                    "method": request.method,
+                    "path": unquote(path) if "%" in path else path,
+                    "status": status,
+                    "elapsed_s": round(elapsed, 6),
+                    "remote": request.remote,
+                }
+            )
+            request_id.reset(token)
+
+    return dispatch
+
+
+def _reply(resp: object) -> Reply:
+    """A handler's aiohttp `web.Response` (never prepared) as status, headers and body."""
+    if not isinstance(resp, web.Response):
+        raise TypeError(f"a fast route answered {type(resp).__name__}, not a web.Response")
+    body = resp.body
+    if body is None:
+        body = b""
+    elif not isinstance(body, bytes):
+        raise TypeError("a fast route's response body must be bytes")
+    headers = list(resp.headers.items())
+    if body and "Content-Type" not in resp.headers:
+        headers.append(("Content-Type", "application/octet-stream"))  # as aiohttp adds
+    return resp.status, headers, body
 
 
 logging.getLogger("aiohttp.server").setLevel(logging.WARNING)

@@ -1,0 +1,266 @@
+"""Sans-IO HTTP/1.1 for the server side: a request parser fed bytes, and a response serializer.
+
+`RequestParser` keeps every byte it has not handed out yet, so a connection can give them,
+untouched, to another HTTP implementation (aiohttp) when a request is not one it serves
+(`pending()`). It frames only Content-Length bodies; a request with Transfer-Encoding is
+parsed up to its head (`RequestHead.framed` is False) and its body left alone.
+
+Checks: the request line (method token, a target without control characters or spaces,
+HTTP/1.0 or HTTP/1.1), header lines (no folding, no bare CR or LF, no NUL, a token name),
+Content-Length (digits only, repeated values equal, at most `body_bytes_max`), and the head's
+size (`header_bytes_max`). Names and values are decoded as aiohttp decodes them (UTF-8 with
+surrogateescape), so a handler sees what it would have seen behind aiohttp.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+from multidict import CIMultiDict
+
+from common.leanserver._errors import BadRequest, BodyTooLarge, HeadersTooLarge, Truncated
+
+__all__ = [
+    "BODY_BYTES_MAX",
+    "HEADER_BYTES_MAX",
+    "RequestHead",
+    "RequestParser",
+    "serialize_response",
+]
+
+HEADER_BYTES_MAX = 64 * 1024
+BODY_BYTES_MAX = 1024 * 1024
+_LENGTH_DIGITS_MAX = 18
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_VERSIONS = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """One request's line and headers.
+
+    `target` is raw (percent-encoded, query included); `path` is the target up to any "?".
+    `content_length` is 0 when absent. `framed`: the body is delimited by Content-Length (or
+    absent), so the parser can take it; False with Transfer-Encoding. `keep_alive`: the
+    connection may carry another request after this one. `head_bytes`: the size of the line
+    and headers with their final blank line.
+    """
+
+    method: str
+    target: str
+    path: str
+    version: tuple[int, int]
+    headers: CIMultiDict[str]
+    content_length: int
+    framed: bool
+    keep_alive: bool
+    head_bytes: int
+
+
+class RequestParser:
+    """Requests from one connection, one after another: `feed` bytes, then `head()` for the
+    next request's head (None until it is whole) and `take_body(head)` for its body (None
+    until it is whole; it also consumes the head). `feed_eof` when the peer closed."""
+
+    def __init__(
+        self, *, header_bytes_max: int = HEADER_BYTES_MAX, body_bytes_max: int = BODY_BYTES_MAX
+    ) -> None:
+        assert header_bytes_max > 0 and body_bytes_max >= 0
+        self.header_bytes_max = header_bytes_max
+        self.body_bytes_max = body_bytes_max
+        self._buf = bytearray()
+        self._head: RequestHead | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def pending(self) -> bytes:
+        """Every byte received and not yet handed out as a request (head and body)."""
+        return bytes(self._buf)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf)
+
+    def head(self) -> RequestHead | None:
+        """The next request's head once it is whole (not consumed); raises a LeanServerError
+        for what cannot be a request."""
+        if self._head is not None:
+            return self._head
+        buf = self._buf
+        # A client may send blank lines between requests (RFC 9112 2.2): skip them.
+        while buf[:2] == b"\r\n":
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n", 0, self.header_bytes_max + 1)
+        if end < 0:
+            if len(buf) > self.header_bytes_max:
+                raise HeadersTooLarge(f"request head longer than {self.header_bytes_max} bytes")
+            first = buf.find(b"\r\n")
+            if first >= 0:
+                self._request_line(bytes(buf[:first]))  # fail early on a bad line
+            return None
+        if end + 4 > self.header_bytes_max:
+            raise HeadersTooLarge(f"request head longer than {self.header_bytes_max} bytes")
+        self._head = self._parse(bytes(buf[:end]), end + 4)
+        return self._head
+
+    def take_body(self, head: RequestHead) -> bytes | None:
+        """The body of `head` (the current request) once it is whole; the request is then
+        consumed and the parser moves on to the next one."""
+        assert head is self._head and head.framed
+        buf = self._buf
+        start = head.head_bytes
+        end = start + head.content_length
+        if len(buf) < end:
+            return None
+        body = bytes(buf[start:end])
+        del buf[:end]
+        self._head = None
+        return body
+
+    def feed_eof(self) -> None:
+        """The peer closed: raises Truncated if part of a request had arrived."""
+        if self._buf.strip(b"\r\n"):
+            raise Truncated("connection closed in the middle of a request")
+
+    # -- the head ----------------------------------------------------------------------
+    def _request_line(self, line: bytes) -> tuple[str, str, tuple[int, int]]:
+        parts = line.decode("utf-8", "surrogateescape").split(" ")
+        if len(parts) != 3:
+            raise BadRequest(f"bad request line {line[:80]!r}")
+        method, target, raw_version = parts
+        version = _VERSIONS.get(raw_version)
+        if version is None:
+            raise BadRequest(f"unsupported HTTP version {raw_version[:20]!r}")
+        if not _TOKEN.fullmatch(method):
+            raise BadRequest(f"bad method {method[:20]!r}")
+        if not target or _NOT_TARGET.search(target):
+            raise BadRequest(f"bad request target {target[:80]!r}")
+        return method, target, version
+
+    def _parse(self, head: bytes, head_bytes: int) -> RequestHead:
+        lines_n = head.count(b"\r\n") + 1
+        if head.count(b"\n") != lines_n - 1 or head.count(b"\r") != lines_n - 1:
+            raise BadRequest("bare CR or LF in the request head")
+        if b"\x00" in head:
+            raise BadRequest("NUL in the request head")
+        lines = head.decode("utf-8", "surrogateescape").split("\r\n")
+        method, target, version = self._request_line(lines[0].encode("utf-8", "surrogateescape"))
+        pairs: list[tuple[str, str]] = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not _TOKEN.fullmatch(name):
+                raise BadRequest(f"malformed header line {line[:80]!r}")
+            pairs.append((name, value.strip(" \t")))
+        headers: CIMultiDict[str] = CIMultiDict(pairs)
+        framed = "Transfer-Encoding" not in headers
+        length = _content_length(headers, self.body_bytes_max) if framed else 0
+        path = target.partition("?")[0]
+        return RequestHead(
+            method,
+            target,
+            path,
+            version,
+            headers,
+            length,
+            framed,
+            _keep_alive(headers, version == (1, 1)),
+            head_bytes,
+        )
+
+
+def _content_length(headers: CIMultiDict[str], body_bytes_max: int) -> int:
+    values = headers.getall("Content-Length", None)
+    if values is None:
+        return 0
+    first = values[0]
+    if (
+        not first.isascii()
+        or not first.isdigit()
+        or len(first) > _LENGTH_DIGITS_MAX
+        or any(v != first for v in values)
+    ):
+        raise BadRequest(f"bad Content-Length {values!r:.80}")
+    length = int(first)
+    if length > body_bytes_max:
+        raise BodyTooLarge(f"Content-Length {length} is more than {body_bytes_max} bytes")
+    return length
+
+
+def _keep_alive(headers: CIMultiDict[str], default: bool) -> bool:
+    conn = headers.get("Connection")
+    if conn is None:
+        return default
+    tokens = {t.strip().lower() for t in conn.split(",")}
+    if "close" in tokens:
+        return False
+    return default or "keep-alive" in tokens
+
+
+# -- responses ---------------------------------------------------------------------------
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class _DateCache:
+    """The Date header's value, formatted at most once a second."""
+
+    __slots__ = ("second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = ""
+
+    def now(self) -> str:
+        t = time.time()
+        second = int(t)
+        if second != self.second:
+            self.second = second
+            self.value = formatdate(t, usegmt=True)
+        return self.value
+
+
+_date = _DateCache()
+
+
+def serialize_response(
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    keep_alive: bool,
+    head_request: bool = False,
+) -> bytes:
+    """One HTTP/1.1 response as bytes. Content-Length comes from `body` (Content-Length,
+    Transfer-Encoding and Connection in `headers` are replaced); a Date header is added when
+    `headers` has none. Control characters in a header raise ValueError (no injection).
+    `head_request`: the answer to a HEAD keeps its Content-Length but sends no body."""
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+    has_date = False
+    for name, value in headers:
+        low = name.lower()
+        if low in _FRAMING:
+            continue
+        if low == "date":
+            has_date = True
+        lines.append(f"{name}: {value}")
+    if not has_date:
+        lines.append(f"Date: {_date.now()}")
+    if status >= 200 and status not in (204, 304):
+        lines.append(f"Content-Length: {len(body)}")
+    if not keep_alive:
+        lines.append("Connection: close")
+    text = "\r\n".join(lines)
+    if text.count("\n") != len(lines) - 1 or _FORBIDDEN.search(text.replace("\r\n", "")):
+        raise ValueError("control character in a response header")
+    head = (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    if head_request or not body or status in (204, 304):
+        return head
+    return head + body

@@ -1,0 +1,325 @@
+"""The fast lane: an asyncio.Protocol that serves a connection's requests itself while they
+match a registered fast route, and hands the connection, for good, to a fallback protocol
+(aiohttp's) at the first request that does not (docs/lean-http-server.md).
+
+One request at a time per connection: the next request's bytes wait in the parser (reading
+pauses past `buffered_bytes_max`) until the answer to the current one is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import cast
+
+from multidict import CIMultiDict
+
+from common.leanserver._errors import LeanServerError
+from common.leanserver._parser import (
+    HEADER_BYTES_MAX,
+    RequestHead,
+    RequestParser,
+    serialize_response,
+)
+
+__all__ = [
+    "FastLane",
+    "FastLaneProtocol",
+    "FastRequest",
+    "FastRoute",
+    "Reply",
+]
+
+# Status, headers, body: what a dispatcher answers.
+Reply = tuple[int, list[tuple[str, str]], bytes]
+# Bytes a connection may hold beyond the request being answered before it stops reading.
+BUFFERED_BYTES_MAX = 256 * 1024
+KEEPALIVE_TIMEOUT_S = 75.0  # as aiohttp's default: an idle connection is closed after this
+_SWEEP_INTERVAL_S = 5.0
+
+
+@dataclass(slots=True)
+class FastRequest:
+    """One whole request on the fast lane."""
+
+    head: RequestHead
+    body: bytes
+    remote: str | None
+
+    @property
+    def method(self) -> str:
+        return self.head.method
+
+    @property
+    def path(self) -> str:
+        """The raw (percent-encoded) path, without the query."""
+        return self.head.path
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        return self.head.headers
+
+
+@dataclass(frozen=True, slots=True)
+class FastRoute:
+    """`method` requests whose head `accept` takes, with a Content-Length body of at most
+    `body_bytes_max`, are served by `handler` on the fast lane. `accept` sees the head only
+    (path and headers) and must be cheap: it runs for every request of a fast connection."""
+
+    method: str
+    accept: Callable[[RequestHead], bool]
+    handler: Callable[[FastRequest], Awaitable[object]]
+    body_bytes_max: int
+
+
+Dispatch = Callable[[FastRoute, FastRequest], Awaitable[Reply]]
+
+
+class FastLane:
+    """What the connections of one listening server share: the routes, the dispatcher (which
+    wraps a route's handler in the server's outer behaviour and never raises), the fallback
+    protocol's factory, and the bookkeeping for a graceful stop."""
+
+    def __init__(
+        self,
+        routes: list[FastRoute],
+        dispatch: Dispatch,
+        fallback: Callable[[], asyncio.Protocol],
+        *,
+        header_bytes_max: int = HEADER_BYTES_MAX,
+        buffered_bytes_max: int = BUFFERED_BYTES_MAX,
+        keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
+    ) -> None:
+        self._by_method: dict[str, list[FastRoute]] = {}
+        for route in routes:
+            self._by_method.setdefault(route.method, []).append(route)
+        self.dispatch = dispatch
+        self.fallback = fallback
+        self.header_bytes_max = header_bytes_max
+        self.body_bytes_max = max((r.body_bytes_max for r in routes), default=0)
+        self.buffered_bytes_max = buffered_bytes_max
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.closing = False
+        self.handed_over = 0  # connections given to the fallback (a figure for tests/metrics)
+        self._connections: set[FastLaneProtocol] = set()
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def protocol(self) -> FastLaneProtocol:
+        """The protocol factory for `loop.create_server`."""
+        return FastLaneProtocol(self)
+
+    def route(self, head: RequestHead) -> FastRoute | None:
+        """The fast route for `head`, or None: the request goes to the fallback."""
+        routes = self._by_method.get(head.method)
+        if routes is None or not head.framed or head.version != (1, 1):
+            return None
+        headers = head.headers
+        if "Expect" in headers or "Upgrade" in headers:
+            return None
+        for route in routes:
+            if head.content_length <= route.body_bytes_max and route.accept(head):
+                return route
+        return None
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _opened(self, conn: FastLaneProtocol) -> None:
+        self._connections.add(conn)
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(_SWEEP_INTERVAL_S, self._sweep)
+
+    def _forget(self, conn: FastLaneProtocol) -> None:
+        self._connections.discard(conn)
+
+    def _started(self) -> None:
+        self._in_flight += 1
+
+    def _ended(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._idle is not None:
+            self._idle.set()
+
+    def _sweep(self) -> None:
+        """Close connections idle (no request being answered, no byte received) for longer
+        than the keep-alive timeout: dead peers and stalled partial requests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - self.keepalive_timeout_s
+        for conn in list(self._connections):
+            conn.close_if_idle(deadline)
+        self._sweeper = None
+        if self._connections and not self.closing:
+            self._sweeper = loop.call_later(_SWEEP_INTERVAL_S, self._sweep)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Stop: idle connections close now, busy ones after their answer; wait (at most
+        `timeout_s`) for the requests being answered, then close whatever is left."""
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._connections):
+            conn.close_if_idle(None)
+        if self._in_flight:
+            self._idle = asyncio.Event()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._idle.wait()
+            except TimeoutError:
+                pass
+        for conn in list(self._connections):
+            conn.abort()
+
+
+class FastLaneProtocol(asyncio.Protocol):
+    """One connection on the fast lane (see the module's docstring)."""
+
+    def __init__(self, lane: FastLane) -> None:
+        self.lane = lane
+        self.parser = RequestParser(
+            header_bytes_max=lane.header_bytes_max, body_bytes_max=lane.body_bytes_max
+        )
+        self.transport: asyncio.Transport | None = None
+        self.remote: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._eof = False
+        self._last_active = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses, but have its methods)
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        self._last_active = asyncio.get_running_loop().time()
+        if self.lane.closing:
+            transport.close()
+            return
+        self.lane._opened(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # A handler already running is left to finish (as aiohttp does by default): a PUT
+        # commits or not on its own terms; its answer has nowhere to go.
+        self.lane._forget(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed(data)
+        if self._task is None:
+            self._last_active = asyncio.get_running_loop().time()
+            self._next()
+        elif self.parser.buffered_bytes > self.lane.buffered_bytes_max and not self._paused:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._paused = True
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        if self._task is not None:
+            return True  # keep the transport: the answer is still to be written
+        return None  # the transport closes itself
+
+    # -- serving -----------------------------------------------------------------------
+    def _next(self) -> None:
+        """Start on the next buffered request: serve it, wait for more bytes, or hand over."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        lane = self.lane
+        try:
+            head = self.parser.head()
+        except LeanServerError:
+            self._hand_over()  # the fallback answers what the lean parser refuses
+            return
+        if head is None:
+            return
+        route = lane.route(head)
+        if route is None:
+            self._hand_over()
+            return
+        body = self.parser.take_body(head)
+        if body is None:
+            return
+        lane._started()
+        self._task = asyncio.get_running_loop().create_task(
+            self._serve(route, FastRequest(head, body, self.remote))
+        )
+
+    async def _serve(self, route: FastRoute, request: FastRequest) -> None:
+        lane = self.lane
+        try:
+            status, headers, body = await lane.dispatch(route, request)
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return
+            keep = request.head.keep_alive and not lane.closing and not self._eof
+            try:
+                data = serialize_response(
+                    status, headers, body, keep_alive=keep, head_request=request.method == "HEAD"
+                )
+            except ValueError:
+                data = serialize_response(
+                    500,
+                    [("Content-Type", "text/plain; charset=utf-8")],
+                    b"bad header\n",
+                    keep_alive=False,
+                )
+                keep = False
+            transport.write(data)
+            if not keep:
+                transport.close()
+                return
+        finally:
+            self._task = None
+            lane._ended()
+        self._last_active = asyncio.get_running_loop().time()
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        if self.parser.buffered_bytes:
+            self._next()
+
+    def _hand_over(self) -> None:
+        """Give the connection and every byte not yet served to the fallback protocol."""
+        transport = self.transport
+        assert transport is not None and self._task is None
+        lane = self.lane
+        lane._forget(self)
+        lane.handed_over += 1
+        data = self.parser.pending()
+        self.transport = None
+        proto = lane.fallback()
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        transport.set_protocol(proto)
+        proto.connection_made(transport)
+        if data:
+            proto.data_received(data)
+        if self._eof:
+            proto.eof_received()
+
+    # -- stopping ----------------------------------------------------------------------
+    def close_if_idle(self, deadline: float | None) -> None:
+        """Close the connection unless a request is being answered; with a `deadline`
+        (loop time), only if nothing happened on it since."""
+        if self._task is not None or self.transport is None:
+            return
+        if deadline is not None and self._last_active > deadline:
+            return
+        self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

@@ -81,6 +81,9 @@ class StorageNodeConfig:
     workers: int = 1
     # Device-local thread pool size for blocking disk I/O.
     threads_per_device: int = 4
+    # Serve the small requests between cairn's servers (small object PUTs, container row
+    # batches) on the lean HTTP server in front of aiohttp (docs/lean-http-server.md).
+    fast_lane: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):

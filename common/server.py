@@ -356,15 +356,34 @@ _INTERNAL_ERROR: Reply = (500, [("Content-Type", _TEXT)], b"Internal Server Erro
 def _fast_lane(app: web.Application, runner: web.AppRunner) -> FastLane:
     fallback = runner.server
     assert fallback is not None, "runner.setup() first"
-    return FastLane(app[FAST_ROUTES], _fast_dispatcher(app), fallback)
+    dispatch, abandoned = _fast_dispatcher(app)
+    return FastLane(app[FAST_ROUTES], dispatch, fallback, abandoned=abandoned)
 
 
 def _fast_dispatcher(
     app: web.Application,
-) -> Callable[[FastRoute, FastRequest], Awaitable[Reply]]:
+) -> tuple[
+    Callable[[FastRoute, FastRequest], Awaitable[Reply]],
+    Callable[[FastRequest, int, float], None],
+]:
+    """The fast lane's dispatcher (a route's handler in the outer behaviour) and the record
+    of a request given up before its handler ran (body timed out, client gone)."""
     service = app[SERVICE_NAME]
     metrics = app[METRICS]
     extra = list(app.get(FAST_RESPONSE_HEADERS, ()))
+
+    def record(request: FastRequest, status: int, elapsed_s: float) -> None:
+        metrics.observe(service, request.method, status, elapsed_s)
+        path = request.path
+        _access_log.write(
+            {
+                "method": request.method,
+                "path": unquote(path) if "%" in path else path,
+                "status": status,
+                "elapsed_s": round(elapsed_s, 6),
+                "remote": request.remote,
+            }
+        )
 
     async def dispatch(route: FastRoute, request: FastRequest) -> Reply:
         trans_id = request.headers.get("X-Trans-Id") or new_trans_id()
@@ -393,21 +412,10 @@ def _fast_dispatcher(
                     headers.append((name, value))
             return reply
         finally:
-            elapsed = time.monotonic() - started
-            metrics.observe(service, request.method, status, elapsed)
-            path = request.path
-            _access_log.write(
-                {
-                    "method": request.method,
-                    "path": unquote(path) if "%" in path else path,
-                    "status": status,
-                    "elapsed_s": round(elapsed, 6),
-                    "remote": request.remote,
-                }
-            )
+            record(request, status, time.monotonic() - started)
             request_id.reset(token)
 
-    return dispatch
+    return dispatch, record
 
 
 def _reply(resp: object) -> Reply:

@@ -23,6 +23,7 @@ from prometheus_client import Counter, Histogram
 from common import rowupdates
 from common.clock import Clock, SystemClock
 from common.deploy import DeploymentConfig, StorageNodeConfig
+from common.leanserver import FastRequest, FastRoute, RequestHead
 from common.listingdb import DbInfo, ListingEnv, Subdir
 from common.listingdb.http import (
     BackendPath,
@@ -43,7 +44,7 @@ from common.listingdb.recon import add_recon_routes
 from common.listingdb.repl_service import ReplicationService, add_replication_routes
 from common.nodecli import storage_server_main
 from common.rowupdates import RowBatchError, RowUpdate
-from common.server import HEALTH_CHECKS, METRICS, make_app
+from common.server import FAST_ROUTES, HEALTH_CHECKS, METRICS, make_app
 from common.timestamps import Timestamp
 from containerd.broker import ContainerBroker, ObjectRow, bytes_used, object_count
 from containerd.conf import ContainerServerConf
@@ -337,12 +338,20 @@ async def _batched_row(state: ContainerState, u: RowUpdate) -> int:
 async def _post_object_rows(request: web.Request) -> web.Response:
     """``POST /_object_rows``: many object row updates in one request, a status for each
     (format in common/rowupdates.py and docs/db-replication.md)."""
-    state = request.app[STATE]
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        version = {rowupdates.VERSION_HEADER: str(rowupdates.VERSION)}
+        return web.Response(status=413, headers=version, text="row batch body too large\n")
+    return await _object_rows_reply(request.app[STATE], body)
+
+
+async def _object_rows_reply(state: ContainerState, body: bytes) -> web.Response:
+    """The answer to a row batch (its whole body): from the aiohttp handler above or the
+    fast lane's route (`_fast_rows_route`)."""
     version = {rowupdates.VERSION_HEADER: str(rowupdates.VERSION)}
     try:
-        rows = rowupdates.decode_request(await request.read())
-    except web.HTTPRequestEntityTooLarge:
-        return web.Response(status=413, headers=version, text="row batch body too large\n")
+        rows = rowupdates.decode_request(body)
     except RowBatchError as e:
         return web.Response(status=400, headers=version, text=f"{e}\n")
     if len(rows) == 1:  # common under light load: no task for a lone row
@@ -353,6 +362,18 @@ async def _post_object_rows(request: web.Request) -> web.Response:
     return web.Response(
         status=200, body=body, headers=version, content_type=rowupdates.CONTENT_TYPE
     )
+
+
+def _fast_rows_route(state: ContainerState) -> FastRoute:
+    """``POST /_object_rows`` on the fast lane (docs/lean-http-server.md)."""
+
+    async def handler(req: FastRequest) -> web.Response:
+        return await _object_rows_reply(state, req.body)
+
+    def accept(head: RequestHead) -> bool:
+        return head.path == rowupdates.PATH
+
+    return FastRoute("POST", accept, handler, rowupdates.BODY_BYTES_MAX)
 
 
 _CONTAINER_VERBS = {
@@ -379,8 +400,10 @@ async def _dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def make_container_app(
-    conf: ContainerServerConf, clock: Clock | None = None
+    conf: ContainerServerConf, clock: Clock | None = None, *, fast_lane: bool = True
 ) -> web.Application:
+    """The container server app; `fast_lane`: row batches are served by the lean server in
+    front of aiohttp ([[nodes]] fast_lane in the deployment, docs/lean-http-server.md)."""
     app = make_app("container-server")
     registry = app[METRICS].registry
     state = ContainerState(
@@ -404,6 +427,8 @@ async def make_container_app(
         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     )
     app[STATE] = state
+    if fast_lane:
+        app[FAST_ROUTES] = [_fast_rows_route(state)]
 
     async def lifetime(_app: web.Application) -> AsyncIterator[None]:
         state.session = aiohttp.ClientSession()
@@ -436,7 +461,8 @@ async def make_container_app(
 
 def main(argv: list[str] | None = None) -> int:
     async def make(deploy: DeploymentConfig, node: StorageNodeConfig) -> web.Application:
-        return await make_container_app(ContainerServerConf.from_deployment(deploy, node))
+        conf = ContainerServerConf.from_deployment(deploy, node)
+        return await make_container_app(conf, fast_lane=node.fast_lane)
 
     return storage_server_main(
         argv,

@@ -17,13 +17,21 @@ from common.clock import Clock, SystemClock
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.nodecli import storage_server_main
 from common.puttrailer import TRAILER_SUPPORT_HEADER, TRAILER_VERSION
-from common.server import AUTO_DECOMPRESS, HEALTH_CHECKS, METRICS, make_app
+from common.server import (
+    AUTO_DECOMPRESS,
+    FAST_RESPONSE_HEADERS,
+    FAST_ROUTES,
+    HEALTH_CHECKS,
+    METRICS,
+    make_app,
+)
 from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.faulty import FaultPlan
 from objectd.reads import handle_get
 from objectd.recon import ReconError, ReconGauges, read_recon
 from objectd.replication_server import handle_replicate, handle_ssync
+from objectd.smallput import fast_put_route
 from objectd.update_batcher import UpdateBatcher
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
 
@@ -38,9 +46,17 @@ async def _advertise_trailer(_request: web.Request, response: web.StreamResponse
 
 
 async def make_object_app(
-    conf: ObjectServerConf, clock: Clock | None = None, *, fault_plan: FaultPlan | None = None
+    conf: ObjectServerConf,
+    clock: Clock | None = None,
+    *,
+    fault_plan: FaultPlan | None = None,
+    fast_lane: bool = True,
 ) -> web.Application:
-    """The object server app; `fault_plan` (tests only) makes every DiskFile a faulty twin."""
+    """The object server app; `fault_plan` (tests only) makes every DiskFile a faulty twin.
+
+    `fast_lane`: small whole-body PUTs are served by the lean server in front of aiohttp
+    (objectd/smallput.py, docs/lean-http-server.md; [[nodes]] fast_lane in the deployment).
+    """
     app = make_app(SERVICE, client_max_size=1024**2)
     app[AUTO_DECOMPRESS] = False  # store bodies exactly as sent (Content-Encoding included)
     app.on_response_prepare.append(_advertise_trailer)
@@ -58,6 +74,9 @@ async def make_object_app(
     )
     state = ServerState(conf, clock or SystemClock(), devices, metrics)
     app[STATE] = state
+    if fast_lane:
+        app[FAST_ROUTES] = [fast_put_route(state)]
+        app[FAST_RESPONSE_HEADERS] = [(TRAILER_SUPPORT_HEADER, str(TRAILER_VERSION))]
 
     gauges = ReconGauges.create(app[METRICS].registry)
 
@@ -138,7 +157,8 @@ async def _info(request: web.Request) -> web.Response:
 def main(argv: list[str] | None = None) -> int:
     async def make(deploy: DeploymentConfig, node: StorageNodeConfig) -> web.Application:
         # devices_dir is not created here: with mount_check a missing device stays missing.
-        return await make_object_app(ObjectServerConf.from_deployment(deploy, node))
+        conf = ObjectServerConf.from_deployment(deploy, node)
+        return await make_object_app(conf, fast_lane=node.fast_lane)
 
     return storage_server_main(
         argv,

@@ -10,23 +10,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from common.log import get_logger, request_id
 from common.timestamps import Timestamp
-from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
+from objectd.asyncpending import ContainerTarget
 from objectd.conf import STATE, ServerState
-from objectd.container_update import TargetParseError, parse_targets, send_updates
+from objectd.container_update import TargetParseError, parse_targets
 from objectd.devices import DeviceBusy, DeviceUnavailable
-from objectd.diskfile import (
-    Deleted,
-    DiskFile,
-    DiskFull,
-    Lookup,
-    Missing,
-    ObjectInfo,
-    ObjectWriter,
-    RealDiskFile,
-)
-from objectd.expirer import ExpiryEntry, write_entry
+from objectd.diskfile import Deleted, DiskFile, DiskFull, ObjectInfo, ObjectWriter
 from objectd.fileformat import ObjectMetadata
 from objectd.headers import persisted_from_request, postable_from_request
 from objectd.putbody import (
@@ -44,7 +33,16 @@ from objectd.request import (
     parse_object_path,
     parse_timestamp,
 )
-from objectd.smallwrite import SMALL_WRITE_BYTES_MAX, write_small_data
+from objectd.smallput import SMALL_BODY_BYTES_MAX, store_small
+from objectd.writecore import (
+    acknowledge,
+    conflict,
+    existing_timestamp,
+    finish_put,
+    open_for_put,
+    queue_expiry,
+    update_containers,
+)
 
 __all__ = [
     "SMALL_BODY_BYTES_MAX",
@@ -56,29 +54,6 @@ __all__ = [
     "handle_put",
     "status",
 ]
-
-log = get_logger("cairn.object-server")
-
-# Bodies up to this size, sent without Expect: 100-continue, are read whole and stored in one
-# pool step (the proxy sends PUTs of at most 64 KiB that way: proxy/objput.py put_buffered).
-SMALL_BODY_BYTES_MAX = SMALL_WRITE_BYTES_MAX
-
-
-class _GaveUp:
-    """Set (on the event loop) when a PUT stops waiting for its pool step; the step reads it
-    before committing. A plain attribute: one writer, and the GIL orders the two threads'
-    accesses (a threading.Event would add a lock and a condition per PUT)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = False
-
-
-def _conflict(existing: Timestamp) -> web.Response:
-    return status(
-        409, "timestamp older than what is stored", {"X-Backend-Timestamp": existing.internal}
-    )
 
 
 async def expect_handler(request: web.Request) -> None:
@@ -93,16 +68,6 @@ def _send_continue(request: web.Request) -> None:
         transport = request.transport
         if transport is not None and not transport.is_closing():
             transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
-def _existing_timestamp(
-    found: ObjectInfo | Deleted | Missing, include_meta: bool
-) -> Timestamp | None:
-    if isinstance(found, Deleted):
-        return found.timestamp
-    if isinstance(found, ObjectInfo):
-        return found.timestamp if include_meta else found.data.timestamp
-    return None
 
 
 class LengthProblem(Exception):
@@ -184,7 +149,7 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
         )
         opened = await st.devices.run(
             path.device,
-            _open_for_put,
+            open_for_put,
             st,
             path.device,
             df,
@@ -202,53 +167,6 @@ async def handle_put(request: web.Request) -> web.StreamResponse:
     writer = opened
     _send_continue(request)
     return await _receive(request, st, path, df, writer, ts, ctype, length, targets, trailed)
-
-
-def _open_for_put(
-    st: ServerState,
-    device: str,
-    df: DiskFile,
-    ts: Timestamp,
-    if_none_match: bool,
-    length: int | None,
-    md5: bool = True,
-) -> ObjectWriter | web.Response:
-    """Device check, lookup and the temp file in one pool step (blocking).
-
-    Returns the writer (computing the body's MD5, or with `md5=False` its xxh3-128 for a PUT
-    with an ETag trailer), or the refusal (409 older timestamp, 412 If-None-Match: *).
-    """
-    st.devices.check(device)
-    found = df.lookup()
-    refusal = _refusal(found, ts, if_none_match)
-    if refusal is not None:
-        return refusal
-    return df.writer(length, st.conf.fallocate_reserve_bytes, md5=md5)
-
-
-def _refusal(found: Lookup, ts: Timestamp, if_none_match: bool) -> web.Response | None:
-    """409 when what is stored is as new as `ts`, 412 for If-None-Match: * on an object."""
-    existing = _existing_timestamp(found, include_meta=False)
-    if existing is not None and existing >= ts:
-        return _conflict(existing)
-    if if_none_match and isinstance(found, ObjectInfo):
-        return status(412, "object exists", {"X-Backend-Timestamp": found.timestamp.internal})
-    return None
-
-
-def _finish(
-    writer: ObjectWriter, tail: bytes | bytearray, expected_etag: str, md: ObjectMetadata
-) -> bool:
-    """Write the last bytes, check the ETag and commit, in one pool step (blocking).
-
-    False (nothing committed) if the body's MD5 is not `expected_etag`.
-    """
-    if tail:
-        writer.write(tail)
-    if expected_etag and expected_etag != writer.etag():
-        return False
-    writer.commit(md)
-    return True
 
 
 async def _receive(
@@ -287,7 +205,7 @@ async def _receive(
                 return outcome
             committed, etag = True, outcome
         else:
-            committed = await st.devices.run(path.device, _finish, writer, tail, expected, md)
+            committed = await st.devices.run(path.device, finish_put, writer, tail, expected, md)
             if not committed:
                 return status(422, "ETag does not match the body's MD5")
             etag = writer.etag()
@@ -298,28 +216,9 @@ async def _receive(
             # Not awaited on purpose: this also runs when the handler is being cancelled.
             with contextlib.suppress(RuntimeError):
                 _ = asyncio.get_running_loop().run_in_executor(None, writer.abort)
-    return await _acknowledge(
-        request, st, path, df.hash_hex, ts, ctype, etag, writer.bytes_written, targets
+    return await acknowledge(
+        request.headers, st, path, df.hash_hex, ts, ctype, etag, writer.bytes_written, targets
     )
-
-
-async def _acknowledge(
-    request: web.Request,
-    st: ServerState,
-    path: ObjectPath,
-    hash_hex: str,
-    ts: Timestamp,
-    ctype: str,
-    etag: str,
-    size: int,
-    targets: tuple[ContainerTarget, ...],
-) -> web.StreamResponse:
-    """After the commit: expiry queue, container updates (or async pendings), then 201."""
-    update = {"X-Timestamp": ts.internal, "X-Size": str(size), "X-Content-Type": ctype}
-    update["X-Etag"] = etag
-    await _queue_expiry(request, st, path, hash_hex, ts)
-    await _update_containers(st, path, hash_hex, "PUT", ts, update, targets)
-    return status(201, headers={"ETag": etag})
 
 
 def _expects_continue(request: web.Request) -> bool:
@@ -336,9 +235,7 @@ async def _put_small(
     targets: tuple[ContainerTarget, ...],
 ) -> web.StreamResponse:
     """A PUT of at most SMALL_BODY_BYTES_MAX declared bytes sent without Expect: the whole
-    body is read first (it is on its way anyway), then device check, lookup, temp file,
-    write, ETag check and commit (fsync of file and directories) run as ONE pool step
-    instead of two. The same checks, in the same order, on the same durable commit."""
+    body is read first (it is on its way anyway), then stored by objectd/smallput.py."""
     try:
         async with asyncio.timeout(st.conf.node_timeout_s):
             # (aiohttp's empty body reader refuses even readexactly(0))
@@ -349,145 +246,7 @@ async def _put_small(
         return status(499, "client disconnected before sending the whole body")
     except (HttpProcessingError, ConnectionError):
         return status(499, "client disconnected")
-    st.metrics.bytes_in.inc(length)
-    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
-    md = ObjectMetadata(
-        kind="data",
-        name=path.name,
-        timestamp=ts,
-        content_type=ctype,
-        headers=persisted_from_request(request.headers),
-    )
-    gave_up = _GaveUp()
-    step = functools.partial(
-        _store_small,
-        st,
-        path.device,
-        df,
-        ts,
-        request.headers.get("If-None-Match") == "*",
-        body,
-        request.headers.get("ETag", "").strip().strip('"').lower(),
-        md,
-        gave_up,
-    )
-    try:
-        stored = await st.devices.run(path.device, step)
-    except (DeviceUnavailable, DiskFull) as e:
-        return status(507, str(e))
-    except BaseException:
-        # Timed out (DeviceBusy -> 503) or cancelled: a step still running in the pool
-        # must not commit an object whose PUT was not acknowledged (as with two steps,
-        # where the commit step is never started once the write step has timed out).
-        gave_up.value = True
-        raise
-    if isinstance(stored, web.Response):
-        return stored
-    etag, size = stored
-    return await _acknowledge(request, st, path, df.hash_hex, ts, ctype, etag, size, targets)
-
-
-def _store_small(
-    st: ServerState,
-    device: str,
-    df: DiskFile,
-    ts: Timestamp,
-    if_none_match: bool,
-    body: bytes,
-    expected_etag: str,
-    md: ObjectMetadata,
-    gave_up: _GaveUp,
-) -> tuple[str, int] | web.Response:
-    """`_open_for_put` and `_finish` back to back (blocking): (etag, size) once committed,
-    or the refusal (409, 412, 422). The temp file is removed on any failure, and nothing is
-    committed once the request has given up waiting (`gave_up`). A real disk file takes the
-    short path of objectd/smallwrite.py (the same checks and the same durable commit)."""
-    if isinstance(df, RealDiskFile):
-        st.devices.check(device)
-        found = df.lookup()
-        refusal = _refusal(found, ts, if_none_match)
-        if refusal is not None:
-            return refusal
-        etag = write_small_data(
-            df,
-            body,
-            md,
-            st.conf.fallocate_reserve_bytes,
-            expected_etag,
-            lambda: gave_up.value,
-            cleanup=not isinstance(found, Missing),
-        )
-        if etag is None:
-            return status(422, "ETag does not match the body's MD5")
-        return etag, len(body)
-    opened = _open_for_put(st, device, df, ts, if_none_match, len(body))
-    if isinstance(opened, web.Response):
-        return opened
-    committed = False
-    try:
-        if body:
-            opened.write(body)
-        if not gave_up.value:
-            committed = _finish(opened, b"", expected_etag, md)
-    finally:
-        if not committed:
-            opened.abort()
-    if not committed:
-        return status(422, "ETag does not match the body's MD5")
-    return opened.etag(), opened.bytes_written
-
-
-async def _update_containers(
-    st: ServerState,
-    path: ObjectPath,
-    hash_hex: str,
-    op: str,
-    ts: Timestamp,
-    headers: dict[str, str],
-    targets: tuple[ContainerTarget, ...],
-) -> None:
-    if not targets:
-        return
-    headers = {**headers, "X-Trans-Id": request_id.get(), "User-Agent": "cairn-object-server"}
-    if st.batcher is not None:
-        failed = await st.batcher.send_updates(
-            op, targets, path.account, path.container, path.obj, headers
-        )
-    else:
-        failed = await send_updates(
-            st.client(),
-            op,
-            targets,
-            path.account,
-            path.container,
-            path.obj,
-            headers,
-            st.conf.container_update_timeout_s,
-        )
-    if not failed:
-        return
-    pending = AsyncPending(
-        op, path.account, path.container, path.obj, ts, headers, failed, hash_hex
-    )
-    layout = st.devices.layout(path.device)
-    await st.devices.run(path.device, write_pending, layout.root, pending)
-    st.metrics.async_pendings.inc()
-    log.warning(
-        "container update failed; saved async pending",
-        extra={"fields": {"object": path.name, "op": op, "failed": len(failed)}},
-    )
-
-
-async def _queue_expiry(
-    request: web.Request, st: ServerState, path: ObjectPath, hash_hex: str, ts: Timestamp
-) -> None:
-    """Record an X-Delete-At in the device's expirer queue (validated by the handler)."""
-    raw = request.headers.get("X-Delete-At", "").strip()
-    if not raw.isdigit():
-        return
-    entry = ExpiryEntry(int(raw), path.account, path.container, path.obj, hash_hex, ts)
-    layout = st.devices.layout(path.device)
-    await st.devices.run(path.device, write_entry, layout.root, entry)
+    return await store_small(request.headers, st, path, ts, ctype, body, targets)
 
 
 async def _prepare(
@@ -529,9 +288,9 @@ async def handle_post(request: web.Request) -> web.StreamResponse:
         )
         return status(404, headers=headers)
     if found.timestamp >= ts:
-        return _conflict(found.timestamp)
+        return conflict(found.timestamp)
     await st.devices.run(path.device, df.put_meta, ts, postable_from_request(request.headers))
-    await _queue_expiry(request, st, path, df.hash_hex, ts)
+    await queue_expiry(request.headers, st, path, df.hash_hex, ts)
     return status(202)
 
 
@@ -545,9 +304,9 @@ async def handle_delete(request: web.Request) -> web.StreamResponse:
     except TargetParseError as e:
         return status(400, str(e))
     found = await st.devices.run(path.device, df.lookup)
-    existing = _existing_timestamp(found, include_meta=True)
+    existing = existing_timestamp(found, include_meta=True)
     if existing is not None and existing >= ts:
-        return _conflict(existing)
+        return conflict(existing)
     if_delete_at = request.headers.get("X-If-Delete-At")
     live = isinstance(found, ObjectInfo)
     if if_delete_at is not None:
@@ -558,7 +317,7 @@ async def handle_delete(request: web.Request) -> web.StreamResponse:
     elif isinstance(found, ObjectInfo) and _expired(st, found):
         live = False
     await st.devices.run(path.device, df.put_tombstone, ts)
-    await _update_containers(
+    await update_containers(
         st, path, df.hash_hex, "DELETE", ts, {"X-Timestamp": ts.internal}, targets
     )
     return status(204 if live else 404, headers={"X-Backend-Timestamp": ts.internal})

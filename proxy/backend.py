@@ -99,12 +99,20 @@ def backend_path(
     )
 
 
+def _object_put(method: str, path: str, body: bytes | None) -> bool:
+    """A whole-body PUT to an object path (/device/part/account/container/object; `backend_path`
+    quotes the first four parts whole, so the fifth "/" starts the object name)."""
+    return method == "PUT" and body is not None and path.count("/") >= 5
+
+
 _TIMEOUTS_CACHED_MAX = 16
 # Connections the lean client keeps to one storage server (as the aiohttp connector's
 # limit_per_host in proxy/app.py).
 CONNECTIONS_PER_NODE_MAX = 256
 # A response to a small request: account and container listings are the biggest.
 SMALL_RESPONSE_BYTES_MAX = 64 * 1024 * 1024
+# An answer to an object PUT (a status line, headers and at most an error text).
+PUT_RESPONSE_BYTES_MAX = 64 * 1024
 
 
 class Backend:
@@ -131,6 +139,15 @@ class Backend:
             connect_timeout_s=conn_timeout_s,
             connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
             body_bytes_max=SMALL_RESPONSE_BYTES_MAX,
+        )
+        # Small object PUTs on connections of their own: an object server serves them on its
+        # fast lane, which hands a connection to aiohttp for good at its first other request
+        # (a HEAD, a DELETE), so the two kinds must not share connections
+        # (docs/lean-http-server.md).
+        self.put_pool = LeanPool(
+            connect_timeout_s=conn_timeout_s,
+            connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
+            body_bytes_max=PUT_RESPONSE_BYTES_MAX,
         )
         self.clock = clock
         self.conn_timeout_s = conn_timeout_s
@@ -222,8 +239,9 @@ class Backend:
         items = list(headers.items())
         if body is not None and not any(k.lower() == "content-type" for k, _v in items):
             items.append(("Content-Type", "application/octet-stream"))  # as aiohttp did
+        pool = self.put_pool if _object_put(method, path, body) else self.pool
         try:
-            r = await self.pool.request(
+            r = await pool.request(
                 node.ip, node.port, method, target, items, body, timeout_s=self.node_timeout_s
             )
         except (LeanHTTPError, TimeoutError, OSError) as e:
@@ -314,6 +332,8 @@ class Backend:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.pool.close()
+        with contextlib.suppress(Exception):
+            await self.put_pool.close()
         with contextlib.suppress(Exception):
             await self.session.close()
 

@@ -71,9 +71,19 @@ class FastRoute:
     accept: Callable[[RequestHead], bool]
     handler: Callable[[FastRequest], Awaitable[object]]
     body_bytes_max: int
+    # A body that has not arrived whole this long after its head is answered 408.
+    body_timeout_s: float = 60.0
 
 
 Dispatch = Callable[[FastRoute, FastRequest], Awaitable[Reply]]
+# Told of a fast request given up before its handler ran: its status (408 body timed out,
+# 499 the client went away mid-body) and the seconds since its head arrived.
+Abandoned = Callable[[FastRequest, int, float], None]
+BODY_TIMEOUT_TEXT = b"timed out reading the request body\n"
+
+
+def _no_record(_request: FastRequest, _status: int, _elapsed_s: float) -> None:
+    return None
 
 
 class FastLane:
@@ -87,6 +97,7 @@ class FastLane:
         dispatch: Dispatch,
         fallback: Callable[[], asyncio.Protocol],
         *,
+        abandoned: Abandoned = _no_record,
         header_bytes_max: int = HEADER_BYTES_MAX,
         buffered_bytes_max: int = BUFFERED_BYTES_MAX,
         keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
@@ -96,6 +107,7 @@ class FastLane:
             self._by_method.setdefault(route.method, []).append(route)
         self.dispatch = dispatch
         self.fallback = fallback
+        self.abandoned = abandoned
         self.header_bytes_max = header_bytes_max
         self.body_bytes_max = max((r.body_bytes_max for r in routes), default=0)
         self.buffered_bytes_max = buffered_bytes_max
@@ -195,6 +207,9 @@ class FastLaneProtocol(asyncio.Protocol):
         self._paused = False
         self._eof = False
         self._last_active = 0.0
+        # A routed request whose body is still arriving: route, head, when the head came.
+        self._partial: tuple[FastRoute, RequestHead, float] | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses, but have its methods)
@@ -213,6 +228,8 @@ class FastLaneProtocol(asyncio.Protocol):
         # commits or not on its own terms; its answer has nowhere to go.
         self.lane._forget(self)
         self.transport = None
+        if self._partial is not None:
+            self._give_up(499)
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed(data)
@@ -250,7 +267,16 @@ class FastLaneProtocol(asyncio.Protocol):
             return
         body = self.parser.take_body(head)
         if body is None:
+            if self._partial is None:
+                loop = asyncio.get_running_loop()
+                self._partial = (route, head, loop.time())
+                self._body_timer = loop.call_later(route.body_timeout_s, self._body_timed_out)
             return
+        if self._partial is not None:
+            self._partial = None
+            assert self._body_timer is not None
+            self._body_timer.cancel()
+            self._body_timer = None
         lane._started()
         self._task = asyncio.get_running_loop().create_task(
             self._serve(route, FastRequest(head, body, self.remote))
@@ -289,6 +315,33 @@ class FastLaneProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         if self.parser.buffered_bytes:
             self._next()
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        transport = self.transport
+        if self._partial is None or transport is None:
+            return
+        self._give_up(408)
+        transport.write(
+            serialize_response(
+                408,
+                [("Content-Type", "text/plain; charset=utf-8")],
+                BODY_TIMEOUT_TEXT,
+                keep_alive=False,
+            )
+        )
+        transport.close()
+
+    def _give_up(self, status: int) -> None:
+        """The routed request in `_partial` will not be served: record it with `status`."""
+        assert self._partial is not None
+        _route, head, started = self._partial
+        self._partial = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        elapsed = asyncio.get_running_loop().time() - started
+        self.lane.abandoned(FastRequest(head, b"", self.remote), status, elapsed)
 
     def _hand_over(self) -> None:
         """Give the connection and every byte not yet served to the fallback protocol."""

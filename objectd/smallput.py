@@ -1,0 +1,197 @@
+"""Small object PUTs: a whole body of at most SMALL_BODY_BYTES_MAX bytes stored in one pool
+step, shared by the aiohttp handler (objectd/writes.py) and the fast lane's PUT route
+(common/leanserver, docs/lean-http-server.md), which takes plain inputs: headers, the raw
+path and the body bytes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from common.leanserver import FastRequest, FastRoute, RequestHead
+from common.puttrailer import TRAILER_HEADER
+from common.timestamps import Timestamp
+from objectd.asyncpending import ContainerTarget
+from objectd.conf import ServerState
+from objectd.container_update import TargetParseError, parse_targets
+from objectd.devices import DeviceBusy, DeviceUnavailable
+from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
+from objectd.fileformat import ObjectMetadata
+from objectd.headers import persisted_from_request
+from objectd.putbody import status
+from objectd.request import (
+    BadRequest,
+    ObjectPath,
+    parse_content_type,
+    parse_delete_at,
+    parse_object_path,
+    parse_timestamp,
+)
+from objectd.smallwrite import SMALL_WRITE_BYTES_MAX, write_small_data
+from objectd.writecore import acknowledge, finish_put, open_for_put, refusal
+
+__all__ = ["SMALL_BODY_BYTES_MAX", "fast_put_route", "put_fast", "store_small"]
+
+# Bodies up to this size, sent without Expect: 100-continue, are read whole and stored in one
+# pool step (the proxy sends PUTs of at most 64 KiB that way: proxy/objput.py put_buffered).
+SMALL_BODY_BYTES_MAX = SMALL_WRITE_BYTES_MAX
+
+
+class _GaveUp:
+    """Set (on the event loop) when a PUT stops waiting for its pool step; the step reads it
+    before committing. A plain attribute: one writer, and the GIL orders the two threads'
+    accesses (a threading.Event would add a lock and a condition per PUT)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+
+async def store_small(
+    headers: Mapping[str, str],
+    st: ServerState,
+    path: ObjectPath,
+    ts: Timestamp,
+    ctype: str,
+    body: bytes,
+    targets: tuple[ContainerTarget, ...],
+) -> web.Response:
+    """Store a PUT's whole small body (at most SMALL_BODY_BYTES_MAX bytes, read already):
+    device check, lookup, temp file, write, ETag check and commit (fsync of file and
+    directories) run as ONE pool step; then the expiry queue, the container updates and the
+    201. The aiohttp handler and the fast route both end here: the same checks, in the same
+    order, on the same durable commit."""
+    st.metrics.bytes_in.inc(len(body))
+    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
+    md = ObjectMetadata(
+        kind="data",
+        name=path.name,
+        timestamp=ts,
+        content_type=ctype,
+        headers=persisted_from_request(headers),
+    )
+    gave_up = _GaveUp()
+    step = functools.partial(
+        store_small_step,
+        st,
+        path.device,
+        df,
+        ts,
+        headers.get("If-None-Match") == "*",
+        body,
+        headers.get("ETag", "").strip().strip('"').lower(),
+        md,
+        gave_up,
+    )
+    try:
+        stored = await st.devices.run(path.device, step)
+    except (DeviceUnavailable, DiskFull) as e:
+        return status(507, str(e))
+    except BaseException:
+        # Timed out (DeviceBusy -> 503) or cancelled: a step still running in the pool
+        # must not commit an object whose PUT was not acknowledged (as with two steps,
+        # where the commit step is never started once the write step has timed out).
+        gave_up.value = True
+        raise
+    if isinstance(stored, web.Response):
+        return stored
+    etag, size = stored
+    return await acknowledge(headers, st, path, df.hash_hex, ts, ctype, etag, size, targets)
+
+
+def store_small_step(
+    st: ServerState,
+    device: str,
+    df: DiskFile,
+    ts: Timestamp,
+    if_none_match: bool,
+    body: bytes,
+    expected_etag: str,
+    md: ObjectMetadata,
+    gave_up: _GaveUp,
+) -> tuple[str, int] | web.Response:
+    """`open_for_put` and `_finish` back to back (blocking): (etag, size) once committed,
+    or the refusal (409, 412, 422). The temp file is removed on any failure, and nothing is
+    committed once the request has given up waiting (`gave_up`). A real disk file takes the
+    short path of objectd/smallwrite.py (the same checks and the same durable commit)."""
+    if isinstance(df, RealDiskFile):
+        st.devices.check(device)
+        found = df.lookup()
+        refused = refusal(found, ts, if_none_match)
+        if refused is not None:
+            return refused
+        etag = write_small_data(
+            df,
+            body,
+            md,
+            st.conf.fallocate_reserve_bytes,
+            expected_etag,
+            lambda: gave_up.value,
+            cleanup=not isinstance(found, Missing),
+        )
+        if etag is None:
+            return status(422, "ETag does not match the body's MD5")
+        return etag, len(body)
+    opened = open_for_put(st, device, df, ts, if_none_match, len(body))
+    if isinstance(opened, web.Response):
+        return opened
+    committed = False
+    try:
+        if body:
+            opened.write(body)
+        if not gave_up.value:
+            committed = finish_put(opened, b"", expected_etag, md)
+    finally:
+        if not committed:
+            opened.abort()
+    if not committed:
+        return status(422, "ETag does not match the body's MD5")
+    return opened.etag(), opened.bytes_written
+
+
+async def put_fast(st: ServerState, req: FastRequest) -> web.Response:
+    """`PUT /device/partition/account/container/object` on the fast lane: the checks of the
+    aiohttp handler (objectd/writes.py handle_put, `guarded`) in the same order, then
+    `store_small`. The route (`fast_put_route`) admits only a Content-Length body of at most
+    SMALL_BODY_BYTES_MAX bytes, without Expect and without an ETag trailer."""
+    headers = req.headers
+    try:
+        path = parse_object_path(req.path)
+        ts = parse_timestamp(headers)
+        assert ts is not None
+        limit = st.conf.object_bytes_max
+        if len(req.body) > limit:
+            return status(413, f"Content-Length {len(req.body)} is more than {limit}")
+        ctype = parse_content_type(headers)
+        parse_delete_at(headers, st.clock.time())
+        targets = parse_targets(headers)
+    except (BadRequest, TargetParseError) as e:
+        return status(400, str(e))
+    try:
+        return await store_small(headers, st, path, ts, ctype, req.body, targets)
+    except (DeviceUnavailable, DiskFull) as e:
+        return status(507, str(e))
+    except DeviceBusy as e:
+        return status(503, str(e))
+
+
+def _small_put_head(head: RequestHead) -> bool:
+    headers = head.headers
+    return (
+        "Content-Length" in headers
+        and TRAILER_HEADER not in headers
+        and head.path.count("/") >= 5
+        and not head.path.startswith("/_")
+    )
+
+
+def fast_put_route(st: ServerState) -> FastRoute:
+    """The object server's fast route for small whole-body PUTs."""
+
+    async def handler(req: FastRequest) -> web.Response:
+        return await put_fast(st, req)
+
+    return FastRoute("PUT", _small_put_head, handler, SMALL_BODY_BYTES_MAX, st.conf.node_timeout_s)

@@ -65,7 +65,7 @@ def _app(gate: Gate | None = None) -> web.Application:
         return lambda head: head.path.startswith(prefix)
 
     app[FAST_ROUTES] = [
-        FastRoute("PUT", under("/fast/"), echo, 1024),
+        FastRoute("PUT", under("/fast/"), echo, 1024, body_timeout_s=0.3),
         FastRoute("POST", under("/boom"), boom, 1024),
         FastRoute("POST", under("/slow"), slow, 0),
     ]
@@ -324,5 +324,46 @@ def test_graceful_stop(run_loop: Runner) -> None:
             await Conn.open(addr)
         busy.close()
         idle.close()
+
+    run_loop(main())
+
+
+async def _metric_lines(addr: tuple[str, int], needle: str) -> list[str]:
+    c = await Conn.open(addr)
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    _status, _headers, body = await c.response()
+    c.close()
+    return [x for x in body.decode().splitlines() if needle in x and x.startswith("cairn_http_req")]
+
+
+def test_stalled_body_gets_408_and_close(run_loop: Runner) -> None:
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            c.send(b"PUT /fast/s HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            status, headers, body = await c.response()
+            assert status == 408 and headers["connection"] == "close"
+            assert body == b"timed out reading the request body\n"
+            assert await c.at_eof()
+            c.close()
+            lines = await _metric_lines(addr, 'status="408"')
+            assert any(x.endswith(" 1.0") and 'method="PUT"' in x for x in lines)
+
+    run_loop(main())
+
+
+def test_client_gone_mid_body_is_counted_499(run_loop: Runner) -> None:
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            c.send(b"PUT /fast/g HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            await c.writer.drain()
+            c.close()
+            for _ in range(200):
+                lines = await _metric_lines(addr, 'status="499"')
+                if lines:
+                    break
+                await asyncio.sleep(0.01)
+            assert any(x.endswith(" 1.0") and 'method="PUT"' in x for x in lines)
 
     run_loop(main())

@@ -128,6 +128,8 @@ class FastLane:
         routes = self._by_method.get(head.method)
         if routes is None or not head.framed or head.version != (1, 1):
             return None
+        if not head.path.startswith("/"):  # absolute-form or "*": aiohttp's to interpret
+            return None
         headers = head.headers
         if "Expect" in headers or "Upgrade" in headers:
             return None

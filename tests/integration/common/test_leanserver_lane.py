@@ -210,6 +210,19 @@ def test_requests_the_lane_leaves_to_aiohttp(run_loop: Runner, extra: list[str])
     run_loop(main())
 
 
+def test_absolute_form_target_goes_to_aiohttp(run_loop: Runner) -> None:
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            c.send(put("http://x/fast/abs", b"q"))
+            status, headers, body = await c.response()
+            assert status == 200 and "aiohttp" in headers["server"]
+            assert body.endswith(b"|q")
+            c.close()
+
+    run_loop(main())
+
+
 def test_body_over_the_route_limit_goes_to_aiohttp(run_loop: Runner) -> None:
     async def main() -> None:
         async with serving() as addr:

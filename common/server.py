@@ -56,6 +56,9 @@ class ServiceMetrics:
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram
+    # The fast lane (common/leanserver): requests it answered, connections it gave aiohttp.
+    fast_requests: Counter
+    fast_handovers: Counter
     # Labelled children, looked up once: `labels()` takes a lock and builds a key each call.
     _request_children: dict[tuple[str, int], Counter] = field(default_factory=dict)
     _latency_children: dict[str, Histogram] = field(default_factory=dict)
@@ -110,7 +113,17 @@ def _make_metrics(service: str) -> ServiceMetrics:
         registry=registry,
         buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
     )
-    return ServiceMetrics(registry, requests, latency)
+    fast_requests = Counter(
+        "cairn_fast_lane_requests",
+        "Requests answered by the fast lane (also counted in cairn_http_requests)",
+        registry=registry,
+    )
+    fast_handovers = Counter(
+        "cairn_fast_lane_handovers",
+        "Connections handed from the fast lane to aiohttp",
+        registry=registry,
+    )
+    return ServiceMetrics(registry, requests, latency, fast_requests, fast_handovers)
 
 
 @web.middleware
@@ -357,7 +370,13 @@ def _fast_lane(app: web.Application, runner: web.AppRunner) -> FastLane:
     fallback = runner.server
     assert fallback is not None, "runner.setup() first"
     dispatch, abandoned = _fast_dispatcher(app)
-    return FastLane(app[FAST_ROUTES], dispatch, fallback, abandoned=abandoned)
+    return FastLane(
+        app[FAST_ROUTES],
+        dispatch,
+        fallback,
+        abandoned=abandoned,
+        on_hand_over=app[METRICS].fast_handovers.inc,
+    )
 
 
 def _fast_dispatcher(
@@ -371,6 +390,7 @@ def _fast_dispatcher(
     service = app[SERVICE_NAME]
     metrics = app[METRICS]
     extra = list(app.get(FAST_RESPONSE_HEADERS, ()))
+    served = metrics.fast_requests.inc
 
     def record(request: FastRequest, status: int, elapsed_s: float) -> None:
         metrics.observe(service, request.method, status, elapsed_s)
@@ -386,6 +406,7 @@ def _fast_dispatcher(
         )
 
     async def dispatch(route: FastRoute, request: FastRequest) -> Reply:
+        served()
         trans_id = request.headers.get("X-Trans-Id") or new_trans_id()
         token = request_id.set(trans_id)
         started = time.monotonic()

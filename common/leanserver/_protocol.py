@@ -98,6 +98,7 @@ class FastLane:
         fallback: Callable[[], asyncio.Protocol],
         *,
         abandoned: Abandoned = _no_record,
+        on_hand_over: Callable[[], None] | None = None,
         header_bytes_max: int = HEADER_BYTES_MAX,
         buffered_bytes_max: int = BUFFERED_BYTES_MAX,
         keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
@@ -108,6 +109,7 @@ class FastLane:
         self.dispatch = dispatch
         self.fallback = fallback
         self.abandoned = abandoned
+        self.on_hand_over = on_hand_over
         self.header_bytes_max = header_bytes_max
         self.body_bytes_max = max((r.body_bytes_max for r in routes), default=0)
         self.buffered_bytes_max = buffered_bytes_max
@@ -352,6 +354,8 @@ class FastLaneProtocol(asyncio.Protocol):
         lane = self.lane
         lane._forget(self)
         lane.handed_over += 1
+        if lane.on_hand_over is not None:
+            lane.on_hand_over()
         data = self.parser.pending()
         self.transport = None
         proto = lane.fallback()

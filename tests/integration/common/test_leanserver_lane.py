@@ -302,6 +302,9 @@ def test_metrics_count_fast_requests(run_loop: Runner) -> None:
                 if x.startswith("cairn_http_requests_total") and 'method="PUT"' in x
             )
             assert 'status="200"' in line and line.endswith(" 3.0")
+            metrics = body.decode().splitlines()
+            assert "cairn_fast_lane_requests_total 3.0" in metrics
+            assert "cairn_fast_lane_handovers_total 1.0" in metrics  # the GET /metrics
             c.close()
 
     run_loop(main())

@@ -50,7 +50,7 @@ import xxhash
 from multidict import CIMultiDict
 
 from common.clock import Clock
-from common.leanhttp import InvalidRequest, LeanHTTPError, LeanPool
+from common.leanhttp import Body, InvalidRequest, LeanHTTPError, LeanPool
 from common.log import request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
 from common.puttrailer import PutTrailer, TrailerServers, encode_trailer, trailed_headers
@@ -93,17 +93,16 @@ RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 class _Trailer:
     md5_hex: str
     encoded: bytes
-    trailed_body: bytes  # the body with the trailer after it: what a trailed PUT sends
 
 
 def _hash_body(data: bytes) -> _Trailer:
-    """MD5 and xxh3-128 of `data` and the trailer carrying them, and the body joined with it
-    once for every replica (blocking: hashlib and xxhash release the GIL on large buffers,
-    so this runs in a thread)."""
+    """MD5 and xxh3-128 of `data` and the trailer carrying them (blocking: hashlib and
+    xxhash release the GIL on large buffers, so this runs in a thread). A trailed PUT sends
+    the body and then the trailer as two parts: the body is never copied."""
     md5_hex = hashlib.md5(data).hexdigest()
     xxh_hex = xxhash.xxh3_128_hexdigest(data)
     encoded = encode_trailer(PutTrailer("commit", len(data), md5_hex, xxh_hex))
-    return _Trailer(md5_hex, encoded, data + encoded)
+    return _Trailer(md5_hex, encoded)
 
 
 def _etag(h: Mapping[str, str]) -> str:
@@ -194,10 +193,12 @@ class ObjectCluster:
             and self.trailer_servers.takes(node)
         ):
             h = trailed_headers(h, len(body))
-            body = trailer.trailed_body
+            payload: Body | None = (body, trailer.encoded)
+        else:
+            payload = body
         try:
             r = await self.pool.request(
-                node.ip, node.port, method, target, h, body, timeout_s=self.node_timeout_s
+                node.ip, node.port, method, target, h, payload, timeout_s=self.node_timeout_s
             )
         except InvalidRequest:
             raise  # the caller's headers, not the node

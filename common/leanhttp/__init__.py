@@ -19,14 +19,17 @@ from common.leanhttp._errors import (
 from common.leanhttp._parser import (
     BODY_BYTES_MAX,
     HEADER_BYTES_MAX,
+    Body,
     Response,
     ResponseParser,
     serialize_request,
+    serialize_request_parts,
 )
 
 __all__ = [
     "BODY_BYTES_MAX",
     "HEADER_BYTES_MAX",
+    "Body",
     "BodyTooLarge",
     "ConnectError",
     "ConnectTimeout",
@@ -41,4 +44,5 @@ __all__ = [
     "Response",
     "ResponseParser",
     "serialize_request",
+    "serialize_request_parts",
 ]

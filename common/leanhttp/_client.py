@@ -28,9 +28,10 @@ from common.leanhttp._errors import (
 from common.leanhttp._parser import (
     BODY_BYTES_MAX,
     HEADER_BYTES_MAX,
+    Body,
     Response,
     ResponseParser,
-    serialize_request,
+    serialize_request_parts,
 )
 
 __all__ = ["LeanPool"]
@@ -101,7 +102,9 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def exchange(self, data: bytes, parser: ResponseParser, timeout_s: float) -> Response:
+    async def exchange(
+        self, data: list[bytes | memoryview], parser: ResponseParser, timeout_s: float
+    ) -> Response:
         """Send one request and wait for its whole response."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
@@ -110,7 +113,10 @@ class _Conn(asyncio.Protocol):
         self._parser = parser
         timer = loop.call_later(timeout_s, _expire, waiter, timeout_s)
         try:
-            self.transport.write(data)
+            if len(data) == 1:
+                self.transport.write(data[0])
+            else:
+                self.transport.writelines(data)
             return await waiter
         finally:
             timer.cancel()
@@ -158,22 +164,24 @@ class LeanPool:
         method: str,
         target: str,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        body: bytes | None = None,
+        body: Body | None = None,
         *,
         timeout_s: float,
         body_bytes_max: int | None = None,
     ) -> Response:
         """Send `method target` (already percent-encoded) to host:port; the whole response.
 
-        `timeout_s` bounds the exchange (send and whole response) after the connection is
-        made; making one is bounded by the pool's `connect_timeout_s`. Raises a
+        `body` is bytes or a sequence of parts (sent one after another, not joined: a large
+        body is never copied here). `timeout_s` bounds the exchange (send and whole
+        response) after the connection is made; making one is bounded by the pool's
+        `connect_timeout_s`. Raises a
         `LeanHTTPError` (a `TimeoutError` too for the timeouts).
         """
         if self._closed:
             raise PoolClosed("the connection pool is closed")
         items = headers.items() if isinstance(headers, Mapping) else headers
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        data = serialize_request(method, target, authority, items, body)
+        data = serialize_request_parts(method, target, authority, items, body)
         key = (host, port)
         h = self._hosts.get(key)
         if h is None:
@@ -231,7 +239,13 @@ class LeanPool:
         return conn
 
     async def _exchange(
-        self, h: _Host, conn: _Conn, method: str, data: bytes, timeout_s: float, body_max: int
+        self,
+        h: _Host,
+        conn: _Conn,
+        method: str,
+        data: list[bytes | memoryview],
+        timeout_s: float,
+        body_max: int,
     ) -> Response:
         parser = ResponseParser(
             head_request=method == "HEAD",

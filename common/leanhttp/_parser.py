@@ -12,7 +12,7 @@ surrogateescape), so values pass through the proxy byte for byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
@@ -28,9 +28,12 @@ from common.leanhttp._errors import (
 __all__ = [
     "BODY_BYTES_MAX",
     "HEADER_BYTES_MAX",
+    "JOIN_BODY_BYTES_MAX",
+    "Body",
     "Response",
     "ResponseParser",
     "serialize_request",
+    "serialize_request_parts",
 ]
 
 HEADER_BYTES_MAX = 128 * 1024
@@ -358,17 +361,60 @@ _NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _SKIPPED = frozenset({"content-length", "transfer-encoding"})
 
 
+# Bodies from this size on are written after the head as they are, not joined to it (a
+# copy of the whole body per request, per replica).
+JOIN_BODY_BYTES_MAX = 64 * 1024
+
+Body = bytes | Sequence[bytes | memoryview]
+
+
 def serialize_request(
     method: str,
     target: str,
     host: str,
     headers: Iterable[tuple[str, str]],
-    body: bytes | None = None,
+    body: Body | None = None,
 ) -> bytes:
     """One HTTP/1.1 request as bytes: `target` is the path (and query) already percent-
     encoded; `host` the Host header unless `headers` has one. Content-Length comes from
-    `body` (also 0 for a body-less PUT or POST); any Content-Length or Transfer-Encoding
-    in `headers` is dropped. Control characters anywhere raise `InvalidRequest`."""
+    `body` (bytes, or a sequence of parts sent one after another; also 0 for a body-less
+    PUT or POST); any Content-Length or Transfer-Encoding in `headers` is dropped. Control
+    characters anywhere raise `InvalidRequest`."""
+    return b"".join(serialize_request_parts(method, target, host, headers, body))
+
+
+def serialize_request_parts(
+    method: str,
+    target: str,
+    host: str,
+    headers: Iterable[tuple[str, str]],
+    body: Body | None = None,
+) -> list[bytes | memoryview]:
+    """`serialize_request` as buffers to write in order, without copying the body: the head
+    with a small body joined to it, or the head followed by the body's parts."""
+    parts: Sequence[bytes | memoryview]
+    if body is None:
+        parts, length = (), None
+    elif isinstance(body, bytes):
+        parts, length = (body,), len(body)
+    else:
+        parts = body
+        length = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    head = _request_head(method, target, host, headers, length)
+    if length is None or length == 0:
+        return [head]
+    if length < JOIN_BODY_BYTES_MAX:
+        return [b"".join((head, *parts))]
+    return [head, *parts]
+
+
+def _request_head(
+    method: str,
+    target: str,
+    host: str,
+    headers: Iterable[tuple[str, str]],
+    length: int | None,
+) -> bytes:
     if not method.isalpha() or not method.isascii():
         raise InvalidRequest(f"bad method {method[:20]!r}")
     if not target or _NOT_TARGET.search(target):
@@ -384,12 +430,11 @@ def serialize_request(
         lines.append(f"{name}: {value}")
     if not has_host:
         lines.append(f"Host: {host}")
-    if body is not None:
-        lines.append(f"Content-Length: {len(body)}")
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
     elif method in ("PUT", "POST", "PATCH"):
         lines.append("Content-Length: 0")
     text = "\n".join(lines)
     if text.count("\n") != len(lines) - 1 or _FORBIDDEN.search(text):
         raise InvalidRequest("control character in a request header")
-    head = (text.replace("\n", "\r\n") + "\r\n\r\n").encode("utf-8", "surrogateescape")
-    return head + body if body else head
+    return (text.replace("\n", "\r\n") + "\r\n\r\n").encode("utf-8", "surrogateescape")

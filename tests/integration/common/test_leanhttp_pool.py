@@ -138,6 +138,26 @@ def test_exchanges_with_a_cairn_server_reuse_one_connection(run_loop: Runner) ->
     run_loop(run())
 
 
+def test_a_body_in_parts_arrives_whole(run_loop: Runner) -> None:
+    async def run() -> None:
+        pool = LeanPool(connect_timeout_s=2.0)
+        big = bytes(range(256)) * 2048  # 512 KiB: written after the head, not joined to it
+        async with running_app(cairn_app()) as url:
+            r = await pool.request(
+                "127.0.0.1",
+                port_of(url),
+                "PUT",
+                "/echo/parts",
+                {},
+                (big, memoryview(b"-trailer")),
+                timeout_s=10.0,
+            )
+            assert (r.status, r.body) == (201, (big + b"-trailer")[::-1])
+            await pool.close()
+
+    run_loop(run())
+
+
 def test_concurrent_requests_stay_within_the_per_host_limit(run_loop: Runner) -> None:
     in_flight = 0
     most = 0

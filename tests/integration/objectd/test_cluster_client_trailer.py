@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from common.clock import ManualClock
-from common.leanhttp import LeanPool, Response
+from common.leanhttp import Body, LeanPool, Response
 from common.puttrailer import TRAILER_HEADER
 from common.server import running_app
 from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
@@ -41,7 +41,7 @@ class RecordingPool(LeanPool):
         method: str,
         target: str,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
-        body: bytes | None = None,
+        body: Body | None = None,
         **kw: Any,
     ) -> Response:
         if method == "PUT":

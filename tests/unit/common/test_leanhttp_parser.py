@@ -17,6 +17,7 @@ from common.leanhttp import (
     Response,
     ResponseParser,
     serialize_request,
+    serialize_request_parts,
 )
 
 SIMPLE = (
@@ -219,6 +220,20 @@ def test_serialize_request() -> None:
     assert head == b"HEAD /x HTTP/1.1\r\nhost: other\r\n\r\n"
     assert b"Content-Length: 0\r\n" in serialize_request("POST", "/x", "h:1", [])
     assert "caf\u00e9".encode() in serialize_request("GET", "/", "h:1", [("X-M", "caf\u00e9")])
+
+
+def test_request_parts_join_a_small_body_and_leave_a_large_one_uncopied() -> None:
+    small = serialize_request_parts("PUT", "/x", "h:1", [], [b"ab", memoryview(b"cd")])
+    assert small == [b"PUT /x HTTP/1.1\r\nHost: h:1\r\nContent-Length: 4\r\n\r\nabcd"]
+    big = bytes(range(256)) * 512  # 128 KiB
+    tail = b"T" * 56
+    parts = serialize_request_parts("PUT", "/x", "h:1", [("Content-Length", "1")], (big, tail))
+    assert len(parts) == 3 and parts[1] is big and parts[2] is tail
+    assert bytes(parts[0]).endswith(f"Content-Length: {len(big) + 56}\r\n\r\n".encode())
+    assert b"".join(parts) == serialize_request("PUT", "/x", "h:1", [], big + tail)
+    assert serialize_request_parts("GET", "/x", "h:1", []) == [
+        b"GET /x HTTP/1.1\r\nHost: h:1\r\n\r\n"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -203,7 +203,10 @@ def make_app(service: str, **kwargs: object) -> web.Application:
     return app
 
 
-def bind_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+_BACKLOG = 1024  # (create_server listens again on the socket it is given)
+
+
+def bind_socket(host: str, port: int, backlog: int = _BACKLOG) -> socket.socket:
     """A listening TCP socket that several worker processes can accept on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -230,9 +233,11 @@ async def _serve_on(app_factory: AppFactory, sock: socket.socket, shutdown_s: fl
     await runner.setup()
     lane: FastLane | None = None
     server: asyncio.Server | None = None
-    if app.get(FAST_ROUTES):
+    if _lane_applies(app):
         lane = _fast_lane(app, runner)
-        server = await asyncio.get_running_loop().create_server(lane.protocol, sock=sock)
+        server = await asyncio.get_running_loop().create_server(
+            lane.protocol, sock=sock, backlog=_BACKLOG
+        )
     else:
         site = web.SockSite(runner, sock)
         await site.start()
@@ -341,7 +346,7 @@ async def running_app(app: web.Application, host: str = "127.0.0.1") -> AsyncIte
     await runner.setup()
     lane: FastLane | None = None
     server: asyncio.Server | None = None
-    if app.get(FAST_ROUTES):
+    if _lane_applies(app):
         lane = _fast_lane(app, runner)
         server = await asyncio.get_running_loop().create_server(lane.protocol, host, 0)
         sockets = server.sockets
@@ -364,6 +369,14 @@ _TEST_SHUTDOWN_S = 10.0
 # -- the fast lane's outer behaviour (the same as _outer_middleware and _add_trans_id) ------
 _TEXT = "text/plain; charset=utf-8"
 _INTERNAL_ERROR: Reply = (500, [("Content-Type", _TEXT)], b"Internal Server Error\n")
+
+
+def _lane_applies(app: web.Application) -> bool:
+    """The app has fast routes and no aiohttp middleware besides make_app's own: the fast
+    lane cannot run other middlewares, so an app that adds one is served by aiohttp alone."""
+    if not app.get(FAST_ROUTES):
+        return False
+    return all(m is _outer_middleware for m in app.middlewares)
 
 
 def _fast_lane(app: web.Application, runner: web.AppRunner) -> FastLane:

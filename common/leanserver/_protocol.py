@@ -209,6 +209,7 @@ class FastLaneProtocol(asyncio.Protocol):
         self.remote: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._paused = False
+        self._write_paused = False  # the peer is not reading its answers
         self._eof = False
         self._last_active = 0.0
         # A routed request whose body is still arriving: route, head, when the head came.
@@ -237,13 +238,21 @@ class FastLaneProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed(data)
-        if self._task is None:
+        if self._task is None and not self._write_paused:
             self._last_active = asyncio.get_running_loop().time()
             self._next()
         elif self.parser.buffered_bytes > self.lane.buffered_bytes_max and not self._paused:
             assert self.transport is not None
             self.transport.pause_reading()
             self._paused = True
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._task is None and self.parser.buffered_bytes:
+            self._next()
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -257,6 +266,9 @@ class FastLaneProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self._paused:  # nothing is being answered: take bytes again
+            self._paused = False
+            transport.resume_reading()
         lane = self.lane
         try:
             head = self.parser.head()
@@ -314,6 +326,8 @@ class FastLaneProtocol(asyncio.Protocol):
             self._task = None
             lane._ended()
         self._last_active = asyncio.get_running_loop().time()
+        if self._write_paused:
+            return  # the next request waits for resume_writing
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()

@@ -383,3 +383,43 @@ def test_client_gone_mid_body_is_counted_499(run_loop: Runner) -> None:
             assert any(x.endswith(" 1.0") and 'method="PUT"' in x for x in lines)
 
     run_loop(main())
+
+
+def test_an_app_with_its_own_middleware_is_served_by_aiohttp(run_loop: Runner) -> None:
+    async def main() -> None:
+        app = _app()
+
+        @web.middleware
+        async def tag(request: web.Request, handler: Any) -> web.StreamResponse:
+            resp: web.StreamResponse = await handler(request)
+            resp.headers["X-Tagged"] = "1"
+            return resp
+
+        app.middlewares.append(tag)
+        async with running_app(app) as url:
+            host, port = url.removeprefix("http://").split(":")
+            c = await Conn.open((host, int(port)))
+            c.send(put("/fast/mw", b"m"))
+            status, headers, _body = await c.response()
+            assert status == 200 and headers["x-tagged"] == "1" and "aiohttp" in headers["server"]
+            c.close()
+
+    run_loop(main())
+
+
+def test_many_pipelined_requests_with_a_slow_reader(run_loop: Runner) -> None:
+    """Answers the client does not read pause the lane (write flow control), and reading
+    them lets it go on: every request is answered, in order."""
+
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            n = 1500
+            c.send(b"".join(put(f"/fast/{i}", b"p" * 1000) for i in range(n)))
+            await asyncio.sleep(0.2)  # (not a timing assert: lets buffers fill up)
+            for i in range(n):
+                status, _headers, body = await c.response()
+                assert status == 200 and body.startswith(f"/fast/{i}|".encode())
+            c.close()
+
+    run_loop(main())

@@ -119,7 +119,8 @@ class RequestParser:
         end = start + head.content_length
         if len(buf) < end:
             return None
-        body = bytes(buf[start:end])
+        with memoryview(buf) as view:
+            body = bytes(view[start:end])
         del buf[:end]
         self._head = None
         return body
@@ -131,18 +132,7 @@ class RequestParser:
 
     # -- the head ----------------------------------------------------------------------
     def _request_line(self, line: bytes) -> tuple[str, str, tuple[int, int]]:
-        parts = line.decode("utf-8", "surrogateescape").split(" ")
-        if len(parts) != 3:
-            raise BadRequest(f"bad request line {line[:80]!r}")
-        method, target, raw_version = parts
-        version = _VERSIONS.get(raw_version)
-        if version is None:
-            raise BadRequest(f"unsupported HTTP version {raw_version[:20]!r}")
-        if not _TOKEN.fullmatch(method):
-            raise BadRequest(f"bad method {method[:20]!r}")
-        if not target or _NOT_TARGET.search(target):
-            raise BadRequest(f"bad request target {target[:80]!r}")
-        return method, target, version
+        return _request_line(line.decode("utf-8", "surrogateescape"))
 
     def _parse(self, head: bytes, head_bytes: int) -> RequestHead:
         lines_n = head.count(b"\r\n") + 1
@@ -151,13 +141,19 @@ class RequestParser:
         if b"\x00" in head:
             raise BadRequest("NUL in the request head")
         lines = head.decode("utf-8", "surrogateescape").split("\r\n")
-        method, target, version = self._request_line(lines[0].encode("utf-8", "surrogateescape"))
+        method, target, version = _request_line(lines[0])
         pairs: list[tuple[str, str]] = []
+        names: list[str] = []
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(name):
+            if not sep or not name:
                 raise BadRequest(f"malformed header line {line[:80]!r}")
+            names.append(name)
             pairs.append((name, value.strip(" \t")))
+        # (one match for every name: a token each, joined, is a token)
+        if names and not _TOKEN.fullmatch("".join(names)):
+            bad = next(n for n in names if not _TOKEN.fullmatch(n))
+            raise BadRequest(f"malformed header name {bad[:80]!r}")
         headers: CIMultiDict[str] = CIMultiDict(pairs)
         framed = "Transfer-Encoding" not in headers
         length = _content_length(headers, self.body_bytes_max) if framed else 0
@@ -173,6 +169,21 @@ class RequestParser:
             _keep_alive(headers, version == (1, 1)),
             head_bytes,
         )
+
+
+def _request_line(line: str) -> tuple[str, str, tuple[int, int]]:
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise BadRequest(f"bad request line {line[:80]!r}")
+    method, target, raw_version = parts
+    version = _VERSIONS.get(raw_version)
+    if version is None:
+        raise BadRequest(f"unsupported HTTP version {raw_version[:20]!r}")
+    if not _TOKEN.fullmatch(method):
+        raise BadRequest(f"bad method {method[:20]!r}")
+    if not target or _NOT_TARGET.search(target):
+        raise BadRequest(f"bad request target {target[:80]!r}")
+    return method, target, version
 
 
 def _content_length(headers: CIMultiDict[str], body_bytes_max: int) -> int:

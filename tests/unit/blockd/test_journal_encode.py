@@ -24,8 +24,10 @@ runs = st.lists(st.tuples(ints, lengths), max_size=20)
 entries = st.lists(st.tuples(ints, runs), max_size=20)
 
 
-def _make(shape: list[tuple[int, list[tuple[int, int]]]]) -> list:
-    out = []
+def _make(
+    shape: list[tuple[int, list[tuple[int, int]]]],
+) -> list[tuple[int, list[tuple[int, bytes]]]]:
+    out: list[tuple[int, list[tuple[int, bytes]]]] = []
     for n, (idx, rs) in enumerate(shape):
         out.append((idx, [(off, bytes([n % 251]) * length) for off, length in rs]))
     return out

@@ -22,6 +22,7 @@ from common.leanhttp import LeanHTTPError, LeanPool
 from common.log import get_logger, request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
 from common.puttrailer import TrailerServers
+from common.timestamps import Timestamp, TimestampError
 from ring import Device, Ring
 
 __all__ = [
@@ -65,6 +66,32 @@ def stale_connection(e: BaseException) -> bool:
     return isinstance(
         e, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
     ) and not isinstance(e, aiohttp.ClientConnectorError)
+
+
+def deletion_time(r_status: int, headers: Mapping[str, str]) -> Timestamp | None:
+    """The tombstone time a 404 names (its X-Backend-Timestamp), if any."""
+    if r_status != 404:
+        return None
+    return _backend_timestamp(headers)
+
+
+def stale_after(headers: Mapping[str, str], deleted: Timestamp | None) -> bool:
+    """An answer whose copy is older than a deletion another node reported: a node (usually a
+    handoff) that missed the DELETE. The newer tombstone wins, as in Swift's replication."""
+    if deleted is None:
+        return False
+    ts = _backend_timestamp(headers)
+    return ts is not None and ts < deleted
+
+
+def _backend_timestamp(headers: Mapping[str, str]) -> Timestamp | None:
+    raw = headers.get("X-Backend-Timestamp")
+    if raw is None:
+        return None
+    try:
+        return Timestamp.parse(raw)
+    except TimestampError:
+        return None
 
 
 def quorum_size(n: int) -> int:
@@ -306,20 +333,29 @@ class Backend:
         headers: Mapping[str, str],
         query: Mapping[str, str] | None = None,
         accept: Callable[[Resp], bool] | None = None,
+        *,
+        tombstones_win: bool = False,
     ) -> Resp:
         """Ask nodes one after another; the first good answer wins.
 
         A 404 from one primary is not final (it may have missed the write): the others are
-        asked too. When none has it, the answer is 404 if any node said so, else 503.
+        asked too. When none has it, the answer is 404 if any node said so, else 503. With
+        `tombstones_win` (objects), a good answer older than a deletion an earlier node
+        reported (404 with X-Backend-Timestamp) is stale and counts as that 404.
         """
         ok = accept or (lambda r: r.status < 400 or r.status in (412, 416))
         seen_404: Resp | None = None
+        deleted: Timestamp | None = None
         primaries_asked = 0
         for node in self.nodes(ring, part):
             r = await self.call(node, method, path_for(node), headers, query=query)
-            if ok(r):
+            if ok(r) and not (tombstones_win and stale_after(r.headers, deleted)):
                 return r
             primaries_asked += 1
+            if tombstones_win:
+                gone = deletion_time(r.status, r.headers)
+                if gone is not None and (deleted is None or gone > deleted):
+                    deleted = gone
             if r.status == 404:
                 seen_404 = seen_404 or r
                 # Once every primary says 404, handoffs are only worth asking if some failed.
@@ -354,6 +390,7 @@ async def open_stream(
     positioned after that node, so a caller can go on to the next replicas.
     """
     seen_404: Resp | None = None
+    deleted: Timestamp | None = None  # the newest deletion a node reported (a 404 tombstone)
     for node in nodes if nodes is not None else backend.nodes(ring, part):
         key = node_key(node)
         try:
@@ -380,7 +417,10 @@ async def open_stream(
             continue
         backend.learn(node, r.headers)
         if r.status < 400 or r.status in (412, 416):
-            return r, Resp(r.status, r.headers, b"", node)
+            if not stale_after(r.headers, deleted):
+                return r, Resp(r.status, r.headers, b"", node)
+            r.release()  # a copy older than a deletion another node reported: stale
+            continue
         body = await r.read()
         r.release()
         if r.status == 507:
@@ -389,4 +429,7 @@ async def open_stream(
             backend.errors.error(key)
         elif r.status == 404:
             seen_404 = seen_404 or Resp(404, r.headers, body, node)
+            gone = deletion_time(404, r.headers)
+            if gone is not None and (deleted is None or gone > deleted):
+                deleted = gone
     return None, seen_404 or Resp(503, CIMultiDict())

@@ -165,6 +165,7 @@ class Ops:
             lambda node: backend_path(node.device, part, account, container, obj),
             self._headers(headers),
             query=query,
+            tombstones_win=kind == "object",
         )
 
     def _update_targets(

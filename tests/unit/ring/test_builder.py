@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ring.builder import RingBuilder
@@ -106,7 +106,13 @@ def test_pretend_min_part_hours_passed_unlocks() -> None:
     seed=st.integers(0, 1000),
     weight=st.sampled_from([50.0, 100.0, 200.0]),
 )
+# Found by CI: the first pass left balance 8.2 (35 partitions short on the new devices, each
+# already moving one replica); the second pass settles it.
+@example(added=2, seed=403, weight=200.0)
 def test_growth_moves_about_the_weight_added(added, seed, weight) -> None:
+    """One rebalance moves about the share of weight added; balance is within 2% once a
+    second rebalance may move what the first could not (at most one replica of a partition
+    moves per rebalance, as with swift-ring-builder, which asks to rebalance again later)."""
     b = grid(11, 3, zones=4, servers=3, disks=2)
     b.rebalance(seed=seed, now=0)
     old_weight = sum(d.weight for d in b.devs)
@@ -119,7 +125,10 @@ def test_growth_moves_about_the_weight_added(added, seed, weight) -> None:
     fraction = result.moved / (3 * b.partitions)
     expected = (new_weight - old_weight) / new_weight
     assert abs(fraction - expected) <= 0.03, (fraction, expected)
-    assert result.balance <= 2.0
+    if result.balance > 2.0:
+        again = b.rebalance(seed=seed, now=20 * HOUR)
+        assert again.moved <= 0.03 * 3 * b.partitions, again
+        assert again.balance <= 2.0, again
 
 
 def test_remove_device_moves_only_its_partitions() -> None:

@@ -58,6 +58,19 @@ def device(url: str, i: int) -> Device:
     return Device(i, 1, 1, "127.0.0.1", port, "127.0.0.1", port, f"d{i}", 1.0)
 
 
+def _backend(session: aiohttp.ClientSession) -> Backend:
+    clock = ManualClock()
+    return Backend(
+        SimpleNamespace(),  # type: ignore[arg-type]  # the ring is passed per call
+        session,
+        clock,
+        conn_timeout_s=2.0,
+        node_timeout_s=2.0,
+        error_limiter=ErrorLimiter(clock, limit=10, interval_s=60),
+        shuffle_reads=False,
+    )
+
+
 @pytest.mark.parametrize("primaries", [("deleted",) * 3, ("deleted", "missing", "deleted")])
 def test_a_handoffs_copy_older_than_the_tombstone_is_not_served(
     primaries: tuple[str, ...],
@@ -73,16 +86,7 @@ def test_a_handoffs_copy_older_than_the_tombstone_is_not_served(
             ring: Any = ThreePrimariesOneHandoff(
                 [device(u, i) for i, u in enumerate((u0, u1, u2, u3))]
             )
-            clock = ManualClock()
-            backend = Backend(
-                SimpleNamespace(),  # type: ignore[arg-type]  # the ring is passed per call
-                session,
-                clock,
-                conn_timeout_s=2.0,
-                node_timeout_s=2.0,
-                error_limiter=ErrorLimiter(clock, limit=10, interval_s=60),
-                shuffle_reads=False,
-            )
+            backend = _backend(session)
             try:
                 resp, summary = await open_stream(
                     backend,
@@ -138,16 +142,7 @@ def test_a_copy_newer_than_the_tombstone_is_served() -> None:
                 ring: Any = ThreePrimariesOneHandoff(
                     [device(u, i) for i, u in enumerate((u0, u1, u2, u3))]
                 )
-                clock = ManualClock()
-                backend = Backend(
-                    SimpleNamespace(),  # type: ignore[arg-type]
-                    session,
-                    clock,
-                    conn_timeout_s=2.0,
-                    node_timeout_s=2.0,
-                    error_limiter=ErrorLimiter(clock, limit=10, interval_s=60),
-                    shuffle_reads=False,
-                )
+                backend = _backend(session)
                 try:
                     resp, summary = await open_stream(
                         backend,

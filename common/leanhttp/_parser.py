@@ -11,12 +11,12 @@ surrogateescape), so values pass through the proxy byte for byte.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
+from common.http11 import NOT_TARGET, content_length, encode_head, keep_alive
 from common.leanhttp._errors import (
     BodyTooLarge,
     ConnectionClosed,
@@ -39,7 +39,6 @@ __all__ = [
 HEADER_BYTES_MAX = 128 * 1024
 BODY_BYTES_MAX = 64 * 1024 * 1024
 _CHUNK_LINE_BYTES_MAX = 1024
-_LENGTH_DIGITS_MAX = 18  # below 10**18: fits an int64, and no body is that big anyway
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _VERSIONS = {"HTTP/1.1": True, "HTTP/1.0": False}  # version -> keep-alive by default
 
@@ -307,7 +306,7 @@ class ResponseParser:
         self._status = status
         self._reason = parts[2] if len(parts) > 2 else ""
         self._headers = headers
-        self._keep_alive = _keep_alive(headers, default_keep_alive)
+        self._keep_alive = keep_alive(headers, default_keep_alive)
         self._frame(headers, status)
 
     def _frame(self, headers: CIMultiDict[str], status: int) -> None:
@@ -326,15 +325,9 @@ class ResponseParser:
             self._state = _CHUNK_SIZE
             return
         if cl is not None:
-            first = cl[0]
-            if (
-                not first.isascii()
-                or not first.isdigit()
-                or len(first) > _LENGTH_DIGITS_MAX
-                or any(v != first for v in cl)
-            ):
+            length = content_length(cl)
+            if length is None:
                 raise ProtocolError(f"bad Content-Length {cl!r:.80}")
-            length = int(first)
             if length > self.body_bytes_max:
                 raise BodyTooLarge(f"Content-Length {length} > {self.body_bytes_max} bytes")
             self._remaining = length
@@ -344,20 +337,6 @@ class ResponseParser:
         self._state = _BODY_CLOSE
 
 
-def _keep_alive(headers: CIMultiDict[str], default: bool) -> bool:
-    conn = headers.get("Connection")
-    if conn is None:
-        return default
-    tokens = {t.strip().lower() for t in conn.split(",")}
-    if "close" in tokens:
-        return False
-    return default or "keep-alive" in tokens
-
-
-# Control characters that must not appear in a request head ("\n" is the line separator
-# while the head is assembled, so it is counted instead).
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _SKIPPED = frozenset({"content-length", "transfer-encoding"})
 
 
@@ -417,7 +396,7 @@ def _request_head(
 ) -> bytes:
     if not method.isalpha() or not method.isascii():
         raise InvalidRequest(f"bad method {method[:20]!r}")
-    if not target or _NOT_TARGET.search(target):
+    if not target or NOT_TARGET.search(target):
         raise InvalidRequest(f"bad request target {target[:80]!r}")
     lines = [f"{method} {target} HTTP/1.1"]
     has_host = False
@@ -434,7 +413,7 @@ def _request_head(
         lines.append(f"Content-Length: {length}")
     elif method in ("PUT", "POST", "PATCH"):
         lines.append("Content-Length: 0")
-    text = "\n".join(lines)
-    if text.count("\n") != len(lines) - 1 or _FORBIDDEN.search(text):
-        raise InvalidRequest("control character in a request header")
-    return (text.replace("\n", "\r\n") + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    try:
+        return encode_head(lines)
+    except ValueError:
+        raise InvalidRequest("control character in a request header") from None

@@ -23,6 +23,7 @@ from http import HTTPStatus
 
 from multidict import CIMultiDict
 
+from common.http11 import NOT_TARGET, content_length, encode_head, keep_alive
 from common.leanserver._errors import BadRequest, BodyTooLarge, HeadersTooLarge, Truncated
 
 __all__ = [
@@ -35,9 +36,7 @@ __all__ = [
 
 HEADER_BYTES_MAX = 64 * 1024
 BODY_BYTES_MAX = 1024 * 1024
-_LENGTH_DIGITS_MAX = 18
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _VERSIONS = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
 
 
@@ -156,7 +155,7 @@ class RequestParser:
             raise BadRequest(f"malformed header name {bad[:80]!r}")
         headers: CIMultiDict[str] = CIMultiDict(pairs)
         framed = "Transfer-Encoding" not in headers
-        length = _content_length(headers, self.body_bytes_max) if framed else 0
+        length = _request_content_length(headers, self.body_bytes_max) if framed else 0
         path = target.partition("?")[0]
         return RequestHead(
             method,
@@ -166,7 +165,7 @@ class RequestParser:
             headers,
             length,
             framed,
-            _keep_alive(headers, version == (1, 1)),
+            keep_alive(headers, version == (1, 1)),
             head_bytes,
         )
 
@@ -181,43 +180,26 @@ def _request_line(line: str) -> tuple[str, str, tuple[int, int]]:
         raise BadRequest(f"unsupported HTTP version {raw_version[:20]!r}")
     if not _TOKEN.fullmatch(method):
         raise BadRequest(f"bad method {method[:20]!r}")
-    if not target or _NOT_TARGET.search(target):
+    if not target or NOT_TARGET.search(target):
         raise BadRequest(f"bad request target {target[:80]!r}")
     return method, target, version
 
 
-def _content_length(headers: CIMultiDict[str], body_bytes_max: int) -> int:
+def _request_content_length(headers: CIMultiDict[str], body_bytes_max: int) -> int:
     values = headers.getall("Content-Length", None)
     if values is None:
         return 0
-    first = values[0]
-    if (
-        not first.isascii()
-        or not first.isdigit()
-        or len(first) > _LENGTH_DIGITS_MAX
-        or any(v != first for v in values)
-    ):
+    length = content_length(values)
+    if length is None:
         raise BadRequest(f"bad Content-Length {values!r:.80}")
-    length = int(first)
     if length > body_bytes_max:
         raise BodyTooLarge(f"Content-Length {length} is more than {body_bytes_max} bytes")
     return length
 
 
-def _keep_alive(headers: CIMultiDict[str], default: bool) -> bool:
-    conn = headers.get("Connection")
-    if conn is None:
-        return default
-    tokens = {t.strip().lower() for t in conn.split(",")}
-    if "close" in tokens:
-        return False
-    return default or "keep-alive" in tokens
-
-
 # -- responses ---------------------------------------------------------------------------
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
-_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class _DateCache:
@@ -268,10 +250,7 @@ def serialize_response(
         lines.append(f"Content-Length: {len(body)}")
     if not keep_alive:
         lines.append("Connection: close")
-    text = "\r\n".join(lines)
-    if text.count("\n") != len(lines) - 1 or _FORBIDDEN.search(text.replace("\r\n", "")):
-        raise ValueError("control character in a response header")
-    head = (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    head = encode_head(lines)  # ValueError on a control character in a header
     if head_request or not body or status in (204, 304):
         return head
     return head + body

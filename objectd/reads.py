@@ -12,6 +12,7 @@ import io
 import math
 import os
 import secrets
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -37,7 +38,22 @@ from objectd.ranges import (
 from objectd.request import BadRequest, ObjectPath, parse_object_path
 from objectd.writes import status
 
-__all__ = ["SMALL_READ_BYTES_MAX", "handle_get"]
+__all__ = [
+    "BODY_MAX_HEADER",
+    "SMALL_READ_BYTES_MAX",
+    "WHOLE_BODY_BYTES_MAX",
+    "WHOLE_READ_BYTES_MAX",
+    "WITHHELD_HEADER",
+    "Corrupt",
+    "Loaded",
+    "body_bytes_max",
+    "check_and_open",
+    "handle_get",
+    "loaded_response",
+    "object_headers",
+    "plan_answer",
+    "withheld",
+]
 
 log = get_logger("cairn.object-server")
 
@@ -50,8 +66,16 @@ log = get_logger("cairn.object-server")
 SMALL_READ_BYTES_MAX = 64 * 1024
 WHOLE_READ_BYTES_MAX = 1024 * 1024
 
+# A GET carrying BODY_MAX_HEADER (the proxy's whole-body reads, proxy/backend.py read_object)
+# takes a body of at most that many bytes (capped at WHOLE_BODY_BYTES_MAX) in the answer;
+# a longer one is withheld: 204 with WITHHELD_HEADER naming its length, and the client asks
+# again without the header to stream it (docs/lean-http-server.md "Reads").
+BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
+WITHHELD_HEADER = "X-Backend-Body-Withheld"
+WHOLE_BODY_BYTES_MAX = WHOLE_READ_BYTES_MAX
 
-class _Loaded:
+
+class Loaded:
     """A small object already read whole and verified (its file is closed)."""
 
     __slots__ = ("body", "info")
@@ -61,7 +85,7 @@ class _Loaded:
         self.body = body  # b"" for a HEAD
 
 
-class _Corrupt:
+class Corrupt:
     """A small object whose body failed its checksum while being read (now quarantined)."""
 
     __slots__ = ("error",)
@@ -98,7 +122,7 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         )
         opened = await st.devices.run(
             path.device,
-            _check_and_open,
+            check_and_open,
             st,
             path.device,
             df,
@@ -111,11 +135,11 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         return status(404, headers={"X-Backend-Timestamp": opened.timestamp.internal})
     if isinstance(opened, Missing):
         return status(404)
-    if isinstance(opened, _Corrupt):
+    if isinstance(opened, Corrupt):
         # Found before a byte was sent: the object is quarantined, so it is not here.
         log.error("checksum mismatch; quarantined", extra={"fields": {"error": opened.error}})
         return status(404)
-    if isinstance(opened, _Loaded):
+    if isinstance(opened, Loaded):
         return await _respond(request, st, path, opened)
     try:
         return await _respond(request, st, path, opened)
@@ -123,9 +147,9 @@ async def handle_get(request: web.Request) -> web.StreamResponse:
         await st.devices.run(path.device, opened.close)
 
 
-def _check_and_open(
+def check_and_open(
     st: ServerState, device: str, df: DiskFile, want_body: bool, whole_bytes_max: int
-) -> ObjectReader | _Loaded | _Corrupt | Deleted | Missing:
+) -> ObjectReader | Loaded | Corrupt | Deleted | Missing:
     """Device check and open in one pool step (blocking); an object of at most
     `whole_bytes_max` is also read whole (for a GET), verified and closed in the same step."""
     st.devices.check(device)
@@ -138,37 +162,29 @@ def _check_and_open(
     try:
         body = opened.read(0, length) if want_body and length else b""
     except ChecksumMismatch as e:  # the reader quarantined the object
-        return _Corrupt(str(e))
+        return Corrupt(str(e))
     finally:
         opened.close()
-    return _Loaded(opened.info, body)
+    return Loaded(opened.info, body)
 
 
 async def _respond(
-    request: web.Request, st: ServerState, path: ObjectPath, reader: ObjectReader | _Loaded
+    request: web.Request, st: ServerState, path: ObjectPath, reader: ObjectReader | Loaded
 ) -> web.StreamResponse:
     info = reader.info
-    replication = request.headers.get("X-Backend-Replication", "").lower() == "true"
-    delete_at = info.delete_at
-    if delete_at is not None and delete_at <= st.clock.time() and not replication:
-        return status(404, headers={"X-Backend-Timestamp": info.timestamp.internal})
-    headers = object_headers(info)
-    last_modified_s = math.ceil(info.timestamp.seconds)
-    cond = evaluate(request.method, request.headers, info.data.etag, last_modified_s)
-    if cond is not None:
-        keep = ("ETag", "Last-Modified", "X-Timestamp", "X-Backend-Timestamp")
-        return web.Response(status=cond, headers={k: headers[k] for k in keep})
+    planned = plan_answer(request.method, request.headers, st, info)
+    if isinstance(planned, web.Response):
+        return planned
+    headers, resolved = planned
     length = info.data.content_length
-    specs = parse_range_header(request.headers.get("Range", ""))
-    resolved = resolve_ranges(specs, length) if specs is not None else None
-    if isinstance(resolved, Unsatisfiable):
-        headers = {"Content-Range": f"bytes */{length}", "X-Timestamp": headers["X-Timestamp"]}
-        return status(416, "requested range not satisfiable", headers)
     if resolved and len(resolved) > 1:
         return await _send_multipart(request, st, path, reader, headers, resolved)
     byte_range = resolved[0] if resolved else None
-    if isinstance(reader, _Loaded) and request.method == "GET":
-        return _loaded_response(st, reader, headers, byte_range)
+    held = withheld(request.method, request.headers, info, byte_range)
+    if held is not None:
+        return held
+    if isinstance(reader, Loaded) and request.method == "GET":
+        return loaded_response(st, reader, headers, byte_range)
     resp = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
     if byte_range:
         resp.headers["Content-Range"] = byte_range.content_range(length)
@@ -180,8 +196,74 @@ async def _respond(
     return resp
 
 
-def _loaded_response(
-    st: ServerState, loaded: _Loaded, headers: dict[str, str], byte_range: ByteRange | None
+def plan_answer(
+    method: str, req_headers: Mapping[str, str], st: ServerState, info: ObjectInfo
+) -> web.Response | tuple[dict[str, str], list[ByteRange] | None]:
+    """What a GET or HEAD of a live object gets, before any body byte: an answer without a
+    body (404 expired, 304/412, 416), or the object's headers and the ranges to send (None:
+    the whole object). Both lanes (aiohttp here, the fast lane in objectd/smallget.py) plan
+    with this, so their answers agree."""
+    replication = req_headers.get("X-Backend-Replication", "").lower() == "true"
+    delete_at = info.delete_at
+    if delete_at is not None and delete_at <= st.clock.time() and not replication:
+        return status(404, headers={"X-Backend-Timestamp": info.timestamp.internal})
+    headers = object_headers(info)
+    last_modified_s = math.ceil(info.timestamp.seconds)
+    cond = evaluate(method, req_headers, info.data.etag, last_modified_s)
+    if cond is not None:
+        keep = ("ETag", "Last-Modified", "X-Timestamp", "X-Backend-Timestamp")
+        return web.Response(status=cond, headers={k: headers[k] for k in keep})
+    length = info.data.content_length
+    specs = parse_range_header(req_headers.get("Range", ""))
+    resolved = resolve_ranges(specs, length) if specs is not None else None
+    if isinstance(resolved, Unsatisfiable):
+        headers = {"Content-Range": f"bytes */{length}", "X-Timestamp": headers["X-Timestamp"]}
+        return status(416, "requested range not satisfiable", headers)
+    return headers, resolved
+
+
+def body_bytes_max(req_headers: Mapping[str, str]) -> int | None:
+    """The longest body the client takes in one answer (BODY_MAX_HEADER, capped at
+    WHOLE_BODY_BYTES_MAX), or None: no such limit (a malformed value is ignored)."""
+    raw = req_headers.get(BODY_MAX_HEADER)
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 18:
+        return None
+    return min(int(raw), WHOLE_BODY_BYTES_MAX)
+
+
+def withheld(
+    method: str,
+    req_headers: Mapping[str, str],
+    info: ObjectInfo,
+    body_bytes: ByteRange | int | None,
+) -> web.Response | None:
+    """The answer to a GET whose body would be longer than the client's BODY_MAX_HEADER:
+    204 with WITHHELD_HEADER (the body's length) and X-Backend-Timestamp, no body; the client
+    asks again without the header to stream it. None: answer as usual."""
+    if method != "GET":
+        return None
+    limit = body_bytes_max(req_headers)
+    if limit is None:
+        return None
+    if body_bytes is None:
+        n = info.data.content_length
+    elif isinstance(body_bytes, ByteRange):
+        n = body_bytes.length
+    else:
+        n = body_bytes
+    if n <= limit:
+        return None
+    return web.Response(
+        status=204,
+        headers={WITHHELD_HEADER: str(n), "X-Backend-Timestamp": info.timestamp.internal},
+    )
+
+
+def loaded_response(
+    st: ServerState, loaded: Loaded, headers: dict[str, str], byte_range: ByteRange | None
 ) -> web.Response:
     """The whole answer to a GET of a small object at once (status, headers and body)."""
     body = loaded.body
@@ -196,7 +278,7 @@ async def _send_multipart(
     request: web.Request,
     st: ServerState,
     path: ObjectPath,
-    reader: ObjectReader | _Loaded,
+    reader: ObjectReader | Loaded,
     headers: dict[str, str],
     ranges: list[ByteRange],
 ) -> web.StreamResponse:
@@ -206,6 +288,9 @@ async def _send_multipart(
         total=reader.info.data.content_length,
         ranges=tuple(ranges),
     )
+    held = withheld(request.method, request.headers, reader.info, plan.content_length)
+    if held is not None:
+        return held
     resp = web.StreamResponse(status=206, headers=headers)
     resp.content_type = plan.response_content_type
     del resp.headers["Content-Type"]
@@ -229,12 +314,12 @@ async def _send_range(
     request: web.Request,
     st: ServerState,
     path: ObjectPath,
-    reader: ObjectReader | _Loaded,
+    reader: ObjectReader | Loaded,
     resp: web.StreamResponse,
     r: ByteRange,
     allow_sendfile: bool = True,
 ) -> None:
-    if isinstance(reader, _Loaded):  # read and verified already
+    if isinstance(reader, Loaded):  # read and verified already
         await resp.write(reader.body[r.first : r.last + 1])
         st.metrics.bytes_out.inc(r.length)
         return

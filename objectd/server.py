@@ -31,6 +31,7 @@ from objectd.faulty import FaultPlan
 from objectd.reads import handle_get
 from objectd.recon import ReconError, ReconGauges, read_recon
 from objectd.replication_server import handle_replicate, handle_ssync
+from objectd.smallget import fast_read_routes
 from objectd.smallput import fast_put_route
 from objectd.update_batcher import UpdateBatcher
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
@@ -54,8 +55,9 @@ async def make_object_app(
 ) -> web.Application:
     """The object server app; `fault_plan` (tests only) makes every DiskFile a faulty twin.
 
-    `fast_lane`: small whole-body PUTs are served by the lean server in front of aiohttp
-    (objectd/smallput.py, docs/lean-http-server.md; [[nodes]] fast_lane in the deployment).
+    `fast_lane`: small whole-body PUTs, object HEADs and the proxy's whole-body GETs are
+    served by the lean server in front of aiohttp (objectd/smallput.py, objectd/smallget.py,
+    docs/lean-http-server.md; [[nodes]] fast_lane in the deployment).
     """
     app = make_app(SERVICE, client_max_size=1024**2)
     app[AUTO_DECOMPRESS] = False  # store bodies exactly as sent (Content-Encoding included)
@@ -75,7 +77,12 @@ async def make_object_app(
     state = ServerState(conf, clock or SystemClock(), devices, metrics)
     app[STATE] = state
     if fast_lane:
-        app[FAST_ROUTES] = [fast_put_route(state)]
+        # Served by the lean server in front of aiohttp; every other request goes to
+        # aiohttp (docs/lean-http-server.md). Add a route here as one more list item.
+        app[FAST_ROUTES] = [
+            fast_put_route(state),
+            *fast_read_routes(state),
+        ]
         app[FAST_RESPONSE_HEADERS] = [(TRAILER_SUPPORT_HEADER, str(TRAILER_VERSION))]
 
     gauges = ReconGauges.create(app[METRICS].registry)

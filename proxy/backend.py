@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -31,7 +32,9 @@ __all__ = [
     "Rings",
     "best_status",
     "node_key",
+    "open_stream",
     "quorum_size",
+    "read_object",
 ]
 
 
@@ -132,6 +135,20 @@ def _object_put(method: str, path: str, body: bytes | None) -> bool:
     return method == "PUT" and body is not None and path.count("/") >= 5
 
 
+def _object_read(method: str, path: str, body: bytes | None) -> bool:
+    """A HEAD or GET of an object path: what an object server's fast lane answers."""
+    return method in ("GET", "HEAD") and body is None and path.count("/") >= 5
+
+
+# The proxy's whole-body object GETs (`read_object`): the object server answers a body of at
+# most BODY_MAX_HEADER bytes whole, and withholds a longer one (204 with WITHHELD_HEADER),
+# which is then streamed by aiohttp (objectd/reads.py; docs/lean-http-server.md "Reads").
+BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
+WITHHELD_HEADER = "X-Backend-Body-Withheld"
+WHOLE_GET_BYTES_MAX = 1024 * 1024
+# An answer on the read pool: a whole GET body, its head and some slack.
+READ_RESPONSE_BYTES_MAX = WHOLE_GET_BYTES_MAX + 64 * 1024
+
 _TIMEOUTS_CACHED_MAX = 16
 # Connections the lean client keeps to one storage server (as the aiohttp connector's
 # limit_per_host in proxy/app.py).
@@ -175,6 +192,13 @@ class Backend:
             connect_timeout_s=conn_timeout_s,
             connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
             body_bytes_max=PUT_RESPONSE_BYTES_MAX,
+        )
+        # Object HEADs and whole-body GETs on connections of their own too: the fast lane
+        # answers them (objectd/smallget.py), and nothing else is sent on these.
+        self.read_pool = LeanPool(
+            connect_timeout_s=conn_timeout_s,
+            connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
+            body_bytes_max=READ_RESPONSE_BYTES_MAX,
         )
         self.clock = clock
         self.conn_timeout_s = conn_timeout_s
@@ -266,7 +290,12 @@ class Backend:
         items = list(headers.items())
         if body is not None and not any(k.lower() == "content-type" for k, _v in items):
             items.append(("Content-Type", "application/octet-stream"))  # as aiohttp did
-        pool = self.put_pool if _object_put(method, path, body) else self.pool
+        if _object_put(method, path, body):
+            pool = self.put_pool
+        elif _object_read(method, path, body) and _lane_read(method, headers):
+            pool = self.read_pool
+        else:
+            pool = self.pool
         try:
             r = await pool.request(
                 node.ip, node.port, method, target, items, body, timeout_s=self.node_timeout_s
@@ -371,7 +400,64 @@ class Backend:
         with contextlib.suppress(Exception):
             await self.put_pool.close()
         with contextlib.suppress(Exception):
+            await self.read_pool.close()
+        with contextlib.suppress(Exception):
             await self.session.close()
+
+
+def _lane_read(method: str, headers: Mapping[str, str]) -> bool:
+    """A read the object server's fast lane takes: a HEAD, or a GET naming its body limit;
+    no Range with more than one spec."""
+    if "," in headers.get("Range", ""):
+        return False
+    return method == "HEAD" or BODY_MAX_HEADER in headers
+
+
+async def read_object(
+    backend: Backend,
+    ring: Ring,
+    part: int,
+    path_for: Callable[[Device], str],
+    headers: Mapping[str, str],
+    nodes: Iterator[Device] | None = None,
+) -> tuple[aiohttp.ClientResponse | None, Resp]:
+    """An object GET as `open_stream` answers it, with the same node order, tombstone rule
+    and error limiting, but a body of at most WHOLE_GET_BYTES_MAX is read whole on the lean
+    read pool (the summary's body; no open response). A node that withholds a longer body
+    (204 with WITHHELD_HEADER) is asked again by `open_stream`, which streams it. A GET with
+    more than one range goes to `open_stream` directly."""
+    node_iter = nodes if nodes is not None else backend.nodes(ring, part)
+    if "," in headers.get("Range", ""):
+        return await open_stream(backend, ring, part, "GET", path_for, headers, node_iter)
+    whole = CIMultiDict(headers)
+    whole[BODY_MAX_HEADER] = str(WHOLE_GET_BYTES_MAX)
+    seen_404: Resp | None = None
+    deleted: Timestamp | None = None  # the newest deletion a node reported (a 404 tombstone)
+    for node in node_iter:
+        r = await backend.call(node, "GET", path_for(node), whole)
+        if r.status < 400 or r.status in (412, 416):
+            if stale_after(r.headers, deleted):
+                continue  # a copy older than a deletion another node reported
+            if r.status == 204 and WITHHELD_HEADER in r.headers:
+                return await open_stream(
+                    backend,
+                    ring,
+                    part,
+                    "GET",
+                    path_for,
+                    headers,
+                    itertools.chain((node,), node_iter),
+                    seen_404=seen_404,
+                    deleted=deleted,
+                )
+            return None, r
+        # (Backend.call counted a failure, 507 or 5xx against the node already.)
+        if r.status == 404:
+            seen_404 = seen_404 or r
+            gone = deletion_time(404, r.headers)
+            if gone is not None and (deleted is None or gone > deleted):
+                deleted = gone
+    return None, seen_404 or Resp(503, CIMultiDict())
 
 
 async def open_stream(
@@ -382,15 +468,18 @@ async def open_stream(
     path_for: Callable[[Device], str],
     headers: Mapping[str, str],
     nodes: Iterator[Device] | None = None,
+    *,
+    seen_404: Resp | None = None,
+    deleted: Timestamp | None = None,
 ) -> tuple[aiohttp.ClientResponse | None, Resp]:
     """Like read_first, but leaves a good response open so its body can be streamed.
 
     Returns (open response, summary); the summary's node is the one that answered. The
     caller must release the open response. `nodes` (default: the part's nodes) is left
-    positioned after that node, so a caller can go on to the next replicas.
+    positioned after that node, so a caller can go on to the next replicas. `seen_404` and
+    `deleted` (the newest deletion a node reported, a 404 tombstone) carry on what earlier
+    nodes answered (`read_object`).
     """
-    seen_404: Resp | None = None
-    deleted: Timestamp | None = None  # the newest deletion a node reported (a 404 tombstone)
     for node in nodes if nodes is not None else backend.nodes(ring, part):
         key = node_key(node)
         try:

@@ -44,6 +44,7 @@ from proxy.backend import (
     best_status,
     open_stream,
     quorum_size,
+    read_object,
 )
 from proxy.objput import SMALL_PUT_BYTES_MAX, ClientBodyError, put_buffered, stream_put
 from proxy.opstypes import (
@@ -55,7 +56,28 @@ from proxy.opstypes import (
 from proxy.resume import resuming_body
 from ring import Device
 
-__all__ = ["AccountInfo", "ContainerInfo", "Ops", "Result"]
+__all__ = ["AccountInfo", "ContainerInfo", "Ops", "Result", "WholeBody"]
+
+
+class WholeBody:
+    """The stream of an object GET's body that was read whole (`Result.stream`): yields
+    `body` once. Callers that stream take it like any stream; the Swift front answers with
+    `body` at once (proxy/swift.py `to_response`)."""
+
+    __slots__ = ("_done", "body")
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self._done = False
+
+    def __aiter__(self) -> WholeBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done or not self.body:
+            raise StopAsyncIteration
+        self._done = True
+        return self.body
 
 
 def _small_length(headers: Mapping[str, str]) -> int | None:
@@ -366,9 +388,12 @@ class Ops:
             return backend_path(node.device, part, account, container, obj)
 
         hdrs = self._headers(headers)
-        resp, summary = await open_stream(self.backend, ring, part, "GET", path_for, hdrs, nodes)
+        resp, summary = await read_object(self.backend, ring, part, path_for, hdrs, nodes)
         if resp is None:
-            return Result(summary.status, client_headers(summary.headers), summary.body)
+            status, whole = summary.status, summary.body
+            if status in (200, 206):  # read whole (proxy.backend.read_object)
+                return Result(status, client_headers(summary.headers), b"", WholeBody(whole))
+            return Result(status, client_headers(summary.headers), whole)
 
         async def reopen(h: Mapping[str, str]) -> tuple[aiohttp.ClientResponse | None, Resp]:
             return await open_stream(self.backend, ring, part, "GET", path_for, h, nodes)

@@ -18,7 +18,7 @@ from common.server import body_chunks
 from proxy import largeobj
 from proxy.auth import Decision, PathParts, client_response_headers
 from proxy.constraints import LIMITS, check_metadata, check_name, check_object_put
-from proxy.ops import Ops, Result
+from proxy.ops import Ops, Result, WholeBody
 from proxy.s3.objmeta import split_content_type
 
 __all__ = ["SwiftPath", "gatekeep_request", "handle_swift", "parse_swift_path", "text"]
@@ -124,6 +124,11 @@ async def to_response(request: web.Request, res: Result) -> web.StreamResponse:
             return text(res.status, headers=h)
         h.popall("Content-Length", None)
         return web.Response(status=res.status, body=res.body, headers=h)
+    if isinstance(res.stream, WholeBody) and request.method == "GET":
+        # Read whole from the object server already: the answer at once.
+        h = CIMultiDict(res.headers)
+        h.popall("Content-Length", None)
+        return web.Response(status=res.status, body=res.stream.body, headers=h)
     length = res.headers.get("Content-Length")
     small = length is not None and length.isdigit() and int(length) <= _GATHER_BYTES_MAX
     if request.method == "GET" and small:

@@ -234,23 +234,36 @@ def serialize_response(
     """One HTTP/1.1 response as bytes. Content-Length comes from `body` (Content-Length,
     Transfer-Encoding and Connection in `headers` are replaced); a Date header is added when
     `headers` has none. Control characters in a header raise ValueError (no injection).
-    `head_request`: the answer to a HEAD keeps its Content-Length but sends no body."""
+    `head_request`: the answer to a HEAD keeps its Content-Length but sends no body; with an
+    empty `body`, a Content-Length in `headers` (the length a GET would get; ASCII digits, else
+    ValueError) is sent as it is, and none is sent when `headers` has none (as aiohttp
+    answers a HEAD with an empty body)."""
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
     has_date = False
+    length: int | None = None if head_request and not body else len(body)
     for name, value in headers:
         low = name.lower()
         if low in _FRAMING:
+            if head_request and not body and low == "content-length":
+                length = _head_length(value)
             continue
         if low == "date":
             has_date = True
         lines.append(f"{name}: {value}")
     if not has_date:
         lines.append(f"Date: {_date.now()}")
-    if status >= 200 and status not in (204, 304):
-        lines.append(f"Content-Length: {len(body)}")
+    if length is not None and status >= 200 and status not in (204, 304):
+        lines.append(f"Content-Length: {length}")
     if not keep_alive:
         lines.append("Connection: close")
     head = encode_head(lines)  # ValueError on a control character in a header
     if head_request or not body or status in (204, 304):
         return head
     return head + body
+
+
+def _head_length(value: str) -> int:
+    length = content_length([value])
+    if length is None:
+        raise ValueError(f"bad Content-Length {value!r:.40} for a HEAD answer")
+    return length

@@ -1,6 +1,6 @@
 """proxy.backend.Backend.call against a real object server with its fast lane: small object
-PUTs go through a pool of their own, so a HEAD or DELETE to the same server (which moves its
-connection to aiohttp for good) does not take the PUTs' connections off the fast lane."""
+PUTs (and object HEADs) go through pools of their own, so a DELETE to the same server (which
+moves its connection to aiohttp for good) does not take their connections off the fast lane."""
 
 from __future__ import annotations
 
@@ -54,10 +54,19 @@ def test_object_puts_stay_on_the_fast_lane(tmp_path: Path) -> None:
                     headers = {"X-Timestamp": ts, "Content-Type": "a/b"}
                     put = await backend.call(node, "PUT", "/sda/0/a/c/o", headers, body=b"x")
                     head = await backend.call(node, "HEAD", "/sda/0/a/c/o", {})
-                    assert (put.status, head.status) == (201, 200)
-                    servers.append((put.headers.get("Server"), head.headers.get("Server")))
-                # every PUT answered by the lean server, every HEAD by aiohttp
-                assert all(p is None and h is not None and "aiohttp" in h for p, h in servers)
+                    ts = Timestamp.from_float(clock.time() + i + 0.5).internal
+                    gone = await backend.call(node, "DELETE", "/sda/0/a/c/x", {"X-Timestamp": ts})
+                    assert (put.status, head.status, gone.status) == (201, 200, 404)
+                    servers.append(
+                        (
+                            put.headers.get("Server"),
+                            head.headers.get("Server"),
+                            gone.headers.get("Server"),
+                        )
+                    )
+                # every PUT and object HEAD answered by the lean server (each kind on a pool
+                # of its own: proxy/backend.py put_pool, read_pool), every DELETE by aiohttp
+                assert all(p is None and h is None and d and "aiohttp" in d for p, h, d in servers)
                 container = await backend.call(node, "PUT", "/sda/0/a/c", {}, body=b"")
                 assert container.status == 400  # not an object path: the ordinary pool
                 assert "aiohttp" in container.headers["Server"]

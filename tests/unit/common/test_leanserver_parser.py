@@ -186,6 +186,24 @@ def test_serialize_response() -> None:
     assert head == b"HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 3\r\n\r\n"
 
 
+def test_serialize_head_answers() -> None:
+    """A HEAD's answer sends the Content-Length a GET would get (given in the headers), and
+    none when there is none, as aiohttp does."""
+    given = [("Content-Length", "4096"), ("Date", "d")]
+    head = serialize_response(200, given, b"", keep_alive=True, head_request=True)
+    assert head == b"HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 4096\r\n\r\n"
+    none = serialize_response(404, [("Date", "d")], b"", keep_alive=True, head_request=True)
+    assert none == b"HTTP/1.1 404 Not Found\r\nDate: d\r\n\r\n"
+    # not a HEAD: the body's length, whatever the headers say
+    get = serialize_response(200, given, b"", keep_alive=True)
+    assert get == b"HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 0\r\n\r\n"
+    for bad in ("-1", "12a", "", "\u0661"):
+        with pytest.raises(ValueError):
+            serialize_response(
+                200, [("Content-Length", bad)], b"", keep_alive=True, head_request=True
+            )
+
+
 @pytest.mark.parametrize("value", ["a\r\nInjected: 1", "a\nb", "a\rb", "a\x00"])
 def test_serialize_refuses_control_characters(value: str) -> None:
     with pytest.raises(ValueError):

@@ -22,13 +22,15 @@ from aiohttp import web
 from common.clock import SystemClock
 from common.nodes import ErrorLimiter
 from common.server import running_app
-from proxy.backend import Backend, Rings
+from proxy.backend import BODY_MAX_HEADER, WHOLE_GET_BYTES_MAX, WITHHELD_HEADER, Backend, Rings
 from proxy.ops import Ops
 from proxy.resume import Span, resumable_span
 from ring import NewDevice, Ring, RingBuilder, write_ring
 
 PREFIX, SUFFIX = "pre", "suf"
-DATA = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(10_000))  # 320,000 B
+# 1,280,000 B: over WHOLE_GET_BYTES_MAX, so the proxy streams it (a smaller body is read whole)
+DATA = b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(40_000))
+assert len(DATA) > WHOLE_GET_BYTES_MAX
 VERSION = "0000001700000000.00000"
 FAULT_AFTER_BYTES = 100_000
 
@@ -52,6 +54,10 @@ def _app(port_of: list[int], reps: Replicas) -> web.Application:
         m = re.match(r"^bytes=(\d+)-(\d+)$", request.headers.get("Range", ""))
         if m:
             first, last, status = int(m.group(1)), min(int(m.group(2)), len(DATA) - 1), 206
+        body_max = request.headers.get(BODY_MAX_HEADER)
+        if body_max is not None and last - first + 1 > int(body_max):  # as objectd withholds
+            headers = {WITHHELD_HEADER: str(last - first + 1), "X-Backend-Timestamp": version}
+            return web.Response(status=204, headers=headers)
         resp = web.StreamResponse(status=status)
         resp.headers["X-Backend-Timestamp"] = version
         resp.headers["Content-Length"] = str(last - first + 1)
@@ -153,10 +159,29 @@ async def _test_a_single_range_resumes_within_the_range(tmp_path: Path) -> None:
     reps = Replicas()
     async with proxy_ops(tmp_path, reps) as (ops, order):
         reps.roles.update({order[0]: "faulty", order[1]: "good", order[2]: "good"})
-        status, body = await _read(ops, {"Range": "bytes=1000-250999"})
+        status, body = await _read(ops, {"Range": "bytes=1000-1200999"})
     assert status == 206
-    assert body == DATA[1000:251000]
-    assert reps.seen[order[1]] == [f"bytes={1000 + FAULT_AFTER_BYTES}-250999"]
+    assert body == DATA[1000:1201000]
+    assert reps.seen[order[1]] == [f"bytes={1000 + FAULT_AFTER_BYTES}-1200999"]
+
+
+def test_a_small_body_cut_short_is_read_whole_from_the_next_replica(tmp_path: Path) -> None:
+    asyncio.run(_test_a_small_body_cut_short_is_read_whole_from_the_next_replica(tmp_path))
+
+
+async def _test_a_small_body_cut_short_is_read_whole_from_the_next_replica(
+    tmp_path: Path,
+) -> None:
+    reps = Replicas()
+    async with proxy_ops(tmp_path, reps) as (ops, order):
+        reps.roles.update({order[0]: "faulty", order[1]: "good", order[2]: "good"})
+        status, body = await _read(ops, {"Range": "bytes=1000-200999"})
+    assert status == 206
+    assert body == DATA[1000:201000]
+    # read whole (no stream to resume): the next replica is asked for the same range
+    assert reps.seen[order[0]] == ["bytes=1000-200999"]
+    assert reps.seen[order[1]] == ["bytes=1000-200999"]
+    assert order[2] not in reps.seen
 
 
 def test_no_replica_left_cuts_the_body_short_never_wrong(tmp_path: Path) -> None:

@@ -70,12 +70,24 @@ class BodyHasher:
         self._md5.update(piece)
         self._xxh.update(piece)
 
+    def _update_parts(self, parts: list[bytes]) -> None:
+        for part in parts:
+            self._md5.update(part)
+            self._xxh.update(part)
+
     async def feed(self, piece: bytes) -> None:
         """Start hashing `piece` once the previous piece is hashed (order matters)."""
         if self._busy is not None:
             await self._busy
         self.total += len(piece)
         self._busy = asyncio.get_running_loop().run_in_executor(None, self._update, piece)
+
+    async def feed_parts(self, parts: list[bytes]) -> None:
+        """`feed` for a piece given as the list of its parts (hashed in order, not joined)."""
+        if self._busy is not None:
+            await self._busy
+        self.total += sum(map(len, parts))
+        self._busy = asyncio.get_running_loop().run_in_executor(None, self._update_parts, parts)
 
     async def finish(self) -> tuple[str, str]:
         """(MD5 hex, xxh3-128 hex) of everything fed."""

@@ -30,6 +30,8 @@ from common.nodes import node_key
 from common.puttrailer import TRAILER_HEADER, trailed_headers
 from proxy.backend import Backend, Resp, quorum_size, stale_connection
 from proxy.etagtrailer import BodyHasher, TrailerPlan, trailer_plan
+from proxy.leanput import LEAN_PUT_BYTES_MIN, lean_put
+from proxy.putbody import ClientBodyError
 from ring import Device, Ring
 
 __all__ = [
@@ -56,14 +58,6 @@ _QUEUE_CHUNKS = 3
 SMALL_PUT_BYTES_MAX = 64 * 1024
 _STALE = -1  # internal status: a pooled connection the node had closed; retry once
 _EOF = b""
-
-
-class ClientBodyError(Exception):
-    """The client's body could not be read in full (disconnect, timeout, short body)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Abort(Exception):
@@ -191,6 +185,18 @@ async def stream_put(
     def next_node() -> Device | None:
         return next(nodes, None)
 
+    if plan is not None and plan.body_len >= LEAN_PUT_BYTES_MIN:
+        results, lean_md5 = await lean_put(
+            backend,
+            next_node,
+            n,
+            path_for,
+            headers_for,
+            body,
+            plan,
+            ready_timeout_s=connect_timeout_s + backend.node_timeout_s,
+        )
+        return _all_checked(backend, results, lean_md5)
     for s in slots:
         s.task = asyncio.create_task(_one_backend(backend, s, next_node, path_for, headers_for))
     md5_hex = ""
@@ -206,6 +212,10 @@ async def stream_put(
     results = await _results(slots)
     if plan is None:
         return results
+    return _all_checked(backend, results, md5_hex)
+
+
+def _all_checked(backend: Backend, results: list[Resp], md5_hex: str) -> list[Resp]:
     checked = [_checked(r, md5_hex) for r in results]
     for before, after in zip(results, checked, strict=True):
         if after is not before and after.node is not None:

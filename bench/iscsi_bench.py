@@ -201,10 +201,23 @@ def _median(results: list[Result]) -> Result:
     )
 
 
-def run_all(targets: list[Target], quick: bool, repeat: int) -> dict[tuple[str, str], Result]:
+def _pick_jobs(names: str | None) -> tuple[Job, ...]:
+    if not names:
+        return JOBS
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = {j.name: j for j in JOBS}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown job(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return tuple(known[n] for n in wanted)
+
+
+def run_all(
+    targets: list[Target], quick: bool, repeat: int, jobs: Sequence[Job] = JOBS
+) -> dict[tuple[str, str], Result]:
     """Each job on each target in turn (interleaved, so load changes hit both alike)."""
     results: dict[tuple[str, str], list[Result]] = {}
-    for job in JOBS:
+    for job in jobs:
         for _ in range(repeat):
             for target in targets:
                 res = run_job(target, job, quick)
@@ -283,8 +296,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per job; median reported")
     parser.add_argument("--cluster-volume-url", help="also run the jobs on this iscsi:// URL")
     parser.add_argument("--cluster-data-dir", help="that cluster's data dir (for its CPU)")
-    parser.add_argument("--only", choices=("cairn", "tgt"), help="run one target only")
+    parser.add_argument("--only", choices=("cairn", "tgt", "volume"), help="run one target only")
+    parser.add_argument(
+        "--jobs",
+        help="comma-separated job names to run (default all: "
+        + ", ".join(j.name for j in JOBS)
+        + ")",
+    )
     args = parser.parse_args(argv)
+    jobs = _pick_jobs(args.jobs)
     for tool in ("qemu-img", "tgtd", "tgtadm"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install qemu-utils qemu-block-extra tgt")
@@ -298,9 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         workdir = Path(tmp)
         targets = []
-        if args.only != "tgt":
+        if args.only in (None, "cairn"):
             targets.append(stack.enter_context(cairn_target(workdir, cairn_port)))
-        if args.only != "cairn":
+        if args.only in (None, "tgt"):
             targets.append(stack.enter_context(tgt_target(workdir, tgt_port, control)))
         if args.cluster_volume_url:
             blockd: list[int] = []
@@ -308,9 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.cluster_data_dir:
                 blockd, objects = cluster_pids(args.cluster_data_dir)
             targets.append(Target("volume", args.cluster_volume_url, blockd, objects))
-        results = run_all(targets, args.quick, args.repeat)
+        results = run_all(targets, args.quick, args.repeat, jobs)
     names = [t.name for t in targets]
-    if {"cairn", "tgt"} <= set(names):
+    if {"cairn", "tgt"} <= set(names) and jobs == JOBS:
         print(render(results, names))
     else:
         for (job, name), res in results.items():

@@ -196,10 +196,16 @@ class ObjectCluster:
             payload: Body | None = (body, trailer.encoded)
         else:
             payload = body
+        request = self.pool.request(
+            node.ip, node.port, method, target, h, payload, timeout_s=self.node_timeout_s
+        )
         try:
-            r = await self.pool.request(
-                node.ip, node.port, method, target, h, payload, timeout_s=self.node_timeout_s
-            )
+            if asyncio.current_task() is None:
+                # Driven outside a task (blockd starts SCSI commands eagerly, as plain
+                # coroutines): the pool's connect timeout (asyncio.timeout) needs one.
+                r = await asyncio.ensure_future(request)
+            else:
+                r = await request
         except InvalidRequest:
             raise  # the caller's headers, not the node
         except (LeanHTTPError, TimeoutError, OSError):

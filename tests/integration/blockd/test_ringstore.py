@@ -103,3 +103,42 @@ def test_a_known_version_is_read_from_one_replica_and_anything_else_from_a_quoru
             assert await store.get_range(a, c, o, 0, 4, version=version) == (b"else", 256)
 
     asyncio.run(run())
+
+
+def test_a_get_driven_outside_a_task_can_open_a_connection(cluster):
+    """blockd's target starts a SCSI command as a plain coroutine (no Task until it first
+    suspends): a store read made there, on a store with no idle connection to reuse, must
+    still connect (the connect timeout needs a task) rather than fail the command."""
+    from blockd.targetconn import _finish
+
+    cfg = load_deployment(cluster.config_path, cluster.data_dir)
+    a, c, o = ".cairn_block_test", "eager-test", "o"
+    body = bytes(range(256)) * 512
+
+    async def run():
+        async with open_ring_store(cfg, SystemClock()) as writer:
+            version = await writer.put(a, c, o, body)
+        async with open_ring_store(cfg, SystemClock()) as store:  # no connections yet
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[bytes | None] = loop.create_future()
+
+            def settle(task: asyncio.Task[bytes | None]) -> None:
+                if task.exception() is not None:
+                    done.set_exception(task.exception())
+                else:
+                    done.set_result(task.result())
+
+            def start() -> None:  # a loop callback: no current task, as in the target
+                assert asyncio.current_task() is None
+                coro = store.get(a, c, o, version=version)  # one node asked, not gathered
+                try:
+                    waiting = coro.send(None)
+                except BaseException as e:  # handed to the test's future
+                    done.set_exception(e)
+                    return
+                loop.create_task(_finish(coro, waiting)).add_done_callback(settle)
+
+            loop.call_soon(start)
+            assert await done == body
+
+    asyncio.run(run())

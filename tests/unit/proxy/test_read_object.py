@@ -32,6 +32,7 @@ DELETE_TS = "1700000005.00000"
 OLDER_TS = "1700000000.00000"
 NEWER_TS = "1700000009.00000"
 BIG = b"B" * (WHOLE_GET_BYTES_MAX + 1)
+HUGE = b"H" * (2 * WHOLE_GET_BYTES_MAX)  # over the read pool's answer limit too
 TIMEOUT_S = 30.0
 
 
@@ -48,9 +49,9 @@ def node_app(state: str, seen: list[tuple[str, str | None, str | None]]) -> web.
             return web.Response(status=404)
         if state == "broken":
             return web.Response(status=503)
-        body = BIG if state == "big" else state.encode()
+        body = {"big": BIG, "old": HUGE}.get(state, state.encode())
         ts = OLDER_TS if state == "older" else NEWER_TS
-        if limit is not None and len(body) > int(limit):
+        if limit is not None and len(body) > int(limit) and state != "old":
             withheld = {WITHHELD_HEADER: str(len(body)), "X-Backend-Timestamp": ts}
             return web.Response(status=204, headers=withheld)
         return web.Response(body=body, headers={"X-Backend-Timestamp": ts})
@@ -189,5 +190,20 @@ def test_object_heads_use_the_read_pool() -> None:
             assert r.status == 200 and seen[0] == [("HEAD", None, None)]
             assert backend.read_pool.connections_made == 1
             assert backend.pool.connections_made == 0
+
+    run(go())
+
+
+def test_a_server_that_ignores_the_limit_is_streamed_without_blame() -> None:
+    async def go() -> None:
+        async with nodes("old", "newer", "newer") as (ring, backend, seen):
+            resp, summary = await read_object(backend, ring, 0, path_for, {})
+            assert resp is not None and summary.node is ring.devices[0]
+            try:
+                assert await resp.read() == HUGE
+            finally:
+                resp.release()
+            assert [limit for _m, limit, _r in seen[0]] == [str(WHOLE_GET_BYTES_MAX), None]
+            assert backend.errors._errors == {}
 
     run(go())

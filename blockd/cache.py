@@ -218,7 +218,7 @@ class ChunkCache(JournalCheckpoints):
         held = e.sparse
         body = None if held.base_zero or held.full else await e.chunks.get(e.idx)
         if held.valid:  # keep what was written here, take the rest from the store
-            e.set_loaded(held.merged(body))
+            e.set_loaded(held.joined(body))
         else:
             e.set_loaded(body)
 
@@ -236,7 +236,7 @@ class ChunkCache(JournalCheckpoints):
             return
         e.sparse.fill(offset, body)
         if e.sparse.full:
-            e.set_loaded(e.sparse.merged(None))
+            e.set_loaded(e.sparse.joined(None))
 
     # ---- memory budget -------------------------------------------------------------------
 
@@ -502,7 +502,7 @@ class ChunkCache(JournalCheckpoints):
             if data is None or data == zeros(e.size):
                 return None
             return data if isinstance(data, bytes) else bytes(data)
-        merged = bytes(e.sparse.merged(base))
+        merged = e.sparse.joined(base)
         body = None if merged == zeros(e.size) else merged
         grow = ENTRY_BYTES + (e.size if body is not None else 0) - e.held
         if grow <= 0 or self._used_bytes + grow <= self.bytes_max:

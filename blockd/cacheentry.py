@@ -31,7 +31,7 @@ def apply_write(e: Entry, offset: int, data: bytes | memoryview) -> None:
     else:
         e.sparse.write(offset, data)
         if e.sparse.full:  # written all over: one buffer, nothing left to merge
-            e.set_loaded(e.sparse.merged(None))
+            e.set_loaded(e.sparse.joined(None))
 
 
 _PAGE_GRANULES = PAGE // GRANULE

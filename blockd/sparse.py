@@ -55,6 +55,11 @@ def _whole_mask(size: int) -> int:
     return granule_mask(0, size)
 
 
+@functools.lru_cache(maxsize=4)
+def _zero_chunk(size: int) -> bytes:
+    return bytes(size)
+
+
 class SparseChunk:
     __slots__ = ("base_zero", "held_bytes", "pages", "size", "valid")
 
@@ -116,8 +121,18 @@ class SparseChunk:
             self.pages[p] = data if type(data) is bytes else bytearray(data)
             return
         pos, end = 0, len(data)
+        pages = self.pages
         while pos < end:
             p, off = divmod(offset + pos, PAGE)
+            n = min(PAGE, self.size - p * PAGE)
+            if off == 0 and end - pos >= n:
+                # A whole page of a large write (or fill): held as its own immutable copy,
+                # one step per page (a partial write to it later copies it, as above).
+                if p not in pages:
+                    self.held_bytes += n
+                pages[p] = bytes(data[pos : pos + n])
+                pos += n
+                continue
             page = self._page(p)
             n = min(len(page) - off, end - pos)
             page[off : off + n] = data[pos : pos + n]
@@ -137,12 +152,25 @@ class SparseChunk:
                 self._store(lo, view[lo - offset : hi - offset])
         self.valid |= missing
 
+    def _whole_pages(self, lo: int, hi: int) -> range | None:
+        """The pages [lo, hi) covers exactly (from a page's start to a page's end, the short
+        last page included), if every one of them is held; else None."""
+        if lo % PAGE or (hi % PAGE and hi != self.size):
+            return None
+        found = range(lo // PAGE, -(-hi // PAGE))
+        pages = self.pages
+        return found if all(p in pages for p in found) else None
+
     def read(self, offset: int, length: int) -> bytes:
         """Bytes of a covered range (zeros where base_zero and nothing is held)."""
         p, off = divmod(offset, PAGE)
         page = self.pages.get(p)
         if page is not None and off + length <= len(page):  # the common case: one page
             return bytes(page[off : off + length])
+        whole = self._whole_pages(offset, offset + length)
+        if whole is not None:  # a large read of held pages: one join, not a step per page
+            pages = self.pages
+            return b"".join([pages[p] for p in whole])
         out = bytearray(length)
         pos = 0
         while pos < length:
@@ -185,6 +213,32 @@ class SparseChunk:
                 n = min(len(page) - off, hi - lo)
                 base[lo : lo + n] = page[off : off + n]
                 lo += n
+
+    def joined(self, base: bytes | None) -> bytes:
+        """:meth:`merged` as immutable bytes made by one join of the held pages and views of
+        `base` (zeros for None): a single chunk-sized buffer, no step per granule, and no
+        second buffer to copy it into (each fresh buffer's pages cost a kernel fault)."""
+        size = self.size
+        if base is not None and len(base) != size:
+            raise ValueError(f"base of {len(base)} bytes for a {size}-byte chunk")
+        gaps = memoryview(base if base is not None else _zero_chunk(size))
+        pages = self.pages
+        parts: list[bytes | bytearray | memoryview] = []
+        pos = 0
+        for start, end in granule_runs(self.valid):
+            lo, hi = start * GRANULE, min(end * GRANULE, size)
+            if lo > pos:
+                parts.append(gaps[pos:lo])
+            while lo < hi:
+                p, off = divmod(lo, PAGE)
+                page = pages[p]
+                n = min(len(page) - off, hi - lo)
+                parts.append(page if n == len(page) else memoryview(page)[off : off + n])
+                lo += n
+            pos = hi
+        if pos < size:
+            parts.append(gaps[pos:size])
+        return b"".join(parts)
 
     def merged(self, base: bytes | None) -> bytearray:
         """The whole chunk: `base` (the store's copy, None for zeros) under the held granules."""

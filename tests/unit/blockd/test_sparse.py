@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from blockd.sparse import GRANULE, PAGE, SparseChunk, granule_mask, granule_runs
 
 SIZE = 8 * PAGE + 3 * GRANULE  # a short last page
@@ -178,3 +180,39 @@ def test_held_runs_are_the_masked_granules_page_by_page():
     whole.write(PAGE, page)
     assert whole.held_runs(granule_mask(PAGE, PAGE)) == [(PAGE, page)]
     assert whole.held_runs(granule_mask(PAGE, PAGE))[0][1] is page  # the page itself
+
+
+def test_large_writes_reads_and_joins_match_a_model():
+    """Writes and fills spanning many pages (held page by page as copies), large reads of held
+    pages and `joined` (the whole chunk in one buffer) agree with a plain bytearray model."""
+    rng = random.Random(17)
+    size = 40 * PAGE + 5 * GRANULE  # a short last page
+    for _ in range(40):
+        c = SparseChunk(size)
+        model = bytearray(size)
+        base = rng.randbytes(size)
+        for _ in range(rng.randint(1, 6)):
+            first = rng.randrange(size // GRANULE)
+            n = rng.randint(1, size // GRANULE - first)
+            data = bytearray(rng.randbytes(n * GRANULE))
+            lo, hi = first * GRANULE, first * GRANULE + len(data)
+            c.write(lo, data if rng.random() < 0.5 else bytes(data))
+            model[lo:hi] = data
+            data[:] = bytes(len(data))  # the caller's buffer changes: the chunk must not
+            assert c.read(lo, hi - lo) == model[lo:hi]
+        expected = bytearray(base)
+        for g in range(size // GRANULE):
+            if c.valid >> g & 1:
+                expected[g * GRANULE : (g + 1) * GRANULE] = model[g * GRANULE : (g + 1) * GRANULE]
+        assert c.joined(base) == expected == c.merged(base)
+        zero_based = bytearray(size)
+        c.overlay(zero_based)
+        assert c.joined(None) == zero_based
+        c.fill(0, base)  # the rest from the store: now whole
+        assert c.full and c.read(0, size) == expected and c.joined(None) == expected
+
+
+def test_joined_refuses_a_base_of_the_wrong_length():
+    c = SparseChunk(SIZE)
+    with pytest.raises(ValueError, match="base of"):
+        c.joined(bytes(SIZE - 1))

@@ -19,6 +19,7 @@ from multidict import CIMultiDict
 
 from common.log import get_logger
 from common.nodes import node_key
+from common.server import body_chunks
 from proxy.backend import Backend, Resp
 from ring import Device
 
@@ -26,7 +27,6 @@ __all__ = ["Reopen", "Span", "resumable_span", "resuming_body"]
 
 log = get_logger("cairn.proxy.resume")
 
-CHUNK_BYTES = 64 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 # Conditions were settled by the first replica; the resumed request asks for bytes only.
 _DROP = ("range", "if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
@@ -99,7 +99,7 @@ async def resuming_body(
     try:
         while True:
             try:
-                async for chunk in current.content.iter_chunked(CHUNK_BYTES):
+                async for chunk in body_chunks(current.content):
                     sent += len(chunk)
                     yield chunk
                 return

@@ -21,7 +21,15 @@ import zlib
 
 from blockd.store import ObjectStore, StoreError
 
-__all__ = ["ALLOC_FORMAT", "ALLOC_OBJECT", "AllocCorrupt", "AllocMap", "decode", "encode"]
+__all__ = [
+    "ALLOC_FORMAT",
+    "ALLOC_OBJECT",
+    "MARK_AHEAD_CHUNKS_MAX",
+    "AllocCorrupt",
+    "AllocMap",
+    "decode",
+    "encode",
+]
 
 ALLOC_OBJECT = ".alloc"
 ALLOC_FORMAT = 1
@@ -61,11 +69,17 @@ def _has(bitmap: bytes | bytearray, idx: int) -> bool:
     return bool(bitmap[idx >> 3] >> (idx & 7) & 1)
 
 
+# The most bits a mark sets ahead of a sequential run of chunks (see AllocMap._mark_ahead).
+MARK_AHEAD_CHUNKS_MAX = 64
+
+
 class AllocMap:
     """The bitmap of one volume; `mark` returns once a chunk's bit is in the store.
 
     Concurrent marks are batched: while one map write is in flight, later marks wait and go
-    out together in the next write.
+    out together in the next write. A mark that extends a run of set bits also sets the bits
+    after it (as many as the run is long, at most MARK_AHEAD_CHUNKS_MAX): a sequential writer
+    then needs a map write only every so many chunks.
     """
 
     def __init__(self, store: ObjectStore, account: str, container: str, num_chunks: int) -> None:
@@ -115,12 +129,28 @@ class AllocMap:
             for i in batch:
                 bitmap[i >> 3] |= 1 << (i & 7)
             self._pending -= batch
+            for i in sorted(batch):
+                self._mark_ahead(bitmap, i)
             try:
                 await self._write(bitmap)
             except BaseException:
                 self._pending |= batch  # retried by the next mark
                 raise
             self._durable = bitmap
+
+    def _mark_ahead(self, bitmap: bytearray, idx: int) -> None:
+        """Set the bits after `idx` when `idx` ends a run of set bits (a sequential writer):
+        as many as the run is long, at most MARK_AHEAD_CHUNKS_MAX, so a run of n chunks
+        written in order costs about log2(MARK_AHEAD_CHUNKS_MAX) + n / MARK_AHEAD_CHUNKS_MAX
+        map writes instead of one per batch of flushes (each a PUT on three replicas). The map
+        stays a superset: a bit set ahead only means a read or delete asks the store."""
+        run = 1
+        while run < MARK_AHEAD_CHUNKS_MAX and idx - run >= 0 and _has(bitmap, idx - run):
+            run += 1
+        if run == 1:
+            return  # a first chunk alone, not a run yet
+        for i in range(idx + 1, min(idx + 1 + run, self.num_chunks)):
+            bitmap[i >> 3] |= 1 << (i & 7)
 
     async def _write(self, bitmap: bytearray) -> None:
         body = encode(self.num_chunks, bitmap)

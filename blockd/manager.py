@@ -45,7 +45,7 @@ NAME_BYTES_MAX = 255
 SIZE_BYTES_MAX = 64 << 40  # 64 TiB
 _DELETE_CONCURRENCY = 32
 _ATTACH_CONCURRENCY = 32
-CHUNKS_MAX = 1 << 23  # keeps the allocation map at 1 MiB (4 TiB at 512 KiB chunks)
+CHUNKS_MAX = 1 << 23  # keeps the allocation map at 1 MiB (8 TiB at 1 MiB chunks)
 _CACHE_CHUNKS_MIN = 8  # a cache must hold several chunks or every write waits for a flush
 
 

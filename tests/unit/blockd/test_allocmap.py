@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from blockd.allocmap import ALLOC_OBJECT, AllocCorrupt, AllocMap, decode, encode
+from blockd.allocmap import (
+    ALLOC_OBJECT,
+    MARK_AHEAD_CHUNKS_MAX,
+    AllocCorrupt,
+    AllocMap,
+    decode,
+    encode,
+)
 from blockd.chunkstore import RESERVED_ACCOUNT, chunk_container
 from blockd.manager import VolumeManager
 from blockd.store import FaultPlan, FaultyObjectStore, MemoryObjectStore, StoreUnavailable
@@ -67,13 +74,40 @@ def test_marks_are_durable_batched_and_survive_a_failure():
         assert inner.puts - puts < 34  # concurrent marks share map writes
         store.plan.down = True
         with pytest.raises(StoreUnavailable):
-            await amap.mark(1)
-        assert not amap.may_exist(1)
+            await amap.mark(5)
+        assert not amap.may_exist(5)
         store.plan.down = False
-        await amap.mark(2)  # carries the failed mark of chunk 1 too
+        await amap.mark(8)  # carries the failed mark of chunk 5 too (neither extends a run)
         fresh = AllocMap(inner, RESERVED_ACCOUNT, C, 100)
         await fresh.load()
-        assert fresh.allocated() == sorted({*range(0, 100, 3), 1, 2})
+        assert fresh.allocated() == sorted({*range(0, 100, 3), 5, 8})
+
+    asyncio.run(run())
+
+
+def test_a_sequential_run_marks_ahead_and_a_lone_chunk_does_not():
+    async def run():
+        store = MemoryObjectStore()
+        n = 1000
+        amap = AllocMap(store, RESERVED_ACCOUNT, C, n)
+        await amap.start_empty()
+        await amap.mark(500)  # alone: nothing ahead
+        assert amap.allocated() == [500]
+        puts = store.puts
+        for i in range(400):  # chunks written in order, one flush at a time
+            await amap.mark(i)
+            assert amap.may_exist(i)
+        # one write per chunk before; now the run doubles its lead up to the limit
+        writes = store.puts - puts
+        assert writes <= 8 + 400 // MARK_AHEAD_CHUNKS_MAX
+        ahead = [i for i in amap.allocated() if 400 <= i < 500]
+        assert ahead == list(range(400, 400 + len(ahead))) and len(ahead) <= MARK_AHEAD_CHUNKS_MAX
+        for i in range(n - 3, n):  # a run at the end of the volume stops there
+            await amap.mark(i)
+        assert amap.allocated()[-1] == n - 1
+        fresh = AllocMap(store, RESERVED_ACCOUNT, C, n)
+        await fresh.load()
+        assert fresh.allocated() == amap.allocated()
 
     asyncio.run(run())
 

@@ -39,8 +39,6 @@ BODY = os.urandom(LEAN_PUT_BYTES_MIN + 123_457)
 MD5 = hashlib.md5(BODY).hexdigest()
 CHUNK = 200_000
 
-Apps = list[Callable[[Path, ManualClock], Awaitable[web.Application]] | None]  # None: _Stuck
-
 
 async def _real(devices_dir: Path, clock: ManualClock) -> web.Application:
     (devices_dir / "sda").mkdir(parents=True)
@@ -54,9 +52,11 @@ class _Stuck:
     """A node that says 100 Continue, then never reads the body (a tiny receive buffer, so
     the proxy's unsent bytes pile up at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_bytes: int = 0, answer: bytes = b"") -> None:
         self.release = asyncio.Event()
         self.server: asyncio.Server | None = None
+        self.read_bytes = read_bytes  # then `answer` (if any) and a close
+        self.answer = answer
 
     async def __aenter__(self) -> str:
         sock = socket.socket()
@@ -74,8 +74,17 @@ class _Stuck:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.read_bytes:
+            await reader.readexactly(self.read_bytes)
+            if self.answer:
+                writer.write(self.answer)
+                writer.close()
+                return
         await self.release.wait()
         writer.close()
+
+
+Apps = list[Callable[[Path, ManualClock], Awaitable[web.Application]] | _Stuck]
 
 
 class _Counting(PutStream):
@@ -109,7 +118,7 @@ async def _with_cluster(
 ) -> None:
     clock = ManualClock()
     runners: list[AbstractAsyncContextManager[str]] = [
-        _Stuck() if make is None else running_app(await make(tmp_path / f"n{i}", clock))
+        make if isinstance(make, _Stuck) else running_app(await make(tmp_path / f"n{i}", clock))
         for i, make in enumerate(apps)
     ]
     async with aiohttp.ClientSession() as session:
@@ -128,7 +137,7 @@ async def _with_cluster(
                 SimpleNamespace(),  # type: ignore[arg-type]  # stream_put takes the ring itself
                 session,
                 clock,
-                conn_timeout_s=2.0,
+                conn_timeout_s=0.5,  # (also how long the trailer probe waits on a stand-in)
                 node_timeout_s=node_timeout_s,
                 error_limiter=ErrorLimiter(clock, limit=10, interval_s=60),
             )
@@ -172,7 +181,7 @@ async def _put(
         lambda d: f"/{d.device}/0/AUTH_a/c/{name}",
         headers_for,
         body,
-        connect_timeout_s=2.0,
+        connect_timeout_s=0.5,
     )
 
 
@@ -237,7 +246,29 @@ def test_a_node_that_never_takes_the_body_is_dropped_mid_body(
         assert len(counts) == 3 and counts[0] < counts[1] == counts[2]
         assert _Counting.unsent_max <= WRITE_HIGH_BYTES
 
-    asyncio.run(_with_cluster(tmp_path, [_real, _real, None], test, node_timeout_s=0.5))
+    asyncio.run(_with_cluster(tmp_path, [_real, _real, _Stuck()], test, node_timeout_s=0.5))
+
+
+@pytest.mark.parametrize(
+    ("read_bytes", "answer"),
+    [
+        (1_000_000, b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"),
+        (1_000_000, b"HTTP/1.1 201 Cre"),  # a close in the middle of an answer
+        (len(BODY) + 56, b""),  # the whole body and trailer, then never an answer
+    ],
+)
+def test_a_node_failing_mid_body_or_mute_after_it_is_a_503(
+    tmp_path: Path, read_bytes: int, answer: bytes
+) -> None:
+    async def test(backend: Backend, ring: Ring, urls: list[str], clock: ManualClock) -> None:
+        await _put(backend, ring, clock, "warm", _body(BODY))  # servers known to take trailers
+        results = await _put(backend, ring, clock, "flaky", _body(BODY))
+        by_url = {f"http://127.0.0.1:{r.node.port}": r.status for r in results if r.node}
+        assert by_url == {urls[0]: 201, urls[1]: 201, urls[2]: 503}
+        assert (await _stored(urls[:2], "flaky")) == [BODY, BODY]
+
+    flaky = _Stuck(read_bytes, answer)
+    asyncio.run(_with_cluster(tmp_path, [_real, _real, flaky], test, node_timeout_s=0.5))
 
 
 def test_a_node_that_is_down_leaves_a_quorum(tmp_path: Path) -> None:

@@ -14,6 +14,10 @@ xxh3-128, proxy/etagtrailer.py) and followed, on each backend request, by an ETa
 (common/puttrailer.py): the object servers check the xxh3-128 of what they received against
 it and store the proxy's MD5 instead of computing their own. A client ETag that is not the
 body's MD5 makes the trailer say cancel, so no replica commits (the client gets their 422).
+
+Such a body of at least LEAN_PUT_BYTES_MIN bytes goes to the replicas on plain connections
+instead of aiohttp's streamed requests (proxy/leanput.py: same handoffs, quorum, trailer and
+checks, less CPU per byte); the queue-per-replica path below serves the others.
 """
 
 from __future__ import annotations

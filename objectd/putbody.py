@@ -12,7 +12,7 @@ says commit, and its length and xxh3-128 match what arrived.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -35,6 +35,7 @@ from objectd.request import BadRequest
 __all__ = [
     "Received",
     "WriteInFlight",
+    "check_trailer",
     "finish_trailed",
     "read_body",
     "status",
@@ -183,6 +184,33 @@ async def _receive_into(
     return pending
 
 
+def check_trailer(
+    trailer: bytes | bytearray | memoryview,
+    body_len: int,
+    received: int,
+    body_xxh3_128: Callable[[], str],
+    header_etag: str,
+) -> str | web.Response:
+    """The ETag a trailed body may be committed with, or its refusal (nothing committed):
+    400 for a garbled trailer or a length that does not add up (`body_len` announced,
+    `received` bytes stored), 422 for a cancelled PUT, a body whose xxh3-128 (computed by
+    `body_xxh3_128`, only once the cheaper checks passed) differs from the proxy's (bytes
+    changed between proxy and disk), or an ETag header that is not the trailer's MD5."""
+    try:
+        t = decode_trailer(trailer)
+    except TrailerError as e:
+        return status(400, f"bad ETag trailer: {e}")
+    if t.action == "cancel":
+        return status(422, "the proxy cancelled this PUT: the body does not match its ETag")
+    if t.body_length != body_len or received != body_len:
+        return status(400, "ETag trailer body length does not match the body")
+    if body_xxh3_128() != t.xxh3_128_hex:
+        return status(422, "body xxh3-128 differs from the proxy's: changed in transit")
+    if header_etag and header_etag != t.md5_hex:
+        return status(422, "ETag does not match the body's MD5")
+    return t.md5_hex
+
+
 def finish_trailed(
     writer: ObjectWriter,
     tail: bytes | bytearray,
@@ -191,26 +219,14 @@ def finish_trailed(
     header_etag: str,
     md: ObjectMetadata,
 ) -> str | web.Response:
-    """Write the last bytes, check the trailer and commit, in one pool step (blocking).
-
-    Returns the ETag once committed, or the refusal (nothing committed; the caller removes
-    the temp file): 400 for a garbled trailer or a length that does not add up, 422 for a
-    cancelled PUT, a body whose xxh3-128 differs from the proxy's (bytes changed between
-    proxy and disk), or an ETag header that is not the trailer's MD5.
-    """
+    """Write the last bytes, check the trailer (`check_trailer`) and commit, in one pool
+    step (blocking). Returns the ETag once committed, or the refusal (nothing committed;
+    the caller removes the temp file)."""
     if tail:
         writer.write(tail)
-    try:
-        t = decode_trailer(trailer)
-    except TrailerError as e:
-        return status(400, f"bad ETag trailer: {e}")
-    if t.action == "cancel":
-        return status(422, "the proxy cancelled this PUT: the body does not match its ETag")
-    if t.body_length != body_len or writer.bytes_written != body_len:
-        return status(400, "ETag trailer body length does not match the body")
-    if writer.body_xxh3_128() != t.xxh3_128_hex:
-        return status(422, "body xxh3-128 differs from the proxy's: changed in transit")
-    if header_etag and header_etag != t.md5_hex:
-        return status(422, "ETag does not match the body's MD5")
-    writer.commit(md, t.md5_hex)
-    return t.md5_hex
+    checked = check_trailer(
+        trailer, body_len, writer.bytes_written, writer.body_xxh3_128, header_etag
+    )
+    if isinstance(checked, str):
+        writer.commit(md, checked)
+    return checked

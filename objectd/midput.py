@@ -1,0 +1,253 @@
+"""Medium object PUTs on the fast lane: a whole body of up to `MID_BODY_BYTES_MAX` bytes
+(plus the ETag trailer, common/puttrailer.py) stored in one pool step.
+
+blockd writes every chunk object and journal record (512 KiB by default) through
+objectd/cluster_client.py: a Content-Length body followed by the ETag trailer, three
+replicas each. On aiohttp such a PUT is streamed (objectd/putbody.py): the request machinery,
+a pool step to open the temp file, one to write and commit, a ``posix_fallocate``, a joined
+copy of the body. Here the lean server (common/leanserver, docs/lean-http-server.md) reads
+the whole request first and the checks, the trailer's verdict, the write and the durable
+commit run as ONE pool step (objectd/wholewrite.py), with the same answers in the same order
+as the streamed path: 400 for bad headers or a garbled trailer, 409/412 from what is stored,
+422 for a cancelled PUT or a body that does not match its checksums, 507 for a full or
+missing device, 201 once the data file and its directory are fsynced.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping
+from dataclasses import replace
+
+import xxhash
+from aiohttp import web
+
+from common.leanserver import FastRequest, FastRoute, RequestHead
+from common.puttrailer import TRAILER_BYTES, TRAILER_HEADER
+from common.timestamps import Timestamp
+from objectd.asyncpending import ContainerTarget
+from objectd.conf import ServerState
+from objectd.container_update import TargetParseError, parse_targets
+from objectd.devices import DeviceBusy, DeviceUnavailable
+from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
+from objectd.fileformat import ObjectMetadata
+from objectd.headers import persisted_from_request
+from objectd.putbody import check_trailer, status, trailed_body_length
+from objectd.request import (
+    BadRequest,
+    ObjectPath,
+    parse_content_type,
+    parse_delete_at,
+    parse_object_path,
+    parse_timestamp,
+)
+from objectd.smallput import SMALL_BODY_BYTES_MAX
+from objectd.wholewrite import MID_BODY_BYTES_MAX, write_whole_data
+from objectd.writecore import acknowledge, refusal
+
+__all__ = ["MID_BODY_BYTES_MAX", "mid_put_route", "put_mid", "store_whole_step"]
+
+# The route's Content-Length limit: the largest body and its trailer.
+MID_REQUEST_BYTES_MAX = MID_BODY_BYTES_MAX + TRAILER_BYTES
+
+
+class GaveUp:
+    """Set (on the event loop) when a PUT stops waiting for its pool step; the step reads it
+    just before committing, so an unacknowledged PUT is never committed."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def __call__(self) -> bool:
+        return self.value
+
+
+def _accept(head: RequestHead) -> bool:
+    """A trailed PUT of at most MID_BODY_BYTES_MAX body bytes, or a plain one larger than the
+    small route takes (objectd/smallput.py), on an object path."""
+    headers = head.headers
+    if "Content-Length" not in headers:
+        return False
+    if TRAILER_HEADER not in headers and head.content_length <= SMALL_BODY_BYTES_MAX:
+        return False
+    return head.path.count("/") >= 5 and not head.path.startswith("/_")
+
+
+def mid_put_route(st: ServerState) -> FastRoute:
+    """The object server's fast route for medium whole-body PUTs (register it after
+    `objectd.smallput.fast_put_route`)."""
+
+    async def handler(req: FastRequest) -> web.Response:
+        return await put_mid(st, req)
+
+    return FastRoute("PUT", _accept, handler, MID_REQUEST_BYTES_MAX, st.conf.node_timeout_s)
+
+
+async def put_mid(st: ServerState, req: FastRequest) -> web.Response:
+    """`PUT /device/partition/account/container/object` on the fast lane: the checks of the
+    aiohttp handler (objectd/writes.py handle_put, `guarded`) in the same order, then
+    `store_whole`."""
+    headers = req.headers
+    try:
+        path = parse_object_path(req.path)
+        ts = parse_timestamp(headers)
+        assert ts is not None
+        limit = st.conf.object_bytes_max
+        if len(req.body) > limit:
+            return status(413, f"Content-Length {len(req.body)} is more than {limit}")
+        body_len = trailed_body_length(headers, len(req.body))
+        ctype = parse_content_type(headers)
+        parse_delete_at(headers, st.clock.time())
+        targets = parse_targets(headers)
+    except (BadRequest, TargetParseError) as e:
+        return status(400, str(e))
+    if body_len is None and len(req.body) > MID_BODY_BYTES_MAX:
+        return status(413, f"Content-Length {len(req.body)} is more than {MID_BODY_BYTES_MAX}")
+    try:
+        return await store_whole(headers, st, path, ts, ctype, req.body, body_len, targets)
+    except (DeviceUnavailable, DiskFull) as e:
+        return status(507, str(e))
+    except DeviceBusy as e:
+        return status(503, str(e))
+
+
+async def store_whole(
+    headers: Mapping[str, str],
+    st: ServerState,
+    path: ObjectPath,
+    ts: Timestamp,
+    ctype: str,
+    request_body: bytes,
+    body_len: int | None,
+    targets: tuple[ContainerTarget, ...],
+) -> web.Response:
+    """Store a PUT's whole request body (its first `body_len` bytes and the ETag trailer
+    after them; all of it when `body_len` is None) in one pool step, then the expiry queue,
+    the container updates and the 201."""
+    st.metrics.bytes_in.inc(len(request_body))
+    df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
+    md = ObjectMetadata(
+        kind="data",
+        name=path.name,
+        timestamp=ts,
+        content_type=ctype,
+        headers=persisted_from_request(headers),
+    )
+    gave_up = GaveUp()
+    step = functools.partial(
+        store_whole_step,
+        st,
+        path.device,
+        df,
+        ts,
+        headers.get("If-None-Match") == "*",
+        request_body,
+        body_len,
+        headers.get("ETag", "").strip().strip('"').lower(),
+        md,
+        gave_up,
+    )
+    try:
+        stored = await st.devices.run(path.device, step)
+    except (DeviceUnavailable, DiskFull) as e:
+        return status(507, str(e))
+    except BaseException:
+        # Timed out (DeviceBusy -> 503) or cancelled: a step still running in the pool
+        # must not commit an object whose PUT was not acknowledged.
+        gave_up.value = True
+        raise
+    if isinstance(stored, web.Response):
+        return stored
+    etag, size = stored
+    return await acknowledge(headers, st, path, df.hash_hex, ts, ctype, etag, size, targets)
+
+
+def _checked_etag(
+    request_body: bytes, body_len: int | None, header_etag: str
+) -> str | web.Response:
+    """The body's ETag (the trailer's MD5 once the body matches it, else the MD5 computed
+    here) or the refusal, exactly as the streamed path decides (objectd/putbody.py)."""
+    view = memoryview(request_body)
+    if body_len is None:
+        etag = hashlib.md5(view).hexdigest()
+        if header_etag and header_etag != etag:
+            return status(422, "ETag does not match the body's MD5")
+        return etag
+    body = view[:body_len]
+    return check_trailer(
+        view[body_len:], body_len, len(body), lambda: xxhash.xxh3_128_hexdigest(body), header_etag
+    )
+
+
+def store_whole_step(
+    st: ServerState,
+    device: str,
+    df: DiskFile,
+    ts: Timestamp,
+    if_none_match: bool,
+    request_body: bytes,
+    body_len: int | None,
+    header_etag: str,
+    md: ObjectMetadata,
+    gave_up: GaveUp,
+) -> tuple[str, int] | web.Response:
+    """Device check, lookup, refusals (409, 412), the body's checks (400, 422), then the
+    write and the durable commit (blocking): (etag, size) once committed, or the refusal.
+    Nothing is committed once the request has given up waiting (`gave_up`)."""
+    st.devices.check(device)
+    found = df.lookup()
+    refused = refusal(found, ts, if_none_match)
+    if refused is not None:
+        return refused
+    if not isinstance(df, RealDiskFile):
+        return _store_streamed(st, df, request_body, body_len, header_etag, md, gave_up)
+    etag = _checked_etag(request_body, body_len, header_etag)
+    if isinstance(etag, web.Response):
+        return etag
+    body = memoryview(request_body)[: len(request_body) if body_len is None else body_len]
+    reserve = st.conf.fallocate_reserve_bytes
+    cleanup = not isinstance(found, Missing)
+    if not write_whole_data(df, body, replace(md, etag=etag), reserve, gave_up, cleanup=cleanup):
+        return status(503, "gave up waiting for the disk")
+    return etag, len(body)
+
+
+def _store_streamed(
+    st: ServerState,
+    df: DiskFile,
+    request_body: bytes,
+    body_len: int | None,
+    header_etag: str,
+    md: ObjectMetadata,
+    gave_up: GaveUp,
+) -> tuple[str, int] | web.Response:
+    """Any DiskFile but a real one (a fault-injecting twin in tests): through its streaming
+    writer, whose own hashes of what it was given decide, as on the streamed path."""
+    size = len(request_body) if body_len is None else body_len
+    writer = df.writer(size, st.conf.fallocate_reserve_bytes, md5=body_len is None)
+    committed = False
+    try:
+        writer.write(request_body[:size])
+        if body_len is None:
+            etag = writer.etag()
+            if header_etag and header_etag != etag:
+                return status(422, "ETag does not match the body's MD5")
+            checked: str | web.Response = etag
+        else:
+            trailer = memoryview(request_body)[body_len:]
+            checked = check_trailer(
+                trailer, body_len, writer.bytes_written, writer.body_xxh3_128, header_etag
+            )
+        if isinstance(checked, web.Response):
+            return checked
+        if gave_up():
+            return status(503, "gave up waiting for the disk")
+        writer.commit(md, checked)
+        committed = True
+    finally:
+        if not committed:
+            writer.abort()
+    return checked, writer.bytes_written

@@ -1,0 +1,151 @@
+"""A data file written from a body that is already whole in memory, in one go.
+
+The fast lane's medium PUTs (objectd/midput.py: bodies up to `MID_BODY_BYTES_MAX`, such as
+the 512 KiB chunk objects blockd writes through objectd/cluster_client.py) arrive whole, so
+they need none of the streaming writer's machinery (objectd/diskfile.py `_RealWriter`):
+the block checksums are computed from the buffer, and body and footer go to disk in one
+writev. The system calls a body of this size cannot need are left out, as for small PUTs
+(objectd/smallwrite.py):
+
+- no ``posix_fallocate`` (and no ``lseek``/``ftruncate`` to trim it): the one writev
+  reports ENOSPC itself, and the free-space reserve is still checked first;
+- no ``sync_file_range`` hints: the fsync follows at once;
+- no ``mkdir`` of the device's tmp directory per PUT (created, durably, only when the temp
+  file's open finds it missing) and no ``getrandom`` per temp name (a per-process random
+  prefix and a counter; ``O_EXCL`` refuses any clash);
+- no listing of the hash directory after the rename when the caller's lookup found it
+  empty (`cleanup=False`).
+
+The commit is `RealDiskFile._commit_file`, the same as every other write: fsync of the file,
+hashes.invalid appended and fsynced, the hash directory created durably, rename, fsync of
+the hash directory, all before the caller may acknowledge. Blocking: runs in the device's
+thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import replace
+
+import xxhash
+
+from common.fsutil import makedirs_durable
+from objectd.diskfile import Buffer, DiskFull, RealDiskFile
+from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
+
+__all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_whole_data"]
+
+# The largest body stored whole from memory (the fast lane buffers each body this large).
+MID_BODY_BYTES_MAX = 4 * 1024 * 1024
+# Temp names tried before giving up (a clash needs a leftover file of an earlier process
+# with the same pid and the same 64-bit random prefix).
+TMP_NAME_TRIES_MAX = 8
+
+_counter = itertools.count()
+_prefix: tuple[int, str] | None = None  # (pid, random hex) of this process
+
+
+def _tmp_token() -> str:
+    global _prefix
+    pid = os.getpid()
+    if _prefix is None or _prefix[0] != pid:  # first use, or a forked child
+        _prefix = (pid, os.urandom(8).hex())
+    return f"w{_prefix[1]}{next(_counter):x}"
+
+
+def block_digests(body: Buffer, block_bytes: int = BLOCK_BYTES) -> bytes:
+    """The per-block xxh3-64 digests of `body`, as the streaming writer records them
+    (hashed in place: no block is copied)."""
+    view = memoryview(body)
+    digest = xxhash.xxh3_64_digest
+    return b"".join(digest(view[lo : lo + block_bytes]) for lo in range(0, len(view), block_bytes))
+
+
+def _check_space(df: RealDiskFile, need: int, reserve_bytes: int) -> None:
+    st = os.statvfs(df.layout.root)
+    free = st.f_bavail * st.f_frsize
+    if free - need < reserve_bytes:
+        raise DiskFull(f"{free} bytes free, {need} needed, reserve {reserve_bytes}")
+
+
+def _create_tmp(df: RealDiskFile) -> tuple[str, int]:
+    """A new temp file in the device's tmp directory: (path, open fd)."""
+    tmp_dir = df.layout.tmp
+    for _ in range(TMP_NAME_TRIES_MAX):
+        path = f"{tmp_dir}/{df.hash_hex}.{_tmp_token()}.tmp"
+        try:
+            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            makedirs_durable(tmp_dir)
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, f"no free temp name in {tmp_dir}")
+
+
+def _writev_all(fd: int, parts: list[memoryview]) -> None:
+    """Write every byte of `parts` in order (resuming after a short write)."""
+    pending = [p for p in parts if len(p)]
+    try:
+        while pending:
+            n = os.writev(fd, pending)
+            if n <= 0:
+                raise OSError(errno.EIO, "writev wrote nothing")
+            while n and pending:
+                first = pending[0]
+                if n >= len(first):
+                    n -= len(first)
+                    pending.pop(0)
+                else:
+                    pending[0] = first[n:]
+                    n = 0
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(str(e)) from None
+        raise
+
+
+def write_whole_data(
+    df: RealDiskFile,
+    body: Buffer,
+    md: ObjectMetadata,
+    reserve_bytes: int,
+    gave_up: Callable[[], bool],
+    *,
+    cleanup: bool,
+) -> bool:
+    """Store `body` as the .data file described by `md` (whose `etag` the caller has
+    checked; its length and block checksums are filled in here). True once durable; False,
+    with nothing left behind, when `gave_up()` is true just before the commit.
+    `cleanup=False` skips removing obsolete files after the rename (the caller's lookup
+    found no file in the hash directory). Raises DiskFull for the reserve or ENOSPC."""
+    assert len(body) <= MID_BODY_BYTES_MAX
+    _check_space(df, len(body), reserve_bytes)
+    md = replace(
+        md,
+        content_length=len(body),
+        block_bytes=BLOCK_BYTES,
+        block_xxh3=block_digests(body),
+    )
+    footer = encode_footer(md)
+    tmp, fd = _create_tmp(df)
+    committed = False
+    try:
+        try:
+            view = memoryview(body)
+            _writev_all(fd, [view if view.format == "B" else view.cast("B"), memoryview(footer)])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if gave_up():
+            return False
+        df._commit_file(tmp, f"{md.timestamp.internal}.data", cleanup=cleanup)
+        committed = True
+    finally:
+        if not committed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return True

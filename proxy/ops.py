@@ -391,7 +391,9 @@ class Ops:
         resp, summary = await read_object(self.backend, ring, part, path_for, hdrs, nodes)
         if resp is None:
             status, whole = summary.status, summary.body
-            if status in (200, 206):  # read whole (proxy.backend.read_object)
+            if status < 400 or status in (412, 416):
+                # A good answer read whole (proxy.backend.read_object): a stream, as an
+                # answer that open_stream leaves open is, for every caller.
                 return Result(status, client_headers(summary.headers), b"", WholeBody(whole))
             return Result(status, client_headers(summary.headers), whole)
 

@@ -124,8 +124,13 @@ async def to_response(request: web.Request, res: Result) -> web.StreamResponse:
             return text(res.status, headers=h)
         h.popall("Content-Length", None)
         return web.Response(status=res.status, body=res.body, headers=h)
-    if isinstance(res.stream, WholeBody) and request.method == "GET":
-        # Read whole from the object server already: the answer at once.
+    if (
+        isinstance(res.stream, WholeBody)
+        and request.method == "GET"
+        and "Content-Length" in res.headers
+    ):
+        # Read whole from the object server already: the answer at once (as `_gather` does
+        # for a small streamed body; one without a Content-Length, a 304, streams below).
         h = CIMultiDict(res.headers)
         h.popall("Content-Length", None)
         return web.Response(status=res.status, body=res.stream.body, headers=h)

@@ -81,3 +81,44 @@ def test_a_large_body_still_streams() -> None:
     big = BODY * 40  # 160 KiB
     status, _headers, body = _run(lambda: _result([big[:65536], big[65536:]], len(big)))
     assert (status, body) == (200, big)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "declared"),
+    [
+        (200, BODY, True),
+        (206, BODY[:10], True),
+        (200, b"w" * 500_000, True),
+        (200, b"", True),
+        (412, b"", True),
+        (304, b"", False),
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_whole_body_is_answered_as_the_same_body_streamed(
+    status: int, body: bytes, declared: bool, method: str
+) -> None:
+    """proxy.ops.WholeBody (a body the proxy read whole): the client gets what it got when
+    the same answer was streamed (status, headers but Date, body)."""
+    from proxy.ops import WholeBody
+
+    def make(stream: Callable[[], AsyncIterator[bytes]]) -> Callable[[], Result]:
+        def result() -> Result:
+            h = CIMultiDict({"Content-Type": "x/y", "ETag": "e"})
+            if declared:
+                h["Content-Length"] = str(len(body))
+            res = Result(status, h, b"", stream())
+            if method == "HEAD":  # as proxy/swift.py _object does
+                res.stream = None
+            return res
+
+        return result
+
+    whole = _run(make(lambda: WholeBody(body)), method)
+    streamed = _run(
+        make(lambda: _chunks([body[i : i + 65536] for i in range(0, len(body), 65536)])), method
+    )
+    for answer in (whole, streamed):
+        answer[1].popall("Date", None)
+    assert whole == streamed
+    assert whole[0] == status and whole[2] == (body if method == "GET" else b"")

@@ -3,6 +3,10 @@
 Each step verifies the checksums of the blocks it is about to send (in the device's thread
 pool), then sends exactly those bytes, by sendfile when allowed. A mismatch quarantines the
 object and aborts the connection, so the client sees a short body, never a wrong one.
+
+The answer before any body byte (404, 304/412, 416, the headers, the ranges, a withheld
+body) is planned by `plan_answer` and `withheld`, which the fast lane's read routes
+(objectd/smallget.py) use too, so both sides answer alike.
 """
 
 from __future__ import annotations

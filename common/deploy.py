@@ -84,9 +84,10 @@ class StorageNodeConfig:
     # Serve the small requests between cairn's servers (small object PUTs, container row
     # batches) on the lean HTTP server in front of aiohttp (docs/lean-http-server.md).
     fast_lane: bool = True
-    # Small object PUTs made durable together by one syncfs(2) of the device's file system
+    # Small object PUTs made durable together by syncfs(2) of the device's file system
     # instead of their own fsyncs (objectd/groupsync.py; Linux >= 5.8, else per-file fsync).
-    group_sync: bool = True
+    # Off by default: measured slower where the file system is shared (docs/group-commit.md).
+    group_sync: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from common.clock import Clock
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from objectd.devices import Devices
+from objectd.groupsync import GroupSyncs
 from objectd.update_batcher import UpdateBatcher
 
 __all__ = ["STATE", "ObjectMetrics", "ObjectServerConf", "ServerState"]
@@ -45,6 +46,9 @@ class ObjectServerConf:
     disk_timeout_s: float = 60.0
     # Send verified ranges with sendfile (zero copy to the socket) instead of write().
     use_sendfile: bool = True
+    # Small PUTs made durable by a shared syncfs of the file system instead of their own
+    # fsyncs (objectd/groupsync.py); used only where syncfs reports errors (Linux >= 5.8).
+    group_sync: bool = False
     # Tombstones older than this are removed when suffixes are rehashed (cluster setting).
     reclaim_age_s: float = 7 * 24 * 3600.0
 
@@ -71,6 +75,7 @@ class ObjectServerConf:
             mount_check=node.mount_check,
             fallocate_reserve_bytes=node.fallocate_reserve_bytes,
             threads_per_device=node.threads_per_device,
+            group_sync=node.group_sync,
             node_timeout_s=deploy.proxy.node_timeout_s,
             reclaim_age_s=float(deploy.cluster.reclaim_age_s),
         )
@@ -83,6 +88,8 @@ class ObjectMetrics:
     quarantines: Counter
     async_pendings: Counter
     update_batch_rows: Histogram
+    group_syncs: Counter
+    group_sync_waits: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> ObjectMetrics:
@@ -97,6 +104,16 @@ class ObjectMetrics:
                 registry=registry,
                 buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             ),
+            Counter(
+                "cairn_object_group_syncs",
+                "syncfs calls made for small PUTs (objectd/groupsync.py)",
+                registry=registry,
+            ),
+            Counter(
+                "cairn_object_group_sync_waits",
+                "Small PUTs that waited for a group syncfs (waits / syncs = writes per call)",
+                registry=registry,
+            ),
         )
 
 
@@ -108,6 +125,7 @@ class ServerState:
     metrics: ObjectMetrics
     session: aiohttp.ClientSession | None = None  # for container updates; set on startup
     batcher: UpdateBatcher | None = None  # batched container updates; set on startup
+    syncs: GroupSyncs | None = None  # group commit of small PUTs; made on first use
 
     def client(self) -> aiohttp.ClientSession:
         assert self.session is not None, "the app has not started"

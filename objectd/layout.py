@@ -202,19 +202,24 @@ def invalidate_suffix(layout: DeviceLayout, partition: int, suffix: str) -> None
 
 
 @contextlib.contextmanager
-def suffix_invalidated(layout: DeviceLayout, partition: int, suffix: str) -> Iterator[None]:
+def suffix_invalidated(
+    layout: DeviceLayout, partition: int, suffix: str, *, sync: bool = True
+) -> Iterator[None]:
     """Append `suffix` to hashes.invalid, then hold a shared lock on it for the block.
 
     Writers hold the shared lock from the append until their rename is done; the hasher
     takes the exclusive lock to read the list (`objectd.hashes`), so every entry it reads
-    belongs to a change that is already visible. Writers never block each other.
+    belongs to a change that is already visible. Writers never block each other. With
+    `sync=False` the append is not fsynced: the caller makes it durable with its rename
+    (a group syncfs, objectd/groupsync.py) before acknowledging anything.
     """
     assert len(suffix) == 3
     path = layout.partition_dir(partition) / HASHES_INVALID
     fd = open_locked(path, fcntl.LOCK_SH)
     try:
         os.write(fd, suffix.encode("ascii") + b"\n")  # one small O_APPEND write: atomic
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         yield
     finally:
         os.close(fd)  # closing drops the lock

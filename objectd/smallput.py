@@ -5,12 +5,14 @@ path and the body bytes."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
 
 from aiohttp import web
 
 from common.leanserver import FastRequest, FastRoute, RequestHead
+from common.log import get_logger
 from common.puttrailer import TRAILER_HEADER
 from common.timestamps import Timestamp
 from objectd.asyncpending import ContainerTarget
@@ -19,6 +21,7 @@ from objectd.container_update import TargetParseError, parse_targets
 from objectd.devices import DeviceBusy, DeviceUnavailable
 from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
 from objectd.fileformat import ObjectMetadata
+from objectd.groupsync import GroupSync, GroupSyncs, syncfs_reports_errors
 from objectd.headers import persisted_from_request
 from objectd.putbody import status
 from objectd.request import (
@@ -29,8 +32,18 @@ from objectd.request import (
     parse_object_path,
     parse_timestamp,
 )
-from objectd.smallwrite import SMALL_WRITE_BYTES_MAX, write_small_data
+from objectd.smallwrite import (
+    SMALL_WRITE_BYTES_MAX,
+    SmallCommit,
+    prepare_small_data,
+    write_small_data,
+)
 from objectd.writecore import acknowledge, finish_put, open_for_put, refusal
+
+log = get_logger("cairn.object-server")
+
+# Group commit needs a syncfs(2) that reports write-back errors (Linux >= 5.8).
+SYNCFS_OK = syncfs_reports_errors()
 
 __all__ = ["SMALL_BODY_BYTES_MAX", "fast_put_route", "put_fast", "store_small"]
 
@@ -62,8 +75,11 @@ async def store_small(
     """Store a PUT's whole small body (at most SMALL_BODY_BYTES_MAX bytes, read already):
     device check, lookup, temp file, write, ETag check and commit (fsync of file and
     directories) run as ONE pool step; then the expiry queue, the container updates and the
-    201. The aiohttp handler and the fast route both end here: the same checks, in the same
-    order, on the same durable commit."""
+    201. With group commit (`group_syncs`) the pool step writes the temp file unsynced and the
+    rename goes to the file system's group committer, which makes the temp files durable,
+    renames and syncs again for a whole batch at once (objectd/groupsync.py); the 201 waits
+    for that. The aiohttp handler and the fast route both end here: the same checks, in the
+    same order, on the same durable commit."""
     st.metrics.bytes_in.inc(len(body))
     df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
     md = ObjectMetadata(
@@ -85,6 +101,7 @@ async def store_small(
         headers.get("ETag", "").strip().strip('"').lower(),
         md,
         gave_up,
+        group_syncs(st),
     )
     try:
         stored = await st.devices.run(path.device, step)
@@ -98,8 +115,56 @@ async def store_small(
         raise
     if isinstance(stored, web.Response):
         return stored
-    etag, size = stored
+    etag, size, pending = stored
+    if pending is not None:
+        refused = await _group_commit(st, path.device, df, pending, gave_up)
+        if refused is not None:
+            return refused
     return await acknowledge(headers, st, path, df.hash_hex, ts, ctype, etag, size, targets)
+
+
+def group_syncs(st: ServerState) -> GroupSyncs | None:
+    """The server's group committers when small PUTs use them (`[[nodes]] group_sync` and a
+    kernel whose syncfs reports write-back errors), else None (per-file fsyncs)."""
+    if not (st.conf.group_sync and SYNCFS_OK):
+        return None
+    if st.syncs is None:
+        st.syncs = GroupSyncs(on_call=st.metrics.group_syncs.inc)
+    return st.syncs
+
+
+async def _group_commit(
+    st: ServerState, device: str, df: DiskFile, pending: _Pending, gave_up: _GaveUp
+) -> web.Response | None:
+    """Hand the rename to the file system's group committer and wait until it is durable
+    (objectd/groupsync.py); then remove obsolete files if the lookup found any. None when
+    committed, else the refusal: 503 when a sync failed or took longer than a disk step."""
+    st.metrics.group_sync_waits.inc()
+    try:
+        await asyncio.wait_for(pending.sync.commit(pending.job), st.conf.disk_timeout_s)
+    except TimeoutError:
+        gave_up.value = True  # not renamed yet: it never will be
+        return status(503, f"device {device}: sync took over {st.conf.disk_timeout_s}s")
+    except BaseException as e:
+        gave_up.value = True
+        if not isinstance(e, OSError):
+            raise
+        log.error("group commit failed", extra={"fields": {"device": device, "error": str(e)}})
+        return status(503, f"device {device}: commit failed")
+    if pending.cleanup and isinstance(df, RealDiskFile):
+        await st.devices.run(device, df._cleanup)
+    return None
+
+
+class _Pending:
+    """A small PUT's temp file, written, and the rename still to be group-committed."""
+
+    __slots__ = ("cleanup", "job", "sync")
+
+    def __init__(self, sync: GroupSync, job: SmallCommit, cleanup: bool) -> None:
+        self.sync = sync
+        self.job = job
+        self.cleanup = cleanup
 
 
 def store_small_step(
@@ -112,29 +177,34 @@ def store_small_step(
     expected_etag: str,
     md: ObjectMetadata,
     gave_up: _GaveUp,
-) -> tuple[str, int] | web.Response:
-    """`open_for_put` and `_finish` back to back (blocking): (etag, size) once committed,
-    or the refusal (409, 412, 422). The temp file is removed on any failure, and nothing is
-    committed once the request has given up waiting (`gave_up`). A real disk file takes the
-    short path of objectd/smallwrite.py (the same checks and the same durable commit)."""
+    syncs: GroupSyncs | None = None,
+) -> tuple[str, int, _Pending | None] | web.Response:
+    """`open_for_put` and `_finish` back to back (blocking): (etag, size, pending) once
+    committed, or the refusal (409, 412, 422). The temp file is removed on any failure, and
+    nothing is committed once the request has given up waiting (`gave_up`). A real disk
+    file takes the short path of objectd/smallwrite.py (the same checks and the same durable
+    commit); with `syncs` its file is renamed into place unsynced and `pending` names the
+    barrier the caller must pass before acknowledging (objectd/groupsync.py)."""
     if isinstance(df, RealDiskFile):
-        st.devices.check(device)
+        layout = st.devices.check(device)
         found = df.lookup()
         refused = refusal(found, ts, if_none_match)
         if refused is not None:
             return refused
-        etag = write_small_data(
-            df,
-            body,
-            md,
-            st.conf.fallocate_reserve_bytes,
-            expected_etag,
-            lambda: gave_up.value,
-            cleanup=not isinstance(found, Missing),
+        cleanup = not isinstance(found, Missing)
+        reserve = st.conf.fallocate_reserve_bytes
+        if syncs is not None:
+            made = prepare_small_data(df, body, md, reserve, expected_etag, lambda: gave_up.value)
+            if made is None:
+                return status(422, "ETag does not match the body's MD5")
+            etag, job = made
+            return etag, len(body), _Pending(syncs.for_path(layout.root), job, cleanup)
+        durable = write_small_data(
+            df, body, md, reserve, expected_etag, lambda: gave_up.value, cleanup=cleanup
         )
-        if etag is None:
+        if durable is None:
             return status(422, "ETag does not match the body's MD5")
-        return etag, len(body)
+        return durable, len(body), None
     opened = open_for_put(st, device, df, ts, if_none_match, len(body))
     if isinstance(opened, web.Response):
         return opened
@@ -149,7 +219,7 @@ def store_small_step(
             opened.abort()
     if not committed:
         return status(422, "ETag does not match the body's MD5")
-    return opened.etag(), opened.bytes_written
+    return opened.etag(), opened.bytes_written, None
 
 
 async def put_fast(st: ServerState, req: FastRequest) -> web.Response:

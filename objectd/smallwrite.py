@@ -37,8 +37,16 @@ import xxhash
 from common.fsutil import makedirs_durable
 from objectd.diskfile import DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
+from objectd.layout import suffix_invalidated
 
-__all__ = ["SMALL_WRITE_BYTES_MAX", "TMP_NAME_TRIES_MAX", "body_checksums", "write_small_data"]
+__all__ = [
+    "SMALL_WRITE_BYTES_MAX",
+    "TMP_NAME_TRIES_MAX",
+    "SmallCommit",
+    "body_checksums",
+    "prepare_small_data",
+    "write_small_data",
+]
 
 # Bodies this path takes (the object server's small-PUT limit, objectd/writes.py).
 SMALL_WRITE_BYTES_MAX = 64 * 1024
@@ -104,6 +112,107 @@ def _write_all(fd: int, data: bytes) -> None:
         raise
 
 
+def _rename_unsynced(df: RealDiskFile, tmp: str, final_name: str) -> None:
+    """`RealDiskFile._commit_file` without its fsyncs and cleanup (the group's second syncfs
+    makes the hashes.invalid entry, the new directories and the rename durable together)."""
+    with suffix_invalidated(df.layout, df.partition, df.hash_hex[-3:], sync=False):
+        # Under the shared lock: the hasher removes empty dirs only under the exclusive one.
+        hash_dir = os.fspath(df.hash_dir)
+        try:
+            os.rename(tmp, f"{hash_dir}/{final_name}")
+        except FileNotFoundError:  # the hash dir (or its suffix dir) does not exist yet
+            os.makedirs(hash_dir, exist_ok=True)
+            os.rename(tmp, f"{hash_dir}/{final_name}")
+
+
+class SmallCommit:
+    """A small PUT's rename, run by the file system's `GroupSync` once the temp file is
+    durable (objectd/groupsync.py). `run` returns False, renaming nothing, when the request
+    gave up waiting in the meantime."""
+
+    __slots__ = ("df", "final_name", "gave_up", "tmp")
+
+    def __init__(self, df: RealDiskFile, tmp: str, final_name: str, gave_up: Callable[[], bool]):
+        self.df = df
+        self.tmp = tmp
+        self.final_name = final_name
+        self.gave_up = gave_up
+
+    def run(self) -> bool:
+        if self.gave_up():
+            self.abort()
+            return False
+        try:
+            _rename_unsynced(self.df, self.tmp, self.final_name)
+        except BaseException:
+            self.abort()
+            raise
+        return True
+
+    def abort(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
+
+
+def _write_tmp(
+    df: RealDiskFile,
+    body: bytes,
+    md: ObjectMetadata,
+    reserve_bytes: int,
+    expected_etag: str,
+    *,
+    sync: bool,
+) -> tuple[str, ObjectMetadata, str] | None:
+    """The temp file of `body` with its footer: (etag, filled-in metadata, temp path), or
+    None when `expected_etag` is given and is not the body's MD5 (nothing written)."""
+    assert len(body) <= SMALL_WRITE_BYTES_MAX
+    _check_space(df, len(body), reserve_bytes)
+    etag, digests = body_checksums(body)
+    if expected_etag and expected_etag != etag:
+        return None
+    md = replace(
+        md,
+        content_length=len(body),
+        etag=etag,
+        block_bytes=BLOCK_BYTES,
+        block_xxh3=digests,
+    )
+    footer = encode_footer(md)
+    tmp, fd = _create_tmp(df)
+    written = False
+    try:
+        try:
+            _write_all(fd, body + footer)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        written = True
+    finally:
+        if not written:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return etag, md, tmp
+
+
+def prepare_small_data(
+    df: RealDiskFile,
+    body: bytes,
+    md: ObjectMetadata,
+    reserve_bytes: int,
+    expected_etag: str,
+    gave_up: Callable[[], bool],
+) -> tuple[str, SmallCommit] | None:
+    """The group-commit half of `write_small_data`: the temp file, written but not fsynced,
+    and the job that renames it into place (give it to `GroupSync.commit`); None when
+    `expected_etag` does not match (nothing written). Blocking."""
+    made = _write_tmp(df, body, md, reserve_bytes, expected_etag, sync=False)
+    if made is None:
+        return None
+    etag, md, tmp = made
+    return etag, SmallCommit(df, tmp, f"{md.timestamp.internal}.data", gave_up)
+
+
 def write_small_data(
     df: RealDiskFile,
     body: bytes,
@@ -119,27 +228,12 @@ def write_small_data(
     `expected_etag` is given and is not the body's MD5, or when `gave_up()` is true just
     before the commit. `cleanup=False` skips removing obsolete files after the rename
     (the caller's lookup found no file in the hash directory). Blocking."""
-    assert len(body) <= SMALL_WRITE_BYTES_MAX
-    _check_space(df, len(body), reserve_bytes)
-    etag, digests = body_checksums(body)
-    if expected_etag and expected_etag != etag:
+    made = _write_tmp(df, body, md, reserve_bytes, expected_etag, sync=True)
+    if made is None:
         return None
-    md = replace(
-        md,
-        content_length=len(body),
-        etag=etag,
-        block_bytes=BLOCK_BYTES,
-        block_xxh3=digests,
-    )
-    footer = encode_footer(md)
-    tmp, fd = _create_tmp(df)
+    etag, md, tmp = made
     committed = False
     try:
-        try:
-            _write_all(fd, body + footer)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         if gave_up():
             return None
         df._commit_file(tmp, f"{md.timestamp.internal}.data", cleanup=cleanup)

@@ -1,0 +1,216 @@
+"""Group commit of small writes (objectd/groupsync.py): batching, ordering and failures.
+
+The committer's `sync` is the real syncfs in the tests that use `GroupSyncs`; the ordering
+tests give `GroupSync` a sync function that waits on a gate, so that they decide when a
+call returns (the only way to hold a real syncfs open), and that records what the file
+system looked like when each call started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from objectd.groupsync import GroupSync, GroupSyncs, syncfs, syncfs_reports_errors
+
+
+class GatedSync:
+    """A sync that blocks until the test opens its gate; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.started = threading.Semaphore(0)
+        self.gate = threading.Semaphore(0)
+        self.fail_next: OSError | None = None
+
+    def __call__(self) -> None:
+        self.calls += 1
+        self.started.release()
+        self.gate.acquire()
+        if self.fail_next is not None:
+            err, self.fail_next = self.fail_next, None
+            raise err
+
+
+class Job:
+    def __init__(self, log: list[str], name: str, fail: bool = False) -> None:
+        self.log = log
+        self.name = name
+        self.fail = fail
+
+    def run(self) -> str:
+        self.log.append(f"run {self.name}")
+        if self.fail:
+            raise ValueError(self.name)
+        return self.name
+
+    def abort(self) -> None:
+        self.log.append(f"abort {self.name}")
+
+
+async def _started(sync: GatedSync) -> None:
+    await asyncio.to_thread(sync.started.acquire)
+
+
+def test_jobs_arriving_during_a_batch_share_the_next_one():
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        log: list[str] = []
+        first = asyncio.ensure_future(gs.commit(Job(log, "a")))
+        await _started(sync)  # batch 1: its first sync is running
+        later = [asyncio.ensure_future(gs.commit(Job(log, n))) for n in "bcd"]
+        await asyncio.sleep(0.01)
+        assert log == []  # no job runs before the data sync returns
+        sync.gate.release()  # batch 1, first sync
+        await _started(sync)  # batch 1, second sync: "a" has run
+        assert log == ["run a"]
+        assert not first.done()  # not acknowledged before the rename is durable
+        sync.gate.release()
+        assert await first == "a"
+        for _ in range(2):  # batch 2: b, c and d together
+            await _started(sync)
+            sync.gate.release()
+        assert [await f for f in later] == ["b", "c", "d"]
+        assert log == ["run a", "run b", "run c", "run d"]
+        assert sync.calls == 4 and gs.calls == 4 and gs.jobs == 4
+        gs.close()
+
+    asyncio.run(main())
+
+
+async def _batch_of(
+    gs: GroupSync, sync: GatedSync, jobs: list[Job]
+) -> list[asyncio.Future[object]]:
+    """Queue `jobs` while a first batch (one job, "x") holds the committer, then let that
+    batch finish: `jobs` form the next batch, whose first sync has started on return."""
+    first = asyncio.ensure_future(gs.commit(Job([], "x")))
+    await _started(sync)
+    futs: list[asyncio.Future[object]] = [asyncio.ensure_future(gs.commit(job)) for job in jobs]
+    await asyncio.sleep(0)
+    sync.gate.release()
+    await _started(sync)
+    sync.gate.release()
+    assert await first == "x"
+    await _started(sync)  # the batch of `jobs`: its data sync is running
+    return futs
+
+
+def test_a_failed_data_sync_aborts_every_job_of_its_batch():
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        log: list[str] = []
+        futs = await _batch_of(gs, sync, [Job(log, "a"), Job(log, "b")])
+        sync.fail_next = OSError(errno.EIO, "I/O error")
+        sync.gate.release()
+        for f in futs:
+            with pytest.raises(OSError) as err:
+                await f
+            assert err.value.errno == errno.EIO
+        assert log == ["abort a", "abort b"]  # nothing renamed: the temp files go
+        assert sync.calls == 3  # batch "x": two; this batch: only the failed one
+        # the next batch is not affected
+        nxt = asyncio.ensure_future(gs.commit(Job(log, "c")))
+        for _ in range(2):
+            await _started(sync)
+            sync.gate.release()
+        assert await nxt == "c"
+        gs.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_second_sync_fails_the_jobs_that_ran_and_a_job_failure_is_its_own():
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        log: list[str] = []
+        futs = await _batch_of(gs, sync, [Job(log, "a"), Job(log, "b", fail=True)])
+        sync.gate.release()
+        await _started(sync)
+        sync.fail_next = OSError(errno.EIO, "I/O error")
+        sync.gate.release()
+        with pytest.raises(OSError):
+            await futs[0]  # renamed, but the rename is not known to be durable
+        with pytest.raises(ValueError):
+            await futs[1]
+        assert log == ["run a", "run b"]
+        gs.close()
+
+    asyncio.run(main())
+
+
+def test_a_batch_whose_jobs_all_fail_skips_the_second_sync():
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        fut = asyncio.ensure_future(gs.commit(Job([], "a", fail=True)))
+        await _started(sync)
+        sync.gate.release()
+        with pytest.raises(ValueError):
+            await fut
+        assert sync.calls == 1
+        gs.close()
+
+    asyncio.run(main())
+
+
+def test_a_writer_that_stops_waiting_does_not_cancel_the_batch():
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        log: list[str] = []
+        impatient, patient = await _batch_of(gs, sync, [Job(log, "a"), Job(log, "b")])
+        impatient.cancel()
+        sync.gate.release()
+        await _started(sync)
+        sync.gate.release()
+        assert await patient == "b"
+        assert log == ["run a", "run b"]  # the job ran: the writer gave up, not the batch
+        gs.close()
+
+    asyncio.run(main())
+
+
+def test_real_syncfs_and_one_committer_per_file_system(tmp_path: Path):
+    assert syncfs_reports_errors()  # CI's kernel is Linux >= 5.8: group commit is used there
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        syncfs(-1)
+    (tmp_path / "sda").mkdir()
+    (tmp_path / "sdb").mkdir()
+    syncs = GroupSyncs()
+    one, two = syncs.for_path(tmp_path / "sda"), syncs.for_path(tmp_path / "sdb")
+    assert one is two  # same st_dev
+
+    async def main() -> object:
+        return await one.commit(Job([], "x"))
+
+    assert asyncio.run(main()) == "x"
+    assert syncs.stats() == (2, 1)
+    syncs.close()
+
+
+@pytest.mark.parametrize(
+    ("release", "ok"),
+    [
+        ("5.7.19", False),
+        ("5.8.0", True),
+        ("5.10.0-26-amd64", True),
+        ("6.18.44-fc", True),
+        ("4.19.0", False),
+        ("garbage", False),
+    ],
+)
+def test_kernel_release_decides(release: str, ok: bool):
+    assert syncfs_reports_errors(release) is ok

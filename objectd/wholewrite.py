@@ -1,11 +1,11 @@
 """A data file written from a body that is already whole in memory, in one go.
 
 The fast lane's medium PUTs (objectd/midput.py: bodies up to `MID_BODY_BYTES_MAX`, such as
-the 512 KiB chunk objects blockd writes through objectd/cluster_client.py) arrive whole, so
-they need none of the streaming writer's machinery (objectd/diskfile.py `_RealWriter`):
-the block checksums are computed from the buffer, and body and footer go to disk in one
-writev. The system calls a body of this size cannot need are left out, as for small PUTs
-(objectd/smallwrite.py):
+the 512 KiB chunk objects and the journal records blockd writes through
+objectd/cluster_client.py) arrive whole, so they need none of the streaming writer's
+machinery (objectd/diskfile.py `_RealWriter`): the block checksums are computed from the
+buffer, and body and footer go to disk in one writev. The system calls a body of this size
+cannot need are left out, as for small PUTs (objectd/smallwrite.py):
 
 - no ``posix_fallocate`` (and no ``lseek``/``ftruncate`` to trim it): the one writev
   reports ENOSPC itself, and the free-space reserve is still checked first;
@@ -40,7 +40,11 @@ from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
 __all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_whole_data"]
 
 # The largest body stored whole from memory (the fast lane buffers each body this large).
-MID_BODY_BYTES_MAX = 4 * 1024 * 1024
+# Measured (docs/performance.md, "Object server: large PUT cost (session 7)"): up to ~1 MiB
+# the one-step path saves ~1 ms of CPU per PUT; from 2 MiB on, the lane's whole-body
+# buffering (growing the buffer, copying the body out, page faults on fresh memory) costs
+# more than the streamed path's per-request steps.
+MID_BODY_BYTES_MAX = 1024 * 1024
 # Temp names tried before giving up (a clash needs a leftover file of an earlier process
 # with the same pid and the same 64-bit random prefix).
 TMP_NAME_TRIES_MAX = 8

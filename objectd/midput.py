@@ -66,12 +66,15 @@ class GaveUp:
 
 
 def _accept(head: RequestHead) -> bool:
-    """A trailed PUT of at most MID_BODY_BYTES_MAX body bytes, or a plain one larger than the
-    small route takes (objectd/smallput.py), on an object path."""
+    """A trailed PUT of at most MID_BODY_BYTES_MAX body bytes, or a plain one of at most that
+    and larger than the small route takes (objectd/smallput.py), on an object path."""
     headers = head.headers
     if "Content-Length" not in headers:
         return False
-    if TRAILER_HEADER not in headers and head.content_length <= SMALL_BODY_BYTES_MAX:
+    if TRAILER_HEADER in headers:
+        if head.content_length > MID_REQUEST_BYTES_MAX:
+            return False
+    elif not SMALL_BODY_BYTES_MAX < head.content_length <= MID_BODY_BYTES_MAX:
         return False
     return head.path.count("/") >= 5 and not head.path.startswith("/_")
 
@@ -104,8 +107,6 @@ async def put_mid(st: ServerState, req: FastRequest) -> web.Response:
         targets = parse_targets(headers)
     except (BadRequest, TargetParseError) as e:
         return status(400, str(e))
-    if body_len is None and len(req.body) > MID_BODY_BYTES_MAX:
-        return status(413, f"Content-Length {len(req.body)} is more than {MID_BODY_BYTES_MAX}")
     try:
         return await store_whole(headers, st, path, ts, ctype, req.body, body_len, targets)
     except (DeviceUnavailable, DiskFull) as e:

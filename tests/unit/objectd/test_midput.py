@@ -23,6 +23,7 @@ from objectd.conf import STATE
 from objectd.faulty import FaultPlan
 from objectd.midput import MID_BODY_BYTES_MAX, mid_put_route
 from objectd.server import ObjectServerConf, make_object_app
+from objectd.smallput import SMALL_BODY_BYTES_MAX
 
 OBJ = "/sda/0/AUTH_a/c/o%20bj"
 IO_TIMEOUT_S = 10.0
@@ -194,30 +195,34 @@ def test_a_byte_changed_before_the_disk_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body_len", "extra", "lane"),
+    ("body_len", "trail", "extra", "lane"),
     [
-        (MID_BODY_BYTES_MAX + 1, {}, False),  # over the route's limit: streamed by aiohttp
-        (1024, {"Expect": "100-continue"}, False),  # Expect: aiohttp
-        (1024, {}, True),  # a small trailed body: this route (the small one takes no trailer)
+        (MID_BODY_BYTES_MAX, True, {}, True),
+        (MID_BODY_BYTES_MAX + 1, True, {}, False),  # over the route's limit: aiohttp streams it
+        (MID_BODY_BYTES_MAX, False, {}, True),
+        (MID_BODY_BYTES_MAX + 1, False, {}, False),
+        (1024, True, {"Expect": "100-continue"}, False),  # Expect: aiohttp
+        (1024, True, {}, True),  # a small trailed body: this route (the small one takes none)
+        (SMALL_BODY_BYTES_MAX, False, {}, True),  # a small plain body: the small route
     ],
 )
 def test_which_puts_the_route_takes(
-    tmp_path: Path, body_len: int, extra: dict[str, str], lane: bool
+    tmp_path: Path, body_len: int, trail: bool, extra: dict[str, str], lane: bool
 ) -> None:
     clock = ManualClock(start=1_700_000_000.0)
     conf = _conf(tmp_path)
     body = os.urandom(body_len)
-    t = encode_trailer(
-        PutTrailer(
-            "commit", body_len, hashlib.md5(body).hexdigest(), xxhash.xxh3_128_hexdigest(body)
-        )
-    )
+    md5 = hashlib.md5(body).hexdigest()
+    t = encode_trailer(PutTrailer("commit", body_len, md5, xxhash.xxh3_128_hexdigest(body)))
 
     async def go() -> None:
         async with server(conf, clock, True) as addr:
-            h = trailed({"X-Timestamp": ts(clock), "Content-Type": "a/b", **extra}, body_len)
-            status, headers, _ = await exchange(addr, put(OBJ, body + t, h))
-            assert status == 201
+            h = {"X-Timestamp": ts(clock), "Content-Type": "a/b", **extra}
+            raw = put(OBJ, body + t, trailed(h, body_len)) if trail else put(OBJ, body, h)
+            status, headers, _ = await exchange(addr, raw)
+            assert status == 201 and headers["etag"] == md5
             assert ("server" not in headers) is lane
+            status, headers, data = await exchange(addr, get(OBJ))
+            assert status == 200 and data == body
 
     asyncio.run(go())

@@ -32,6 +32,7 @@ from objectd.reads import handle_get
 from objectd.recon import ReconError, ReconGauges, read_recon
 from objectd.replication_server import handle_replicate, handle_ssync
 from objectd.smallget import fast_read_routes
+from objectd.midput import mid_put_route
 from objectd.smallput import fast_put_route
 from objectd.update_batcher import UpdateBatcher
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put
@@ -55,8 +56,9 @@ async def make_object_app(
 ) -> web.Application:
     """The object server app; `fault_plan` (tests only) makes every DiskFile a faulty twin.
 
-    `fast_lane`: small whole-body PUTs, object HEADs and the proxy's whole-body GETs are
-    served by the lean server in front of aiohttp (objectd/smallput.py, objectd/smallget.py,
+    `fast_lane`: small whole-body PUTs, medium ones (up to 1 MiB, blockd's chunks),
+    object HEADs and the proxy's whole-body GETs are served by the lean server in front of
+    aiohttp (objectd/smallput.py, objectd/midput.py, objectd/smallget.py,
     docs/lean-http-server.md; [[nodes]] fast_lane in the deployment).
     """
     app = make_app(SERVICE, client_max_size=1024**2)
@@ -81,6 +83,7 @@ async def make_object_app(
         # aiohttp (docs/lean-http-server.md). Add a route here as one more list item.
         app[FAST_ROUTES] = [
             fast_put_route(state),
+            mid_put_route(state),
             *fast_read_routes(state),
         ]
         app[FAST_RESPONSE_HEADERS] = [(TRAILER_SUPPORT_HEADER, str(TRAILER_VERSION))]

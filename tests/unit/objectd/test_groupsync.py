@@ -31,7 +31,8 @@ class GatedSync:
     def __call__(self) -> None:
         self.calls += 1
         self.started.release()
-        self.gate.acquire()
+        if not self.gate.acquire(timeout=STEP_TIMEOUT_S):
+            raise OSError(errno.ETIMEDOUT, "the test never opened the gate")
         if self.fail_next is not None:
             err, self.fail_next = self.fail_next, None
             raise err
@@ -53,8 +54,11 @@ class Job:
         self.log.append(f"abort {self.name}")
 
 
+STEP_TIMEOUT_S = 10.0  # a broken committer fails the test instead of hanging it
+
+
 async def _started(sync: GatedSync) -> None:
-    await asyncio.to_thread(sync.started.acquire)
+    assert await asyncio.to_thread(sync.started.acquire, timeout=STEP_TIMEOUT_S)
 
 
 def test_jobs_arriving_during_a_batch_share_the_next_one():
@@ -81,7 +85,7 @@ def test_jobs_arriving_during_a_batch_share_the_next_one():
         assert sync.calls == 4 and gs.calls == 4 and gs.jobs == 4
         gs.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
 
 
 async def _batch_of(
@@ -123,7 +127,7 @@ def test_a_failed_data_sync_aborts_every_job_of_its_batch():
         assert await nxt == "c"
         gs.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
 
 
 def test_a_failed_second_sync_fails_the_jobs_that_ran_and_a_job_failure_is_its_own():
@@ -143,7 +147,7 @@ def test_a_failed_second_sync_fails_the_jobs_that_ran_and_a_job_failure_is_its_o
         assert log == ["run a", "run b"]
         gs.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
 
 
 def test_a_batch_whose_jobs_all_fail_skips_the_second_sync():
@@ -158,7 +162,7 @@ def test_a_batch_whose_jobs_all_fail_skips_the_second_sync():
         assert sync.calls == 1
         gs.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
 
 
 def test_a_writer_that_stops_waiting_does_not_cancel_the_batch():
@@ -175,7 +179,7 @@ def test_a_writer_that_stops_waiting_does_not_cancel_the_batch():
         assert log == ["run a", "run b"]  # the job ran: the writer gave up, not the batch
         gs.close()
 
-    asyncio.run(main())
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
 
 
 def test_real_syncfs_and_one_committer_per_file_system(tmp_path: Path):
@@ -196,7 +200,7 @@ def test_real_syncfs_and_one_committer_per_file_system(tmp_path: Path):
     async def main() -> object:
         return await one.commit(Job([], "x"))
 
-    assert asyncio.run(main()) == "x"
+    assert asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S)) == "x"
     assert syncs.stats() == (2, 1)
     syncs.close()
 

@@ -28,11 +28,11 @@ from common.server import (
 from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.faulty import FaultPlan
+from objectd.midput import mid_put_route
 from objectd.reads import handle_get
 from objectd.recon import ReconError, ReconGauges, read_recon
 from objectd.replication_server import handle_replicate, handle_ssync
 from objectd.smallget import fast_read_routes
-from objectd.midput import mid_put_route
 from objectd.smallput import fast_put_route
 from objectd.update_batcher import UpdateBatcher
 from objectd.writes import expect_handler, guarded, handle_delete, handle_post, handle_put

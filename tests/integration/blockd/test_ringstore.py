@@ -123,8 +123,9 @@ def test_a_get_driven_outside_a_task_can_open_a_connection(cluster):
             done: asyncio.Future[bytes | None] = loop.create_future()
 
             def settle(task: asyncio.Task[bytes | None]) -> None:
-                if task.exception() is not None:
-                    done.set_exception(task.exception())
+                err = task.exception()
+                if err is not None:
+                    done.set_exception(err)
                 else:
                     done.set_result(task.result())
 

@@ -24,7 +24,10 @@ every job that ran. Either way those PUTs get 503 and are not acknowledged.
 
 `GroupSync` is the per-file-system committer (asyncio side; the batch runs in a thread of its
 own, so a busy device pool never delays it); `GroupSyncs` keeps one per file system
-(st_dev), so devices sharing a file system share their calls. Docs: docs/group-commit.md.
+(st_dev), so devices sharing a file system share their calls. After a failed sync a
+`GroupSync` commits nothing more (every PUT on that file system gets 503 until the server is
+restarted): the error may have lost writes that a later syncfs would not report again.
+Docs: docs/group-commit.md.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import errno
 import functools
 import os
 import platform
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -76,11 +80,10 @@ def syncfs(fd: int) -> None:
 
 
 def _release(text: str) -> tuple[int, int]:
-    parts = text.split(".", 2)
-    try:
-        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
-    except (IndexError, ValueError):
-        return 0, 0
+    """(major, minor) of a kernel release string ("5.10.0-26-amd64" -> (5, 10)); (0, 0) if
+    it does not start with them."""
+    m = re.match(r"(\d+)\.(\d+)", text)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def syncfs_reports_errors(release: str | None = None) -> bool:
@@ -116,6 +119,9 @@ class GroupSync:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"syncfs-{name}")
         self._running = False
         self._queue: list[tuple[CommitJob, asyncio.Future[object]]] = []
+        # The first failed sync, kept: a later syncfs need not report the same lost
+        # write-back again (errseq), so nothing is committed here after one.
+        self.failed: OSError | None = None
         self.calls = 0  # syncs made
         self.jobs = 0  # jobs committed or failed
 
@@ -144,8 +150,11 @@ class GroupSync:
         """sync, run each job, sync again (blocking; the sync thread)."""
         self.jobs += len(jobs)
         try:
+            if self.failed is not None:
+                raise self.failed
             self._synced()
         except OSError as e:
+            self.failed = e
             for job in jobs:
                 _abort(job)
             return [(None, e)] * len(jobs)
@@ -159,6 +168,7 @@ class GroupSync:
             try:
                 self._synced()
             except OSError as e:
+                self.failed = e
                 out = [(None, e) if err is None else (r, err) for r, err in out]
         return out
 
@@ -197,14 +207,17 @@ def _abort(job: CommitJob) -> None:
 
 class GroupSyncs:
     """One `GroupSync` per file system (st_dev), made on first use. `for_path` is blocking
-    (a stat on first sight of a root) and thread-safe: pool threads call it. No descriptor is
-    held between calls, so an operator can still unmount a failed device."""
+    (a stat, and an open on first sight of a file system) and thread-safe: pool threads call
+    it. Each file system's directory descriptor is opened once and kept until `close`:
+    syncfs reports a write-back error only to descriptors opened before it happened, so a
+    descriptor opened per call could miss one. While it is held the device cannot be
+    unmounted (stop the object server first, or leave `group_sync` off)."""
 
     def __init__(self, on_call: Callable[[], None] | None = None) -> None:
         self._on_call = on_call
         self._lock = threading.Lock()
         self._by_root: dict[str, GroupSync] = {}
-        self._by_dev: dict[int, tuple[GroupSync, list[str]]] = {}
+        self._by_dev: dict[int, tuple[GroupSync, int]] = {}
 
     def for_path(self, root: str | os.PathLike[str]) -> GroupSync:
         key = os.fspath(root)
@@ -215,15 +228,11 @@ class GroupSyncs:
         with self._lock:
             found = self._by_dev.get(dev)
             if found is None:
-                roots: list[str] = []
-                sync = functools.partial(_sync_any, roots)
-                found = (GroupSync(sync, f"dev{dev}", self._on_call), roots)
+                fd = os.open(key, os.O_RDONLY | os.O_DIRECTORY)
+                found = (GroupSync(functools.partial(syncfs, fd), f"dev{dev}", self._on_call), fd)
                 self._by_dev[dev] = found
-            gs, roots = found
-            if key not in roots:
-                roots.append(key)
-            self._by_root[key] = gs
-        return gs
+            self._by_root[key] = found[0]
+        return found[0]
 
     def stats(self) -> tuple[int, int]:
         """(syncs made, jobs committed) over every file system."""
@@ -233,24 +242,8 @@ class GroupSyncs:
 
     def close(self) -> None:
         with self._lock:
-            for gs, _ in self._by_dev.values():
+            for gs, fd in self._by_dev.values():
                 gs.close()
+                os.close(fd)
             self._by_dev.clear()
             self._by_root.clear()
-
-
-def _sync_any(roots: list[str]) -> None:
-    """syncfs through the first of `roots` (directories on one file system) that opens."""
-    last: OSError | None = None
-    for root in list(roots):
-        try:
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as e:
-            last = e
-            continue
-        try:
-            syncfs(fd)
-        finally:
-            os.close(fd)
-        return
-    raise last if last is not None else OSError(errno.ENOENT, "no root to sync")

@@ -1,7 +1,7 @@
 """Medium object PUTs on the fast lane: a whole body of up to `MID_BODY_BYTES_MAX` bytes
 (plus the ETag trailer, common/puttrailer.py) stored in one pool step.
 
-blockd writes every chunk object and journal record (512 KiB by default) through
+blockd writes every chunk object and journal record (1 MiB by default) through
 objectd/cluster_client.py: a Content-Length body followed by the ETag trailer, three
 replicas each. On aiohttp such a PUT is streamed (objectd/putbody.py): the request machinery,
 a pool step to open the temp file, one to write and commit, a ``posix_fallocate``, a joined

@@ -115,6 +115,8 @@ async def make_object_app(
             await state.batcher.close()
         await state.session.close()
         await asyncio.to_thread(devices.close)
+        if state.syncs is not None:
+            state.syncs.close()
 
     async def any_device_usable() -> str | None:
         usable = await asyncio.to_thread(devices.usable_devices)

@@ -22,11 +22,11 @@ from objectd.diskfile import ChecksumMismatch, Deleted, Missing, ObjectInfo, Obj
 from objectd.putbody import status
 from objectd.ranges import ByteRange
 from objectd.reads import (
-    BODY_MAX_HEADER,
     SMALL_READ_BYTES_MAX,
     WHOLE_READ_BYTES_MAX,
     Corrupt,
     Loaded,
+    body_bytes_max,
     check_and_open,
     loaded_response,
     plan_answer,
@@ -133,7 +133,9 @@ def _read_head(head: RequestHead) -> bool:
     rng = headers.get("Range")
     if rng is not None and "," in rng:
         return False
-    return head.method == "HEAD" or BODY_MAX_HEADER in headers
+    # A GET only with a well-formed limit: without one the whole body would be read into
+    # memory here (aiohttp streams it instead).
+    return head.method == "HEAD" or body_bytes_max(headers) is not None
 
 
 def fast_read_routes(st: ServerState) -> list[FastRoute]:

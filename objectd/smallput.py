@@ -198,6 +198,9 @@ def store_small_step(
             if made is None:
                 return status(422, "ETag does not match the body's MD5")
             etag, job = made
+            if gave_up.value:  # the request stopped waiting: nobody would commit it
+                job.abort()
+                return status(503, "gave up")
             return etag, len(body), _Pending(syncs.for_path(layout.root), job, cleanup)
         durable = write_small_data(
             df, body, md, reserve, expected_etag, lambda: gave_up.value, cleanup=cleanup

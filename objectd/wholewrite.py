@@ -1,7 +1,7 @@
 """A data file written from a body that is already whole in memory, in one go.
 
 The fast lane's medium PUTs (objectd/midput.py: bodies up to `MID_BODY_BYTES_MAX`, such as
-the 512 KiB chunk objects and the journal records blockd writes through
+the chunk objects (1 MiB by default) and the journal records blockd writes through
 objectd/cluster_client.py) arrive whole, so they need none of the streaming writer's
 machinery (objectd/diskfile.py `_RealWriter`): the block checksums are computed from the
 buffer, and body and footer go to disk in one writev. The system calls a body of this size

@@ -348,7 +348,9 @@ async def _answers(backend: Backend, reps: list[_Replica]) -> None:
                 outcome = await asyncio.shield(stream.answer)
         except TimeoutError:
             outcome = ConnectionClosed("no answer in time", before_response=False)
-        stream.close()
+            stream.abort()  # close() would wait to flush to a peer that may never read
+        else:
+            stream.close()
         r.result = _resp_of(backend, r.node, outcome)
 
     await asyncio.gather(*(one(r) for r in reps))

@@ -109,7 +109,7 @@ def _cases(clock: ManualClock) -> list[tuple[str, str, dict[str, str], bool]]:
         ("GET", o + "small", {**B, "If-Unmodified-Since": past}, True),  # 412
         ("GET", o + "small", {**B, "If-Modified-Since": "garbage"}, True),  # ignored
         ("GET", o + "small", {BODY_MAX_HEADER: "100"}, True),  # withheld
-        ("GET", o + "small", {BODY_MAX_HEADER: "junk"}, True),  # ignored: whole
+        ("GET", o + "small", {BODY_MAX_HEADER: "junk"}, False),  # malformed: aiohttp, whole
         ("GET", o + "gone", B, True),  # tombstone: 404 with X-Backend-Timestamp
         ("GET", o + "missing", B, True),
         ("GET", o + "expiring", B, True),  # expired (the clock moves on): 404

@@ -42,7 +42,7 @@ from objectd.request import (
     parse_object_path,
     parse_timestamp,
 )
-from objectd.smallput import SMALL_BODY_BYTES_MAX
+from objectd.smallput import SMALL_BODY_BYTES_MAX, GaveUp
 from objectd.wholewrite import MID_BODY_BYTES_MAX, write_whole_data
 from objectd.writecore import acknowledge, refusal
 
@@ -50,19 +50,6 @@ __all__ = ["MID_BODY_BYTES_MAX", "mid_put_route", "put_mid", "store_whole_step"]
 
 # The route's Content-Length limit: the largest body and its trailer.
 MID_REQUEST_BYTES_MAX = MID_BODY_BYTES_MAX + TRAILER_BYTES
-
-
-class GaveUp:
-    """Set (on the event loop) when a PUT stops waiting for its pool step; the step reads it
-    just before committing, so an unacknowledged PUT is never committed."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def __call__(self) -> bool:
-        return self.value
 
 
 def _accept(head: RequestHead) -> bool:

@@ -45,14 +45,14 @@ log = get_logger("cairn.object-server")
 # Group commit needs a syncfs(2) that reports write-back errors (Linux >= 5.8).
 SYNCFS_OK = syncfs_reports_errors()
 
-__all__ = ["SMALL_BODY_BYTES_MAX", "fast_put_route", "put_fast", "store_small"]
+__all__ = ["SMALL_BODY_BYTES_MAX", "GaveUp", "fast_put_route", "put_fast", "store_small"]
 
 # Bodies up to this size, sent without Expect: 100-continue, are read whole and stored in one
 # pool step (the proxy sends PUTs of at most 64 KiB that way: proxy/objput.py put_buffered).
 SMALL_BODY_BYTES_MAX = SMALL_WRITE_BYTES_MAX
 
 
-class _GaveUp:
+class GaveUp:
     """Set (on the event loop) when a PUT stops waiting for its pool step; the step reads it
     before committing. A plain attribute: one writer, and the GIL orders the two threads'
     accesses (a threading.Event would add a lock and a condition per PUT)."""
@@ -61,6 +61,9 @@ class _GaveUp:
 
     def __init__(self) -> None:
         self.value = False
+
+    def __call__(self) -> bool:
+        return self.value
 
 
 async def store_small(
@@ -89,7 +92,7 @@ async def store_small(
         content_type=ctype,
         headers=persisted_from_request(headers),
     )
-    gave_up = _GaveUp()
+    gave_up = GaveUp()
     step = functools.partial(
         store_small_step,
         st,
@@ -134,7 +137,7 @@ def group_syncs(st: ServerState) -> GroupSyncs | None:
 
 
 async def _group_commit(
-    st: ServerState, device: str, df: DiskFile, pending: _Pending, gave_up: _GaveUp
+    st: ServerState, device: str, df: DiskFile, pending: _Pending, gave_up: GaveUp
 ) -> web.Response | None:
     """Hand the rename to the file system's group committer and wait until it is durable
     (objectd/groupsync.py); then remove obsolete files if the lookup found any. None when
@@ -176,7 +179,7 @@ def store_small_step(
     body: bytes,
     expected_etag: str,
     md: ObjectMetadata,
-    gave_up: _GaveUp,
+    gave_up: GaveUp,
     syncs: GroupSyncs | None = None,
 ) -> tuple[str, int, _Pending | None] | web.Response:
     """`open_for_put` and `_finish` back to back (blocking): (etag, size, pending) once

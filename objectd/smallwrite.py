@@ -44,6 +44,8 @@ __all__ = [
     "TMP_NAME_TRIES_MAX",
     "SmallCommit",
     "body_checksums",
+    "check_space",
+    "create_tmp",
     "prepare_small_data",
     "write_small_data",
 ]
@@ -77,14 +79,15 @@ def body_checksums(body: bytes, block_bytes: int = BLOCK_BYTES) -> tuple[str, by
     return hashlib.md5(body).hexdigest(), digests
 
 
-def _check_space(df: RealDiskFile, need: int, reserve_bytes: int) -> None:
+def check_space(df: RealDiskFile, need: int, reserve_bytes: int) -> None:
+    """DiskFull unless `need` bytes leave the device's reserve free (blocking: statvfs)."""
     st = os.statvfs(df.layout.root)
     free = st.f_bavail * st.f_frsize
     if free - need < reserve_bytes:
         raise DiskFull(f"{free} bytes free, {need} needed, reserve {reserve_bytes}")
 
 
-def _create_tmp(df: RealDiskFile) -> tuple[str, int]:
+def create_tmp(df: RealDiskFile) -> tuple[str, int]:
     """A new temp file in the device's tmp directory: (path, open fd)."""
     tmp_dir = df.layout.tmp
     for _ in range(TMP_NAME_TRIES_MAX):
@@ -166,7 +169,7 @@ def _write_tmp(
     """The temp file of `body` with its footer: (etag, filled-in metadata, temp path), or
     None when `expected_etag` is given and is not the body's MD5 (nothing written)."""
     assert len(body) <= SMALL_WRITE_BYTES_MAX
-    _check_space(df, len(body), reserve_bytes)
+    check_space(df, len(body), reserve_bytes)
     etag, digests = body_checksums(body)
     if expected_etag and expected_etag != etag:
         return None
@@ -178,7 +181,7 @@ def _write_tmp(
         block_xxh3=digests,
     )
     footer = encode_footer(md)
-    tmp, fd = _create_tmp(df)
+    tmp, fd = create_tmp(df)
     written = False
     try:
         try:

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import os
 from collections.abc import Callable
 from dataclasses import replace
 
 import xxhash
 
-from common.fsutil import makedirs_durable
 from objectd.diskfile import Buffer, DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
+from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, create_tmp
 
 __all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_whole_data"]
 
@@ -45,20 +44,6 @@ __all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_w
 # buffering (growing the buffer, copying the body out, page faults on fresh memory) costs
 # more than the streamed path's per-request steps.
 MID_BODY_BYTES_MAX = 1024 * 1024
-# Temp names tried before giving up (a clash needs a leftover file of an earlier process
-# with the same pid and the same 64-bit random prefix).
-TMP_NAME_TRIES_MAX = 8
-
-_counter = itertools.count()
-_prefix: tuple[int, str] | None = None  # (pid, random hex) of this process
-
-
-def _tmp_token() -> str:
-    global _prefix
-    pid = os.getpid()
-    if _prefix is None or _prefix[0] != pid:  # first use, or a forked child
-        _prefix = (pid, os.urandom(8).hex())
-    return f"w{_prefix[1]}{next(_counter):x}"
 
 
 def block_digests(body: Buffer, block_bytes: int = BLOCK_BYTES) -> bytes:
@@ -67,27 +52,6 @@ def block_digests(body: Buffer, block_bytes: int = BLOCK_BYTES) -> bytes:
     view = memoryview(body)
     digest = xxhash.xxh3_64_digest
     return b"".join(digest(view[lo : lo + block_bytes]) for lo in range(0, len(view), block_bytes))
-
-
-def _check_space(df: RealDiskFile, need: int, reserve_bytes: int) -> None:
-    st = os.statvfs(df.layout.root)
-    free = st.f_bavail * st.f_frsize
-    if free - need < reserve_bytes:
-        raise DiskFull(f"{free} bytes free, {need} needed, reserve {reserve_bytes}")
-
-
-def _create_tmp(df: RealDiskFile) -> tuple[str, int]:
-    """A new temp file in the device's tmp directory: (path, open fd)."""
-    tmp_dir = df.layout.tmp
-    for _ in range(TMP_NAME_TRIES_MAX):
-        path = f"{tmp_dir}/{df.hash_hex}.{_tmp_token()}.tmp"
-        try:
-            return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:
-            makedirs_durable(tmp_dir)
-        except FileExistsError:
-            continue
-    raise OSError(errno.EEXIST, f"no free temp name in {tmp_dir}")
 
 
 def _writev_all(fd: int, parts: list[memoryview]) -> None:
@@ -127,7 +91,7 @@ def write_whole_data(
     `cleanup=False` skips removing obsolete files after the rename (the caller's lookup
     found no file in the hash directory). Raises DiskFull for the reserve or ENOSPC."""
     assert len(body) <= MID_BODY_BYTES_MAX
-    _check_space(df, len(body), reserve_bytes)
+    check_space(df, len(body), reserve_bytes)
     md = replace(
         md,
         content_length=len(body),
@@ -135,7 +99,7 @@ def write_whole_data(
         block_xxh3=block_digests(body),
     )
     footer = encode_footer(md)
-    tmp, fd = _create_tmp(df)
+    tmp, fd = create_tmp(df)
     committed = False
     try:
         try:

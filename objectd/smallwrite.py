@@ -45,6 +45,7 @@ __all__ = [
     "SmallCommit",
     "body_checksums",
     "check_space",
+    "commit_tmp",
     "create_tmp",
     "prepare_small_data",
     "write_small_data",
@@ -235,14 +236,23 @@ def write_small_data(
     if made is None:
         return None
     etag, md, tmp = made
+    return etag if commit_tmp(df, tmp, md, gave_up, cleanup=cleanup) else None
+
+
+def commit_tmp(
+    df: RealDiskFile, tmp: str, md: ObjectMetadata, gave_up: Callable[[], bool], *, cleanup: bool
+) -> bool:
+    """Commit a complete, fsynced temp file as `md`'s .data (`RealDiskFile._commit_file`);
+    False, with the temp file removed, when `gave_up()` is true first. The temp file is
+    removed on any failure too. Blocking."""
     committed = False
     try:
         if gave_up():
-            return None
+            return False
         df._commit_file(tmp, f"{md.timestamp.internal}.data", cleanup=cleanup)
         committed = True
     finally:
         if not committed:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-    return etag
+    return True

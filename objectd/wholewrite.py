@@ -34,7 +34,7 @@ import xxhash
 
 from objectd.diskfile import Buffer, DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
-from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, create_tmp
+from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, commit_tmp, create_tmp
 
 __all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_whole_data"]
 
@@ -100,7 +100,6 @@ def write_whole_data(
     )
     footer = encode_footer(md)
     tmp, fd = create_tmp(df)
-    committed = False
     try:
         try:
             view = memoryview(body)
@@ -108,12 +107,8 @@ def write_whole_data(
             os.fsync(fd)
         finally:
             os.close(fd)
-        if gave_up():
-            return False
-        df._commit_file(tmp, f"{md.timestamp.internal}.data", cleanup=cleanup)
-        committed = True
-    finally:
-        if not committed:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return True
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return commit_tmp(df, tmp, md, gave_up, cleanup=cleanup)

@@ -116,10 +116,21 @@ class ProxyConfig:
     # The order in which reads try an object's primaries: "shuffle" (a random one first, as
     # Swift's default sorting_method: reads spread over the servers) or "ring" (replica order).
     read_order: str = "shuffle"
+    # Most rows one container / account listing returns (Swift's container_listing_limit and
+    # account_listing_limit): a larger client limit gets 412, a GET without one gets this many.
+    container_listing_limit: int = 10000
+    account_listing_limit: int = 10000
 
     def __post_init__(self) -> None:
+        # Imported here: common.listingdb's modules import this one.
+        from common.listingdb.listing import LISTING_LIMIT_MAX
+
         if self.read_order not in ("shuffle", "ring"):
             raise ValueError(f'read_order must be "shuffle" or "ring", not {self.read_order!r}')
+        for key in ("container_listing_limit", "account_listing_limit"):
+            value = getattr(self, key)
+            if not 1 <= value <= LISTING_LIMIT_MAX:
+                raise ValueError(f"{key} must be between 1 and {LISTING_LIMIT_MAX}, not {value}")
 
 
 @dataclass(frozen=True)

@@ -132,9 +132,8 @@ async def _not_found(_request: web.Request) -> web.StreamResponse:
 async def _handle_info(request: web.Request) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
         return text(405, headers=CIMultiDict({"Allow": "GET, HEAD"}))
-    return web.Response(
-        body=info_document(s3_enabled=_s3_available()), content_type="application/json"
-    )
+    body = info_document(request.app[PROXY].cfg.proxy, s3_enabled=_s3_available())
+    return web.Response(body=body, content_type="application/json")
 
 
 async def _handle_v1(request: web.Request) -> web.StreamResponse:
@@ -152,7 +151,7 @@ async def _handle_v1(request: web.Request) -> web.StreamResponse:
         if isinstance(cleaned, AuthResponse):
             return _auth_response(cleaned)
         headers = CIMultiDict(cleaned)
-    return await handle_swift(request, st.ops, path, decision, headers)
+    return await handle_swift(request, st.ops, path, decision, headers, st.cfg.proxy)
 
 
 def _s3_available() -> bool:

@@ -1,7 +1,8 @@
 """Swift's request constraints: name lengths, metadata limits, object size.
 
 The values are Swift's defaults so clients and test suites that read ``/info`` see what they
-expect. Each check returns None when fine, or (status, message) for the client.
+expect (the listing limits are configured: ProxyConfig). Each check returns None when fine,
+or (status, message) for the client.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ LIMITS: dict[str, int] = {
     "max_meta_overall_size": 4096,
     "max_header_size": 8192,
     "max_object_name_length": 1024,
-    "container_listing_limit": 10000,
-    "account_listing_limit": 10000,
     "max_account_name_length": 256,
     "max_container_name_length": 256,
     "extra_header_count": 0,

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from common.deploy import ProxyConfig
 from common.server import body_chunks
 from proxy import largeobj
 from proxy.auth import Decision, PathParts, client_response_headers
@@ -230,6 +231,8 @@ def _clean_listing(res: Result, fmt: str) -> Result:
 
 
 def _listing_query(request: web.Request, limit_max: int) -> dict[str, str] | web.Response:
+    """The listing parameters to pass on; without a client limit the storage server is asked
+    for exactly `limit_max` rows (the configured listing limit, as Swift's proxy does)."""
     q: dict[str, str] = {}
     for key in ("prefix", "delimiter", "marker", "end_marker", "limit", "reverse", "path"):
         if key in request.query:
@@ -239,6 +242,8 @@ def _listing_query(request: web.Request, limit_max: int) -> dict[str, str] | web
             return text(412, "Value of limit must be a positive integer")
         if int(q["limit"]) > limit_max:
             return text(412, f"Maximum limit is {limit_max}")
+    else:
+        q["limit"] = str(limit_max)
     if "delimiter" in q and len(q["delimiter"]) > 1:
         return text(412, "Bad delimiter")
     fmt = request.query.get("format", "").lower()
@@ -305,11 +310,12 @@ async def handle_swift(
     path: SwiftPath,
     decision: Decision,
     headers: Mapping[str, str],
+    cfg: ProxyConfig,
 ) -> web.StreamResponse:
     """Dispatch an authorized Swift request.
 
     `headers` are the client's headers after the gatekeeper and the auth layer cleaned them
-    (ACLs validated, owner-only headers dropped for non-owners).
+    (ACLs validated, owner-only headers dropped for non-owners); `cfg` gives the listing limits.
     """
     parts = PathParts(path.version, path.account, path.container, path.obj)
 
@@ -322,19 +328,25 @@ async def handle_swift(
         assert path.container is not None
         return await _object(request, ops, path.account, path.container, path.obj, headers)
     if path.container is not None:
-        return await _container(request, ops, path.account, path.container, headers, visible)
-    return await _account(request, ops, path.account, headers, visible)
+        limit = cfg.container_listing_limit
+        return await _container(request, ops, path.account, path.container, headers, visible, limit)
+    return await _account(request, ops, path.account, headers, visible, cfg.account_listing_limit)
 
 
 async def _account(
-    request: web.Request, ops: Ops, account: str, headers: Mapping[str, str], visible: Visible
+    request: web.Request,
+    ops: Ops,
+    account: str,
+    headers: Mapping[str, str],
+    visible: Visible,
+    limit_max: int,
 ) -> web.StreamResponse:
     m = request.method
     if m in ("GET", "HEAD"):
         if m == "HEAD":
             res = await ops.head_account(account)
         else:
-            q = _listing_query(request, LIMITS["account_listing_limit"])
+            q = _listing_query(request, limit_max)
             if isinstance(q, web.Response):
                 return q
             res = await ops.get_account(account, q)
@@ -365,13 +377,14 @@ async def _container(
     container: str,
     headers: Mapping[str, str],
     visible: Visible,
+    limit_max: int,
 ) -> web.StreamResponse:
     m = request.method
     if m in ("GET", "HEAD"):
         if m == "HEAD":
             res = await ops.head_container(account, container)
         else:
-            q = _listing_query(request, LIMITS["container_listing_limit"])
+            q = _listing_query(request, limit_max)
             if isinstance(q, web.Response):
                 return q
             res = _clean_listing(await ops.get_container(account, container, q), q["format"])
@@ -536,11 +549,14 @@ async def _object_copy(
     return await to_response(request, res)
 
 
-def info_document(s3_enabled: bool = False) -> bytes:
+def info_document(cfg: ProxyConfig, s3_enabled: bool = False) -> bytes:
+    """The `/info` capabilities; the listing limits are the configured ones."""
     doc: dict[str, object] = {
         "swift": {
             "version": "cairn-0.1.0",
             **LIMITS,
+            "container_listing_limit": cfg.container_listing_limit,
+            "account_listing_limit": cfg.account_listing_limit,
             "strict_cors_mode": True,
             "policies": [{"name": "Policy-0", "default": True}],
             "allow_account_management": True,

@@ -60,3 +60,20 @@ def test_proxy_read_order_is_shuffle_or_ring():
     assert from_dict(ProxyConfig, {"read_order": "ring"}).read_order == "ring"
     with pytest.raises(ConfigError, match="read_order"):
         from_dict(ProxyConfig, {"read_order": "fastest"})
+
+
+def test_proxy_listing_limits_default_and_bounds():
+    from common.deploy import ProxyConfig
+    from common.listingdb.listing import LISTING_LIMIT_MAX
+
+    cfg = from_dict(ProxyConfig, {})
+    assert (cfg.container_listing_limit, cfg.account_listing_limit) == (10000, 10000)
+    cfg = from_dict(ProxyConfig, {"container_listing_limit": 1, "account_listing_limit": 500})
+    assert (cfg.container_listing_limit, cfg.account_listing_limit) == (1, 500)
+    assert from_dict(ProxyConfig, {"account_listing_limit": LISTING_LIMIT_MAX})
+    for key in ("container_listing_limit", "account_listing_limit"):
+        for bad in (0, -1, LISTING_LIMIT_MAX + 1):
+            with pytest.raises(ConfigError, match=f"{key} must be between 1 and 10000, not {bad}"):
+                from_dict(ProxyConfig, {key: bad})
+        with pytest.raises(ValueError, match=key):
+            ProxyConfig(**{key: 0})

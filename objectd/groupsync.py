@@ -9,7 +9,9 @@ system's `GroupSync`. Its thread takes every job queued at that moment as one ba
 1. calls syncfs(2): every temp file of the batch is now on stable storage;
 2. runs the jobs one after the other (hashes.invalid appended, directories made, rename);
 3. calls syncfs(2) again: the renames, new directories and hashes.invalid entries are now
-   on stable storage too; only then does each PUT learn its outcome and get acknowledged.
+   on stable storage too; only then does each job release the shared lock it took on its
+   partition's hashes.invalid (so the hasher never reads an entry, nor hashes a suffix, whose
+   rename a crash could still undo), and each PUT learn its outcome and get acknowledged.
 
 The order of a single write is kept (data durable, then rename, then the rename durable,
 then the acknowledgement), so a crash never leaves a renamed file whose data is missing;
@@ -79,7 +81,7 @@ def syncfs(fd: int) -> None:
         raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
-def _release(text: str) -> tuple[int, int]:
+def _kernel_release(text: str) -> tuple[int, int]:
     """(major, minor) of a kernel release string ("5.10.0-26-amd64" -> (5, 10)); (0, 0) if
     it does not start with them."""
     m = re.match(r"(\d+)\.(\d+)", text)
@@ -90,7 +92,7 @@ def syncfs_reports_errors(release: str | None = None) -> bool:
     """True on Linux >= 5.8 with syncfs(2) in the C library: group commit may be used."""
     if platform.system() != "Linux" or _syncfs_fn() is None:
         return False
-    return _release(release if release is not None else platform.release()) >= (
+    return _kernel_release(release if release is not None else platform.release()) >= (
         _SYNCFS_ERRORS_SINCE
     )
 
@@ -98,11 +100,15 @@ def syncfs_reports_errors(release: str | None = None) -> bool:
 class CommitJob(Protocol):
     """What a writer hands to `GroupSync.commit`: `run` after its data is durable (blocking,
     in the sync thread; its result is returned to the writer), `abort` when it will not run
-    (the first sync failed, or the writer gave up before it ran)."""
+    (the first sync failed, or the writer gave up before it ran), `release` once the second
+    sync has been made (or has failed) after a `run` that returned: it drops what `run` had
+    to hold until its changes were durable (a small PUT's lock on hashes.invalid)."""
 
     def run(self) -> object: ...
 
     def abort(self) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class GroupSync:
@@ -159,17 +165,23 @@ class GroupSync:
                 _abort(job)
             return [(None, e)] * len(jobs)
         out: list[tuple[object, BaseException | None]] = []
-        for job in jobs:
-            try:
-                out.append((job.run(), None))
-            except Exception as e:  # the job's own failure is its writer's alone
-                out.append((None, e))
-        if any(err is None for _, err in out):
-            try:
-                self._synced()
-            except OSError as e:
-                self.failed = e
-                out = [(None, e) if err is None else (r, err) for r, err in out]
+        ran: list[CommitJob] = []
+        try:
+            for job in jobs:
+                try:
+                    out.append((job.run(), None))
+                    ran.append(job)
+                except Exception as e:  # the job's own failure is its writer's alone
+                    out.append((None, e))
+            if ran:
+                try:
+                    self._synced()
+                except OSError as e:
+                    self.failed = e
+                    out = [(None, e) if err is None else (r, err) for r, err in out]
+        finally:
+            for job in ran:  # after the second sync: the renames are durable (or failed)
+                _release(job)
         return out
 
     def _finished(
@@ -203,6 +215,11 @@ class GroupSync:
 def _abort(job: CommitJob) -> None:
     with contextlib.suppress(OSError):  # a temp file left behind: the replicator's tmp sweep
         job.abort()
+
+
+def _release(job: CommitJob) -> None:
+    with contextlib.suppress(OSError):  # closing a descriptor: nothing left to undo
+        job.release()
 
 
 class GroupSyncs:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import itertools
 import os
@@ -37,7 +38,7 @@ import xxhash
 from common.fsutil import makedirs_durable
 from objectd.diskfile import DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
-from objectd.layout import suffix_invalidated
+from objectd.layout import HASHES_INVALID, open_locked
 
 __all__ = [
     "SMALL_WRITE_BYTES_MAX",
@@ -116,10 +117,15 @@ def _write_all(fd: int, data: bytes) -> None:
         raise
 
 
-def _rename_unsynced(df: RealDiskFile, tmp: str, final_name: str) -> None:
+def _rename_unsynced(df: RealDiskFile, tmp: str, final_name: str) -> int:
     """`RealDiskFile._commit_file` without its fsyncs and cleanup (the group's second syncfs
-    makes the hashes.invalid entry, the new directories and the rename durable together)."""
-    with suffix_invalidated(df.layout, df.partition, df.hash_hex[-3:], sync=False):
+    makes the hashes.invalid entry, the new directories and the rename durable together).
+    Returns the descriptor holding the shared lock on hashes.invalid: the caller closes it
+    only after that second syncfs, so the hasher (which takes the exclusive lock) can never
+    record a suffix hash that counts a rename a crash could still undo."""
+    fd = open_locked(df.layout.partition_dir(df.partition) / HASHES_INVALID, fcntl.LOCK_SH)
+    try:
+        os.write(fd, df.hash_hex[-3:].encode("ascii") + b"\n")  # one O_APPEND write: atomic
         # Under the shared lock: the hasher removes empty dirs only under the exclusive one.
         hash_dir = os.fspath(df.hash_dir)
         try:
@@ -127,27 +133,33 @@ def _rename_unsynced(df: RealDiskFile, tmp: str, final_name: str) -> None:
         except FileNotFoundError:  # the hash dir (or its suffix dir) does not exist yet
             os.makedirs(hash_dir, exist_ok=True)
             os.rename(tmp, f"{hash_dir}/{final_name}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class SmallCommit:
     """A small PUT's rename, run by the file system's `GroupSync` once the temp file is
     durable (objectd/groupsync.py). `run` returns False, renaming nothing, when the request
-    gave up waiting in the meantime."""
+    gave up waiting in the meantime; after a rename it holds hashes.invalid's shared lock
+    until `release` (called by the committer after its second syncfs)."""
 
-    __slots__ = ("df", "final_name", "gave_up", "tmp")
+    __slots__ = ("df", "final_name", "gave_up", "held", "tmp")
 
     def __init__(self, df: RealDiskFile, tmp: str, final_name: str, gave_up: Callable[[], bool]):
         self.df = df
         self.tmp = tmp
         self.final_name = final_name
         self.gave_up = gave_up
+        self.held: int | None = None
 
     def run(self) -> bool:
         if self.gave_up():
             self.abort()
             return False
         try:
-            _rename_unsynced(self.df, self.tmp, self.final_name)
+            self.held = _rename_unsynced(self.df, self.tmp, self.final_name)
         except BaseException:
             self.abort()
             raise
@@ -156,6 +168,11 @@ class SmallCommit:
     def abort(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+
+    def release(self) -> None:
+        fd, self.held = self.held, None
+        if fd is not None:
+            os.close(fd)  # closing drops the lock
 
 
 def _write_tmp(

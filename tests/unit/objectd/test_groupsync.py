@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from common.timestamps import Timestamp
+from objectd.diskfile import RealDiskFile
+from objectd.fileformat import ObjectMetadata
 from objectd.groupsync import GroupSync, GroupSyncs, syncfs, syncfs_reports_errors
+from objectd.layout import HASHES_INVALID, DeviceLayout
+from objectd.smallwrite import prepare_small_data
 
 
 class GatedSync:
@@ -53,6 +59,9 @@ class Job:
     def abort(self) -> None:
         self.log.append(f"abort {self.name}")
 
+    def release(self) -> None:
+        self.log.append(f"release {self.name}")
+
 
 STEP_TIMEOUT_S = 10.0  # a broken committer fails the test instead of hanging it
 
@@ -73,7 +82,7 @@ def test_jobs_arriving_during_a_batch_share_the_next_one():
         assert log == []  # no job runs before the data sync returns
         sync.gate.release()  # batch 1, first sync
         await _started(sync)  # batch 1, second sync: "a" has run
-        assert log == ["run a"]
+        assert log == ["run a"]  # released only after the second sync
         assert not first.done()  # not acknowledged before the rename is durable
         sync.gate.release()
         assert await first == "a"
@@ -81,7 +90,16 @@ def test_jobs_arriving_during_a_batch_share_the_next_one():
             await _started(sync)
             sync.gate.release()
         assert [await f for f in later] == ["b", "c", "d"]
-        assert log == ["run a", "run b", "run c", "run d"]
+        assert log == [
+            "run a",
+            "release a",
+            "run b",
+            "run c",
+            "run d",
+            "release b",
+            "release c",
+            "release d",
+        ]
         assert sync.calls == 4 and gs.calls == 4 and gs.jobs == 4
         gs.close()
 
@@ -143,7 +161,7 @@ def test_a_failed_second_sync_fails_the_jobs_that_ran_and_a_job_failure_is_its_o
             await futs[0]  # renamed, but the rename is not known to be durable
         with pytest.raises(ValueError):
             await futs[1]
-        assert log == ["run a", "run b"]
+        assert log == ["run a", "run b", "release a"]  # what ran and returned is released
         gs.close()
 
     asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
@@ -175,7 +193,8 @@ def test_a_writer_that_stops_waiting_does_not_cancel_the_batch():
         await _started(sync)
         sync.gate.release()
         assert await patient == "b"
-        assert log == ["run a", "run b"]  # the job ran: the writer gave up, not the batch
+        # the job ran: the writer gave up, not the batch
+        assert log == ["run a", "run b", "release a", "release b"]
         gs.close()
 
     asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
@@ -218,3 +237,44 @@ def test_real_syncfs_and_one_committer_per_file_system(tmp_path: Path):
 )
 def test_kernel_release_decides(release: str, ok: bool):
     assert syncfs_reports_errors(release) is ok
+
+
+def test_a_small_commit_holds_hashes_invalid_until_its_rename_is_durable(tmp_path: Path):
+    """The hasher takes hashes.invalid's exclusive lock to read it: if it could do so
+    between a batch's renames and its second sync, it might record a suffix hash counting a
+    rename that a crash then undoes (a replica claiming an object it lacks)."""
+    (tmp_path / "sda").mkdir()
+    df = RealDiskFile(
+        DeviceLayout(tmp_path, "sda"), 3, "0123456789abcdef0123456789abcdef", "/a/c/o"
+    )
+    md = ObjectMetadata(kind="data", name="/a/c/o", timestamp=Timestamp(5), content_type="a/b")
+    made = prepare_small_data(df, b"body", md, 0, "", lambda: False)
+    assert made is not None
+    _etag, job = made
+    invalid = df.layout.partition_dir(3) / HASHES_INVALID
+
+    def exclusive_free() -> bool:
+        fd = os.open(invalid, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # drops the lock if it was taken
+        return True
+
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        fut = asyncio.ensure_future(gs.commit(job))
+        await _started(sync)
+        sync.gate.release()
+        await _started(sync)  # second sync: renamed, not yet durable
+        assert (df.hash_dir / f"{Timestamp(5).internal}.data").exists()
+        assert not exclusive_free()
+        sync.gate.release()
+        assert await fut is True
+        assert exclusive_free()
+        gs.close()
+
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))

@@ -264,6 +264,8 @@ async def lean_put(
     final answer, and the body's MD5 hex ("" when the upload was given up)."""
     reps = [_Replica(i) for i in range(n)]
     starts = [asyncio.create_task(_start(backend, r, nodes, path_for, headers_for)) for r in reps]
+    for t in starts:
+        t.add_done_callback(_log_failure)
     md5_hex = ""
     try:
         _done, pending = await asyncio.wait(starts, timeout=ready_timeout_s)
@@ -283,6 +285,13 @@ async def lean_put(
         raise
     _abort(reps)  # only ones given up (quorum never reached): their bodies never end
     return [r.result or Resp(499, CIMultiDict(), b"", r.node) for r in reps], md5_hex
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    """A replica's start that raised (a bug, not a node's answer: those are results): logged
+    and retrieved; its replica counts as a 503."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("replica PUT start failed", extra={"fields": {"error": repr(exc)}})
 
 
 def _abort(reps: list[_Replica]) -> None:

@@ -52,11 +52,12 @@ class _Stuck:
     """A node that says 100 Continue, then never reads the body (a tiny receive buffer, so
     the proxy's unsent bytes pile up at once)."""
 
-    def __init__(self, read_bytes: int = 0, answer: bytes = b"") -> None:
+    def __init__(self, read_bytes: int = 0, answer: bytes = b"", *, mute: bool = False) -> None:
         self.release = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.read_bytes = read_bytes  # then `answer` (if any) and a close
         self.answer = answer
+        self.mute = mute  # not even 100 Continue
 
     async def __aenter__(self) -> str:
         sock = socket.socket()
@@ -73,7 +74,8 @@ class _Stuck:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.mute:
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.read_bytes:
             await reader.readexactly(self.read_bytes)
             if self.answer:
@@ -269,6 +271,62 @@ def test_a_node_failing_mid_body_or_mute_after_it_is_a_503(
 
     flaky = _Stuck(read_bytes, answer)
     asyncio.run(_with_cluster(tmp_path, [_real, _real, flaky], test, node_timeout_s=0.5))
+
+
+def test_a_body_longer_than_its_content_length_is_a_400_and_commits_nothing(
+    tmp_path: Path,
+) -> None:
+    async def test(backend: Backend, ring: Ring, urls: list[str], clock: ManualClock) -> None:
+        with pytest.raises(ClientBodyError) as e:
+            await _put(backend, ring, clock, "long", _body(BODY), length=len(BODY) - 1)
+        assert e.value.status == 400
+        assert await _stored(urls, "long") == [404, 404, 404]
+
+    asyncio.run(_with_cluster(tmp_path, [_real, _real, _real], test))
+
+
+def test_a_node_that_never_says_continue_is_given_up_and_two_make_the_quorum(
+    tmp_path: Path,
+) -> None:
+    """The mute node never answers the head: after the ready timeout (connect timeout +
+    node timeout) its start is cancelled, it counts as a 503, the body goes to the others."""
+
+    async def test(backend: Backend, ring: Ring, urls: list[str], clock: ManualClock) -> None:
+        results = await _put(backend, ring, clock, "mute", _body(BODY))
+        by_url = {f"http://127.0.0.1:{r.node.port}": r.status for r in results if r.node}
+        assert by_url == {urls[0]: 201, urls[1]: 201, urls[2]: 503}
+        assert (await _stored(urls[:2], "mute")) == [BODY, BODY]
+
+    mute = _Stuck(mute=True)
+    asyncio.run(_with_cluster(tmp_path, [_real, _real, mute], test, node_timeout_s=0.5))
+
+
+def test_a_start_that_raises_is_logged_and_counts_as_a_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in one replica's start (here: its head cannot be built) must not leave an
+    unretrieved task exception: it is logged, and the other two make the quorum."""
+    real_open = leanput._open
+    broken_port: list[int] = []
+
+    async def open_or_raise(
+        backend: Backend, rep: object, node: object, path: str, headers: object
+    ) -> object:
+        if getattr(node, "port", None) in broken_port:
+            raise RuntimeError("start bug")
+        return await real_open(backend, rep, node, path, headers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(leanput, "_open", open_or_raise)
+
+    async def test(backend: Backend, ring: Ring, urls: list[str], clock: ManualClock) -> None:
+        broken_port.append(int(urls[2].rsplit(":", 1)[1]))
+        results = await _put(backend, ring, clock, "buggy", _body(BODY))
+        assert sorted(r.status for r in results) == [201, 201, 503]
+        assert (await _stored(urls[:2], "buggy")) == [BODY, BODY]
+
+    with caplog.at_level("ERROR", logger="cairn"):
+        asyncio.run(_with_cluster(tmp_path, [_real, _real, _real], test))
+    assert any("replica PUT start failed" in r.getMessage() for r in caplog.records)
 
 
 def test_a_node_that_is_down_leaves_a_quorum(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
 """Small PUTs under group commit (objectd/groupsync.py, `group_sync`) on a real object server:
-the same answers as with per-file fsyncs, the 201 only after the rename was synced, and a
-failed sync (injected) answered 503 with nothing left behind."""
+the same answers as with per-file fsyncs, the 201 only after the rename was synced, a
+failed sync (injected) answered 503 with nothing left behind, and a sync stalled past the
+disk timeout answered 503 with nothing renamed when it finally returns."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import hashlib
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,3 +152,53 @@ def test_a_failed_sync_is_answered_503(
         assert names == []
     else:  # renamed, but not known durable: not acknowledged
         assert names == [f"{ts(clock)}.data"]
+
+
+class HeldSync:
+    """Fault injection: the file system's first sync hangs until the test lets it go (a
+    device stalled longer than the disk timeout), bounded so a broken test cannot hang."""
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self.sync = sync
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1 and not self.gate.wait(HELD_SYNC_MAX_S):
+            raise OSError(errno.ETIMEDOUT, "the test never let the sync go")
+        self.sync()
+
+
+HELD_SYNC_MAX_S = 10.0
+
+
+def test_a_sync_slower_than_the_disk_timeout_is_a_503_and_renames_nothing(
+    conf: ObjectServerConf, devices_dir: Path, clock: ManualClock
+) -> None:
+    async def go() -> list[int]:
+        slow = dataclasses.replace(conf, group_sync=True, disk_timeout_s=0.3)
+        app = await make_object_app(slow, clock)
+        syncs = group_syncs(app[STATE])
+        assert syncs is not None
+        gs = syncs.for_path(devices_dir / "sda")
+        held = HeldSync(gs._sync)
+        gs._sync = held
+        statuses = []
+        async with running_app(app) as url, aiohttp.ClientSession() as session:
+            h = {"X-Timestamp": ts(clock), "Content-Type": "a/b"}
+            async with session.put(f"{url}/{OBJ}", data=b"abc", headers=h) as r:
+                statuses.append(r.status)  # gave up waiting: not acknowledged
+            held.gate.set()  # the stalled batch goes on: its job must rename nothing
+            for _ in range(int(HELD_SYNC_MAX_S / 0.05)):
+                if not tmp_files(devices_dir) and gs.jobs == 1 and not gs._running:
+                    break
+                await asyncio.sleep(0.05)
+            assert data_files(devices_dir) == [] and tmp_files(devices_dir) == []
+            h = {"X-Timestamp": ts(clock, 1), "Content-Type": "a/b"}
+            async with session.put(f"{url}/{OBJ}", data=b"def", headers=h) as r:
+                statuses.append(r.status)  # the file system's committer still works
+        return statuses
+
+    assert run(go()) == [503, 201]
+    assert [p.name for p in data_files(devices_dir)] == [f"{ts(clock, 1)}.data"]

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -66,16 +67,17 @@ def node_names(cluster: Cluster) -> list[str]:
 
 
 def node_down(cluster: Cluster, node: str) -> None:
-    """kill -9 every server and daemon of a node and keep them down (hold files)."""
-    names = [s["name"] for s in cluster.status()["services"]]
-    for name in names:
-        if name.startswith(f"{node}-"):
-            cluster.hold(name)
-    for name in names:
-        if name.startswith(f"{node}-"):
-            # already dead: pid None (TypeError) or gone (ProcessLookupError)
-            with contextlib.suppress(ProcessLookupError, TypeError, ValueError):
-                cluster.kill9(name)
+    """kill -9 every server and daemon of a node and keep them down (hold files).
+
+    One status read gives every pid, so the node's processes die together (a `cairn status`
+    per kill would spread the kills over seconds)."""
+    services = [s for s in cluster.status()["services"] if s["name"].startswith(f"{node}-")]
+    for s in services:
+        cluster.hold(s["name"])
+    for s in services:
+        # already dead: pid None (TypeError) or gone (ProcessLookupError)
+        with contextlib.suppress(ProcessLookupError, TypeError, ValueError):
+            os.kill(int(s["pid"]), signal.SIGKILL)
 
 
 def node_up(cluster: Cluster, node: str, timeout_s: float = 90) -> None:
@@ -170,23 +172,6 @@ def check_replicas(
         return out
 
     return asyncio.run(run())
-
-
-def wait_replicas(
-    cluster: Cluster,
-    container: str,
-    objects: dict[str, bytes],
-    passes_max: int = 3,
-    **pass_kw: Any,
-) -> Replicas:
-    """Run replication passes until every object has all replicas (at most `passes_max`)."""
-    rep = check_replicas(cluster, container, objects)
-    for _ in range(passes_max):
-        if rep.complete:
-            break
-        run_pass(cluster, **pass_kw)
-        rep = check_replicas(cluster, container, objects)
-    return rep
 
 
 def device_files(cluster: Cluster, node: str, suffix: str = ".data") -> list[Path]:

@@ -10,8 +10,10 @@ every object file sits on a primary of its partition and nowhere else.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ from tools.nodes import open_ring
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 INITIAL = 150
-LOAD_S = 20.0
+LOAD_TIMEOUT_S = 60.0  # bound on each wait of the load phase (the proxy reloads within 15 s)
+GETS_AFTER_RELOAD = 40
 
 
 def _three_nodes(base: Path) -> Any:
@@ -95,6 +98,25 @@ def _add_zone(cluster: Cluster) -> None:
         write_ring(cfg.ring_dir() / f"{kind}.ring", b.ring_data())
 
 
+def _wait_for(done: Callable[[], bool], failure: str) -> None:
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    while not done():
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.2)
+
+
+def _proxy_reloaded(cluster: Cluster, kind: str) -> bool:
+    """The proxy logged a reload of the `kind` ring (it starts with the first rings)."""
+    log = cluster.data_dir / "logs" / "proxy.log"
+    for line in log.read_text(errors="replace").splitlines():
+        if '"ring reloaded"' not in line:
+            continue
+        rec = json.loads(line)
+        if rec.get("msg") == "ring reloaded" and str(rec.get("path", "")).endswith(f"/{kind}.ring"):
+            return True
+    return False
+
+
 def _misplaced(cluster: Cluster) -> list[str]:
     """Object files on a device that is not a primary of their partition."""
     cfg = cfg_of(cluster)
@@ -123,17 +145,22 @@ def test_add_zone_and_rebalance_under_load(zone_cluster: Cluster) -> None:
 
     load = Load(cluster.connection, container, threads=2)
     load.start()
+    gets_after_reload = 0
     try:
-        time.sleep(2)
+        _wait_for(lambda: bool(load.acked) and load.gets > 0, "the load never got going")
         _add_zone(cluster)
-        deadline = time.monotonic() + LOAD_S
-        # replicate while clients keep reading and writing (servers reload rings meanwhile)
+        # replicate while clients keep reading and writing (the proxy reloads rings meanwhile)
         run_pass(cluster, kinds=["object"], only=["replicator"])
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
+        # keep the load on until the proxy has moved to the new object ring (it looks at the
+        # file every 15 s) and clients have read through it a while
+        _wait_for(lambda: _proxy_reloaded(cluster, "object"), "the proxy never reloaded")
+        gets_at_reload = load.gets
+        _wait_for(lambda: load.gets >= gets_at_reload + GETS_AFTER_RELOAD, "reads stalled")
+        gets_after_reload = load.gets - gets_at_reload
     finally:
         load.stop()
 
+    assert gets_after_reload >= GETS_AFTER_RELOAD
     assert load.wrong_bytes == [], f"reads returned wrong bytes: {load.wrong_bytes[:5]}"
     assert load.get_errors == [], f"reads failed during the move: {load.get_errors[:5]}"
     assert load.gets > 0 and load.acked, "the load did nothing"

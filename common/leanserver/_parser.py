@@ -32,6 +32,7 @@ __all__ = [
     "RequestHead",
     "RequestParser",
     "serialize_response",
+    "serialize_response_parts",
 ]
 
 HEADER_BYTES_MAX = 64 * 1024
@@ -268,9 +269,32 @@ def serialize_response(
     keep_alive: bool,
     head_request: bool = False,
 ) -> bytes:
-    """One HTTP/1.1 response as bytes. Content-Length comes from `body` (Content-Length,
-    Transfer-Encoding and Connection in `headers` are replaced); a Date header is added when
-    `headers` has none. Control characters in a header raise ValueError (no injection).
+    """`serialize_response_parts` as one bytes object."""
+    parts = serialize_response_parts(
+        status, headers, body, keep_alive=keep_alive, head_request=head_request
+    )
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# A body at least this long is sent after the head as a buffer of its own (writelines), not
+# copied behind it (a 1 MiB object GET's answer).
+JOIN_BODY_BYTES_MAX = 64 * 1024
+
+
+def serialize_response_parts(
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    body: bytes,
+    *,
+    keep_alive: bool,
+    head_request: bool = False,
+) -> list[bytes]:
+    """One HTTP/1.1 response as the buffers to write in order: the head with a body shorter
+    than JOIN_BODY_BYTES_MAX joined to it, or the head and then the body (not copied).
+
+    Content-Length comes from `body` (Content-Length, Transfer-Encoding and Connection in
+    `headers` are replaced); a Date header is added when `headers` has none. Control
+    characters in a header raise ValueError (no injection).
     `head_request`: the answer to a HEAD keeps its Content-Length but sends no body; with an
     empty `body`, a Content-Length in `headers` (the length a GET would get; ASCII digits, else
     ValueError) is sent as it is, and none is sent when `headers` has none (as aiohttp
@@ -295,8 +319,10 @@ def serialize_response(
         lines.append("Connection: close")
     head = encode_head(lines)  # ValueError on a control character in a header
     if head_request or not body or status in (204, 304):
-        return head
-    return head + body
+        return [head]
+    if len(body) < JOIN_BODY_BYTES_MAX:
+        return [head + body]
+    return [head, body]
 
 
 def _head_length(value: str) -> int:

@@ -21,6 +21,7 @@ from common.leanserver._parser import (
     RequestHead,
     RequestParser,
     serialize_response,
+    serialize_response_parts,
 )
 
 __all__ = [
@@ -307,18 +308,21 @@ class FastLaneProtocol(asyncio.Protocol):
                 return
             keep = request.head.keep_alive and not lane.closing and not self._eof
             try:
-                data = serialize_response(
+                parts = serialize_response_parts(
                     status, headers, body, keep_alive=keep, head_request=request.method == "HEAD"
                 )
             except ValueError:
-                data = serialize_response(
+                parts = serialize_response_parts(
                     500,
                     [("Content-Type", "text/plain; charset=utf-8")],
                     b"bad header\n",
                     keep_alive=False,
                 )
                 keep = False
-            transport.write(data)
+            if len(parts) == 1:
+                transport.write(parts[0])
+            else:
+                transport.writelines(parts)
             if not keep:
                 transport.close()
                 return

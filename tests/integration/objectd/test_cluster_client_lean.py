@@ -47,6 +47,17 @@ def _ring(tmp_path: Path, ports: list[int], clock: ManualClock) -> Ring:
     return Ring(tmp_path / "object.ring", PREFIX, SUFFIX, clock=clock)
 
 
+async def object_servers(
+    stack: contextlib.AsyncExitStack, tmp_path: Path, clock: ManualClock, n: int = 3
+) -> list[str]:
+    """`n` real object servers (fast lane and all) on 127.0.0.1, stopped with `stack`; their
+    base URLs."""
+    return [
+        await stack.enter_async_context(running_app(await _new_server(tmp_path / f"n{i}", clock)))
+        for i in range(n)
+    ]
+
+
 def _name_with_primary(ring: Ring, port: int) -> tuple[str, list[Device]]:
     """An object name whose primaries include the device on `port` (not first in line, so a
     read's body request goes to a good node), and those primaries."""
@@ -104,12 +115,7 @@ def test_round_trip_reuses_connections_and_closes_them(tmp_path: Path) -> None:
     async def run() -> None:
         clock = ManualClock(1_700_000_000.0)
         async with contextlib.AsyncExitStack() as stack:
-            urls = [
-                await stack.enter_async_context(
-                    running_app(await _new_server(tmp_path / f"n{i}", clock))
-                )
-                for i in range(3)
-            ]
+            urls = await object_servers(stack, tmp_path, clock)
             cluster = ObjectCluster(_ring(tmp_path, [_port(u) for u in urls], clock), clock)
             body = os.urandom(200_000)  # trailed once the servers are known
             for i in range(4):
@@ -138,12 +144,7 @@ def test_a_failing_primary_is_replaced_by_a_handoff_and_limited(tmp_path: Path, 
     async def run() -> None:
         clock = ManualClock(1_700_000_000.0)
         async with contextlib.AsyncExitStack() as stack:
-            urls = [
-                await stack.enter_async_context(
-                    running_app(await _new_server(tmp_path / f"n{i}", clock))
-                )
-                for i in range(3)
-            ]
+            urls = await object_servers(stack, tmp_path, clock)
             if fault == "refused":
                 bad = _refused_port()
             elif fault == "silent":
@@ -180,12 +181,7 @@ def test_an_answer_body_past_the_limit_is_refused(tmp_path: Path) -> None:
         clock = ManualClock(1_700_000_000.0)
         pool = LeanPool(connect_timeout_s=5.0, body_bytes_max=1000)
         async with contextlib.AsyncExitStack() as stack:
-            urls = [
-                await stack.enter_async_context(
-                    running_app(await _new_server(tmp_path / f"n{i}", clock))
-                )
-                for i in range(3)
-            ]
+            urls = await object_servers(stack, tmp_path, clock)
             cluster = ObjectCluster(
                 _ring(tmp_path, [_port(u) for u in urls], clock), clock, pool=pool
             )

@@ -12,6 +12,7 @@ from common.leanserver import (
     RequestParser,
     Truncated,
     serialize_response,
+    serialize_response_parts,
 )
 
 PUT = (
@@ -184,6 +185,22 @@ def test_serialize_response() -> None:
     assert no_body == b"HTTP/1.1 204 No Content\r\nDate: d\r\n\r\n"
     head = serialize_response(200, [("Date", "d")], b"abc", keep_alive=True, head_request=True)
     assert head == b"HTTP/1.1 200 OK\r\nDate: d\r\nContent-Length: 3\r\n\r\n"
+
+
+def test_serialize_response_parts_sends_a_large_body_uncopied() -> None:
+    """A body of 64 KiB or more follows the head as its own buffer (the very object given);
+    a smaller one is joined to the head; either way the bytes are serialize_response's."""
+    for size, joined in ((65535, True), (65536, False), (1 << 20, False)):
+        body = bytes([size % 251]) * size
+        parts = serialize_response_parts(200, [("Date", "d")], body, keep_alive=True)
+        assert b"".join(parts) == serialize_response(200, [("Date", "d")], body, keep_alive=True)
+        assert parts[0].startswith(b"HTTP/1.1 200 OK\r\nDate: d\r\n")
+        if joined:
+            assert len(parts) == 1
+        else:
+            assert len(parts) == 2 and parts[1] is body
+    head = serialize_response_parts(200, [], b"x" * 65536, keep_alive=True, head_request=True)
+    assert len(head) == 1 and head[0].endswith(b"Content-Length: 65536\r\n\r\n")
 
 
 def test_serialize_head_answers() -> None:

@@ -32,7 +32,8 @@ Requests go over the lean HTTP client (`common.leanhttp.LeanPool`, docs/lean-htt
 whole-bytes bodies both ways, keep-alive connections per object server. Connection trouble
 and timeouts answer 503 (and count against the node in the error limiter).
 
-Calls: ObjectCluster(ring, clock, conn_timeout_s=..., node_timeout_s=..., pool=None)
+Calls: ObjectCluster(ring, clock, conn_timeout_s=..., node_timeout_s=..., pool=None,
+                    etag_xxh3=False)
   await close()  (the connections of the pools it made; not a pool given to it)
   await put(account, container, obj, data: bytes, headers=None) -> str (etag)
   await put_versioned(account, container, obj, data, headers=None) -> (etag, version)
@@ -57,7 +58,14 @@ from common.clock import Clock
 from common.leanhttp import Body, InvalidRequest, LeanHTTPError, LeanPool
 from common.log import request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
-from common.puttrailer import PutTrailer, TrailerServers, encode_trailer, trailed_headers
+from common.puttrailer import (
+    TRAILER_VERSION,
+    TRAILER_VERSION_XXH3_ETAG,
+    PutTrailer,
+    TrailerServers,
+    encode_trailer,
+    trailed_headers,
+)
 from common.timestamps import Timestamp, TimestampError
 from ring import Device, Ring
 
@@ -75,6 +83,9 @@ class _Answer:
     body: bytes
     node: Device | None
     has_body: bool = False  # a GET's answer (a HEAD's has headers only)
+    # A PUT's: the ETag the trailer sent told the server to store ("": none sent, the
+    # server stored the MD5 of what it received).
+    trailer_etag: str = ""
 
 
 # Answers that say what the newest version is: the object (whole, a range of it, or a range
@@ -102,18 +113,44 @@ WHOLE_BODY_BYTES_MAX = 1024 * 1024
 
 @dataclass(frozen=True)
 class _Trailer:
-    md5_hex: str
+    etag: str  # what a server given this trailer stores: the MD5, or the xxh3-128 (v2)
+    version: int
     encoded: bytes
 
 
-def _hash_body(data: bytes) -> _Trailer:
-    """MD5 and xxh3-128 of `data` and the trailer carrying them (blocking: hashlib and
-    xxhash release the GIL on large buffers, so this runs in a thread). A trailed PUT sends
-    the body and then the trailer as two parts: the body is never copied."""
-    md5_hex = hashlib.md5(data).hexdigest()
+def _hash_body(data: bytes, *, md5: bool = True) -> _Trailer:
+    """MD5 and xxh3-128 of `data` and the trailer carrying them; with `md5=False` the xxh3-128
+    only, in a version 2 trailer whose ETag it is (blocking: hashlib and xxhash release the
+    GIL on large buffers, so this runs in a thread). A trailed PUT sends the body and then
+    the trailer as two parts: the body is never copied."""
+    md5_hex = hashlib.md5(data).hexdigest() if md5 else ""
     xxh_hex = xxhash.xxh3_128_hexdigest(data)
-    encoded = encode_trailer(PutTrailer("commit", len(data), md5_hex, xxh_hex))
-    return _Trailer(md5_hex, encoded)
+    t = PutTrailer("commit", len(data), md5_hex, xxh_hex)
+    return _Trailer(t.etag, t.version, encode_trailer(t))
+
+
+async def _etags_agree(stored: list[_Answer], data: bytes, trailer: _Trailer | None) -> bool:
+    """Every replica answers the ETag it stored: the MD5 of what it received (a plain PUT),
+    or the trailer's after checking the xxh3-128 of what it received against the trailer's
+    (a trailed one). Each must be the one expected (as Swift's proxy checks), so a body
+    damaged on its way to a replica is caught: the trailer's ETag, or for a plain PUT the
+    MD5 (hashed here for a version 1 trailer; computed now only if a version 2 PUT went
+    plain to a server not known to take it, e.g. a handoff). Without a trailer (a small
+    body) the replicas' ETags must simply agree."""
+    etags = [_etag(x.headers) for x in stored]
+    if "" in etags:
+        return False
+    if trailer is None:
+        return len(set(etags)) == 1
+    plain = {e for x, e in zip(stored, etags, strict=True) if not x.trailer_etag}
+    if any(x.trailer_etag and x.trailer_etag != e for x, e in zip(stored, etags, strict=True)):
+        return False
+    if not plain:
+        return True
+    md5 = trailer.etag if trailer.version == TRAILER_VERSION else None
+    if md5 is None:
+        md5 = await asyncio.to_thread(lambda: hashlib.md5(data).hexdigest())
+    return plain == {md5}
 
 
 def _etag(h: Mapping[str, str]) -> str:
@@ -145,10 +182,14 @@ class ObjectCluster:
         node_timeout_s: float = 10.0,
         limiter: ErrorLimiter | None = None,
         pool: LeanPool | None = None,
+        etag_xxh3: bool = False,
     ) -> None:
         """`conn_timeout_s` bounds making a connection (the pool's, when one is given);
         `node_timeout_s` one request's exchange with a node (sending it and its whole answer).
-        Without a `pool`, one is made here (and closed by `close`)."""
+        Without a `pool`, one is made here (and closed by `close`). With `etag_xxh3`, a PUT
+        of at least TRAILER_BODY_BYTES_MIN bytes whose primaries all take version 2 trailers
+        is stored with the body's xxh3-128 as its ETag and no MD5 is computed (blockd's
+        chunk objects, which no client sees: docs/object-format.md, "ETag algorithms")."""
         self.ring = ring
         self.clock = clock
         self.limiter = limiter or ErrorLimiter(clock)
@@ -170,6 +211,7 @@ class ObjectCluster:
             header_bytes_max=self.pool.header_bytes_max,
             body_bytes_max=self.pool.body_bytes_max,
         )
+        self.etag_xxh3 = etag_xxh3
         self._last = Timestamp(0)
         # Object servers seen to take the ETag trailer.
         self.trailer_servers = TrailerServers()
@@ -209,14 +251,16 @@ class ObjectCluster:
         A header that cannot be sent (a control character) raises `InvalidRequest`."""
         h = CIMultiDict(headers)
         h["X-Trans-Id"] = request_id.get()
+        trailer_etag = ""
         if (
             body is not None
             and trailer is not None
             and len(body) >= TRAILER_BODY_BYTES_MIN
-            and self.trailer_servers.takes(node)
+            and self.trailer_servers.takes(node, trailer.version)
         ):
-            h = trailed_headers(h, len(body))
+            h = trailed_headers(h, len(body), trailer.version)
             payload: Body | None = (body, trailer.encoded)
+            trailer_etag = trailer.etag
         else:
             payload = body
         pool = self.read_pool if method == "HEAD" or BODY_MAX_HEADER in h else self.pool
@@ -246,7 +290,7 @@ class ObjectCluster:
             self.limiter.limit_now(node_key(node))
         elif r.status >= 500:
             self.limiter.error(node_key(node))
-        return _Answer(r.status, r.headers, r.body, node, method == "GET")
+        return _Answer(r.status, r.headers, r.body, node, method == "GET", trailer_etag)
 
     async def _write(
         self,
@@ -310,16 +354,21 @@ class ObjectCluster:
         h["X-Timestamp"] = version
         trailer = None
         if len(data) >= TRAILER_BODY_BYTES_MIN:
-            trailer = await asyncio.to_thread(_hash_body, data)
+            md5 = not (self.etag_xxh3 and self._all_take_xxh3(account, container, obj))
+            trailer = await asyncio.to_thread(_hash_body, data, md5=md5)
         answers = await self._write("PUT", account, container, obj, h, data, (201,), trailer)
-        # Every replica answers the MD5 it stored: of what it received (a plain PUT), or the
-        # trailer's after checking the xxh3-128 of what it received against the trailer's
-        # (a trailed one). They must agree (as Swift's proxy checks), and with a trailer
-        # equal the MD5 hashed here, so a body damaged on its way to a replica is caught.
-        etags = {_etag(x.headers) for x in answers if x.status == 201}
-        if len(etags) != 1 or "" in etags or (trailer and etags != {trailer.md5_hex}):
+        stored = [x for x in answers if x.status == 201]
+        if not await _etags_agree(stored, data, trailer):
+            etags = sorted(_etag(x.headers) for x in stored)
             raise QuorumError(f"PUT /{account}/{container}/{obj}: replicas stored {etags}")
-        return etags.pop(), version
+        if trailer is not None and any(x.trailer_etag for x in stored):
+            return trailer.etag, version
+        return _etag(stored[0].headers), version
+
+    def _all_take_xxh3(self, account: str, container: str, obj: str) -> bool:
+        """Every primary of the object is known to take version 2 trailers."""
+        nodes = self.ring.get_part_nodes(self.ring.get_part(account, container, obj))
+        return all(self.trailer_servers.takes(n, TRAILER_VERSION_XXH3_ETAG) for n in nodes)
 
     async def delete(self, account: str, container: str, obj: str) -> None:
         h = {"X-Timestamp": self._timestamp().internal}

@@ -179,7 +179,8 @@ def load_metadata(path: Path) -> ObjectMetadata:
 
 
 def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
-    """Check a whole object file: footer, every block digest and the MD5 (the auditor's job).
+    """Check a whole object file: footer, every block digest and the ETag, an MD5 or the
+    xxh3-128 its `etag_alg` names (the auditor's job).
 
     Yields the number of body bytes checked after each step, so a caller can rate-limit
     between steps; raises FileFormatError or ChecksumMismatch on damage. Blocking.
@@ -187,7 +188,7 @@ def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
     fd = os.open(path, os.O_RDONLY)
     try:
         md = _read_footer(fd)
-        md5 = hashlib.md5()
+        whole = hashlib.md5() if md.etag_alg == "md5" else xxhash.xxh3_128()
         step = max(1, step_bytes // md.block_bytes) * md.block_bytes
         for start in range(0, md.content_length, step):
             buf = os.pread(fd, min(step, md.content_length - start), start)
@@ -196,10 +197,10 @@ def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
                 block = memoryview(buf)[lo : lo + md.block_bytes]
                 if xxhash.xxh3_64_digest(block) != md.block_digest(index):
                     raise ChecksumMismatch(f"{path}: block {index} does not match")
-            md5.update(buf)
+            whole.update(buf)
             yield start + len(buf)
-        if md.kind == "data" and md5.hexdigest() != md.etag:
-            raise ChecksumMismatch(f"{path}: body MD5 differs from the ETag")
+        if md.kind == "data" and whole.hexdigest() != md.etag:
+            raise ChecksumMismatch(f"{path}: body {md.etag_alg} differs from the ETag")
     finally:
         os.close(fd)
 

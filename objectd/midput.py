@@ -31,7 +31,7 @@ from objectd.conf import ServerState
 from objectd.container_update import TargetParseError, parse_targets
 from objectd.devices import DeviceBusy, DeviceUnavailable
 from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
-from objectd.fileformat import ObjectMetadata
+from objectd.fileformat import EtagAlg, ObjectMetadata
 from objectd.headers import persisted_from_request
 from objectd.putbody import check_trailer, status, trailed_body_length
 from objectd.request import (
@@ -155,15 +155,16 @@ async def store_whole(
 
 def _checked_etag(
     request_body: bytes, body_len: int | None, header_etag: str
-) -> str | web.Response:
-    """The body's ETag (the trailer's MD5 once the body matches it, else the MD5 computed
-    here) or the refusal, exactly as the streamed path decides (objectd/putbody.py)."""
+) -> tuple[str, EtagAlg] | web.Response:
+    """The body's ETag and its algorithm (the trailer's ETag once the body matches it, else
+    the MD5 computed here) or the refusal, exactly as the streamed path decides
+    (objectd/putbody.py)."""
     view = memoryview(request_body)
     if body_len is None:
         etag = hashlib.md5(view).hexdigest()
         if header_etag and header_etag != etag:
             return status(422, "ETag does not match the body's MD5")
-        return etag
+        return etag, "md5"
     body = view[:body_len]
     return check_trailer(
         view[body_len:], body_len, len(body), lambda: xxhash.xxh3_128_hexdigest(body), header_etag
@@ -192,13 +193,15 @@ def store_whole_step(
         return refused
     if not isinstance(df, RealDiskFile):
         return _store_streamed(st, df, request_body, body_len, header_etag, md, gave_up)
-    etag = _checked_etag(request_body, body_len, header_etag)
-    if isinstance(etag, web.Response):
-        return etag
+    checked = _checked_etag(request_body, body_len, header_etag)
+    if isinstance(checked, web.Response):
+        return checked
+    etag, alg = checked
     body = memoryview(request_body)[: len(request_body) if body_len is None else body_len]
     reserve = st.conf.fallocate_reserve_bytes
     cleanup = not isinstance(found, Missing)
-    if not write_whole_data(df, body, replace(md, etag=etag), reserve, gave_up, cleanup=cleanup):
+    md = replace(md, etag=etag, etag_alg=alg)
+    if not write_whole_data(df, body, md, reserve, gave_up, cleanup=cleanup):
         return status(503, "gave up waiting for the disk")
     return etag, len(body)
 
@@ -223,7 +226,7 @@ def _store_streamed(
             etag = writer.etag()
             if header_etag and header_etag != etag:
                 return status(422, "ETag does not match the body's MD5")
-            checked: str | web.Response = etag
+            checked: tuple[str, EtagAlg] | web.Response = (etag, "md5")
         else:
             trailer = memoryview(request_body)[body_len:]
             checked = check_trailer(
@@ -233,9 +236,10 @@ def _store_streamed(
             return checked
         if gave_up():
             return status(503, "gave up waiting for the disk")
-        writer.commit(md, checked)
+        etag, alg = checked
+        writer.commit(replace(md, etag_alg=alg), etag)
         committed = True
     finally:
         if not committed:
             writer.abort()
-    return checked, writer.bytes_written
+    return etag, writer.bytes_written

@@ -6,13 +6,16 @@ so the body's bytes are not copied again between the parser and the page cache. 
 PUT the proxy may have computed the MD5 once for all replicas and sent it after the body in
 a trailer (common/puttrailer.py, docs/object-format.md): then the writer computes the body's
 xxh3-128 instead of its MD5, and the object is committed only if the trailer is well formed,
-says commit, and its length and xxh3-128 match what arrived.
+says commit, and its length and xxh3-128 match what arrived. A version 2 trailer (blockd's
+chunk objects) carries no MD5: the ETag stored is its xxh3-128 (docs/object-format.md,
+"ETag algorithms").
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -21,7 +24,7 @@ from common.puttrailer import (
     BODY_LENGTH_HEADER,
     TRAILER_BYTES,
     TRAILER_HEADER,
-    TRAILER_VERSION,
+    TRAILER_VERSIONS,
     TrailerError,
     decode_trailer,
 )
@@ -29,7 +32,7 @@ from common.server import body_chunks
 from objectd.conf import ServerState
 from objectd.devices import Devices
 from objectd.diskfile import Buffer, ObjectWriter, write_chunks
-from objectd.fileformat import ObjectMetadata
+from objectd.fileformat import EtagAlg, ObjectMetadata
 from objectd.request import BadRequest
 
 __all__ = [
@@ -41,6 +44,9 @@ __all__ = [
     "status",
     "trailed_body_length",
 ]
+
+
+_VERSION_TEXTS = frozenset(map(str, TRAILER_VERSIONS))
 
 
 def status(code: int, text: str = "", headers: Mapping[str, str] | None = None) -> web.Response:
@@ -56,7 +62,7 @@ def trailed_body_length(headers: Mapping[str, str], content_length: int | None) 
     version = headers.get(TRAILER_HEADER)
     if version is None:
         return None
-    if version.strip() != str(TRAILER_VERSION):
+    if version.strip() not in _VERSION_TEXTS:
         raise BadRequest(f"unsupported {TRAILER_HEADER}: {version!r}")
     raw = headers.get(BODY_LENGTH_HEADER, "")
     if not raw.isdigit():
@@ -190,12 +196,13 @@ def check_trailer(
     received: int,
     body_xxh3_128: Callable[[], str],
     header_etag: str,
-) -> str | web.Response:
-    """The ETag a trailed body may be committed with, or its refusal (nothing committed):
-    400 for a garbled trailer or a length that does not add up (`body_len` announced,
-    `received` bytes stored), 422 for a cancelled PUT, a body whose xxh3-128 (computed by
-    `body_xxh3_128`, only once the cheaper checks passed) differs from the proxy's (bytes
-    changed between proxy and disk), or an ETag header that is not the trailer's MD5."""
+) -> tuple[str, EtagAlg] | web.Response:
+    """The ETag a trailed body may be committed with and its algorithm (the trailer's MD5,
+    or for a version 2 trailer its xxh3-128), or its refusal (nothing committed): 400 for a
+    garbled trailer or a length that does not add up (`body_len` announced, `received`
+    bytes stored), 422 for a cancelled PUT, a body whose xxh3-128 (computed by
+    `body_xxh3_128`, only once the cheaper checks passed) differs from the sender's (bytes
+    changed between sender and disk), or an ETag header that is not the trailer's ETag."""
     try:
         t = decode_trailer(trailer)
     except TrailerError as e:
@@ -206,9 +213,9 @@ def check_trailer(
         return status(400, "ETag trailer body length does not match the body")
     if body_xxh3_128() != t.xxh3_128_hex:
         return status(422, "body xxh3-128 differs from the proxy's: changed in transit")
-    if header_etag and header_etag != t.md5_hex:
-        return status(422, "ETag does not match the body's MD5")
-    return t.md5_hex
+    if header_etag and header_etag != t.etag:
+        return status(422, f"ETag does not match the body's {t.etag_alg}")
+    return t.etag, t.etag_alg
 
 
 def finish_trailed(
@@ -227,6 +234,8 @@ def finish_trailed(
     checked = check_trailer(
         trailer, body_len, writer.bytes_written, writer.body_xxh3_128, header_etag
     )
-    if isinstance(checked, str):
-        writer.commit(md, checked)
-    return checked
+    if isinstance(checked, web.Response):
+        return checked
+    etag, alg = checked
+    writer.commit(replace(md, etag_alg=alg), etag)
+    return etag

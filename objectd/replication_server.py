@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -183,8 +184,10 @@ async def _on_file_start(rx: _Receiving, ev: FileStart) -> None:
     if rx.skipping or ev.metadata.kind != "data":
         return
     try:
+        # The body is checked against the sent ETag: an MD5, or the xxh3-128 it names.
+        writer = functools.partial(df.writer, md5=ev.metadata.etag_alg == "md5")
         rx.writer = await rx.st.devices.run(
-            rx.device, df.writer, ev.metadata.content_length, rx.st.conf.fallocate_reserve_bytes
+            rx.device, writer, ev.metadata.content_length, rx.st.conf.fallocate_reserve_bytes
         )
     except DiskFull as e:
         rx.fail(f"{ev.hash_hex}: {e}")
@@ -228,9 +231,10 @@ async def _commit(
         await run(rx.device, df.put_meta, md.timestamp, dict(md.headers))
     else:
         assert writer is not None
-        if writer.etag() != md.etag:
+        etag = writer.etag() if md.etag_alg == "md5" else writer.body_xxh3_128()
+        if etag != md.etag:
             await run(rx.device, writer.abort)
-            rx.fail(f"{df.hash_hex}: body MD5 differs from the sent ETag")
+            rx.fail(f"{df.hash_hex}: body {md.etag_alg} differs from the sent ETag")
             return
         clean = ObjectMetadata(
             kind="data",
@@ -238,8 +242,9 @@ async def _commit(
             timestamp=md.timestamp,
             content_type=md.content_type,
             headers=dict(md.headers),
+            etag_alg=md.etag_alg,
         )
-        await run(rx.device, writer.commit, clean)
+        await run(rx.device, writer.commit, clean, etag)
     rx.written += 1
 
 

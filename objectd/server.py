@@ -16,7 +16,12 @@ from aiohttp import web
 from common.clock import Clock, SystemClock
 from common.deploy import DeploymentConfig, StorageNodeConfig
 from common.nodecli import storage_server_main
-from common.puttrailer import TRAILER_SUPPORT_HEADER, TRAILER_VERSION
+from common.puttrailer import (
+    TRAILER_SUPPORT_HEADER,
+    TRAILER_VERSION,
+    TRAILER_VERSIONS_HEADER,
+    TRAILER_VERSIONS_TEXT,
+)
 from common.server import (
     AUTO_DECOMPRESS,
     FAST_RESPONSE_HEADERS,
@@ -45,6 +50,7 @@ UPDATE_CONNECTIONS_MAX = 64
 
 async def _advertise_trailer(_request: web.Request, response: web.StreamResponse) -> None:
     response.headers[TRAILER_SUPPORT_HEADER] = str(TRAILER_VERSION)
+    response.headers[TRAILER_VERSIONS_HEADER] = TRAILER_VERSIONS_TEXT
 
 
 async def make_object_app(
@@ -86,7 +92,10 @@ async def make_object_app(
             mid_put_route(state),
             *fast_read_routes(state),
         ]
-        app[FAST_RESPONSE_HEADERS] = [(TRAILER_SUPPORT_HEADER, str(TRAILER_VERSION))]
+        app[FAST_RESPONSE_HEADERS] = [
+            (TRAILER_SUPPORT_HEADER, str(TRAILER_VERSION)),
+            (TRAILER_VERSIONS_HEADER, TRAILER_VERSIONS_TEXT),
+        ]
 
     gauges = ReconGauges.create(app[METRICS].registry)
 

@@ -50,6 +50,17 @@ class RecordingPool(LeanPool):
         return await super().request(host, port, method, target, headers, body, **kw)
 
 
+def three_server_ring(tmp_path: Path, urls: Iterable[str], clock: ManualClock) -> Ring:
+    """A 3-replica ring over one device (sda) on each of the servers at `urls`."""
+    builder = RingBuilder(2, 3, 0)
+    for i, url in enumerate(urls):
+        port = int(url.rsplit(":", 1)[1])
+        builder.add(NewDevice(1, i + 1, "127.0.0.1", port, "127.0.0.1", port, "sda", 1.0))
+    builder.rebalance(seed=1)
+    write_ring(tmp_path / "object.ring", builder.ring_data())
+    return Ring(tmp_path / "object.ring", PREFIX, SUFFIX, clock=clock)
+
+
 def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> None:
     async def run() -> None:
         clock = ManualClock(1_700_000_000.0)
@@ -60,13 +71,7 @@ def test_large_bodies_go_trailed_once_the_servers_are_known(tmp_path: Path) -> N
             running_app(await _new_server(tmp_path / "n2", clock)) as u2,
             running_app(await _new_server(tmp_path / "n3", clock)) as u3,
         ):
-            builder = RingBuilder(2, 3, 0)
-            for i, url in enumerate((u1, u2, u3)):
-                port = int(url.rsplit(":", 1)[1])
-                builder.add(NewDevice(1, i + 1, "127.0.0.1", port, "127.0.0.1", port, "sda", 1.0))
-            builder.rebalance(seed=1)
-            write_ring(tmp_path / "object.ring", builder.ring_data())
-            ring = Ring(tmp_path / "object.ring", PREFIX, SUFFIX, clock=clock)
+            ring = three_server_ring(tmp_path, (u1, u2, u3), clock)
             cluster = ObjectCluster(ring, clock, pool=pool)
 
             async def put_and_read(name: str, body: bytes) -> list[bool]:

@@ -97,7 +97,7 @@ FLIPPED[123_456] ^= 0x40
         (BODY, _trailer("cancel"), "", b"422"),  # the proxy found the client's ETag wrong
         (BODY, b"\xff" * TRAILER_BYTES, "", b"400"),  # a garbled trailer
         (BODY, _trailer(length=len(BODY) + 1), "", b"400"),
-        (BODY, _trailer(), "X-Backend-Etag-Trailer: 2", b"400"),  # unknown version
+        (BODY, _trailer(), "X-Backend-Etag-Trailer: 3", b"400"),  # unknown version
         (BODY, _trailer(), f"X-Backend-Etag-Trailer: 1\r\nETag: {'0' * 32}", b"422"),
     ],
     ids=["flipped-byte", "wrong-xxh3", "cancel", "garbled", "length", "version", "etag"],

@@ -1,0 +1,92 @@
+"""blockd's store client with `etag_xxh3`: once every primary said it takes version 2
+trailers, a large body is stored with its xxh3-128 as the ETag (no MD5 anywhere); the file
+is a version 2 object file the auditor checks, and replication (SSYNC) carries it over.
+
+Three real object servers behind one ring, real sockets, real files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+import xxhash
+
+from common.clock import ManualClock
+from common.server import running_app
+from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
+from objectd.diskfile import load_metadata, verify_file
+from objectd.layout import DeviceLayout
+from objectd.ratelimit import RateLimiter
+from objectd.ssync_sender import ssync_push
+from tests.integration.objectd.test_cluster_client_trailer import three_server_ring
+from tests.integration.objectd.test_trailer_capability import _new_server
+
+pytestmark = [pytest.mark.integration]
+
+
+def _data_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.data"))
+
+
+def test_large_bodies_get_an_xxh3_etag_once_every_primary_takes_it(tmp_path: Path) -> None:
+    async def run() -> None:
+        clock = ManualClock(1_700_000_000.0)
+        async with (
+            running_app(await _new_server(tmp_path / "n1", clock)) as u1,
+            running_app(await _new_server(tmp_path / "n2", clock)) as u2,
+            running_app(await _new_server(tmp_path / "n3", clock)) as u3,
+        ):
+            ring = three_server_ring(tmp_path, (u1, u2, u3), clock)
+            cluster = ObjectCluster(ring, clock, etag_xxh3=True)
+            body = os.urandom(TRAILER_BODY_BYTES_MIN + 4321)
+
+            # Nothing known yet: plain PUTs, each server stores the MD5 it computes.
+            assert await cluster.put(".blk", "vol", "first", body) == hashlib.md5(body).hexdigest()
+            clock.advance(1.0)
+            etag = await cluster.put(".blk", "vol", "second", body)
+            assert etag == xxhash.xxh3_128_hexdigest(body)
+            got = await cluster.get(".blk", "vol", "second")
+            assert got is not None and got[1] == body and got[0]["Etag"].strip('"') == etag
+            # Small bodies carry no trailer: the MD5, as before.
+            small = os.urandom(1000)
+            small_etag = await cluster.put(".blk", "vol", "small", small)
+            assert small_etag == hashlib.md5(small).hexdigest()
+
+            files = [p for p in _data_files(tmp_path) if load_metadata(p).name.endswith("second")]
+            assert len(files) == 3
+            for path in files:
+                md = load_metadata(path)
+                assert (md.etag_alg, md.etag) == ("xxh3-128", etag)
+                assert list(verify_file(path))[-1] == len(body)  # the auditor's check passes
+
+            # Replication carries such a file over: remove one replica, push it from another.
+            lost, source = files[0], files[1]
+            part = int(lost.parts[-4])
+            lost.unlink()
+            src_root = next(p for p in source.parents if p.name == "sda").parent
+            dst_url = next(
+                u for u, n in ((u1, "n1"), (u2, "n2"), (u3, "n3")) if (tmp_path / n) in lost.parents
+            )
+            async with aiohttp.ClientSession() as s:
+                result = await ssync_push(
+                    s,
+                    dst_url,
+                    "sda",
+                    DeviceLayout(src_root, "sda"),
+                    part,
+                    [lost.parts[-3]],
+                    RateLimiter(0, clock),
+                )
+            assert result.in_sync and result.written >= 1, result.errors
+            assert lost.exists()
+            md = load_metadata(lost)
+            assert (md.etag_alg, md.etag) == ("xxh3-128", etag)
+            assert list(verify_file(lost))[-1] == len(body)
+            await cluster.close()
+
+    asyncio.run(run())

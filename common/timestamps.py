@@ -100,10 +100,9 @@ class Timestamp:
     @property
     def http_date(self) -> str:
         """RFC 7231 date for Last-Modified headers (second resolution, rounded up like Swift)."""
-        import email.utils
         import math
 
-        return email.utils.formatdate(math.ceil(self.seconds), usegmt=True)
+        return _http_date(math.ceil(self.seconds))
 
     @property
     def isoformat(self) -> str:
@@ -112,3 +111,12 @@ class Timestamp:
 
         dt = datetime.datetime.fromtimestamp(self.ticks / TICKS_PER_SECOND, datetime.UTC)
         return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(seconds: int) -> str:
+    """formatdate(seconds, usegmt=True), remembered: every object GET and HEAD answers a
+    Last-Modified, and the same objects are read again and again (a volume's chunks)."""
+    import email.utils
+
+    return email.utils.formatdate(seconds, usegmt=True)

@@ -32,3 +32,14 @@ def test_round_trip_and_ordering(ticks, offset):
     assert Timestamp.parse(t.normal) == Timestamp(ticks)
     if ticks < 9_999_999_999_99999:
         assert Timestamp.parse(t.internal) < Timestamp(ticks + 1)
+
+
+def test_http_date_rounds_up_to_the_second():
+    # 1700000000 is Tue, 14 Nov 2023 22:13:20 GMT; asked twice (the second answer remembered)
+    for _ in range(2):
+        assert Timestamp.parse("1700000000.00000").http_date == "Tue, 14 Nov 2023 22:13:20 GMT"
+        assert Timestamp.parse("1700000000.00001").http_date == "Tue, 14 Nov 2023 22:13:21 GMT"
+        assert (
+            Timestamp.parse("1700000059.50000_000000000000000a").http_date
+            == "Tue, 14 Nov 2023 22:14:20 GMT"
+        )

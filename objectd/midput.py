@@ -6,8 +6,9 @@ objectd/cluster_client.py: a Content-Length body followed by the ETag trailer, t
 replicas each. On aiohttp such a PUT is streamed (objectd/putbody.py): the request machinery,
 a pool step to open the temp file, one to write and commit, a ``posix_fallocate``, a joined
 copy of the body. Here the lean server (common/leanserver, docs/lean-http-server.md) reads
-the whole request first and the checks, the trailer's verdict, the write and the durable
-commit run as ONE pool step (objectd/wholewrite.py), with the same answers in the same order
+the whole request first (kept as the pieces it arrived in, never joined: hashed piece by
+piece and written by one writev) and the checks, the trailer's verdict, the write and the
+durable commit run as ONE pool step (objectd/wholewrite.py), with the same answers in the same order
 as the streamed path: 400 for bad headers or a garbled trailer, 409/412 from what is stored,
 422 for a cancelled PUT or a body that does not match its checksums, 507 for a full or
 missing device, 201 once the data file and its directory are fsynced.
@@ -17,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import xxhash
 from aiohttp import web
@@ -48,6 +50,8 @@ from objectd.writecore import acknowledge, refusal
 
 __all__ = ["MID_BODY_BYTES_MAX", "mid_put_route", "put_mid", "store_whole_step"]
 
+# A request body as the pieces it arrived in (common/leanserver: `FastRequest.parts`).
+Parts = Sequence[memoryview]
 # The route's Content-Length limit: the largest body and its trailer.
 MID_REQUEST_BYTES_MAX = MID_BODY_BYTES_MAX + TRAILER_BYTES
 
@@ -73,7 +77,9 @@ def mid_put_route(st: ServerState) -> FastRoute:
     async def handler(req: FastRequest) -> web.Response:
         return await put_mid(st, req)
 
-    return FastRoute("PUT", _accept, handler, MID_REQUEST_BYTES_MAX, st.conf.node_timeout_s)
+    return FastRoute(
+        "PUT", _accept, handler, MID_REQUEST_BYTES_MAX, st.conf.node_timeout_s, body_parts=True
+    )
 
 
 async def put_mid(st: ServerState, req: FastRequest) -> web.Response:
@@ -81,21 +87,23 @@ async def put_mid(st: ServerState, req: FastRequest) -> web.Response:
     aiohttp handler (objectd/writes.py handle_put, `guarded`) in the same order, then
     `store_whole`."""
     headers = req.headers
+    parts = req.parts or (memoryview(req.body),)
+    size = sum(len(p) for p in parts)
     try:
         path = parse_object_path(req.path)
         ts = parse_timestamp(headers)
         assert ts is not None
         limit = st.conf.object_bytes_max
-        if len(req.body) > limit:
-            return status(413, f"Content-Length {len(req.body)} is more than {limit}")
-        body_len = trailed_body_length(headers, len(req.body))
+        if size > limit:
+            return status(413, f"Content-Length {size} is more than {limit}")
+        body_len = trailed_body_length(headers, size)
         ctype = parse_content_type(headers)
         parse_delete_at(headers, st.clock.time())
         targets = parse_targets(headers)
     except (BadRequest, TargetParseError) as e:
         return status(400, str(e))
     try:
-        return await store_whole(headers, st, path, ts, ctype, req.body, body_len, targets)
+        return await store_whole(headers, st, path, ts, ctype, parts, body_len, targets)
     except (DeviceUnavailable, DiskFull) as e:
         return status(507, str(e))
     except DeviceBusy as e:
@@ -108,14 +116,14 @@ async def store_whole(
     path: ObjectPath,
     ts: Timestamp,
     ctype: str,
-    request_body: bytes,
+    request_body: Parts,
     body_len: int | None,
     targets: tuple[ContainerTarget, ...],
 ) -> web.Response:
-    """Store a PUT's whole request body (its first `body_len` bytes and the ETag trailer
-    after them; all of it when `body_len` is None) in one pool step, then the expiry queue,
-    the container updates and the 201."""
-    st.metrics.bytes_in.inc(len(request_body))
+    """Store a PUT's whole request body (in the parts it arrived in: its first `body_len`
+    bytes and the ETag trailer after them; all of it when `body_len` is None) in one pool
+    step, then the expiry queue, the container updates and the 201."""
+    st.metrics.bytes_in.inc(sum(len(p) for p in request_body))
     df = st.devices.diskfile(path.device, path.partition, path.account, path.container, path.obj)
     md = ObjectMetadata(
         kind="data",
@@ -153,21 +161,45 @@ async def store_whole(
     return await acknowledge(headers, st, path, df.hash_hex, ts, ctype, etag, size, targets)
 
 
+def _split(parts: Parts, n: int) -> tuple[list[memoryview], bytes]:
+    """The first `n` bytes of `parts` (as views) and the rest (joined: the trailer)."""
+    head: list[memoryview] = []
+    tail: list[memoryview] = []
+    left = n
+    for p in parts:
+        if left >= len(p):
+            head.append(p)
+            left -= len(p)
+        else:
+            if left:
+                head.append(p[:left])
+            tail.append(p[left:])
+            left = 0
+    return head, b"".join(tail)
+
+
+def _digest(parts: Parts, hasher: Any) -> str:
+    for p in parts:
+        hasher.update(p)
+    hexdigest: str = hasher.hexdigest()
+    return hexdigest
+
+
 def _checked_etag(
-    request_body: bytes, body_len: int | None, header_etag: str
+    request_body: Parts, body_len: int | None, header_etag: str
 ) -> tuple[str, EtagAlg] | web.Response:
     """The body's ETag and its algorithm (the trailer's ETag once the body matches it, else
     the MD5 computed here) or the refusal, exactly as the streamed path decides
     (objectd/putbody.py)."""
-    view = memoryview(request_body)
     if body_len is None:
-        etag = hashlib.md5(view).hexdigest()
+        etag = _digest(request_body, hashlib.md5())
         if header_etag and header_etag != etag:
             return status(422, "ETag does not match the body's MD5")
         return etag, "md5"
-    body = view[:body_len]
+    body, trailer = _split(request_body, body_len)
+    received = sum(len(p) for p in body)
     return check_trailer(
-        view[body_len:], body_len, len(body), lambda: xxhash.xxh3_128_hexdigest(body), header_etag
+        trailer, body_len, received, lambda: _digest(body, xxhash.xxh3_128()), header_etag
     )
 
 
@@ -177,7 +209,7 @@ def store_whole_step(
     df: DiskFile,
     ts: Timestamp,
     if_none_match: bool,
-    request_body: bytes,
+    request_body: Parts,
     body_len: int | None,
     header_etag: str,
     md: ObjectMetadata,
@@ -197,19 +229,19 @@ def store_whole_step(
     if isinstance(checked, web.Response):
         return checked
     etag, alg = checked
-    body = memoryview(request_body)[: len(request_body) if body_len is None else body_len]
+    body = list(request_body) if body_len is None else _split(request_body, body_len)[0]
     reserve = st.conf.fallocate_reserve_bytes
     cleanup = not isinstance(found, Missing)
     md = replace(md, etag=etag, etag_alg=alg)
     if not write_whole_data(df, body, md, reserve, gave_up, cleanup=cleanup):
         return status(503, "gave up waiting for the disk")
-    return etag, len(body)
+    return etag, sum(len(p) for p in body)
 
 
 def _store_streamed(
     st: ServerState,
     df: DiskFile,
-    request_body: bytes,
+    parts: Parts,
     body_len: int | None,
     header_etag: str,
     md: ObjectMetadata,
@@ -217,6 +249,7 @@ def _store_streamed(
 ) -> tuple[str, int] | web.Response:
     """Any DiskFile but a real one (a fault-injecting twin in tests): through its streaming
     writer, whose own hashes of what it was given decide, as on the streamed path."""
+    request_body = b"".join(parts)
     size = len(request_body) if body_len is None else body_len
     writer = df.writer(size, st.conf.fallocate_reserve_bytes, md5=body_len is None)
     committed = False

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import xxhash
@@ -36,7 +36,13 @@ from objectd.diskfile import Buffer, DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
 from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, commit_tmp, create_tmp
 
-__all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_whole_data"]
+__all__ = [
+    "MID_BODY_BYTES_MAX",
+    "TMP_NAME_TRIES_MAX",
+    "WRITEV_PARTS_MAX",
+    "block_digests",
+    "write_whole_data",
+]
 
 # The largest body stored whole from memory (the fast lane buffers each body this large).
 # Measured (docs/performance.md, "Object server: large PUT cost (session 7)"): up to ~1 MiB
@@ -44,14 +50,46 @@ __all__ = ["MID_BODY_BYTES_MAX", "TMP_NAME_TRIES_MAX", "block_digests", "write_w
 # buffering (growing the buffer, copying the body out, page faults on fresh memory) costs
 # more than the streamed path's per-request steps.
 MID_BODY_BYTES_MAX = 1024 * 1024
+# A body in more parts than this (a client trickling tiny pieces) is joined first: one
+# writev takes at most IOV_MAX (1024 on Linux) buffers.
+WRITEV_PARTS_MAX = 512
 
 
-def block_digests(body: Buffer, block_bytes: int = BLOCK_BYTES) -> bytes:
-    """The per-block xxh3-64 digests of `body`, as the streaming writer records them
-    (hashed in place: no block is copied)."""
-    view = memoryview(body)
+def block_digests(body: Buffer | Sequence[Buffer], block_bytes: int = BLOCK_BYTES) -> bytes:
+    """The per-block xxh3-64 digests of `body` (one buffer, or the parts it arrived in), as
+    the streaming writer records them (hashed in place: no block is copied; a block that
+    spans two parts is hashed by a streaming hasher, which gives the one-shot digest)."""
     digest = xxhash.xxh3_64_digest
-    return b"".join(digest(view[lo : lo + block_bytes]) for lo in range(0, len(view), block_bytes))
+    out: list[bytes] = []
+    spanning = xxhash.xxh3_64()
+    fill = 0  # bytes of the current block already given to `spanning`
+    for part in _parts(body):
+        pos = 0
+        if fill:
+            pos = min(block_bytes - fill, len(part))
+            spanning.update(part[:pos])
+            fill += pos
+            if fill < block_bytes:
+                continue
+            out.append(spanning.digest())
+            spanning.reset()
+            fill = 0
+        whole_end = pos + (len(part) - pos) // block_bytes * block_bytes
+        out.extend(digest(part[lo : lo + block_bytes]) for lo in range(pos, whole_end, block_bytes))
+        if whole_end < len(part):
+            spanning.update(part[whole_end:])
+            fill = len(part) - whole_end
+    if fill:
+        out.append(spanning.digest())
+    return b"".join(out)
+
+
+def _parts(body: Buffer | Sequence[Buffer]) -> list[memoryview]:
+    """`body` as a list of byte-format views (one buffer is one part)."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        body = [body]
+    views = (memoryview(p) for p in body)
+    return [v if v.format == "B" else v.cast("B") for v in views]
 
 
 def _writev_all(fd: int, parts: list[memoryview]) -> None:
@@ -78,32 +116,36 @@ def _writev_all(fd: int, parts: list[memoryview]) -> None:
 
 def write_whole_data(
     df: RealDiskFile,
-    body: Buffer,
+    body: Buffer | Sequence[Buffer],
     md: ObjectMetadata,
     reserve_bytes: int,
     gave_up: Callable[[], bool],
     *,
     cleanup: bool,
 ) -> bool:
-    """Store `body` as the .data file described by `md` (whose `etag` the caller has
-    checked; its length and block checksums are filled in here). True once durable; False,
+    """Store `body` (one buffer, or the parts it arrived in: written by one writev, never
+    joined) as the .data file described by `md` (whose `etag` the caller has checked; its
+    length and block checksums are filled in here). True once durable; False,
     with nothing left behind, when `gave_up()` is true just before the commit.
     `cleanup=False` skips removing obsolete files after the rename (the caller's lookup
     found no file in the hash directory). Raises DiskFull for the reserve or ENOSPC."""
-    assert len(body) <= MID_BODY_BYTES_MAX
-    check_space(df, len(body), reserve_bytes)
+    parts = _parts(body)
+    if len(parts) > WRITEV_PARTS_MAX:
+        parts = [memoryview(b"".join(parts))]
+    size = sum(len(p) for p in parts)
+    assert size <= MID_BODY_BYTES_MAX
+    check_space(df, size, reserve_bytes)
     md = replace(
         md,
-        content_length=len(body),
+        content_length=size,
         block_bytes=BLOCK_BYTES,
-        block_xxh3=block_digests(body),
+        block_xxh3=block_digests(parts),
     )
     footer = encode_footer(md)
     tmp, fd = create_tmp(df)
     try:
         try:
-            view = memoryview(body)
-            _writev_all(fd, [view if view.format == "B" else view.cast("B"), memoryview(footer)])
+            _writev_all(fd, [*parts, memoryview(footer)])
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -142,6 +142,32 @@ class RequestParser:
         self._head = None
         return body
 
+    def take_body_parts(self, head: RequestHead) -> list[memoryview] | None:
+        """`take_body`, with the body as views of the pieces it arrived in (not copied: a
+        handler that can use a body in parts, e.g. writes it with one writev)."""
+        assert head is self._head and head.framed
+        start = head.head_bytes
+        end = start + head.content_length
+        if len(self._buf) + self._pieces_bytes < end:
+            return None
+        pieces = self._pieces
+        if not pieces:  # the whole body came with its head: as one part
+            body = self.take_body(head)
+            assert body is not None
+            return [memoryview(body)]
+        excess = len(self._buf) + sum(map(len, pieces)) - end
+        if excess > len(pieces[-1]):
+            body = self._join_body(start, end)
+            return [memoryview(body)]
+        self._pieces, self._pieces_bytes, self._head = None, 0, None
+        # The first part is a view of the old buffer, which is never written again: the
+        # parser carries on with a new one.
+        first = memoryview(self._buf)[start:]
+        last = memoryview(pieces[-1])
+        self._buf = bytearray(last[len(last) - excess :])
+        parts = [first, *(memoryview(p) for p in pieces[:-1]), last[: len(last) - excess]]
+        return [p for p in parts if len(p)]
+
     def _join_body(self, start: int, end: int) -> bytes:
         """The body from its part in `_buf` and the pieces after it, copied once; any bytes
         past its end (the next request) become the new buffer."""

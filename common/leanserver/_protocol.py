@@ -47,6 +47,9 @@ class FastRequest:
     head: RequestHead
     body: bytes
     remote: str | None
+    # The body as the pieces it arrived in, for a route that takes it so (`body` is then
+    # empty): `FastRoute.body_parts`.
+    parts: tuple[memoryview, ...] = ()
 
     @property
     def method(self) -> str:
@@ -74,6 +77,9 @@ class FastRoute:
     body_bytes_max: int
     # A body that has not arrived whole this long after its head is answered 408.
     body_timeout_s: float = 60.0
+    # The handler takes the body as `FastRequest.parts` (views of the pieces it arrived in,
+    # not copied into one bytes).
+    body_parts: bool = False
 
 
 Dispatch = Callable[[FastRoute, FastRequest], Awaitable[Reply]]
@@ -282,7 +288,12 @@ class FastLaneProtocol(asyncio.Protocol):
         if route is None:
             self._hand_over()
             return
-        body = self.parser.take_body(head)
+        parts = None
+        if route.body_parts:
+            parts = self.parser.take_body_parts(head)
+            body = None if parts is None else b""
+        else:
+            body = self.parser.take_body(head)
         if body is None:
             if self._partial is None:
                 loop = asyncio.get_running_loop()
@@ -295,9 +306,8 @@ class FastLaneProtocol(asyncio.Protocol):
             self._body_timer.cancel()
             self._body_timer = None
         lane._started()
-        self._task = asyncio.get_running_loop().create_task(
-            self._serve(route, FastRequest(head, body, self.remote))
-        )
+        request = FastRequest(head, body, self.remote, tuple(parts or ()))
+        self._task = asyncio.get_running_loop().create_task(self._serve(route, request))
 
     async def _serve(self, route: FastRoute, request: FastRequest) -> None:
         lane = self.lane

@@ -77,3 +77,48 @@ def test_small_bodies_stay_in_the_buffer() -> None:
     p = RequestParser()
     assert feed_in(p, data, [40, 100, 5000]) == small
     assert p.buffered_bytes == 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_body_parts_are_the_pieces_uncopied(seed: int) -> None:
+    data = HEAD + BODY + NEXT
+    rnd = random.Random(100 + seed)
+    cuts = sorted(rnd.sample(range(1, len(data)), rnd.randint(1, 12)))
+    p = RequestParser()
+    parts = None
+    for lo, hi in zip([0, *cuts], [*cuts, len(data)], strict=True):
+        p.feed(data[lo:hi])
+        head = p.head()
+        if head is not None and parts is None:
+            parts = p.take_body_parts(head)
+    assert parts is not None and b"".join(parts) == BODY
+    assert all(len(part) for part in parts)
+    assert p.pending() == data[len(HEAD) + len(BODY) :]
+    head = p.head()
+    assert head is not None and head.method == "GET" and p.take_body(head) == b""
+
+
+def test_body_parts_view_the_received_pieces() -> None:
+    p = RequestParser()
+    p.feed(HEAD + BODY[:100])
+    head = p.head()
+    assert head is not None and p.take_body_parts(head) is None
+    middle = BODY[100:100_000]
+    p.feed(middle)
+    p.feed(BODY[100_000:])
+    parts = p.take_body_parts(head)
+    assert parts is not None and [len(x) for x in parts] == [100, len(middle), len(BODY) - 100_000]
+    assert parts[1].obj is middle  # a view of the piece as received: not copied
+    assert p.buffered_bytes == 0
+
+
+def test_body_parts_of_a_body_that_came_with_its_head_or_is_small() -> None:
+    for body in (BODY, b"x" * 100):
+        data = b"PUT /a/b/c/d HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        p = RequestParser()
+        p.feed(data + NEXT)
+        head = p.head()
+        assert head is not None
+        parts = p.take_body_parts(head)
+        assert parts is not None and b"".join(parts) == body
+        assert p.pending() == NEXT

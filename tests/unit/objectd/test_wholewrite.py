@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,12 @@ from common.timestamps import Timestamp
 from objectd.diskfile import DiskFull, RealDiskFile, verify_file
 from objectd.fileformat import ObjectMetadata
 from objectd.layout import DeviceLayout, read_invalid_suffixes
-from objectd.wholewrite import MID_BODY_BYTES_MAX, write_whole_data
+from objectd.wholewrite import (
+    MID_BODY_BYTES_MAX,
+    WRITEV_PARTS_MAX,
+    block_digests,
+    write_whole_data,
+)
 
 HASH = "0123456789abcdef0123456789abcdef"
 NAME = "/a/c/o"
@@ -80,3 +86,29 @@ def test_cleanup_flag_decides_whether_the_old_file_goes(df: RealDiskFile) -> Non
     newer = b"m" * 70000
     assert write_whole_data(df, newer, md(7, newer), 0, lambda: False, cleanup=True)
     assert [p.name for p in df.hash_dir.iterdir()] == [f"{Timestamp(7).internal}.data"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_body_in_parts_is_the_same_file(tmp_path: Path, seed: int) -> None:
+    rnd = random.Random(seed)
+    body = rnd.randbytes(rnd.choice([65536 * 3, 1000, MID_BODY_BYTES_MAX, 300_001]))
+    cuts = sorted(rnd.sample(range(1, len(body)), rnd.randint(1, 9)))
+    bounds = zip([0, *cuts], [*cuts, len(body)], strict=True)
+    parts = [memoryview(body)[lo:hi] for lo, hi in bounds]
+    assert block_digests(parts) == block_digests(body)  # blocks spanning parts hashed right
+    (tmp_path / "one" / "sda").mkdir(parents=True)
+    (tmp_path / "two" / "sda").mkdir(parents=True)
+    one = RealDiskFile(DeviceLayout(tmp_path / "one", "sda"), 3, HASH, NAME)
+    two = RealDiskFile(DeviceLayout(tmp_path / "two", "sda"), 3, HASH, NAME)
+    assert write_whole_data(one, parts, md(5, body), 0, lambda: False, cleanup=False)
+    path = one.hash_dir / f"{Timestamp(5).internal}.data"
+    assert path.read_bytes() == streamed(two, 5, body)
+
+
+def test_a_body_in_very_many_parts_is_joined_for_its_writev(df: RealDiskFile) -> None:
+    body = os.urandom(WRITEV_PARTS_MAX * 4 + 3)
+    parts = [memoryview(body)[i : i + 2] for i in range(0, len(body), 2)]
+    assert len(parts) > 1024  # more than one writev takes
+    assert write_whole_data(df, parts, md(5, body), 0, lambda: False, cleanup=False)
+    path = df.hash_dir / f"{Timestamp(5).internal}.data"
+    assert path.read_bytes()[: len(body)] == body and list(verify_file(path))[-1] == len(body)

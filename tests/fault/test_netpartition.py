@@ -150,12 +150,8 @@ def netns_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, HostNet]]:
             )
             for i, ns in enumerate(net.namespaces)
         ]
-        for ns, up in ups:
-            try:
-                out, _ = up.communicate(timeout=180)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                out, _ = up.communicate()
+        outs = [(ns, up, _finished(up)) for ns, up in ups]  # every one waited for first
+        for ns, up, out in outs:
             assert up.returncode == 0, f"cairn up in {ns}: {out}"
         cluster.wait_healthy(120)
         yield cluster, net
@@ -163,6 +159,16 @@ def netns_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, HostNet]]:
         if cluster is not None:
             cluster.stop()
         net.teardown()
+
+
+def _finished(up: subprocess.Popen[str]) -> str:
+    """The output of a `cairn up`, killed if it has not finished in time."""
+    try:
+        out, _ = up.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        up.kill()
+        out, _ = up.communicate()
+    return out
 
 
 def _wait_ops(load: Load, acked_min: int, gets_min: int, failure: str) -> None:

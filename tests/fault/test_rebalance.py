@@ -144,7 +144,6 @@ def test_add_zone_and_rebalance_under_load(zone_cluster: Cluster) -> None:
 
     load = Load(cluster.connection, container, threads=2)
     load.start()
-    gets_after_reload = 0
     try:
         _wait_for(lambda: bool(load.acked) and load.gets > 0, "the load never got going")
         reloads = _proxy_reloads(cluster, "object")
@@ -156,11 +155,9 @@ def test_add_zone_and_rebalance_under_load(zone_cluster: Cluster) -> None:
         _wait_for(lambda: _proxy_reloads(cluster, "object") > reloads, "no proxy reload")
         gets_at_reload = load.gets
         _wait_for(lambda: load.gets >= gets_at_reload + GETS_AFTER_RELOAD, "reads stalled")
-        gets_after_reload = load.gets - gets_at_reload
     finally:
         load.stop()
 
-    assert gets_after_reload >= GETS_AFTER_RELOAD
     assert load.wrong_bytes == [], f"reads returned wrong bytes: {load.wrong_bytes[:5]}"
     assert load.get_errors == [], f"reads failed during the move: {load.get_errors[:5]}"
     assert load.gets > 0 and load.acked, "the load did nothing"

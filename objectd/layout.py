@@ -33,6 +33,7 @@ __all__ = [
     "HashDirFiles",
     "invalidate_suffix",
     "open_locked",
+    "open_locked_appending",
     "read_invalid_suffixes",
     "select_files",
     "suffix_invalidated",
@@ -215,11 +216,13 @@ def suffix_invalidated(
     """
     assert len(suffix) == 3
     path = layout.partition_dir(partition) / HASHES_INVALID
-    fd = open_locked(path, fcntl.LOCK_SH)
+    line = suffix.encode("ascii") + b"\n"
+    fd, appended = open_locked_appending(path, fcntl.LOCK_SH, line)
     try:
-        os.write(fd, suffix.encode("ascii") + b"\n")  # one small O_APPEND write: atomic
-        if sync:
-            os.fsync(fd)
+        if not appended:
+            os.write(fd, line)  # one small O_APPEND write: atomic
+            if sync:
+                os.fsync(fd)
         yield
     finally:
         os.close(fd)  # closing drops the lock
@@ -231,13 +234,24 @@ def open_locked(path: Path, how: int) -> int:
     The hasher replaces the file (rename) under the exclusive lock; a writer that locked
     the replaced inode notices and retries on the new file.
     """
+    return open_locked_appending(path, how, None)[0]
+
+
+def open_locked_appending(path: Path, how: int, first: bytes | None) -> tuple[int, bool]:
+    """`open_locked`, and whether `first` (a writer's suffix line) is already in the file: a
+    new partition's file is then created holding its header and `first`, locked before it is
+    linked into place and durable once linked (one fsync of the file instead of two, and no
+    reopen: on a fresh cluster most chunk PUTs land in a new partition, 7.6 fsyncs per
+    replica PUT measured). A writer that loses the race to create it appends as usual."""
     for _ in range(QUARANTINE_TRIES_MAX):
         try:
             fd = os.open(path, os.O_RDWR | os.O_APPEND)
         except FileNotFoundError:  # a new partition (or its dir went away): create, retry
             with contextlib.suppress(FileNotFoundError):
                 makedirs_durable(path.parent)
-                _create_with_header(path)
+                made = _create_with_header(path, first or b"", None if first is None else how)
+                if made is not None:
+                    return made, True
             continue
         fcntl.flock(fd, how)
         try:
@@ -245,24 +259,40 @@ def open_locked(path: Path, how: int) -> int:
         except FileNotFoundError:
             same = False
         if same:
-            return fd
+            return fd, False
         os.close(fd)
     raise OSError(f"{path}: replaced too often while locking")
 
 
-def _create_with_header(path: Path) -> None:
+def _create_with_header(path: Path, first: bytes = b"", how: int | None = None) -> int | None:
+    """Create hashes.invalid holding its header and `first`. With a flock mode `how`, the new
+    inode is locked before it is linked in (the hasher, which locks it exclusively, sees
+    `first` only once the caller drops the lock) and its fd is returned; None, or without
+    `how`, closed. Either way None when another process created it first."""
     # link() never replaces an existing file, so racing writers agree on one header.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+    linked = False
     try:
-        os.write(fd, HASHES_INVALID_HEADER)
+        if how is not None:
+            fcntl.flock(fd, how)
+        os.write(fd, HASHES_INVALID_HEADER + first)
         os.fsync(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+            linked = True
     finally:
-        os.close(fd)
-    with contextlib.suppress(FileExistsError):
-        os.link(tmp, path)
-    tmp.unlink()
-    fsync_dir(path.parent)
+        tmp.unlink()
+        if not (linked and how is not None):
+            os.close(fd)
+    keep = linked and how is not None
+    try:
+        fsync_dir(path.parent)
+    except BaseException:
+        if keep:
+            os.close(fd)
+        raise
+    return fd if keep else None
 
 
 def read_invalid_suffixes(layout: DeviceLayout, partition: int) -> set[str]:

@@ -185,17 +185,25 @@ class TrailerServers:
         self._xxh3_servers: set[tuple[str, int]] = set()  # those taking version 2 too
 
     def learn(self, node: NodeLike, headers: Mapping[str, str]) -> None:
-        """Note what an answer from `node`'s server says (a server only ever gains support
-        here; `forget` takes it back)."""
+        """Note what an answer from `node`'s server says. Version 1 support is only ever
+        gained here (`forget` takes it back); an answer carrying the support header also sets
+        whether the server takes version 2 exactly as its versions header says (absent: it
+        does not), so a server rolled back to one taking version 1 only loses it at once."""
         if headers.get(TRAILER_SUPPORT_HEADER) == _VERSION_TEXT:
-            self._servers.add((node.ip, node.port))
+            key = (node.ip, node.port)
+            self._servers.add(key)
             versions = headers.get(TRAILER_VERSIONS_HEADER, "").split()
             if str(TRAILER_VERSION_XXH3_ETAG) in versions:
-                self._xxh3_servers.add((node.ip, node.port))
+                self._xxh3_servers.add(key)
+            else:
+                self._xxh3_servers.discard(key)
 
-    def forget(self, node: NodeLike) -> None:
-        self._servers.discard((node.ip, node.port))
+    def forget(self, node: NodeLike, version: int = TRAILER_VERSION) -> None:
+        """The node mishandled a trailer of `version`: forgetting version 1 forgets every
+        version; forgetting version 2 keeps version 1."""
         self._xxh3_servers.discard((node.ip, node.port))
+        if version == TRAILER_VERSION:
+            self._servers.discard((node.ip, node.port))
 
     def takes(self, node: NodeLike, version: int = TRAILER_VERSION) -> bool:
         """Whether `node`'s server was seen to take trailers of `version`."""

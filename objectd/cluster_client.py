@@ -280,6 +280,11 @@ class ObjectCluster:
             self.limiter.error(node_key(node))
             return _Answer(503, CIMultiDict(), b"", node)
         self.trailer_servers.learn(node, r.headers)
+        if r.status == 400 and trailer is not None and trailer_etag and trailer.version != 1:
+            # A server refusing the version 2 trailer (rolled back to one taking version 1
+            # only): forget that it takes it and send this replica the body plain, once.
+            self.trailer_servers.forget(node, trailer.version)
+            return await self._call(node, method, target, headers, body, trailer)
         if method == "GET" and r.status == 204 and WITHHELD_HEADER in r.headers:
             if BODY_MAX_HEADER not in headers:  # asked for no limit: not an answer to a GET
                 self.limiter.error(node_key(node))

@@ -95,6 +95,22 @@ def test_servers_take_version_2_only_when_they_say_so() -> None:
     assert not servers.takes(node) and not servers.takes(node, 2)
 
 
+def test_a_server_rolled_back_to_version_1_loses_version_2_at_once() -> None:
+    node = SimpleNamespace(ip="127.0.0.1", port=6200)
+    servers = TrailerServers()
+    servers.learn(node, {TRAILER_SUPPORT_HEADER: "1", TRAILER_VERSIONS_HEADER: "1 2"})
+    servers.learn(node, {TRAILER_SUPPORT_HEADER: "1", TRAILER_VERSIONS_HEADER: "1"})
+    assert servers.takes(node) and not servers.takes(node, 2)
+    servers.learn(node, {TRAILER_SUPPORT_HEADER: "1", TRAILER_VERSIONS_HEADER: "1 2"})
+    servers.learn(node, {TRAILER_SUPPORT_HEADER: "1"})  # no versions header: version 1 only
+    assert servers.takes(node) and not servers.takes(node, 2)
+    servers.learn(node, {TRAILER_SUPPORT_HEADER: "1", TRAILER_VERSIONS_HEADER: "1 2"})
+    servers.learn(node, {})  # an answer without the support header changes nothing
+    assert servers.takes(node, 2)
+    servers.forget(node, 2)  # it refused a version 2 trailer: version 1 stays
+    assert servers.takes(node) and not servers.takes(node, 2)
+
+
 def test_the_store_client_hashes_no_md5_for_a_version_2_trailer() -> None:
     t = _hash_body(BODY, md5=False)
     assert (t.etag, t.version) == (XXH, 2)

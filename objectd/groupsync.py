@@ -48,8 +48,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
-__all__ = ["CommitJob", "GroupSync", "GroupSyncs", "syncfs", "syncfs_reports_errors"]
+__all__ = [
+    "BATCH_JOBS_MAX",
+    "CommitJob",
+    "GroupSync",
+    "GroupSyncs",
+    "syncfs",
+    "syncfs_reports_errors",
+]
 
+# Jobs in one batch at most: each holds a descriptor (its hashes.invalid lock) until the
+# batch's second sync, so an unbounded batch could run the process out of descriptors.
+BATCH_JOBS_MAX = 256
 # Linux reports write-back errors through syncfs(2) from this release on.
 _SYNCFS_ERRORS_SINCE = (5, 8)
 
@@ -140,7 +150,7 @@ class GroupSync:
         return await asyncio.shield(fut)
 
     def _start(self) -> None:
-        batch, self._queue = self._queue, []
+        batch, self._queue = self._queue[:BATCH_JOBS_MAX], self._queue[BATCH_JOBS_MAX:]
         self._running = True
         loop = asyncio.get_running_loop()
         done = loop.run_in_executor(self._pool, self._run_batch, [job for job, _ in batch])

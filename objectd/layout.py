@@ -31,6 +31,7 @@ __all__ = [
     "HASHES_INVALID_HEADER",
     "DeviceLayout",
     "HashDirFiles",
+    "hold_suffix_invalidated",
     "invalidate_suffix",
     "open_locked",
     "open_locked_appending",
@@ -203,17 +204,28 @@ def invalidate_suffix(layout: DeviceLayout, partition: int, suffix: str) -> None
 
 
 @contextlib.contextmanager
-def suffix_invalidated(
-    layout: DeviceLayout, partition: int, suffix: str, *, sync: bool = True
-) -> Iterator[None]:
-    """Append `suffix` to hashes.invalid, then hold a shared lock on it for the block.
+def suffix_invalidated(layout: DeviceLayout, partition: int, suffix: str) -> Iterator[None]:
+    """Append `suffix` to hashes.invalid (durably), then hold a shared lock on it for the
+    block.
 
     Writers hold the shared lock from the append until their rename is done; the hasher
     takes the exclusive lock to read the list (`objectd.hashes`), so every entry it reads
-    belongs to a change that is already visible. Writers never block each other. With
-    `sync=False` the append is not fsynced: the caller makes it durable with its rename
-    (a group syncfs, objectd/groupsync.py) before acknowledging anything.
+    belongs to a change that is already visible. Writers never block each other.
     """
+    fd = hold_suffix_invalidated(layout, partition, suffix, sync=True)
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def hold_suffix_invalidated(
+    layout: DeviceLayout, partition: int, suffix: str, *, sync: bool
+) -> int:
+    """`suffix_invalidated` without the block: the descriptor holding the shared lock,
+    for the caller to close once its change is durable (a group commit closes it after its
+    second syncfs, objectd/groupsync.py). With `sync=False` an append is not fsynced: the
+    caller makes it durable with its rename (that syncfs) before acknowledging anything."""
     assert len(suffix) == 3
     path = layout.partition_dir(partition) / HASHES_INVALID
     line = suffix.encode("ascii") + b"\n"
@@ -223,9 +235,10 @@ def suffix_invalidated(
             os.write(fd, line)  # one small O_APPEND write: atomic
             if sync:
                 os.fsync(fd)
-        yield
-    finally:
-        os.close(fd)  # closing drops the lock
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def open_locked(path: Path, how: int) -> int:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import itertools
 import os
@@ -38,7 +37,7 @@ import xxhash
 from common.fsutil import makedirs_durable
 from objectd.diskfile import DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
-from objectd.layout import HASHES_INVALID, open_locked
+from objectd.layout import hold_suffix_invalidated
 
 __all__ = [
     "SMALL_WRITE_BYTES_MAX",
@@ -123,9 +122,8 @@ def _rename_unsynced(df: RealDiskFile, tmp: str, final_name: str) -> int:
     Returns the descriptor holding the shared lock on hashes.invalid: the caller closes it
     only after that second syncfs, so the hasher (which takes the exclusive lock) can never
     record a suffix hash that counts a rename a crash could still undo."""
-    fd = open_locked(df.layout.partition_dir(df.partition) / HASHES_INVALID, fcntl.LOCK_SH)
+    fd = hold_suffix_invalidated(df.layout, df.partition, df.hash_hex[-3:], sync=False)
     try:
-        os.write(fd, df.hash_hex[-3:].encode("ascii") + b"\n")  # one O_APPEND write: atomic
         # Under the shared lock: the hasher removes empty dirs only under the exclusive one.
         hash_dir = os.fspath(df.hash_dir)
         try:

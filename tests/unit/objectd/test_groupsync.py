@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from common.timestamps import Timestamp
+from objectd import groupsync
 from objectd.diskfile import RealDiskFile
 from objectd.fileformat import ObjectMetadata
 from objectd.groupsync import GroupSync, GroupSyncs, syncfs, syncfs_reports_errors
@@ -101,6 +102,30 @@ def test_jobs_arriving_during_a_batch_share_the_next_one():
             "release d",
         ]
         assert sync.calls == 4 and gs.calls == 4 and gs.jobs == 4
+        gs.close()
+
+    asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))
+
+
+def test_a_batch_takes_at_most_batch_jobs_max(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(groupsync, "BATCH_JOBS_MAX", 2)
+
+    async def main() -> None:
+        sync = GatedSync()
+        gs = GroupSync(sync, "t")
+        log: list[str] = []
+        futs = await _batch_of(gs, sync, [Job(log, n) for n in "abcde"])
+        for _ in range(5):  # the first batch's second sync, then two calls per batch
+            sync.gate.release()
+            await _started(sync)
+        sync.gate.release()
+        assert [await f for f in futs] == list("abcde")
+        assert log == [
+            "run a", "run b", "release a", "release b",
+            "run c", "run d", "release c", "release d",
+            "run e", "release e",
+        ]  # fmt: skip
+        assert sync.calls == 2 + 6  # the one-job batch "x", then three batches
         gs.close()
 
     asyncio.run(asyncio.wait_for(main(), 4 * STEP_TIMEOUT_S))

@@ -134,9 +134,11 @@ def open_ring_store(cfg: DeploymentConfig, clock: Clock) -> RingObjectStore:
         clock,
         conn_timeout_s=cfg.proxy.conn_timeout_s,
         node_timeout_s=cfg.proxy.node_timeout_s,
-        # Chunk objects, journal records and maps are never served to users: their ETag is
-        # the xxh3-128, which spares blockd an MD5 of every MiB it writes (~37% of its CPU
-        # on 1 MiB writes, docs/iscsi.md "Eighth pass").
-        etag_xxh3=True,
+        # Chunk objects, journal records and maps are never served to users: with [block]
+        # etag_xxh3 their ETag is the xxh3-128 (when every primary takes it), which spares
+        # blockd an MD5 of every MiB it writes (~37% of its CPU on 1 MiB writes,
+        # docs/iscsi.md "Eighth pass: writes"). Off by default: nodes rolled back to a
+        # version that does not read format 2 files would refuse them.
+        etag_xxh3=cfg.block.etag_xxh3,
     )
     return RingObjectStore(cluster)

@@ -183,6 +183,12 @@ class BlockConfig:
     # Lease holder identity, unique per blockd process; empty means "<hostname>:<host>:<iscsi
     # port>", stable across restarts so a restarted blockd takes its own leases back at once.
     holder_id: str = ""
+    # Store chunk objects, journal records and maps with the body's xxh3-128 as their ETag
+    # (object file format version 2, no MD5 hashed: docs/object-format.md, "ETag
+    # algorithms") when every primary takes it. Turn on only once every node runs a version
+    # that reads format 2; once on, rolling a node back is not supported (its reader would
+    # refuse those files). `cairn up` sets it for a new deployment.
+    etag_xxh3: bool = False
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ def default_config(
                 },
             ],
         },
-        "block": {"enabled": True, "iscsi_port": p[7], "api_port": p[8]},
+        # Every node of a fresh deployment reads object format 2: xxh3-128 ETags for blockd.
+        "block": {"enabled": True, "iscsi_port": p[7], "api_port": p[8], "etag_xxh3": True},
         "nodes": [node(0), node(1)],
     }
 

@@ -143,3 +143,49 @@ def test_a_get_driven_outside_a_task_can_open_a_connection(cluster):
             assert await done == body
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("etag_xxh3", [False, True])
+def test_chunk_objects_get_an_xxh3_etag_only_when_block_etag_xxh3_is_on(cluster, etag_xxh3):
+    """[block] etag_xxh3 (off by default: docs/config.md) decides the ETag of blockd's large
+    objects: off, an MD5 and version 1 object files; on (and every primary taking version
+    2), the xxh3-128 and version 2 files."""
+    import dataclasses
+    import hashlib
+
+    import xxhash
+
+    from objectd.diskfile import load_metadata, verify_file
+
+    loaded = load_deployment(cluster.config_path, cluster.data_dir)
+    cfg = dataclasses.replace(loaded, block=dataclasses.replace(loaded.block, etag_xxh3=etag_xxh3))
+    body = bytes(range(256)) * 1024 + bytes([etag_xxh3])
+    a, c, o = ".cairn_block_test", "etag-alg-test", f"o-{etag_xxh3}"
+
+    async def run():
+        async with open_ring_store(cfg, SystemClock()) as store:
+            await store.put(a, c, "learn-the-servers", b"x" * 100)
+            return await store.cluster.put(a, c, o, body), store.cluster.ring.get_part(a, c, o)
+
+    etag, part = asyncio.run(run())
+    want_alg, want = (
+        ("xxh3-128", xxhash.xxh3_128_hexdigest(body))
+        if etag_xxh3
+        else ("md5", hashlib.md5(body).hexdigest())
+    )
+    assert etag == want
+    files = [
+        p
+        for node in cfg.nodes
+        for p in cfg.devices_dir(node).glob(f"*/objects/{part}/*/*/*.data")
+        if load_metadata(p).name == f"/{a}/{c}/{o}"
+    ]
+    assert len(files) == cfg.cluster.replicas
+    for path in files:
+        md = load_metadata(path)
+        assert (md.etag_alg, md.format_version, md.etag) == (
+            want_alg,
+            2 if etag_xxh3 else 1,
+            want,
+        )
+        assert list(verify_file(path))[-1] == len(body)

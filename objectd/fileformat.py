@@ -146,6 +146,8 @@ class ObjectMetadata:
             ):
                 raise FileFormatError("headers must map str to str")
             alg = _typed(rec, "etag_alg", str) if "etag_alg" in rec else "md5"
+            if "etag_alg" in rec and alg == "md5":  # version 1 records never carry the key
+                raise FileFormatError("a version 1 record carries etag_alg")
             md = cls(
                 kind=_typed(rec, "kind", str),  # type: ignore[arg-type]
                 name=_typed(rec, "name", str),

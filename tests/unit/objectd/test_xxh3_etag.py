@@ -166,6 +166,11 @@ def test_the_version_must_match_the_etag_algorithm() -> None:
     rec = _md().to_record() | {"etag_alg": "sha1"}
     with pytest.raises(FileFormatError, match="unknown ETag algorithm"):
         _parse(_with_version(b"", 2, rec))
+    rec = _md("md5", MD5).to_record() | {"etag_alg": "md5"}  # a version 1 record with the key
+    with pytest.raises(FileFormatError, match="version 1 record carries etag_alg"):
+        _parse(_with_version(b"", 1, rec))
+    with pytest.raises(FileFormatError, match="version 1 record carries etag_alg"):
+        ObjectMetadata.from_record(rec)
     with pytest.raises(FileFormatError, match="unsupported format version 3"):
         _parse(_with_version(encode_footer(_md()), 3))
     with pytest.raises(FileFormatError, match="no ETag"):

@@ -70,9 +70,15 @@ class ChunkCache(JournalCheckpoints):
         prefetch_inflight_max: int = 32,
         journal_bytes_max: int = 64 << 20,
         journal_idle_s: float = 30.0,
+        kick_backoff_max_s: float = _KICK_BACKOFF_MAX_S,
     ) -> None:
         if bytes_max <= 0:
             raise ValueError("cache bytes_max must be positive")
+        if kick_backoff_max_s < _KICK_BACKOFF_MIN_S:
+            raise ValueError(f"kick_backoff_max_s must be at least {_KICK_BACKOFF_MIN_S}")
+        # The longest pause between back-pressure flushes that keep failing (a store that
+        # is down is not hammered); tests over a faulty store shorten it.
+        self.kick_backoff_max_s = kick_backoff_max_s
         self.bytes_max = bytes_max
         self.clock = clock or SystemClock()
         self.backpressure_timeout_s = backpressure_timeout_s
@@ -382,7 +388,7 @@ class ChunkCache(JournalCheckpoints):
             log.warning("back-pressure flush failed", extra={"fields": {"error": repr(e)}})
             # do not hammer a store that is down: back off up to a second between attempts
             await asyncio.sleep(self._kick_backoff_s)
-            self._kick_backoff_s = min(self._kick_backoff_s * 2, _KICK_BACKOFF_MAX_S)
+            self._kick_backoff_s = min(self._kick_backoff_s * 2, self.kick_backoff_max_s)
         finally:
             self._space_freed.set()  # let waiters re-check (and re-kick)
 

@@ -26,6 +26,9 @@ CHUNK = 4 * BS
 SIZE = 9 * CHUNK + 2 * BS  # a short last chunk
 NBLOCKS = SIZE // BS
 NCHUNKS = -(-SIZE // CHUNK)
+# Back-pressure flushes over the faulty store fail a third of the time: retried after at
+# most this long (blockd waits up to a second, which made these models mostly sleep).
+KICK_BACKOFF_MAX_S = 0.02
 
 
 class VolumeModel(RuleBasedStateMachine):
@@ -56,13 +59,11 @@ class VolumeModel(RuleBasedStateMachine):
 
     def _open(self):
         # a cache of 3 chunks: eviction and back-pressure flushes happen all the time
+        cache = ChunkCache(
+            3 * CHUNK, backpressure_timeout_s=60.0, kick_backoff_max_s=KICK_BACKOFF_MAX_S
+        )
         return make_volume(
-            self.store,
-            size_bytes=SIZE,
-            chunk_bytes=CHUNK,
-            cache_bytes_max=3 * CHUNK,
-            backpressure_timeout_s=60.0,
-            alloc=self._alloc(),
+            self.store, size_bytes=SIZE, chunk_bytes=CHUNK, cache=cache, alloc=self._alloc()
         )
 
     def _check_alloc_superset(self) -> None:
@@ -169,7 +170,12 @@ class JournaledVolumeModel(VolumeModel):
     after a crash), a journal budget of a few records and explicit checkpoints."""
 
     def _open(self):
-        cache = ChunkCache(3 * CHUNK, backpressure_timeout_s=60.0, journal_bytes_max=3 * BS)
+        cache = ChunkCache(
+            3 * CHUNK,
+            backpressure_timeout_s=60.0,
+            journal_bytes_max=3 * BS,
+            kick_backoff_max_s=KICK_BACKOFF_MAX_S,
+        )
         vol = make_volume(self.store, size_bytes=SIZE, chunk_bytes=CHUNK, cache=cache)
         vol.chunks.alloc = self._alloc()
         for _ in range(100):  # as blockd retries an attach whose replay met store faults

@@ -26,7 +26,8 @@ No container updates are sent: these objects are not listed.
 
 A GET asks for the body whole in the answer (`BODY_MAX_HEADER`, the object server's fast lane:
 objectd/smallget.py); a body longer than the server answers that way (1 MiB) is withheld
-(204 with `WITHHELD_HEADER`) and asked for again from the same node without the header.
+(204 with `WITHHELD_HEADER`) and asked for again from the same node without the header, and
+later whole-object GETs in that container ask without it at once.
 
 Requests go over the lean HTTP client (`common.leanhttp.LeanPool`, docs/lean-http-client.md):
 whole-bytes bodies both ways, keep-alive connections per object server. Connection trouble
@@ -86,6 +87,8 @@ class _Answer:
     # A PUT's: the ETag the trailer sent told the server to store ("": none sent, the
     # server stored the MD5 of what it received).
     trailer_etag: str = ""
+    # A GET's: the body was withheld on the fast lane and asked for again without the limit.
+    withheld: bool = False
 
 
 # Answers that say what the newest version is: the object (whole, a range of it, or a range
@@ -109,6 +112,9 @@ RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
 WITHHELD_HEADER = "X-Backend-Body-Withheld"
 WHOLE_BODY_BYTES_MAX = 1024 * 1024
+# Containers whose GETs were withheld (a volume of 2 or 4 MiB chunks): later GETs there ask
+# without the limit at once, saving the 204 exchange. At most this many are remembered.
+WITHHELD_CONTAINERS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,8 @@ class ObjectCluster:
         # Reads start at a random primary (spreads them over the servers); tests that need
         # to know which replica is asked first turn it off.
         self.shuffle_reads = True
+        # (account, container)s whose GETs were withheld, oldest first (WITHHELD_CONTAINERS_MAX).
+        self._withheld: dict[tuple[str, str], None] = {}
 
     async def close(self) -> None:
         """Close the connections of the pools made here (a pool given to it is the giver's)."""
@@ -290,7 +298,9 @@ class ObjectCluster:
                 self.limiter.error(node_key(node))
                 return _Answer(503, CIMultiDict(), b"", node)
             rest = {k: v for k, v in headers.items() if k != BODY_MAX_HEADER}
-            return await self._call(node, method, target, rest)
+            again = await self._call(node, method, target, rest)
+            again.withheld = True
+            return again
         if r.status == 507:
             self.limiter.limit_now(node_key(node))
         elif r.status >= 500:
@@ -444,14 +454,16 @@ class ObjectCluster:
         byte_range: tuple[int, int] | None = None,
         known_version: str | None = None,
     ) -> tuple[CIMultiDict[str], bytes] | None:
-        headers: dict[str, str] = {BODY_MAX_HEADER: str(WHOLE_BODY_BYTES_MAX)}
+        headers: dict[str, str] = {}
         if byte_range is not None:
             first, last = byte_range
             if not 0 <= first <= last:
                 raise ValueError(f"bad byte range {byte_range}")
             headers["Range"] = f"bytes={first}-{last}"
-            if last - first >= WHOLE_BODY_BYTES_MAX:  # never answered whole: ask as it is
-                del headers[BODY_MAX_HEADER]
+            if last - first < WHOLE_BODY_BYTES_MAX:  # else never answered whole: ask as it is
+                headers[BODY_MAX_HEADER] = str(WHOLE_BODY_BYTES_MAX)
+        elif (account, container) not in self._withheld:
+            headers[BODY_MAX_HEADER] = str(WHOLE_BODY_BYTES_MAX)
         ans = None
         if known_version is not None:
             ans = await self._read_known(account, container, obj, headers, known_version)
@@ -459,9 +471,16 @@ class ObjectCluster:
             ans = await self._read("GET", account, container, obj, headers)
             if ans is None:
                 return None
+        if ans.withheld and byte_range is None:
+            self._remember_withheld(account, container)
         if ans.status == 416:
             ans.body = b""  # the range starts past the end of the object
         return ans.headers, ans.body
+
+    def _remember_withheld(self, account: str, container: str) -> None:
+        self._withheld[(account, container)] = None
+        if len(self._withheld) > WITHHELD_CONTAINERS_MAX:
+            del self._withheld[next(iter(self._withheld))]
 
     async def _read_known(
         self, a: str, c: str, o: str, headers: Mapping[str, str], version: str

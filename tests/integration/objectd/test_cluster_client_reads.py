@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from common.clock import ManualClock
+from common.leanhttp import LeanPool
 from common.server import running_app
 from objectd import cluster_client, reads
 from objectd.cluster_client import ObjectCluster, QuorumError
@@ -67,6 +69,47 @@ def test_gets_are_answered_on_the_fast_lane_and_long_bodies_in_full(tmp_path: Pa
             got = await cluster.get(ACCOUNT, CONTAINER, "big", byte_range=(MIB, 2 * MIB - 1))
             assert got is not None and got[1] == big[MIB : 2 * MIB] and "Server" not in got[0]
             await cluster.close()
+
+    asyncio.run(run())
+
+
+async def _lane_requests(pool: LeanPool, urls: list[str]) -> int:
+    """Requests the servers' fast lanes have answered (their /metrics)."""
+    total = 0
+    for url in urls:
+        r = await pool.request("127.0.0.1", _port(url), "GET", "/metrics", timeout_s=10.0)
+        found = re.search(rb"^cairn_fast_lane_requests_total (\S+)$", r.body, re.M)
+        assert found is not None
+        total += int(float(found.group(1)))
+    return total
+
+
+def test_a_container_whose_bodies_are_withheld_is_read_without_the_limit(tmp_path: Path) -> None:
+    async def run() -> None:
+        clock = ManualClock(1_700_000_000.0)
+        pool = LeanPool(connect_timeout_s=5.0)
+        async with contextlib.AsyncExitStack() as stack:
+            urls = await object_servers(stack, tmp_path, clock)
+            cluster = ObjectCluster(_ring(tmp_path, [_port(u) for u in urls], clock), clock)
+            chunk = os.urandom(2 * MIB)  # a volume of 2 MiB chunks
+            versions = [
+                (await cluster.put_versioned(ACCOUNT, CONTAINER, f"c{i}", chunk))[1]
+                for i in range(3)
+            ]
+            await cluster.put(ACCOUNT, "other", "small", b"s" * 100)
+            before = await _lane_requests(pool, urls)
+            got = await cluster.get(ACCOUNT, CONTAINER, "c0", known_version=versions[0])
+            assert got is not None and got[1] == chunk
+            first = await _lane_requests(pool, urls)
+            assert first == before + 1  # the lane's 204, then aiohttp streamed it
+            for i in (1, 2):
+                got = await cluster.get(ACCOUNT, CONTAINER, f"c{i}", known_version=versions[i])
+                assert got is not None and got[1] == chunk
+            assert await _lane_requests(pool, urls) == first  # straight to aiohttp
+            got = await cluster.get(ACCOUNT, "other", "small")  # other containers: the lane
+            assert got is not None and got[1] == b"s" * 100 and "Server" not in got[0]
+            await cluster.close()
+        await pool.close()
 
     asyncio.run(run())
 

@@ -28,6 +28,8 @@ from objectd.hashes import encode_cache, get_hashes
 from objectd.layout import DeviceLayout, valid_device_name
 from objectd.partition import hash_dir_files
 from objectd.ssync_proto import (
+    ETAG_ALGS_HEADER,
+    ETAG_ALGS_TEXT,
     PREAMBLE,
     Data,
     End,
@@ -304,7 +306,10 @@ async def handle_ssync(request: web.Request) -> web.StreamResponse:
     except DeviceBusy as e:
         return status(503, str(e))
     rx = _Receiving(st, device, layout, part)
-    resp = web.StreamResponse(status=200, headers={"Content-Type": SSYNC_CONTENT_TYPE})
+    resp = web.StreamResponse(
+        status=200,
+        headers={"Content-Type": SSYNC_CONTENT_TYPE, ETAG_ALGS_HEADER: ETAG_ALGS_TEXT},
+    )
     await resp.prepare(request)
     await resp.write(PREAMBLE)
     problem = None

@@ -20,12 +20,14 @@ from typing import Any
 import msgpack
 
 from common.timestamps import Timestamp, TimestampError
-from objectd.fileformat import FileFormatError, ObjectMetadata
+from objectd.fileformat import ETAG_ALGS, FileFormatError, ObjectMetadata
 
 __all__ = [
     "CONTROL_BYTES_MAX",
     "DATA_BYTES_MAX",
     "ENTRIES_PER_FRAME_MAX",
+    "ETAG_ALGS_HEADER",
+    "ETAG_ALGS_TEXT",
     "PREAMBLE",
     "VERSION",
     "Data",
@@ -51,6 +53,11 @@ __all__ = [
 VERSION = 1
 PREAMBLE = b"CSSYNC" + struct.pack(">H", VERSION)
 HEADER = struct.Struct(">BI")
+# The receiver's 200 answer lists the ETag algorithms of the files it takes (FILE records with
+# `etag_alg`, object format version 2: docs/object-format.md). A receiver without the header
+# takes MD5 files only, and a sender does not send it any other (docs/object-replication.md).
+ETAG_ALGS_HEADER = "X-Backend-Ssync-Etag-Algs"
+ETAG_ALGS_TEXT = " ".join(ETAG_ALGS)
 CONTROL_BYTES_MAX = 8 << 20  # a FILE frame carries object metadata (up to 4 MiB)
 DATA_BYTES_MAX = 1 << 20
 ENTRIES_PER_FRAME_MAX = 4096

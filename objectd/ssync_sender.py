@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
+from common.log import get_logger
 from objectd.diskfile import load_metadata
 from objectd.fileformat import FileFormatError
 from objectd.layout import DeviceLayout
@@ -27,6 +28,7 @@ from objectd.ratelimit import RateLimiter
 from objectd.ssync_proto import (
     DATA_BYTES_MAX,
     ENTRIES_PER_FRAME_MAX,
+    ETAG_ALGS_HEADER,
     PREAMBLE,
     Data,
     End,
@@ -50,6 +52,7 @@ __all__ = ["SSYNC_CONTENT_TYPE", "SyncError", "SyncResult", "ssync_push"]
 SSYNC_CONTENT_TYPE = "application/x-cairn-ssync"
 WANTS_MAX = 1_000_000
 T = TypeVar("T")
+log = get_logger("cairn.object-replicator")
 
 
 class SyncError(Exception):
@@ -66,11 +69,14 @@ class SyncResult:
     skipped: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    # Wanted files kept back: their ETag algorithm is one the peer does not take (an older
+    # receiver, which would refuse them); they stay here until it does.
+    held_back: int = 0
 
     @property
     def in_sync(self) -> bool:
         """Every file the peer wanted was sent and stored (or superseded there)."""
-        return self.failed == 0 and self.sent == self.wanted
+        return self.failed == 0 and self.held_back == 0 and self.sent == self.wanted
 
 
 class _Progress:
@@ -137,6 +143,8 @@ class _Exchange:
     progress: _Progress
     result: SyncResult
     wants: asyncio.Future[list[WantEntry]]
+    # ETag algorithms of the files the peer takes (its answer's ETAG_ALGS_HEADER).
+    peer_etag_algs: frozenset[str] = frozenset({"md5"})
 
     @property
     def chunk_bytes(self) -> int:
@@ -164,6 +172,9 @@ class _Exchange:
             md = await asyncio.to_thread(load_metadata, path)
         except (FileNotFoundError, FileFormatError):
             return  # gone or damaged: the auditor's job; the next pass retries
+        if md.etag_alg not in self.peer_etag_algs:
+            self.result.held_back += 1  # kept here, not in sync: the peer would refuse it
+            return
         yield encode(FileStart(hash_hex, md))
         step = self.chunk_bytes
         for offset in range(0, md.content_length, step):
@@ -203,6 +214,8 @@ async def _converse(
     ) as resp:
         if resp.status != 200:
             raise SyncError(f"SSYNC answered {resp.status}")
+        algs = resp.headers.get(ETAG_ALGS_HEADER, "").split()
+        ex.peer_etag_algs = frozenset({"md5", *algs})
         parser = SenderParser()
         wanted: list[WantEntry] = []
         while not parser.done:
@@ -242,4 +255,9 @@ async def ssync_push(
     finally:
         if not wants.done():
             wants.cancel()
+    if result.held_back:
+        log.warning(
+            "peer takes no files of this ETag algorithm: kept here",
+            extra={"fields": {"peer": node_url, "part": part, "held_back": result.held_back}},
+        )
     return result

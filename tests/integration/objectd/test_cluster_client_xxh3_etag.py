@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import xxhash
+from aiohttp import web
 
 from common.clock import ManualClock
 from common.server import running_app
@@ -22,7 +23,8 @@ from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
 from objectd.diskfile import load_metadata, verify_file
 from objectd.layout import DeviceLayout
 from objectd.ratelimit import RateLimiter
-from objectd.ssync_sender import ssync_push
+from objectd.ssync_proto import ETAG_ALGS_HEADER
+from objectd.ssync_sender import SyncResult, ssync_push
 from tests.integration.objectd.test_cluster_client_trailer import three_server_ring
 from tests.integration.objectd.test_trailer_capability import _new_server
 
@@ -31,6 +33,68 @@ pytestmark = [pytest.mark.integration]
 
 def _data_files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.data"))
+
+
+async def _push(lost: Path, source: Path, dst_url: str, clock: ManualClock) -> SyncResult:
+    """SSYNC the partition of `lost` (a replica file removed) from the device of `source`."""
+    part = int(lost.parts[-4])
+    src_root = next(p for p in source.parents if p.name == "sda").parent
+    async with aiohttp.ClientSession() as s:
+        return await ssync_push(
+            s,
+            dst_url,
+            "sda",
+            DeviceLayout(src_root, "sda"),
+            part,
+            [lost.parts[-3]],
+            RateLimiter(0, clock),
+        )
+
+
+def test_an_xxh3_file_is_kept_back_from_a_receiver_that_does_not_take_it(
+    tmp_path: Path,
+) -> None:
+    """A receiver from before version 2 files does not list ETag algorithms in its SSYNC
+    answer: the sender keeps such a file (not in sync: the handoff stays) instead of
+    sending what the receiver would refuse."""
+
+    async def run() -> None:
+        clock = ManualClock(1_700_000_000.0)
+        old = await _new_server(tmp_path / "n3", clock)
+        older = [True]
+
+        async def as_older(_r: web.Request, response: web.StreamResponse) -> None:
+            if older[0]:
+                response.headers.popall(ETAG_ALGS_HEADER, None)
+
+        old.on_response_prepare.append(as_older)
+        async with (
+            running_app(await _new_server(tmp_path / "n1", clock)) as u1,
+            running_app(await _new_server(tmp_path / "n2", clock)) as u2,
+            running_app(old) as u3,
+        ):
+            cluster = ObjectCluster(
+                three_server_ring(tmp_path, (u1, u2, u3), clock), clock, etag_xxh3=True
+            )
+            body = os.urandom(TRAILER_BODY_BYTES_MIN + 17)
+            await cluster.put(".blk", "vol", "first", body)
+            clock.advance(1.0)
+            assert await cluster.put(".blk", "vol", "x", body) == xxhash.xxh3_128_hexdigest(body)
+            await cluster.close()
+            files = [p for p in _data_files(tmp_path) if load_metadata(p).name.endswith("/x")]
+            lost = next(p for p in files if (tmp_path / "n3") in p.parents)
+            source = next(p for p in files if (tmp_path / "n1") in p.parents)
+            lost.unlink()
+            result = await _push(lost, source, u3, clock)
+            assert (result.wanted, result.sent, result.held_back) == (1, 0, 1), result
+            assert not result.in_sync and not lost.exists() and source.exists()
+            # The same receiver as it is now (listing xxh3-128) is sent the file.
+            older[0] = False
+            result = await _push(lost, source, u3, clock)
+            assert result.in_sync and result.sent == 1, result
+            assert load_metadata(lost).etag_alg == "xxh3-128"
+
+    asyncio.run(run())
 
 
 def test_large_bodies_get_an_xxh3_etag_once_every_primary_takes_it(tmp_path: Path) -> None:
@@ -66,22 +130,11 @@ def test_large_bodies_get_an_xxh3_etag_once_every_primary_takes_it(tmp_path: Pat
 
             # Replication carries such a file over: remove one replica, push it from another.
             lost, source = files[0], files[1]
-            part = int(lost.parts[-4])
             lost.unlink()
-            src_root = next(p for p in source.parents if p.name == "sda").parent
             dst_url = next(
                 u for u, n in ((u1, "n1"), (u2, "n2"), (u3, "n3")) if (tmp_path / n) in lost.parents
             )
-            async with aiohttp.ClientSession() as s:
-                result = await ssync_push(
-                    s,
-                    dst_url,
-                    "sda",
-                    DeviceLayout(src_root, "sda"),
-                    part,
-                    [lost.parts[-3]],
-                    RateLimiter(0, clock),
-                )
+            result = await _push(lost, source, dst_url, clock)
             assert result.in_sync and result.written >= 1, result.errors
             assert lost.exists()
             md = load_metadata(lost)

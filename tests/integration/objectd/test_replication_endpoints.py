@@ -6,13 +6,15 @@ import hashlib
 
 import msgpack
 import pytest
+import xxhash
 
 from common.timestamps import Timestamp
 from objectd.client import ReplicateError, direct_replicate
-from objectd.fileformat import BLOCK_BYTES, ObjectMetadata
+from objectd.fileformat import BLOCK_BYTES, EtagAlg, ObjectMetadata
 from objectd.hashes import decode_cache
 from objectd.recon import write_recon
 from objectd.ssync_proto import (
+    ETAG_ALGS_HEADER,
     PREAMBLE,
     Data,
     End,
@@ -36,7 +38,9 @@ from tests.integration.objectd.conftest import PREFIX, SUFFIX, object_server, ru
 pytestmark = pytest.mark.integration
 
 
-def _md(body: bytes, t: Timestamp, etag: str | None = None) -> ObjectMetadata:
+def _md(
+    body: bytes, t: Timestamp, etag: str | None = None, etag_alg: EtagAlg = "md5"
+) -> ObjectMetadata:
     import xxhash
 
     blocks = b"".join(
@@ -50,12 +54,14 @@ def _md(body: bytes, t: Timestamp, etag: str | None = None) -> ObjectMetadata:
         content_length=len(body),
         etag=etag or hashlib.md5(body).hexdigest(),
         block_xxh3=blocks,
+        etag_alg=etag_alg,
     )
 
 
 async def _ssync(session, url: str, raw: bytes):
     async with session.post(f"{url}/_ssync/sda/7", data=raw) as r:
         assert r.status == 200
+        assert r.headers[ETAG_ALGS_HEADER] == "md5 xxh3-128"  # what this receiver takes
         data = await r.read()
     return SenderParser().feed(data)
 
@@ -88,8 +94,24 @@ def test_replicate_answers_hashes_and_refuses_bad_paths(conf, clock):
     run(go())
 
 
-def test_ssync_stores_a_file_and_refuses_a_body_that_does_not_match_its_etag(conf, clock):
-    body = b"hello" * 30_000
+BODY = b"hello" * 30_000
+_MD5 = hashlib.md5(BODY).hexdigest()
+_XXH = xxhash.xxh3_128_hexdigest(BODY)
+
+
+@pytest.mark.parametrize(
+    "etag_alg, bad_etag, good_etag",
+    [
+        ("md5", "0" * 32, _MD5),
+        ("xxh3-128", "0" * 32, _XXH),  # a wrong xxh3-128 ETag
+        ("xxh3-128", _MD5, _XXH),  # the body's MD5 sent as its xxh3-128 ETag
+    ],
+    ids=["md5", "xxh3-wrong", "xxh3-given-md5"],
+)
+def test_ssync_stores_a_file_and_refuses_a_body_that_does_not_match_its_etag(
+    conf, clock, etag_alg, bad_etag, good_etag
+):
+    body = BODY
     t = Timestamp.from_float(clock.time())
     h = hash_path(PREFIX, SUFFIX, "AUTH_a", "c", "o")
 
@@ -104,16 +126,17 @@ def test_ssync_stores_a_file_and_refuses_a_body_that_does_not_match_its_etag(con
 
     async def go():
         async with object_server(conf, clock) as (url, s):
-            bad = await _ssync(s, url, exchange(_md(body, t, etag="0" * 32), body))
+            bad = await _ssync(s, url, exchange(_md(body, t, bad_etag, etag_alg), body))
             assert bad[0] == Want((WantEntry(h, ("data",)),))
             assert isinstance(bad[2], Result) and bad[2].failed == 1 and bad[2].written == 0
             async with s.get(url + "/sda/7/AUTH_a/c/o") as r:
                 assert r.status == 404
-            good = await _ssync(s, url, exchange(_md(body, t), body))
+            good = await _ssync(s, url, exchange(_md(body, t, good_etag, etag_alg), body))
             assert good[2] == Result(written=1, skipped=0, failed=0)
             async with s.get(url + "/sda/7/AUTH_a/c/o") as r:
                 assert r.status == 200 and await r.read() == body
                 assert r.headers["X-Backend-Timestamp"] == t.internal
+                assert r.headers["Etag"].strip('"') == good_etag
             # Offered again, nothing is wanted.
             offer = [Offer((OfferEntry(h, (t, "data"), None),)), OfferEnd(), End()]
             again = await _ssync(s, url, PREAMBLE + b"".join(encode(f) for f in offer))

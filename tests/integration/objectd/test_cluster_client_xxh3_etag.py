@@ -8,8 +8,10 @@ Three real object servers behind one ring, real sockets, real files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +31,25 @@ from tests.integration.objectd.test_cluster_client_trailer import three_server_r
 from tests.integration.objectd.test_trailer_capability import _new_server
 
 pytestmark = [pytest.mark.integration]
+
+
+@contextlib.asynccontextmanager
+async def xxh3_cluster(
+    tmp_path: Path, clock: ManualClock, third: web.Application | None = None
+) -> AsyncIterator[tuple[ObjectCluster, tuple[str, str, str]]]:
+    """Object servers n1, n2 and n3 (or `third` in its place) under `tmp_path`, one ring over
+    them, and an `etag_xxh3` store client (closed on the way out)."""
+    async with (
+        running_app(await _new_server(tmp_path / "n1", clock)) as u1,
+        running_app(await _new_server(tmp_path / "n2", clock)) as u2,
+        running_app(third or await _new_server(tmp_path / "n3", clock)) as u3,
+    ):
+        ring = three_server_ring(tmp_path, (u1, u2, u3), clock)
+        cluster = ObjectCluster(ring, clock, etag_xxh3=True)
+        try:
+            yield cluster, (u1, u2, u3)
+        finally:
+            await cluster.close()
 
 
 def _data_files(root: Path) -> list[Path]:
@@ -68,19 +89,11 @@ def test_an_xxh3_file_is_kept_back_from_a_receiver_that_does_not_take_it(
                 response.headers.popall(ETAG_ALGS_HEADER, None)
 
         old.on_response_prepare.append(as_older)
-        async with (
-            running_app(await _new_server(tmp_path / "n1", clock)) as u1,
-            running_app(await _new_server(tmp_path / "n2", clock)) as u2,
-            running_app(old) as u3,
-        ):
-            cluster = ObjectCluster(
-                three_server_ring(tmp_path, (u1, u2, u3), clock), clock, etag_xxh3=True
-            )
+        async with xxh3_cluster(tmp_path, clock, old) as (cluster, (_, _, u3)):
             body = os.urandom(TRAILER_BODY_BYTES_MIN + 17)
             await cluster.put(".blk", "vol", "first", body)
             clock.advance(1.0)
             assert await cluster.put(".blk", "vol", "x", body) == xxhash.xxh3_128_hexdigest(body)
-            await cluster.close()
             files = [p for p in _data_files(tmp_path) if load_metadata(p).name.endswith("/x")]
             lost = next(p for p in files if (tmp_path / "n3") in p.parents)
             source = next(p for p in files if (tmp_path / "n1") in p.parents)
@@ -100,13 +113,7 @@ def test_an_xxh3_file_is_kept_back_from_a_receiver_that_does_not_take_it(
 def test_large_bodies_get_an_xxh3_etag_once_every_primary_takes_it(tmp_path: Path) -> None:
     async def run() -> None:
         clock = ManualClock(1_700_000_000.0)
-        async with (
-            running_app(await _new_server(tmp_path / "n1", clock)) as u1,
-            running_app(await _new_server(tmp_path / "n2", clock)) as u2,
-            running_app(await _new_server(tmp_path / "n3", clock)) as u3,
-        ):
-            ring = three_server_ring(tmp_path, (u1, u2, u3), clock)
-            cluster = ObjectCluster(ring, clock, etag_xxh3=True)
+        async with xxh3_cluster(tmp_path, clock) as (cluster, (u1, u2, u3)):
             body = os.urandom(TRAILER_BODY_BYTES_MIN + 4321)
 
             # Nothing known yet: plain PUTs, each server stores the MD5 it computes.
@@ -140,6 +147,29 @@ def test_large_bodies_get_an_xxh3_etag_once_every_primary_takes_it(tmp_path: Pat
             md = load_metadata(lost)
             assert (md.etag_alg, md.etag) == ("xxh3-128", etag)
             assert list(verify_file(lost))[-1] == len(body)
-            await cluster.close()
+
+    asyncio.run(run())
+
+
+def test_a_3_mib_body_goes_the_ordinary_put_path_as_a_version_2_file(tmp_path: Path) -> None:
+    """Over 1 MiB the object server takes the PUT on its ordinary (aiohttp, streamed) path,
+    not the whole-body one: a version 2 trailer is stored as a version 2 file there too."""
+
+    async def run() -> None:
+        clock = ManualClock(1_700_000_000.0)
+        async with xxh3_cluster(tmp_path, clock) as (cluster, _):
+            await cluster.put(".blk", "vol", "first", os.urandom(TRAILER_BODY_BYTES_MIN))
+            clock.advance(1.0)
+            body = os.urandom(3 * 1024 * 1024)
+            etag = await cluster.put(".blk", "vol", "big", body)
+            assert etag == xxhash.xxh3_128_hexdigest(body)
+            got = await cluster.get(".blk", "vol", "big")
+            assert got is not None and got[1] == body and got[0]["Etag"].strip('"') == etag
+        files = [p for p in _data_files(tmp_path) if load_metadata(p).name.endswith("/big")]
+        assert len(files) == 3
+        for path in files:
+            md = load_metadata(path)
+            assert (md.etag_alg, md.format_version, md.etag) == ("xxh3-128", 2, etag)
+            assert list(verify_file(path))[-1] == len(body)
 
     asyncio.run(run())

@@ -25,10 +25,9 @@ from common.puttrailer import (
     TRAILER_VERSIONS_HEADER,
     decode_trailer,
 )
-from common.server import running_app
-from objectd.cluster_client import TRAILER_BODY_BYTES_MIN, ObjectCluster
-from tests.integration.objectd.test_cluster_client_trailer import three_server_ring
-from tests.integration.objectd.test_trailer_capability import _new_server
+from objectd.cluster_client import TRAILER_BODY_BYTES_MIN
+from objectd.diskfile import load_metadata, verify_file
+from tests.integration.objectd.test_cluster_client_xxh3_etag import xxh3_cluster
 
 pytestmark = [pytest.mark.integration]
 
@@ -68,13 +67,7 @@ def test_a_rolled_back_node_gets_the_body_plain_and_every_replica_stores_it(
     async def run() -> None:
         clock = ManualClock(1_700_000_000.0)
         stand_in = StandIn()
-        async with (
-            running_app(await _new_server(tmp_path / "n1", clock)) as u1,
-            running_app(await _new_server(tmp_path / "n2", clock)) as u2,
-            running_app(stand_in.app()) as u3,
-        ):
-            ring = three_server_ring(tmp_path, (u1, u2, u3), clock)
-            cluster = ObjectCluster(ring, clock, etag_xxh3=True)
+        async with xxh3_cluster(tmp_path, clock, stand_in.app()) as (cluster, _):
             body = os.urandom(TRAILER_BODY_BYTES_MIN + 99)
             await cluster.put(".blk", "vol", "first", body)  # plain: learns the servers
             clock.advance(1.0)
@@ -95,6 +88,30 @@ def test_a_rolled_back_node_gets_the_body_plain_and_every_replica_stores_it(
             clock.advance(1.0)
             assert await cluster.put(".blk", "vol", "fourth", body) == hashlib.md5(body).hexdigest()
             assert stand_in.answered == [("1", 201)]
-            await cluster.close()
+
+    asyncio.run(run())
+
+
+def test_one_primary_without_version_2_keeps_the_md5_path(tmp_path: Path) -> None:
+    """`_all_take_xxh3` is false when one primary does not take version 2: the body is hashed
+    with MD5 too, every server gets a version 1 trailer and stores a version 1 file."""
+
+    async def run() -> None:
+        clock = ManualClock(1_700_000_000.0)
+        stand_in = StandIn()
+        stand_in.rolled_back = True  # takes version 1 only, from the start
+        async with xxh3_cluster(tmp_path, clock, stand_in.app()) as (cluster, _):
+            body = os.urandom(TRAILER_BODY_BYTES_MIN + 7)
+            await cluster.put(".blk", "vol", "first", body)
+            assert not cluster._all_take_xxh3(".blk", "vol", "second")
+            clock.advance(1.0)
+            assert await cluster.put(".blk", "vol", "second", body) == hashlib.md5(body).hexdigest()
+            assert stand_in.answered[-1] == ("1", 201)
+        files = [p for p in tmp_path.rglob("*.data") if load_metadata(p).name.endswith("/second")]
+        assert len(files) == 2  # the two real servers
+        for path in files:
+            md = load_metadata(path)
+            assert (md.etag_alg, md.format_version) == ("md5", 1)
+            assert list(verify_file(path))[-1] == len(body)
 
     asyncio.run(run())

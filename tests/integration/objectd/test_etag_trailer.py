@@ -87,6 +87,18 @@ def test_a_good_trailer_commits_the_proxys_md5(conf, clock, devices_dir) -> None
 
 FLIPPED = bytearray(BODY)
 FLIPPED[123_456] ^= 0x40
+# Over 1 MiB: the object server's ordinary (aiohttp, streamed) PUT path, not the whole-body one.
+BIG = os.urandom(3 * 1024 * 1024 + 5)
+BIG_FLIPPED = bytearray(BIG)
+BIG_FLIPPED[2_500_000] ^= 0x01
+
+
+def _v2_trailer(body: bytes) -> bytes:
+    """A version 2 trailer (no MD5; the xxh3-128 is the ETag) for `body`."""
+    return encode_trailer(PutTrailer("commit", len(body), "", xxhash.xxh3_128_hexdigest(body)))
+
+
+V2 = "X-Backend-Etag-Trailer: 2"
 
 
 @pytest.mark.parametrize(
@@ -99,8 +111,22 @@ FLIPPED[123_456] ^= 0x40
         (BODY, _trailer(length=len(BODY) + 1), "", b"400"),
         (BODY, _trailer(), "X-Backend-Etag-Trailer: 3", b"400"),  # unknown version
         (BODY, _trailer(), f"X-Backend-Etag-Trailer: 1\r\nETag: {'0' * 32}", b"422"),
+        (bytes(FLIPPED), _v2_trailer(BODY), V2, b"422"),  # version 2: a byte changed
+        (bytes(BIG_FLIPPED), _v2_trailer(BIG), V2, b"422"),  # the same over 1 MiB
+        (BIG, _v2_trailer(BIG), f"{V2}\r\nETag: {hashlib.md5(BIG).hexdigest()}", b"422"),
     ],
-    ids=["flipped-byte", "wrong-xxh3", "cancel", "garbled", "length", "version", "etag"],
+    ids=[
+        "flipped-byte",
+        "wrong-xxh3",
+        "cancel",
+        "garbled",
+        "length",
+        "version",
+        "etag",
+        "v2-flipped-byte",
+        "v2-flipped-byte-3MiB",
+        "v2-md5-etag-3MiB",
+    ],
 )
 def test_a_bad_trailer_commits_nothing(
     conf, clock, devices_dir, body: bytes, trailer: bytes, extra: str, code: bytes

@@ -63,6 +63,7 @@ __all__ = [
     "load_metadata",
     "verify_file",
     "write_chunks",
+    "writev_all",
 ]
 
 
@@ -438,7 +439,7 @@ class _RealWriter:
             self._hash(view)
         total = sum(len(v) for v in views)
         try:
-            _writev_all(self._fd, views)
+            writev_all(self._fd, views)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DiskFull(str(e)) from None
@@ -505,7 +506,7 @@ class _RealWriter:
             block_xxh3=bytes(self._digests),
         )
         try:
-            _writev_all(self._fd, [memoryview(encode_footer(md))])
+            writev_all(self._fd, [memoryview(encode_footer(md))])
             os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR))  # drop fallocate excess
             os.fsync(self._fd)
             if self.bytes_written > KEEP_CACHE_BYTES_MAX:
@@ -538,10 +539,11 @@ def _byte_view(chunk: Buffer) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _writev_all(
+def writev_all(
     fd: int, views: list[memoryview], writev: Callable[[int, list[memoryview]], int] = os.writev
 ) -> None:
-    """Write every byte of `views` in order, resuming after a short write."""
+    """Write every byte of `views` in order, at most _IOV_BATCH buffers per writev (the
+    kernel's IOV_MAX), resuming after a short write. Blocking."""
     pending = [v for v in views if len(v)]
     i = 0
     while i < len(pending):

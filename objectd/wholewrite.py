@@ -32,14 +32,13 @@ from dataclasses import replace
 
 import xxhash
 
-from objectd.diskfile import Buffer, DiskFull, RealDiskFile
+from objectd.diskfile import Buffer, DiskFull, RealDiskFile, writev_all
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
 from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, commit_tmp, create_tmp
 
 __all__ = [
     "MID_BODY_BYTES_MAX",
     "TMP_NAME_TRIES_MAX",
-    "WRITEV_PARTS_MAX",
     "block_digests",
     "write_whole_data",
 ]
@@ -50,9 +49,6 @@ __all__ = [
 # buffering (growing the buffer, copying the body out, page faults on fresh memory) costs
 # more than the streamed path's per-request steps.
 MID_BODY_BYTES_MAX = 1024 * 1024
-# A body in more parts than this (a client trickling tiny pieces) is joined first: one
-# writev takes at most IOV_MAX (1024 on Linux) buffers.
-WRITEV_PARTS_MAX = 512
 
 
 def block_digests(body: Buffer | Sequence[Buffer], block_bytes: int = BLOCK_BYTES) -> bytes:
@@ -92,22 +88,11 @@ def _parts(body: Buffer | Sequence[Buffer]) -> list[memoryview]:
     return [v if v.format == "B" else v.cast("B") for v in views]
 
 
-def _writev_all(fd: int, parts: list[memoryview]) -> None:
-    """Write every byte of `parts` in order (resuming after a short write)."""
-    pending = [p for p in parts if len(p)]
+def _write_all(fd: int, parts: list[memoryview]) -> None:
+    """Every byte of `parts` (never joined: diskfile's writev_all batches them within the
+    kernel's IOV_MAX), with a full disk raised as DiskFull."""
     try:
-        while pending:
-            n = os.writev(fd, pending)
-            if n <= 0:
-                raise OSError(errno.EIO, "writev wrote nothing")
-            while n and pending:
-                first = pending[0]
-                if n >= len(first):
-                    n -= len(first)
-                    pending.pop(0)
-                else:
-                    pending[0] = first[n:]
-                    n = 0
+        writev_all(fd, parts)
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(str(e)) from None
@@ -123,15 +108,13 @@ def write_whole_data(
     *,
     cleanup: bool,
 ) -> bool:
-    """Store `body` (one buffer, or the parts it arrived in: written by one writev, never
+    """Store `body` (one buffer, or the parts it arrived in: written by writev, never
     joined) as the .data file described by `md` (whose `etag` the caller has checked; its
     length and block checksums are filled in here). True once durable; False,
     with nothing left behind, when `gave_up()` is true just before the commit.
     `cleanup=False` skips removing obsolete files after the rename (the caller's lookup
     found no file in the hash directory). Raises DiskFull for the reserve or ENOSPC."""
     parts = _parts(body)
-    if len(parts) > WRITEV_PARTS_MAX:
-        parts = [memoryview(b"".join(parts))]
     size = sum(len(p) for p in parts)
     assert size <= MID_BODY_BYTES_MAX
     check_space(df, size, reserve_bytes)
@@ -145,7 +128,7 @@ def write_whole_data(
     tmp, fd = create_tmp(df)
     try:
         try:
-            _writev_all(fd, [*parts, memoryview(footer)])
+            _write_all(fd, [*parts, memoryview(footer)])
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from common.timestamps import Timestamp
-from objectd.diskfile import DiskFull, RealDiskFile, verify_file
+from objectd import wholewrite
+from objectd.diskfile import DiskFull, RealDiskFile, verify_file, writev_all
 from objectd.fileformat import ObjectMetadata
 from objectd.layout import DeviceLayout, read_invalid_suffixes
 from objectd.wholewrite import (
     MID_BODY_BYTES_MAX,
-    WRITEV_PARTS_MAX,
     block_digests,
     write_whole_data,
 )
@@ -105,10 +105,21 @@ def test_a_body_in_parts_is_the_same_file(tmp_path: Path, seed: int) -> None:
     assert path.read_bytes() == streamed(two, 5, body)
 
 
-def test_a_body_in_very_many_parts_is_joined_for_its_writev(df: RealDiskFile) -> None:
-    body = os.urandom(WRITEV_PARTS_MAX * 4 + 3)
+def test_a_body_in_very_many_parts_is_written_in_batches_never_joined(
+    df: RealDiskFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = os.urandom(2051)
     parts = [memoryview(body)[i : i + 2] for i in range(0, len(body), 2)]
     assert len(parts) > 1024  # more than one writev takes
+    handed: list[list[memoryview]] = []
+
+    def recording(fd: int, views: list[memoryview]) -> None:
+        handed.append(views)
+        writev_all(fd, views)  # diskfile's: batches of at most 512 buffers per writev
+
+    monkeypatch.setattr(wholewrite, "writev_all", recording)
     assert write_whole_data(df, parts, md(5, body), 0, lambda: False, cleanup=False)
+    [views] = handed
+    assert len(views) == len(parts) + 1  # every part as it came, then the footer
     path = df.hash_dir / f"{Timestamp(5).internal}.data"
     assert path.read_bytes()[: len(body)] == body and list(verify_file(path))[-1] == len(body)

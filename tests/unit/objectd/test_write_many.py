@@ -7,6 +7,7 @@ import array
 import errno
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,10 @@ from objectd.diskfile import (
     Deleted,
     Missing,
     RealDiskFile,
-    _writev_all,
     load_metadata,
     verify_file,
     write_chunks,
+    writev_all,
 )
 from objectd.faulty import FaultPlan, FaultyDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata
@@ -118,6 +119,18 @@ def test_a_memoryview_of_wider_items_is_written_as_its_bytes(tmp_path: Path) -> 
     assert found.path.read_bytes()[: len(words) * 2 + 1] == words.tobytes() + b"!"
 
 
+def _written(
+    path: Path, chunks: list[bytes], writev: Callable[[int, list[memoryview]], int]
+) -> bytes:
+    """What writev_all leaves in a new file at `path` for `chunks`, through `writev`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        writev_all(fd, [memoryview(c) for c in chunks], writev)
+    finally:
+        os.close(fd)
+    return path.read_bytes()
+
+
 def test_writev_resumes_after_short_writes(tmp_path: Path) -> None:
     """A writev that takes at most 5 bytes a call (a fault-injecting stand-in for a short
     write, which a regular file rarely does) still leaves every byte in order."""
@@ -134,13 +147,7 @@ def test_writev_resumes_after_short_writes(tmp_path: Path) -> None:
         return os.writev(fd, take)
 
     chunks = [b"abc", b"", b"defghijklm", b"n", b"opqrstuvwxyz" * 3]
-    path = tmp_path / "f"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        _writev_all(fd, [memoryview(c) for c in chunks], short_writev)
-    finally:
-        os.close(fd)
-    assert path.read_bytes() == b"".join(chunks)
+    assert _written(tmp_path / "f", chunks, short_writev) == b"".join(chunks)
     assert len(calls) == -(-len(b"".join(chunks)) // 5)
 
 
@@ -148,7 +155,7 @@ def test_a_writev_that_writes_nothing_is_an_error(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT)
     try:
         with pytest.raises(OSError) as e:
-            _writev_all(fd, [memoryview(b"x")], lambda _fd, _v: 0)
+            writev_all(fd, [memoryview(b"x")], lambda _fd, _v: 0)
         assert e.value.errno == errno.EIO
     finally:
         os.close(fd)
@@ -169,3 +176,15 @@ def test_a_write_after_abort_is_refused(tmp_path: Path) -> None:
     w.abort()
     with pytest.raises(OSError):
         write_chunks(w, [b"x"])
+
+
+def test_writev_all_hands_the_kernel_at_most_512_buffers_per_call(tmp_path: Path) -> None:
+    sizes: list[int] = []
+
+    def counting_writev(fd: int, views: list[memoryview]) -> int:
+        sizes.append(len(views))
+        return os.writev(fd, views)
+
+    chunks = [bytes([i % 256]) * 3 for i in range(1300)]
+    assert _written(tmp_path / "f", chunks, counting_writev) == b"".join(chunks)
+    assert sizes == [512, 512, 276]

@@ -1,6 +1,7 @@
 """cairn's iSCSI target against Debian's tgt, same jobs, same run (`qemu-img bench` over iscsi://).
 
     .venv/bin/python -m bench.iscsi_bench [--quick] [--repeat N] [--cluster-volume-url URL]
+        [--cluster-data-dir DIR [--keep-daemons]]
 
 Starts (a) ``python -m blockd.target`` with a FileBackend and (b) ``tgtd -f`` on its own
 control port (``-C``) and a loopback portal, each serving a file-backed LUN of the same size
@@ -17,6 +18,16 @@ the CPU per I/O of its blockd and, separately, of its object servers (found with
 --json``). For every target the rate including qemu's closing SYNCHRONIZE CACHE is printed too
 (``incl. flush``: the whole ``qemu-img`` run, login to logout): a volume acknowledges writes
 from its write-back cache, and only that figure counts the replicated flush.
+
+With ``--cluster-data-dir`` the cluster's background daemons (``<node>-<kind>-daemons``:
+replicators, auditors, updaters, and their children) are stopped (SIGSTOP) for each job on
+the volume and resumed (SIGCONT) after it, also when a job fails or the run is interrupted,
+as ``cairn bench compare`` does: tgt does no background work, and what the replicator sends
+the object servers (a REPLICATE per partition a pass) depends on the partitions it holds, not
+on the job, so it made the volume's rates and object-server CPU swing from run to run. blockd
+and the storage servers are not stopped (they serve the I/O). The daemons' CPU seconds over
+the whole bench are printed on a line of their own, in no cpu/io figure. ``--keep-daemons``
+leaves them running during the jobs (the old way of measuring).
 
 Needs qemu-utils, qemu-block-extra and tgt (Debian). Processes are stopped by pid.
 """
@@ -39,9 +50,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from bench.cairnref import paused_daemons, service_pids
 from bench.ports import free_ports
-from bench.procstat import tree_cpu_s
+from bench.procstat import TreeCPU, tree_cpu_s
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -92,6 +105,32 @@ class Target:
     url: str
     pids: list[int] = field(default_factory=list)
     store_pids: list[int] = field(default_factory=list)
+    # background daemons stopped for each job's run (a cluster volume's, unless --keep-daemons)
+    paused_pids: tuple[int, ...] = ()
+
+
+@dataclass
+class JobCPU:
+    """CPU seconds of a target's processes (`pids`) and its object servers over one job."""
+
+    serving_s: float | None = None
+    store_s: float | None = None
+
+
+@contextlib.contextmanager
+def job_window(target: Target) -> Iterator[JobCPU]:
+    """One job's measurement: the target's background daemons stopped (SIGSTOP) first and
+    resumed (SIGCONT) last, also when the job fails or is interrupted; the CPU of its serving
+    processes and object servers filled in when the block ends without an error."""
+    cpu = JobCPU()
+    with paused_daemons(target.paused_pids):
+        serving0 = tree_cpu_s(target.pids) if target.pids else 0.0
+        store0 = tree_cpu_s(target.store_pids) if target.store_pids else 0.0
+        yield cpu
+        if target.pids:
+            cpu.serving_s = tree_cpu_s(target.pids) - serving0
+        if target.store_pids:
+            cpu.store_s = tree_cpu_s(target.store_pids) - store0
 
 
 def _wait_port(port: int, timeout_s: float) -> None:
@@ -158,13 +197,13 @@ def run_job(target: Target, job: Job, quick: bool) -> Result:
     if job.write:
         cmd += ["-w", f"--pattern={WRITE_PATTERN}"]
     cmd.append(target.url)
-    cpu0 = tree_cpu_s(target.pids) if target.pids else 0.0
-    store0 = tree_cpu_s(target.store_pids) if target.store_pids else 0.0
-    t0 = time.monotonic()
-    out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
-    wall_s = time.monotonic() - t0
-    cpu = tree_cpu_s(target.pids) - cpu0 if target.pids else None
-    store = tree_cpu_s(target.store_pids) - store0 if target.store_pids else None
+    with job_window(target) as used:
+        t0 = time.monotonic()
+        out = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=JOB_TIMEOUT_S
+        )
+        wall_s = time.monotonic() - t0
+    cpu, store = used.serving_s, used.store_s
     match = RUN_RE.search(out.stdout)
     if out.returncode != 0 or match is None:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stdout[-500:]} {out.stderr[-500:]}")
@@ -256,6 +295,8 @@ def render(results: dict[tuple[str, str], Result], names: list[str]) -> str:
         row += "".join(f" {_fmt(results[(job.name, n)].cpu_per_io_us):>14}" for n in names)
         lines.append(row)
     lines.append("ratio: x/tgt for IOPS and MB/s, tgt/x for latency (>1: x better)")
+    if "volume" in names:
+        lines.append(DAEMON_LEGEND)
     lines.append("")
     lines.append("including qemu's closing flush (whole qemu-img run), and object-server CPU:")
     for job in JOBS:
@@ -270,18 +311,43 @@ def render(results: dict[tuple[str, str], Result], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def cluster_pids(data_dir: str) -> tuple[list[int], list[int]]:
-    """(blockd pids, object server pids) of a cluster started by `cairn up --data-dir`."""
+DAEMON_LEGEND = (
+    "volume: the cluster's background daemons (replicators, auditors, updaters) are stopped"
+    " (SIGSTOP) during each job unless --keep-daemons, as tgt has none; blockd and the"
+    " storage servers run"
+)
+
+
+@dataclass(frozen=True)
+class ClusterPids:
+    blockd: list[int]
+    objects: list[int]  # object servers (with their workers below them)
+    daemons: tuple[int, ...]  # `<node>-<kind>-daemons` roots
+
+
+def split_services(status: dict[str, Any]) -> ClusterPids:
+    """blockd, object servers and background daemons of a `cairn status --json` document
+    (pure). A service without a pid (held, or not started yet) is left out."""
+    services = [s for s in status.get("services", []) if isinstance(s, dict)]
+    blockd = [int(s["pid"]) for s in services if s.get("name") == "blockd" and s.get("pid")]
+    objects = [
+        int(s["pid"])
+        for s in services
+        if re.fullmatch(r"node\d+-object", str(s.get("name", ""))) and s.get("pid")
+    ]
+    return ClusterPids(blockd, objects, service_pids(status)[1])
+
+
+def cluster_pids(data_dir: str) -> ClusterPids:
+    """The processes of a cluster started by `cairn up --data-dir`."""
     out = subprocess.run(
         [sys.executable, "-m", "tools.cli", "status", "--data-dir", data_dir, "--json"],
         check=True, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    services = json.loads(out.stdout)["services"]
-    blockd = [int(s["pid"]) for s in services if s["name"] == "blockd" and s["pid"]]
-    objects = [int(s["pid"]) for s in services if re.fullmatch(r"node\d+-object", s["name"])]
-    if not blockd:
+    found = split_services(json.loads(out.stdout))
+    if not found.blockd:
         raise SystemExit(f"no running blockd in {data_dir}")
-    return blockd, objects
+    return found
 
 
 def _loadavg() -> str:
@@ -296,6 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs per job; median reported")
     parser.add_argument("--cluster-volume-url", help="also run the jobs on this iscsi:// URL")
     parser.add_argument("--cluster-data-dir", help="that cluster's data dir (for its CPU)")
+    parser.add_argument(
+        "--keep-daemons",
+        action="store_true",
+        help="leave the cluster's background daemons running during the jobs (default: stopped"
+        " with SIGSTOP for each job, as tgt has no background work)",
+    )
     parser.add_argument("--only", choices=("cairn", "tgt", "volume"), help="run one target only")
     parser.add_argument(
         "--jobs",
@@ -322,13 +394,19 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(stack.enter_context(cairn_target(workdir, cairn_port)))
         if args.only in (None, "tgt"):
             targets.append(stack.enter_context(tgt_target(workdir, tgt_port, control)))
+        daemons: TreeCPU | None = None
+        found = ClusterPids([], [], ())
         if args.cluster_volume_url:
-            blockd: list[int] = []
-            objects: list[int] = []
             if args.cluster_data_dir:
-                blockd, objects = cluster_pids(args.cluster_data_dir)
-            targets.append(Target("volume", args.cluster_volume_url, blockd, objects))
+                found = cluster_pids(args.cluster_data_dir)
+                daemons = TreeCPU(list(found.daemons))
+                daemons.start()
+            paused = () if args.keep_daemons else found.daemons
+            targets.append(
+                Target("volume", args.cluster_volume_url, found.blockd, found.objects, paused)
+            )
         results = run_all(targets, args.quick, args.repeat, jobs)
+        daemon_cpu_s = daemons.stop() if daemons is not None else None
     names = [t.name for t in targets]
     if {"cairn", "tgt"} <= set(names) and jobs == JOBS:
         print(render(results, names))
@@ -339,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"  cpu/io {_fmt(res.cpu_per_io_us)} us"
                 f"  store cpu/io {_fmt(res.store_cpu_per_io_us)} us"
             )
+        if "volume" in names:
+            print(DAEMON_LEGEND)
+    if daemon_cpu_s is not None:
+        how = "running during the jobs" if args.keep_daemons else "paused during the jobs"
+        print(
+            f"background daemons ({how}, not in cpu/io): {daemon_cpu_s:.1f} s CPU"
+            f" over the whole bench ({len(found.daemons)} daemon processes)"
+        )
     print(f"load average after: {_loadavg()}")
     return 0
 

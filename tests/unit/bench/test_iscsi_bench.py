@@ -55,7 +55,7 @@ def test_job_window_stops_only_the_daemons_and_resumes_them() -> None:
             assert _state_of(daemon) == "T"
             assert _state_of(serving) != "T" and _state_of(store) != "T"
         _wait(lambda: _state_of(daemon) != "T")
-        assert _state_of(daemon) == "S"
+        assert _state_of(daemon) in ("R", "S")  # resumed: running, or back in its sleep
         assert cpu.serving_s is not None and cpu.serving_s >= 0
         assert cpu.store_s is not None and cpu.store_s >= 0
 
@@ -68,7 +68,7 @@ def test_job_window_resumes_the_daemons_when_the_job_fails() -> None:
             assert _state_of(daemon) == "T"
             raise KeyboardInterrupt
         _wait(lambda: _state_of(daemon) != "T")
-        assert _state_of(daemon) == "S"
+        assert _state_of(daemon) in ("R", "S")  # resumed: running, or back in its sleep
 
 
 def test_keep_daemons_window_stops_nothing() -> None:

@@ -203,22 +203,12 @@ def test_fast_reads_answer_as_the_aiohttp_handler(tmp_path: Path, loop: str) -> 
     assert dict(answers[28][1])["content-length"] == str(len(LARGE))
 
 
-def test_a_corrupt_range_on_the_lane_is_a_404_never_wrong_bytes(tmp_path: Path) -> None:
+def test_a_corrupt_range_on_the_lane_is_a_404_never_wrong_bytes(
+    conf: ObjectServerConf, devices_dir: Path, clock: ManualClock
+) -> None:
     """A range of a large object is read on the lane after the open; a block that fails its
     checksum there is found before any byte is sent: 404, and the object is quarantined
     (aiohttp, which has sent its status line by then, cuts the connection instead)."""
-    devices = tmp_path / "devices"
-    (devices / "sda").mkdir(parents=True)
-    conf = ObjectServerConf(
-        devices_dir=devices,
-        hash_path_prefix="pre",
-        hash_path_suffix="suf",
-        mount_check=True,
-        threads_per_device=2,
-        node_timeout_s=2.0,
-        container_update_timeout_s=0.5,
-    )
-    clock = ManualClock(start=1_700_000_000.0)
     path = "/sda/0/AUTH_a/c/large"
 
     async def go() -> None:
@@ -226,7 +216,7 @@ def test_a_corrupt_range_on_the_lane_is_a_404_never_wrong_bytes(tmp_path: Path) 
             status, _h, _b = await exchange(url, "PUT", path, _put_headers(clock, 0), LARGE)
             assert status == 201
             data_file = max(
-                (p for p in devices.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
+                (p for p in devices_dir.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size
             )
             raw = bytearray(data_file.read_bytes())
             raw[len(LARGE) // 2] ^= 0xFF

@@ -68,6 +68,7 @@ from common.puttrailer import (
     trailed_headers,
 )
 from common.timestamps import Timestamp, TimestampError
+from common.wholebody import BODY_MAX_HEADER, WHOLE_BODY_BYTES_MAX, WITHHELD_HEADER
 from ring import Device, Ring
 
 __all__ = ["ObjectCluster", "QuorumError"]
@@ -105,13 +106,10 @@ TRAILER_BODY_BYTES_MIN = 64 * 1024
 CONNECTIONS_PER_NODE_MAX = 64
 # The longest answer body taken (a GET of a whole object); longer ones count as a failed node.
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024
-# GETs say how long a body they take whole in the answer (objectd/reads.py BODY_MAX_HEADER),
+# GETs say how long a body they take whole in the answer (BODY_MAX_HEADER, common/wholebody.py),
 # so the object server answers them on its fast lane; it withholds a longer body (204 with
 # WITHHELD_HEADER) and the GET is asked again without the header. The servers cap the limit
-# at 1 MiB (objectd/reads.py WHOLE_BODY_BYTES_MAX): a longer range is asked for without it.
-BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
-WITHHELD_HEADER = "X-Backend-Body-Withheld"
-WHOLE_BODY_BYTES_MAX = 1024 * 1024
+# at WHOLE_BODY_BYTES_MAX (1 MiB): a longer range is asked for without it.
 # Containers whose GETs were withheld (a volume of 2 or 4 MiB chunks): later GETs there ask
 # without the limit at once, saving the 204 exchange. At most this many are remembered.
 WITHHELD_CONTAINERS_MAX = 4096

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from common.log import get_logger
+from common.wholebody import BODY_MAX_HEADER, WHOLE_BODY_BYTES_MAX, WITHHELD_HEADER
 from objectd.conditional import evaluate
 from objectd.conf import STATE, ServerState
 from objectd.devices import DeviceUnavailable
@@ -68,15 +69,10 @@ log = get_logger("cairn.object-server")
 # round trips it saves); one without reads bodies up to WHOLE_READ_BYTES_MAX that way
 # (blockd's 512 KiB chunks, 1 MiB objects).
 SMALL_READ_BYTES_MAX = 64 * 1024
-WHOLE_READ_BYTES_MAX = 1024 * 1024
-
-# A GET carrying BODY_MAX_HEADER (the proxy's whole-body reads, proxy/backend.py read_object)
-# takes a body of at most that many bytes (capped at WHOLE_BODY_BYTES_MAX) in the answer;
-# a longer one is withheld: 204 with WITHHELD_HEADER naming its length, and the client asks
-# again without the header to stream it (docs/lean-http-server.md "Reads").
-BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
-WITHHELD_HEADER = "X-Backend-Body-Withheld"
-WHOLE_BODY_BYTES_MAX = WHOLE_READ_BYTES_MAX
+# A GET carrying BODY_MAX_HEADER (the proxy's and blockd's whole-body reads) takes a body of
+# at most that many bytes (capped at WHOLE_BODY_BYTES_MAX) in the answer; a longer one is
+# withheld (common/wholebody.py).
+WHOLE_READ_BYTES_MAX = WHOLE_BODY_BYTES_MAX
 
 
 class Loaded:

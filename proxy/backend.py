@@ -24,6 +24,7 @@ from common.log import get_logger, request_id
 from common.nodes import ErrorLimiter, iter_nodes, node_key
 from common.puttrailer import TrailerServers
 from common.timestamps import Timestamp, TimestampError
+from common.wholebody import BODY_MAX_HEADER, WHOLE_BODY_BYTES_MAX, WITHHELD_HEADER
 from ring import Device, Ring
 
 __all__ = [
@@ -142,10 +143,8 @@ def _object_read(method: str, path: str, body: bytes | None) -> bool:
 
 # The proxy's whole-body object GETs (`read_object`): the object server answers a body of at
 # most BODY_MAX_HEADER bytes whole, and withholds a longer one (204 with WITHHELD_HEADER),
-# which is then streamed by aiohttp (objectd/reads.py; docs/lean-http-server.md "Reads").
-BODY_MAX_HEADER = "X-Backend-Body-Bytes-Max"
-WITHHELD_HEADER = "X-Backend-Body-Withheld"
-WHOLE_GET_BYTES_MAX = 1024 * 1024
+# which is then streamed by aiohttp (common/wholebody.py).
+WHOLE_GET_BYTES_MAX = WHOLE_BODY_BYTES_MAX
 # An answer on the read pool: a whole GET body, its head and some slack.
 READ_RESPONSE_BYTES_MAX = WHOLE_GET_BYTES_MAX + 64 * 1024
 

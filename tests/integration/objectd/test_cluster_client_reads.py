@@ -26,7 +26,7 @@ from aiohttp import web
 from common.clock import ManualClock
 from common.leanhttp import LeanPool
 from common.server import running_app
-from objectd import cluster_client, reads
+from common.wholebody import BODY_MAX_HEADER, WITHHELD_HEADER
 from objectd.client import object_url
 from objectd.cluster_client import ObjectCluster, QuorumError
 from tests.integration.objectd.test_cluster_client_lean import (
@@ -41,12 +41,6 @@ from tests.integration.objectd.test_cluster_client_lean import (
 pytestmark = [pytest.mark.integration]
 
 MIB = 1024 * 1024
-
-
-def test_the_client_names_the_servers_headers() -> None:
-    assert cluster_client.BODY_MAX_HEADER == reads.BODY_MAX_HEADER
-    assert cluster_client.WITHHELD_HEADER == reads.WITHHELD_HEADER
-    assert cluster_client.WHOLE_BODY_BYTES_MAX == reads.WHOLE_BODY_BYTES_MAX
 
 
 def test_gets_are_answered_on_the_fast_lane_and_long_bodies_in_full(tmp_path: Path) -> None:
@@ -123,7 +117,7 @@ async def _withholding(request: web.Request) -> web.Response:
     """WithholdingNode: an object is there, and every GET's body is 'withheld'."""
     headers = {"X-Timestamp": "1700000000.00000", "X-Backend-Timestamp": "1700000000.00000"}
     if request.method == "GET":
-        headers[reads.WITHHELD_HEADER] = "10"
+        headers[WITHHELD_HEADER] = "10"
         return web.Response(status=204, headers=headers)
     return web.Response(status=200, headers=headers)
 
@@ -188,7 +182,7 @@ def test_a_corrupt_replica_asked_first_is_quarantined_and_another_answers(
             assert list((tmp_path / f"n{first}/sda/quarantined/objects").iterdir())
             # The corrupt node now answers the object as missing, on either lane.
             target = object_url("", node.device, part, ACCOUNT, CONTAINER, "chunk")
-            for headers in ({cluster_client.BODY_MAX_HEADER: str(MIB)}, {}):
+            for headers in ({BODY_MAX_HEADER: str(MIB)}, {}):
                 r = await cluster.pool.request(
                     "127.0.0.1", node.port, "GET", target, headers, timeout_s=10.0
                 )
@@ -212,12 +206,12 @@ async def truncating_node(seen: list[tuple[str, bool]]) -> AsyncIterator[int]:
             while True:
                 head = await r.readuntil(b"\r\n\r\n")
                 method = head.split(b" ", 1)[0].decode()
-                limited = cluster_client.BODY_MAX_HEADER.lower().encode() in head.lower()
+                limited = BODY_MAX_HEADER.lower().encode() in head.lower()
                 seen.append((method, limited))
                 if method == "GET" and limited:
                     w.write(
                         f"HTTP/1.1 204 No Content\r\n{common}"
-                        f"{cluster_client.WITHHELD_HEADER}: {2 * MIB}\r\n\r\n".encode()
+                        f"{WITHHELD_HEADER}: {2 * MIB}\r\n\r\n".encode()
                     )
                 elif method in ("GET", "HEAD"):
                     found = f"HTTP/1.1 200 OK\r\n{common}Content-Length: {2 * MIB}\r\n\r\n"

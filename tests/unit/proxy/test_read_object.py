@@ -19,13 +19,8 @@ from aiohttp import web
 from common.clock import ManualClock
 from common.nodes import ErrorLimiter, node_key
 from common.server import running_app
-from proxy.backend import (
-    BODY_MAX_HEADER,
-    WHOLE_GET_BYTES_MAX,
-    WITHHELD_HEADER,
-    Backend,
-    read_object,
-)
+from common.wholebody import BODY_MAX_HEADER, WITHHELD_HEADER
+from proxy.backend import WHOLE_GET_BYTES_MAX, Backend, read_object
 from ring import Device
 
 DELETE_TS = "1700000005.00000"

@@ -22,7 +22,8 @@ from aiohttp import web
 from common.clock import SystemClock
 from common.nodes import ErrorLimiter
 from common.server import running_app
-from proxy.backend import BODY_MAX_HEADER, WHOLE_GET_BYTES_MAX, WITHHELD_HEADER, Backend, Rings
+from common.wholebody import BODY_MAX_HEADER, WITHHELD_HEADER
+from proxy.backend import WHOLE_GET_BYTES_MAX, Backend, Rings
 from proxy.ops import Ops
 from proxy.resume import Span, resumable_span
 from ring import NewDevice, Ring, RingBuilder, write_ring

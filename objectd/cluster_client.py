@@ -286,7 +286,12 @@ class ObjectCluster:
             self.limiter.error(node_key(node))
             return _Answer(503, CIMultiDict(), b"", node)
         self.trailer_servers.learn(node, r.headers)
-        if r.status == 400 and trailer is not None and trailer_etag and trailer.version != 1:
+        if (
+            r.status == 400
+            and trailer is not None
+            and trailer_etag
+            and trailer.version != TRAILER_VERSION
+        ):
             # A server refusing the version 2 trailer (rolled back to one taking version 1
             # only): forget that it takes it and send this replica the body plain, once.
             self.trailer_servers.forget(node, trailer.version)

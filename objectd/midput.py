@@ -186,17 +186,16 @@ def _digest(parts: Parts, hasher: Any) -> str:
 
 
 def _checked_etag(
-    request_body: Parts, body_len: int | None, header_etag: str
+    body: Parts, trailer: bytes | None, body_len: int | None, header_etag: str
 ) -> tuple[str, EtagAlg] | web.Response:
     """The body's ETag and its algorithm (the trailer's ETag once the body matches it, else
-    the MD5 computed here) or the refusal, exactly as the streamed path decides
-    (objectd/putbody.py)."""
-    if body_len is None:
-        etag = _digest(request_body, hashlib.md5())
+    the MD5 computed here; `trailer` is None for a PUT without one) or the refusal, exactly
+    as the streamed path decides (objectd/putbody.py)."""
+    if trailer is None or body_len is None:
+        etag = _digest(body, hashlib.md5())
         if header_etag and header_etag != etag:
             return status(422, "ETag does not match the body's MD5")
         return etag, "md5"
-    body, trailer = _split(request_body, body_len)
     received = sum(len(p) for p in body)
     return check_trailer(
         trailer, body_len, received, lambda: _digest(body, xxhash.xxh3_128()), header_etag
@@ -225,11 +224,13 @@ def store_whole_step(
         return refused
     if not isinstance(df, RealDiskFile):
         return _store_streamed(st, df, request_body, body_len, header_etag, md, gave_up)
-    checked = _checked_etag(request_body, body_len, header_etag)
+    body, trailer = (
+        (list(request_body), None) if body_len is None else _split(request_body, body_len)
+    )
+    checked = _checked_etag(body, trailer, body_len, header_etag)
     if isinstance(checked, web.Response):
         return checked
     etag, alg = checked
-    body = list(request_body) if body_len is None else _split(request_body, body_len)[0]
     reserve = st.conf.fallocate_reserve_bytes
     cleanup = not isinstance(found, Missing)
     md = replace(md, etag=etag, etag_alg=alg)

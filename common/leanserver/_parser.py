@@ -155,7 +155,7 @@ class RequestParser:
             body = self.take_body(head)
             assert body is not None
             return [memoryview(body)]
-        excess = len(self._buf) + sum(map(len, pieces)) - end
+        excess = self._excess(end)
         if excess > len(pieces[-1]):
             body = self._join_body(start, end)
             return [memoryview(body)]
@@ -168,14 +168,18 @@ class RequestParser:
         parts = [first, *(memoryview(p) for p in pieces[:-1]), last[: len(last) - excess]]
         return [p for p in parts if len(p)]
 
+    def _excess(self, end: int) -> int:
+        """The bytes received past `end` (the start of the next request)."""
+        return len(self._buf) + self._pieces_bytes - end
+
     def _join_body(self, start: int, end: int) -> bytes:
         """The body from its part in `_buf` and the pieces after it, copied once; any bytes
         past its end (the next request) become the new buffer."""
         assert self._pieces is not None
+        excess = self._excess(end)
         pieces, self._pieces = self._pieces, None
         self._pieces_bytes = 0
         self._head = None
-        excess = len(self._buf) + sum(map(len, pieces)) - end
         if not pieces or excess > len(pieces[-1]):
             # The body ends in `_buf` or before the last piece (pieces kept arriving while
             # the peer was not reading its answers): one join of everything, then the cut.

@@ -125,8 +125,12 @@ def running_cairn(base: Path, proxy_workers: int) -> Iterator[CairnCluster]:
         servers, daemons = service_pids(state or {})
         yield CairnCluster(data_dir, int(doc["proxy"]["port"]), sup_pid, servers, daemons)
     finally:
-        down = _cairn("down", "--data-dir", str(data_dir), timeout_s=_DOWN_TIMEOUT_S)
-        if isinstance(sup_pid, int) and (down.returncode != 0 or _alive(sup_pid)):
+        try:
+            stopped = _cairn("down", "--data-dir", str(data_dir), timeout_s=_DOWN_TIMEOUT_S)
+            clean = stopped.returncode == 0
+        except subprocess.TimeoutExpired:
+            clean = False  # `cairn down` hung: its processes are killed below
+        if isinstance(sup_pid, int) and (not clean or _alive(sup_pid)):
             _kill_tree(sup_pid)
 
 

@@ -32,6 +32,7 @@ from bench.cairnref import (
     paused_daemons,
     running_cairn,
 )
+from bench.fsquiet import purge, purge_warning, recent_purge, set_aside
 from bench.ports import free_ports
 from bench.procstat import TreeCPU
 from bench.report import Summary, format_table, ratio_line, summarize, to_json, write_chart
@@ -260,6 +261,30 @@ def compare(
         raise ValueError(f"unknown workloads {unknown}; known: {WORKLOADS}")
     workloads = tuple(w for w in WORKLOADS if w in workloads)
     out.mkdir(parents=True, exist_ok=True)
+    # The last run's data is deleted after measuring, never right before (bench/fsquiet.py).
+    aside = set_aside(out, SYSTEMS)
+    purged_s_ago = recent_purge(out)
+    if purged_s_ago is not None:
+        print(purge_warning(purged_s_ago), file=sys.stderr)
+
+    def clean_up() -> None:  # idempotent: a second call finds nothing left to delete
+        purge(out, [*aside, *(out / name for name in SYSTEMS)])
+
+    try:
+        return _compare(out, quick, venv, use_wrk, workloads, purged_s_ago, clean_up)
+    finally:
+        clean_up()  # also when the run failed or was interrupted
+
+
+def _compare(
+    out: Path,
+    quick: bool,
+    venv: Path,
+    use_wrk: bool,
+    workloads: tuple[str, ...],
+    purged_s_ago: float | None,
+    clean_up: Callable[[], None],
+) -> int:
     spec = quick_spec(use_wrk) if quick else full_spec(use_wrk)
     workers = os.cpu_count() or 1
     t0 = time.monotonic()
@@ -273,6 +298,8 @@ def compare(
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "loadavg_start": os.getloadavg(),
         "proxy_workers": workers,
+        # the last run's data deleted this long before (None: not within fsquiet.QUIET_S)
+        "purged_s_ago": None if purged_s_ago is None else round(purged_s_ago),
     }
     clear_stop()
     with _signals_raise(), contextlib.ExitStack() as stack:
@@ -301,6 +328,7 @@ def compare(
         meta["loadavg_end"] = os.getloadavg()
         print(f"[{time.monotonic() - t0:6.1f}s] stopping both systems", file=sys.stderr)
     meta["elapsed_s"] = round(time.monotonic() - t0, 1)
+    clean_up()  # both stopped: their data goes now, so the ratio line stays the last line
     meta["unavailable"] = notes
     summaries: dict[str, dict[str, Summary]] = {
         n: {w: summarize(w, [r for r in rs if r.workload == w]) for w in workloads}

@@ -25,9 +25,12 @@ the volume and resumed (SIGCONT) after it, also when a job fails or the run is i
 as ``cairn bench compare`` does: tgt does no background work, and what the replicator sends
 the object servers (a REPLICATE per partition a pass) depends on the partitions it holds, not
 on the job, so it made the volume's rates and object-server CPU swing from run to run. blockd
-and the storage servers are not stopped (they serve the I/O). The daemons' CPU seconds over
-the whole bench are printed on a line of their own, in no cpu/io figure. ``--keep-daemons``
-leaves them running during the jobs (the old way of measuring).
+and the storage servers are not stopped (they serve the I/O). The cluster's processes are
+looked up again (``cairn status --json``) before each job on the volume, so a service the
+supervisor restarted meanwhile is stopped and counted under its new pid.
+``--keep-daemons`` leaves them running during the jobs (the old way of measuring); their CPU
+seconds during the volume's jobs are then printed on a line of their own, in no cpu/io
+figure. A failed lookup keeps the processes found before (with a warning).
 
 Needs qemu-utils, qemu-block-extra and tgt (Debian). Processes are stopped by pid.
 """
@@ -47,14 +50,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.cairnref import paused_daemons, service_pids
 from bench.ports import free_ports
-from bench.procstat import TreeCPU, tree_cpu_s
+from bench.procstat import tree_cpu_s
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -107,6 +110,19 @@ class Target:
     store_pids: list[int] = field(default_factory=list)
     # background daemons stopped for each job's run (a cluster volume's, unless --keep-daemons)
     paused_pids: tuple[int, ...] = ()
+    # A cluster volume's: where its processes are now (called before each job), whether its
+    # daemons are stopped during the jobs, and their CPU seconds summed over the jobs.
+    lookup: Callable[[], ClusterPids] | None = None
+    pause_daemons: bool = True
+    daemon_pids: tuple[int, ...] = ()
+    daemon_cpu_s: float = 0.0
+
+    def take(self, found: ClusterPids) -> None:
+        """Use the processes of a fresh lookup (pure bookkeeping)."""
+        self.pids = list(found.blockd)
+        self.store_pids = list(found.objects)
+        self.daemon_pids = found.daemons
+        self.paused_pids = found.daemons if self.pause_daemons else ()
 
 
 @dataclass
@@ -121,16 +137,27 @@ class JobCPU:
 def job_window(target: Target) -> Iterator[JobCPU]:
     """One job's measurement: the target's background daemons stopped (SIGSTOP) first and
     resumed (SIGCONT) last, also when the job fails or is interrupted; the CPU of its serving
-    processes and object servers filled in when the block ends without an error."""
+    processes and object servers filled in when the block ends without an error. A target
+    with a `lookup` finds its processes again first (a restarted daemon has a new pid)."""
+    if target.lookup is not None:
+        try:
+            target.take(target.lookup())
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            # `cairn status` failed (a service restarting, say): the pids found last time
+            print(f"warning: cluster processes not looked up again ({e!r})", file=sys.stderr)
     cpu = JobCPU()
     with paused_daemons(target.paused_pids):
         serving0 = tree_cpu_s(target.pids) if target.pids else 0.0
         store0 = tree_cpu_s(target.store_pids) if target.store_pids else 0.0
+        daemons0 = [tree_cpu_s([pid]) for pid in target.daemon_pids]
         yield cpu
         if target.pids:
             cpu.serving_s = tree_cpu_s(target.pids) - serving0
         if target.store_pids:
             cpu.store_s = tree_cpu_s(target.store_pids) - store0
+        # per daemon: one that exited meanwhile counts nothing, and takes no one else's share
+        for pid, before in zip(target.daemon_pids, daemons0, strict=True):
+            target.daemon_cpu_s += max(0.0, tree_cpu_s([pid]) - before)
 
 
 def _wait_port(port: int, timeout_s: float) -> None:
@@ -394,19 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(stack.enter_context(cairn_target(workdir, cairn_port)))
         if args.only in (None, "tgt"):
             targets.append(stack.enter_context(tgt_target(workdir, tgt_port, control)))
-        daemons: TreeCPU | None = None
-        found = ClusterPids([], [], ())
+        volume: Target | None = None
         if args.cluster_volume_url:
+            volume = Target("volume", args.cluster_volume_url, pause_daemons=not args.keep_daemons)
             if args.cluster_data_dir:
-                found = cluster_pids(args.cluster_data_dir)
-                daemons = TreeCPU(list(found.daemons))
-                daemons.start()
-            paused = () if args.keep_daemons else found.daemons
-            targets.append(
-                Target("volume", args.cluster_volume_url, found.blockd, found.objects, paused)
-            )
+                data_dir = args.cluster_data_dir
+                volume.lookup = lambda: cluster_pids(data_dir)
+            targets.append(volume)
         results = run_all(targets, args.quick, args.repeat, jobs)
-        daemon_cpu_s = daemons.stop() if daemons is not None else None
     names = [t.name for t in targets]
     if {"cairn", "tgt"} <= set(names) and jobs == JOBS:
         print(render(results, names))
@@ -419,11 +441,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "volume" in names:
             print(DAEMON_LEGEND)
-    if daemon_cpu_s is not None:
-        how = "running during the jobs" if args.keep_daemons else "paused during the jobs"
+    if volume is not None and volume.lookup is not None and args.keep_daemons:
+        # (stopped during the jobs by default: nothing to count then)
         print(
-            f"background daemons ({how}, not in cpu/io): {daemon_cpu_s:.1f} s CPU"
-            f" over the whole bench ({len(found.daemons)} daemon processes)"
+            f"background daemons (running during the jobs, not in cpu/io):"
+            f" {volume.daemon_cpu_s:.1f} s CPU during the volume's jobs"
+            f" ({len(volume.daemon_pids)} daemon processes)"
         )
     print(f"load average after: {_loadavg()}")
     return 0

@@ -6,7 +6,9 @@ reads the CPU time of every request-serving process (proxy, object, container an
 servers with their workers; `/proc/<pid>/stat`) before and after. On a shared machine that
 figure is steadier than throughput: other tenants stretch wall-clock time but add no CPU time
 to our processes. Each workload is repeated and the median, min and max are printed, with
-throughput and the load average for context.
+throughput and the load average for context. The cluster lives under `--base`: the previous
+run's is set aside when a run starts and deleted when it ends, never just before measuring
+(bench/fsquiet.py: on a journal-less ext4, freshly freed inodes slow new files down).
 
     .venv/bin/python -m bench.profile_object_path            # default counts, 3 repetitions
     .venv/bin/python -m bench.profile_object_path --reps 5 --small 800 --json out.json
@@ -34,6 +36,7 @@ from pathlib import Path
 
 from bench.aioload import LoadSpec, run_load
 from bench.cairnref import ADMIN_KEY, ADMIN_USER, CairnCluster, paused_daemons, running_cairn
+from bench.fsquiet import purge, purge_warning, recent_purge, set_aside
 from bench.procstat import TreeCPU, tree_pids
 from bench.target import SwiftTarget, swift_auth
 
@@ -284,18 +287,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default="put4k,get4k,put256m,get256m")
     args = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    with running_cairn(args.base, args.workers) as cluster, paused_daemons(cluster.daemon_pids):
-        print(f"# {started}, load average {os.getloadavg()}", flush=True)
-        print(_HEADER, flush=True)
-        figures = measure(
-            cluster,
-            args.small,
-            args.large,
-            args.reps,
-            args.pyspy,
-            _ordered(args.workloads),
-            args.pyspy_gil,
-        )
+    # The last run's cluster is deleted after measuring, never right before (bench/fsquiet.py).
+    out = args.base.parent
+    out.mkdir(parents=True, exist_ok=True)
+    aside = set_aside(out, (args.base.name,))
+    purged_s_ago = recent_purge(out)
+    if purged_s_ago is not None:
+        print(f"# {purge_warning(purged_s_ago)}", flush=True)
+    try:
+        with (
+            running_cairn(args.base, args.workers) as cluster,
+            paused_daemons(cluster.daemon_pids),
+        ):
+            print(f"# {started}, load average {os.getloadavg()}", flush=True)
+            print(_HEADER, flush=True)
+            figures = measure(
+                cluster,
+                args.small,
+                args.large,
+                args.reps,
+                args.pyspy,
+                _ordered(args.workloads),
+                args.pyspy_gil,
+            )
+    finally:
+        purge(out, [*aside, args.base])
     if args.json:
         args.json.write_text(
             json.dumps({"started": started, "figures": [f.__dict__ for f in figures]}, indent=1)

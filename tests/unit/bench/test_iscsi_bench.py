@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.iscsi_bench import Target, job_window, split_services
+from bench.iscsi_bench import ClusterPids, Target, job_window, split_services
 from tests.unit.bench.test_compare import _state_of, _wait
 
 
@@ -78,3 +78,63 @@ def test_keep_daemons_window_stops_nothing() -> None:
             time.sleep(0.05)
             assert _state_of(daemon) != "T"
         assert cpu.serving_s is None and cpu.store_s is None
+
+
+def test_each_window_looks_the_processes_up_again() -> None:
+    """A daemon the supervisor restarted has a new pid: the next job stops that one (and
+    leaves the old pid alone), and counts the new processes' CPU."""
+    with _sleepers(4) as (serving, store, old_daemon, new_daemon):
+        found = [ClusterPids([serving], [store], (old_daemon,))]
+        target = Target("volume", "iscsi://unused", lookup=lambda: found[0])
+        with job_window(target):
+            _wait(lambda: _state_of(old_daemon) == "T")
+            assert _state_of(new_daemon) != "T"
+        found[0] = ClusterPids([serving], [store], (new_daemon,))
+        with job_window(target) as cpu:
+            _wait(lambda: _state_of(new_daemon) == "T")
+            assert _state_of(new_daemon) == "T"
+            assert _state_of(old_daemon) != "T"
+        assert target.paused_pids == (new_daemon,) and target.daemon_pids == (new_daemon,)
+        assert target.pids == [serving] and target.store_pids == [store]
+        assert cpu.serving_s is not None and cpu.store_s is not None
+
+
+def test_daemon_cpu_is_summed_over_the_windows_when_they_keep_running() -> None:
+    busy = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        target = Target(
+            "volume",
+            "iscsi://unused",
+            pause_daemons=False,
+            lookup=lambda: ClusterPids([], [], (busy.pid,)),
+        )
+        seen = [target.daemon_cpu_s]
+        for _ in range(2):
+            with job_window(target):
+                assert _state_of(busy.pid) != "T"
+                time.sleep(0.3)
+            seen.append(target.daemon_cpu_s)
+        assert target.paused_pids == ()
+        assert seen[0] < seen[1] < seen[2]  # a spinning shell: each window adds its share
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_a_failed_lookup_keeps_the_processes_found_before() -> None:
+    with _sleepers(1) as (daemon,):
+        answers: list[ClusterPids | None] = [ClusterPids([], [], (daemon,)), None]
+
+        def lookup() -> ClusterPids:
+            found = answers.pop(0)
+            if found is None:
+                raise subprocess.CalledProcessError(1, ["cairn", "status"])
+            return found
+
+        target = Target("volume", "iscsi://unused", lookup=lookup)
+        with job_window(target):
+            pass
+        with job_window(target):  # `cairn status` failed: the daemon found before is stopped
+            _wait(lambda: _state_of(daemon) == "T")
+            assert _state_of(daemon) == "T"
+        assert target.paused_pids == (daemon,)

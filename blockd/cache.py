@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
@@ -87,6 +88,7 @@ class ChunkCache(JournalCheckpoints):
         self.journal_idle_s = journal_idle_s
         # Volumes whose journal had records, and their running checkpoints.
         self._journaled: dict[str, ChunkStore] = {}
+        self._dropped: weakref.WeakSet[ChunkStore] = weakref.WeakSet()  # see JournalCheckpoints
         self._checkpoints: dict[str, asyncio.Task[None]] = {}
         self._urgent: dict[str, int] = {}
         self.stats = CacheStats()
@@ -578,6 +580,7 @@ class ChunkCache(JournalCheckpoints):
             self._release(e.held)
         self._dirty.pop(chunks.container, None)
         self._journaled.pop(chunks.container, None)
+        self._dropped.add(chunks)
 
     async def stop_background(self) -> None:
         """Cancel the timer, back-pressure flushes and prefetches (dirty data stays)."""

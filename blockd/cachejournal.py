@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -72,6 +73,11 @@ class JournalCheckpoints:
     _waiting_since: float | None
     clock: Clock
     _journaled: dict[str, ChunkStore]  # volumes whose journal had records
+    # Volumes dropped (deleted, lease lost, attach failed), by their ChunkStore: an append in
+    # flight when one went must not register it again (the shutdown's checkpoint would fence
+    # on its released lease: LeaseLost). An attach of the volume (open_journal) clears it, so
+    # a retried attach, even over the same ChunkStore, journals and checkpoints as usual.
+    _dropped: weakref.WeakSet[ChunkStore]
     _checkpoints: dict[str, asyncio.Task[None]]  # their running background checkpoints
     _space_freed: asyncio.Event
     # volume -> checkpoints somebody waits for, queued or running (background ones stop yielding)
@@ -83,8 +89,14 @@ class JournalCheckpoints:
 
     async def _all_flushed(self, work: list[Coroutine[Any, Any, None]]) -> None: ...
 
+    def journal_attached(self, chunks: ChunkStore) -> None:
+        """The volume is being attached (again, perhaps after a drop): its appends count."""
+        self._dropped.discard(chunks)
+
     def journal_appended(self, chunks: ChunkStore) -> None:
         """A record went in: checkpoint once the journal holds more than its budget."""
+        if chunks in self._dropped:
+            return  # the volume was dropped while the record was in flight
         self._journaled[chunks.container] = chunks
         journal = chunks.journal
         if journal is not None and journal.live_bytes > self.journal_bytes_max:
@@ -327,6 +339,7 @@ async def open_journal(cache: ChunkCache, chunks: ChunkStore) -> Journal:
     puts whole chunks). Safe to repeat: a replay cut short leaves the records in place.
     """
     assert chunks.journal is None
+    cache.journal_attached(chunks)
     journal = Journal(
         chunks.store, chunks.account, chunks.container, fence=chunks.fence, clock=cache.clock
     )

@@ -249,3 +249,57 @@ def test_a_chunk_put_after_its_records_is_not_held_back_once_evicted_and_read_ag
         assert cache.journal_pinned_bytes() == 0
 
     asyncio.run(run())
+
+
+def test_a_record_landing_after_its_volume_was_dropped_is_not_checkpointed():
+    """A journal append in flight when the volume is deleted: the cache forgets the volume,
+    and the append finishing later must not register it again (the shutdown's checkpoint
+    would then write to a volume whose lease is gone)."""
+
+    async def run():
+        store = MemoryObjectStore()
+        vol = await _journaled_volume(store)
+        await vol.write(8, pattern(1, 2))
+        await vol.flush()  # one record: the volume's journal is live
+        vol.cache.drop(vol.chunks)  # the volume is deleted
+        vol.cache.journal_appended(vol.chunks)  # a record that was in flight lands
+        puts = store.puts
+        await vol.cache.checkpoint_all(reason="stop")
+        assert store.puts == puts  # nothing written for the dropped volume
+
+    asyncio.run(run())
+
+
+def test_a_volume_attached_again_after_a_drop_journals_and_checkpoints_as_usual():
+    """blockd drops a volume whose attach failed (or whose lease was lost) and attaches it
+    again later, over a new ChunkStore or the same one: its records must count again, or
+    they are never checkpointed and pin cache space until writes stall (CacheFull)."""
+
+    async def run():
+        store = MemoryObjectStore()
+        vol = await _journaled_volume(store)
+        vol.cache.drop(vol.chunks)  # as a failed replay's attach does
+        vol.chunks.journal = None
+        await attach_journal(vol)  # the retried attach, same ChunkStore
+        await vol.write(8, pattern(1, 2))
+        await vol.flush()  # one record
+        assert vol.cache.journal_pinned_bytes() > 0
+        puts = store.puts
+        await vol.cache.checkpoint_all(reason="stop")
+        assert store.puts > puts  # the record was merged into its chunk
+        assert vol.cache.journal_pinned_bytes() == 0
+
+        # a new ChunkStore for the same volume (blockd's retried attach) also counts
+        again = make_volume(store, size_bytes=SIZE, chunk_bytes=CHUNK, cache=vol.cache)
+        vol.cache.drop(vol.chunks)
+        await attach_journal(again)
+        await again.write(8, pattern(2, 2))
+        await again.flush()
+        await again.cache.checkpoint_all(reason="stop")
+        assert again.cache.journal_pinned_bytes() == 0
+        vol.cache.journal_appended(vol.chunks)  # a late record of the dropped one: ignored
+        puts = store.puts
+        await again.cache.checkpoint_all(reason="stop")
+        assert store.puts == puts
+
+    asyncio.run(run())

@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any
 
+from blockd.cachebackground import CacheBackground
 from blockd.cacheentry import ENTRY_BYTES, CacheStats, Entry, apply_write, write_page, zeros
 from blockd.cachejournal import JournalCheckpoints, journal_flush, wants_journal
 from blockd.chunkstore import ChunkStore
@@ -60,7 +61,7 @@ class CacheFull(Exception):
 _Key = tuple[str, int]
 
 
-class ChunkCache(JournalCheckpoints):
+class ChunkCache(JournalCheckpoints, CacheBackground):
     def __init__(
         self,
         bytes_max: int,
@@ -520,57 +521,7 @@ class ChunkCache(JournalCheckpoints):
                 self._space_freed.set()
         return body
 
-    def start_timer(self, interval_s: float) -> None:
-        """Flush everything every `interval_s` (uses the injected clock's sleep), and
-        checkpoint journals idle for `journal_idle_s`."""
-        if self._timer_task is None:
-            self._timer_task = asyncio.create_task(self._timer(interval_s))
-
-    async def _timer(self, interval_s: float) -> None:
-        while True:
-            await self.clock.sleep(interval_s)
-            try:
-                await self.flush()
-                self.start_idle_checkpoints(self.journal_idle_s)
-            except Exception as e:
-                log.warning("timed flush failed", extra={"fields": {"error": repr(e)}})
-
-    # ---- prefetch and lifetime -----------------------------------------------------------
-
-    def prefetch(self, chunks: ChunkStore, idxs: Iterable[int]) -> None:
-        """Load chunks in the background if there is room without waiting; never blocks."""
-        for idx in idxs:
-            if len(self._prefetch_tasks) >= self.prefetch_inflight_max:
-                return
-            key = (chunks.container, idx)
-            room = ENTRY_BYTES + chunks.chunk_len(idx)
-            if key in self._entries or not self._evict_for(room):
-                continue
-            self._used_bytes += room
-            e = Entry(chunks, idx)
-            self._entries[key] = e
-            self._clean[key] = None
-            e.pins += 1
-            task = asyncio.create_task(self._prefetch_one(e, room))
-            self._prefetch_tasks.add(task)
-            task.add_done_callback(self._prefetch_tasks.discard)
-
-    async def _prefetch_one(self, e: Entry, room: int) -> None:
-        share = ENTRY_BYTES  # of `room`: the entry, and what this load adds to it
-        try:
-            async with e.lock:
-                before = e.held
-                try:
-                    if not e.loaded:
-                        await self._load(e)
-                        self.stats.prefetches += 1
-                finally:
-                    share += e.held - before
-        except Exception as err:  # a failed prefetch is only a missed optimisation
-            log.debug("prefetch failed", extra={"fields": {"error": repr(err)}})
-        finally:
-            self._release(room - share)
-            self._unpin(e)
+    # ---- lifetime ------------------------------------------------------------------------
 
     def drop(self, chunks: ChunkStore) -> None:
         """Forget a volume's entries, dirty or not (the volume is being deleted)."""
@@ -581,19 +532,6 @@ class ChunkCache(JournalCheckpoints):
         self._dirty.pop(chunks.container, None)
         self._journaled.pop(chunks.container, None)
         self._dropped.add(chunks)
-
-    async def stop_background(self) -> None:
-        """Cancel the timer, back-pressure flushes and prefetches (dirty data stays)."""
-        tasks = [t for t in (self._timer_task, self._kick_task) if t is not None]
-        tasks += list(self._prefetch_tasks) + list(self._checkpoints.values())
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._timer_task = None
-        self._kick_task = None
-        self._checkpoints.clear()
 
     async def close(self) -> None:
         """Stop background work, then flush everything and checkpoint the journals (raises if

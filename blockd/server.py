@@ -29,6 +29,7 @@ from common.clock import Clock, SystemClock
 from common.config import ConfigError
 from common.deploy import BlockConfig, DeploymentConfig, load_deployment
 from common.log import get_logger, setup_logging
+from common.malloctune import tune_malloc
 
 __all__ = [
     "BlockService",
@@ -188,6 +189,7 @@ async def _run(args: argparse.Namespace, authenticate: Authenticate | None) -> i
 def main(argv: list[str] | None = None, authenticate: Authenticate | None = None) -> int:
     """Run blockd until SIGTERM; `authenticate` maps request headers to a project (or None)."""
     args = _parser().parse_args(argv)
+    tune_malloc()  # chunk bodies are 1 MiB buffers (common/malloctune.py)
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(_run(args, authenticate))

@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from common.leanserver import FastLane, FastRequest, FastRoute, Reply
 from common.log import AccessLog, flush_logs, get_logger, new_trans_id, request_id, setup_logging
+from common.malloctune import tune_malloc
 
 __all__ = [
     "AUTO_DECOMPRESS",
@@ -288,11 +289,15 @@ def serve(
     `ready` is called with the bound port once the socket listens (port 0 picks one).
     """
     setup_logging(service, log_level, log_format)
+    tuned = tune_malloc()  # before any body buffer is allocated (common/malloctune.py)
     sock = bind_socket(host, port)
     bound = sock.getsockname()[1]
     if ready is not None:
         ready(bound)
-    log.info("listening", extra={"fields": {"host": host, "port": bound, "workers": workers}})
+    log.info(
+        "listening",
+        extra={"fields": {"host": host, "port": bound, "workers": workers, "malloc": tuned}},
+    )
     if workers <= 1:
         _run_worker(app_factory, sock, shutdown_s)
         return

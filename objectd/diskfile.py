@@ -43,6 +43,7 @@ from objectd.pagecache import (
     KEEP_CACHE_BYTES_MAX,
     WRITEBACK_BYTES_MIN,
     DropBehind,
+    drop_read,
     drop_written,
     start_writeback,
 )
@@ -346,7 +347,9 @@ class _RealReader:
         assert offset >= 0 and count > 0 and offset + count <= md.content_length
         return offset // md.block_bytes, (offset + count - 1) // md.block_bytes
 
-    def _read_blocks(self, first: int, last: int) -> bytes:
+    def _read_blocks(self, first: int, last: int, *, drop: bool = False) -> bytes:
+        """The blocks' bytes, verified; `drop`: then let a large range leave the page cache
+        (objectd/pagecache.py drop_read)."""
         md = self.info.data
         start = first * md.block_bytes
         end = min((last + 1) * md.block_bytes, md.content_length)
@@ -354,6 +357,8 @@ class _RealReader:
             if self._fd < 0:
                 raise OSError(errno.EBADF, "reader already closed")
             buf = os.pread(self._fd, end - start, start)
+            if drop:
+                drop_read(self._fd, start, end - start)
         for i in range(first, last + 1):
             lo = (i - first) * md.block_bytes
             block = memoryview(buf)[lo : lo + md.block_bytes]
@@ -373,8 +378,10 @@ class _RealReader:
         self._read_blocks(first, last)
 
     def read(self, offset: int, count: int) -> bytes:
+        """The range's bytes, verified. Not for `verify` (sendfile sends from the page cache
+        what verify read, so that path keeps its pages)."""
         first, last = self._blocks(offset, count)
-        buf = self._read_blocks(first, last)
+        buf = self._read_blocks(first, last, drop=True)
         lo = offset - first * self.info.data.block_bytes
         return buf[lo : lo + count]
 

@@ -8,14 +8,24 @@ that, exactly as before):
 - `drop_written`: wait for a range's writeback and drop its pages from the page cache
   (sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER), then posix_fadvise(DONTNEED)).
 
-Large bodies are dropped behind the write front (`DropBehind`) and, after the fsync, as a
-whole; bodies up to `KEEP_CACHE_BYTES_MAX` stay cached, as they are the ones read back soon
-and often. Why: on a storage node whose memory is full of page cache (every node after a
-while), each page of a new body can only be had by reclaiming another one; measured on the
-all-in-one, a 256 MiB PUT cost the object servers ~1.15 s of system CPU with the cache full
-against ~0.45 s with memory free (docs/performance.md, "Session 5"). Dropping what was just
-written keeps free pages coming back for the next body, and memory for what is worth caching
-(inodes, directories, small objects). Swift's object server drops what it writes likewise.
+Large bodies are dropped behind the write front (`DropBehind`), and every body over
+`KEEP_CACHE_BYTES_MAX` (256 KiB) as a whole after the fsync, as Swift's object server drops
+every body it writes. Smaller bodies stay cached: they are the ones read back soon and often,
+and cost little memory. Why drop at all, since a page of a new body must come from somewhere:
+
+- On a node whose memory is full of page cache (every node after a while), each page of a
+  new body can only be had by reclaiming another one: a 256 MiB PUT cost the object servers
+  ~1.15 s of system CPU with the cache full against ~0.45 s with memory free
+  (docs/performance.md, "Session 5").
+- On a virtual machine that reports free memory back to its host (virtio-balloon free page
+  reporting, as on this project's build machines), a page the page cache takes from free
+  memory costs a host fault: writing 1 MiB files that stay cached cost 1.0-2.7 ms of system
+  CPU per file, 0.47 ms when each was dropped after its fsync (docs/performance.md,
+  "Session 10"); a 1 MiB PUT's object servers 12.5-13.2 ms of system CPU against 5.9-7.1.
+
+Dropping what was just written (its pages are clean after the fsync) hands the same pages to
+the next body, and keeps memory for what is worth caching (inodes, directories, small
+objects). A read soon after a large write then comes from the disk.
 """
 
 from __future__ import annotations
@@ -31,12 +41,15 @@ __all__ = [
     "KEEP_CACHE_BYTES_MAX",
     "WRITEBACK_BYTES_MIN",
     "DropBehind",
+    "drop_read",
     "drop_written",
     "start_writeback",
 ]
 
-# Bodies up to this size keep their pages (Swift's keep_cache_size default is the same 5 MiB).
-KEEP_CACHE_BYTES_MAX = 5 * 1024 * 1024
+# Bodies up to this size keep their pages; larger ones are dropped once fsynced (Swift's
+# object server drops every body it writes). Was 5 MiB (Swift's keep_cache_size, which is a
+# GET setting) until session 10: see the module docstring.
+KEEP_CACHE_BYTES_MAX = 256 * 1024
 # Pages are dropped this far behind the write front (their writeback has had time to finish,
 # so waiting for it rarely waits), in steps of at least DROP_STEP_BYTES.
 DROP_LAG_BYTES = 8 * 1024 * 1024
@@ -92,6 +105,18 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
     """Start writing back `nbytes` at `offset` (a failure only loses the head start)."""
     if _sync_file_range is not None and nbytes >= WRITEBACK_BYTES_MIN:
         _sync_file_range(fd, offset, nbytes, _SYNC_FILE_RANGE_WRITE)
+
+
+def drop_read(fd: int, offset: int, nbytes: int) -> None:
+    """A range just read leaves the page cache when over KEEP_CACHE_BYTES_MAX, so the next
+    large read reuses its pages (on a VM reporting free memory to its host, pages the cache
+    takes from free memory cost a host fault each: a 1 MiB chunk read cost the object server
+    ~4 ms of CPU against ~2 ms with this, docs/performance.md "Session 10"). Swift's object
+    server drops what it reads of an object over its keep_cache_size likewise. Smaller
+    ranges (small objects, small ranges of large ones) stay cached."""
+    if nbytes > KEEP_CACHE_BYTES_MAX and _DONTNEED is not None:
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, offset, nbytes, _DONTNEED)
 
 
 def drop_written(fd: int, offset: int, nbytes: int) -> None:

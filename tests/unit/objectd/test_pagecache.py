@@ -21,6 +21,7 @@ from objectd.pagecache import (
     DropBehind,
     drop_written,
 )
+from objectd.wholewrite import MID_BODY_BYTES_MAX, write_whole_data
 
 MIB = 1024 * 1024
 HASH = "0123456789abcdef0123456789abcdef"
@@ -81,7 +82,9 @@ def test_drop_written_evicts_a_written_range(tmp_path: Path) -> None:
     assert _resident_pages(path) == 0
 
 
-@pytest.mark.parametrize(("size", "kept"), [(1 * MIB, True), (24 * MIB, False)])
+@pytest.mark.parametrize(
+    ("size", "kept"), [(KEEP_CACHE_BYTES_MAX, True), (1 * MIB, False), (24 * MIB, False)]
+)
 def test_a_large_body_leaves_the_cache_a_small_one_stays(
     tmp_path: Path, size: int, kept: bool
 ) -> None:
@@ -89,7 +92,7 @@ def test_a_large_body_leaves_the_cache_a_small_one_stays(
     df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
     body = os.urandom(size)
     w = df.writer(size, 0)
-    for i in range(0, size, MIB):
+    for i in range(0, size, MIB):  # a 256 KiB body is one short piece
         w.write(body[i : i + MIB])
     w.commit(ObjectMetadata(kind="data", name="/a/c/o", timestamp=Timestamp(1)))
     (data,) = [p for p in df.hash_dir.iterdir() if p.suffix == ".data"]
@@ -102,5 +105,57 @@ def test_a_large_body_leaves_the_cache_a_small_one_stays(
     assert not isinstance(r, Deleted | Missing)
     try:
         assert r.read(0, size) == body
+    finally:
+        r.close()
+
+
+def _whole_written(tmp_path: Path, size: int) -> tuple[RealDiskFile, bytes, Path]:
+    """A random body of `size` bytes stored by the lane's one-step writer, and its .data."""
+    (tmp_path / "sda").mkdir()
+    df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
+    body = os.urandom(size)
+    md = ObjectMetadata(kind="data", name="/a/c/o", timestamp=Timestamp(1))
+    assert write_whole_data(df, body, md, 0, lambda: False, cleanup=False)
+    (data,) = [p for p in df.hash_dir.iterdir() if p.suffix == ".data"]
+    return df, body, data
+
+
+@pytest.mark.parametrize(
+    ("size", "kept"), [(64 * 1024, True), (KEEP_CACHE_BYTES_MAX, True), (MID_BODY_BYTES_MAX, False)]
+)
+def test_a_whole_body_write_drops_a_large_body_once_durable(
+    tmp_path: Path, size: int, kept: bool
+) -> None:
+    """The lane's one-step writer (objectd/wholewrite.py: every blockd chunk) as the streamed
+    one: a body over KEEP_CACHE_BYTES_MAX leaves the page cache after its fsync."""
+    df, body, data = _whole_written(tmp_path, size)
+    resident = _resident_pages(data)
+    if kept:
+        assert resident * mmap.PAGESIZE >= size
+    else:
+        assert resident == 0
+    r = df.open()
+    assert not isinstance(r, Deleted | Missing)
+    try:
+        assert r.read(0, size) == body
+    finally:
+        r.close()
+
+
+def test_a_large_read_leaves_the_cache_verify_and_small_reads_keep_it(tmp_path: Path) -> None:
+    """read() of a range over KEEP_CACHE_BYTES_MAX drops it once read; verify (sendfile sends
+    what it read from the page cache) and small ranges keep their pages."""
+    df, body, data = _whole_written(tmp_path, MIB)
+    assert _resident_pages(data) == 0  # dropped once written
+    r = df.open()
+    assert not isinstance(r, Deleted | Missing)
+    try:
+        assert r.read(0, 64 * 1024) == body[: 64 * 1024]
+        small = _resident_pages(data)
+        assert small * mmap.PAGESIZE >= 64 * 1024  # a small range stays
+        r.verify(0, MIB)
+        assert _resident_pages(data) * mmap.PAGESIZE >= MIB  # verify keeps what it read
+        assert r.read(0, MIB) == body
+        assert _resident_pages(data) * mmap.PAGESIZE < 64 * 1024  # the large read went
     finally:
         r.close()

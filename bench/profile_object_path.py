@@ -1,4 +1,4 @@
-"""Server CPU seconds per request on cairn's object path (4 KiB and 256 MiB PUT/GET).
+"""Server CPU seconds per request on cairn's object path (4 KiB, 1 MiB and 256 MiB PUT/GET).
 
 Starts a cairn all-in-one (`bench.cairnref.running_cairn`: 2 nodes x 2 devices, 3 replicas,
 proxy workers = cores), then runs each workload a fixed number of requests at a time and
@@ -95,15 +95,20 @@ def _make_container(target: SwiftTarget, name: str) -> None:
         time.sleep(_CONTAINER_RETRY_S)
 
 
+# Object bytes and connections per size (as `cairn bench compare` runs them: 16 and 4
+# connections there; fewer here, where the CPU per request is the figure).
+_SIZES = {"4k": (4096, 8), "1m": (MIB, 4), "256m": (256 * MIB, 1)}
+
+
 def _spec(workload: str, container: str, count: int, pool: int, put_start: int) -> LoadSpec:
     op, size = workload[:3], workload[3:]
-    object_bytes = 4096 if size == "4k" else 256 * MIB
+    object_bytes, concurrency = _SIZES[size]
     return LoadSpec(
         workload=workload,
         container=container,
         mix={op: 1.0},
         object_bytes=object_bytes,
-        concurrency=8 if size == "4k" else 1,
+        concurrency=concurrency,
         count=count,
         pool=pool,
         put_start=put_start,
@@ -223,12 +228,13 @@ def measure(
     pyspy: Path | None,
     workloads: tuple[str, ...] = ("put4k", "get4k", "put256m", "get256m"),
     pyspy_gil: bool = False,
+    mid: int = 100,
 ) -> list[Figure]:
     target = swift_auth(cluster.auth_url, ADMIN_USER, ADMIN_KEY)
     probe = TreeCPU(list(cluster.server_pids))
     figures = []
     for workload in workloads:
-        count = small if workload.endswith("4k") else large
+        count = small if workload.endswith("4k") else mid if workload.endswith("1m") else large
         cpu, thr, mbs, errors = [], [], [], 0
         for rep in range(reps):
             container = f"prof-{workload[3:]}-{rep}"
@@ -259,7 +265,7 @@ def measure(
     return figures
 
 
-_KNOWN = ("put4k", "get4k", "put256m", "get256m")
+_KNOWN = ("put4k", "get4k", "put1m", "get1m", "put256m", "get256m")
 
 
 def _ordered(spec: str) -> tuple[str, ...]:
@@ -268,7 +274,7 @@ def _ordered(spec: str) -> tuple[str, ...]:
     unknown = chosen - set(_KNOWN)
     if unknown:
         raise SystemExit(f"unknown workloads {sorted(unknown)}; choose from {', '.join(_KNOWN)}")
-    for size in ("4k", "256m"):
+    for size in _SIZES:
         if f"get{size}" in chosen:
             chosen.add(f"put{size}")
     return tuple(w for w in _KNOWN if w in chosen)
@@ -277,6 +283,7 @@ def _ordered(spec: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--small", type=int, default=400, help="4 KiB requests per repetition")
+    ap.add_argument("--mid", type=int, default=100, help="1 MiB requests per repetition")
     ap.add_argument("--large", type=int, default=1, help="256 MiB requests per repetition")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="proxy workers")
@@ -309,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.pyspy,
                 _ordered(args.workloads),
                 args.pyspy_gil,
+                args.mid,
             )
     finally:
         purge(out, [*aside, args.base])

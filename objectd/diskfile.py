@@ -129,7 +129,7 @@ class ObjectReader(Protocol):
 
     def fileno(self) -> int: ...
     def verify(self, offset: int, count: int) -> None: ...
-    def read(self, offset: int, count: int) -> bytes: ...
+    def read(self, offset: int, count: int, *, drop: bool = False) -> bytes: ...
     def close(self) -> None: ...
 
 
@@ -377,11 +377,11 @@ class _RealReader:
         first, last = self._blocks(offset, count)
         self._read_blocks(first, last)
 
-    def read(self, offset: int, count: int) -> bytes:
-        """The range's bytes, verified. Not for `verify` (sendfile sends from the page cache
-        what verify read, so that path keeps its pages)."""
+    def read(self, offset: int, count: int, *, drop: bool = False) -> bytes:
+        """The range's bytes, verified; `drop`: a range over KEEP_CACHE_BYTES_MAX then leaves
+        the page cache (objectd/pagecache.py drop_read)."""
         first, last = self._blocks(offset, count)
-        buf = self._read_blocks(first, last, drop=True)
+        buf = self._read_blocks(first, last, drop=drop)
         lo = offset - first * self.info.data.block_bytes
         return buf[lo : lo + count]
 

@@ -108,12 +108,14 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
 
 
 def drop_read(fd: int, offset: int, nbytes: int) -> None:
-    """A range just read leaves the page cache when over KEEP_CACHE_BYTES_MAX, so the next
-    large read reuses its pages (on a VM reporting free memory to its host, pages the cache
-    takes from free memory cost a host fault each: a 1 MiB chunk read cost the object server
-    ~4 ms of CPU against ~2 ms with this, docs/performance.md "Session 10"). Swift's object
-    server drops what it reads of an object over its keep_cache_size likewise. Smaller
-    ranges (small objects, small ranges of large ones) stay cached."""
+    """A range just read leaves the page cache when over KEEP_CACHE_BYTES_MAX. Used for an
+    object read whole in one step (at most 1 MiB: every blockd chunk), which was dropped when
+    written too: without it, reading such objects back took fresh pages from free memory
+    (a host fault each on a VM reporting free memory: blockd's 1 MiB read job fell from
+    541-587 to 304-397 MB/s once chunk writes were dropped; with it 517-603, docs/performance.md
+    "Session 10"). Streamed ranges of larger objects keep their pages: dropping them too made
+    every repeated 256 MiB GET read the disk (359 against ~800 MB/s in `cairn bench
+    compare`)."""
     if nbytes > KEEP_CACHE_BYTES_MAX and _DONTNEED is not None:
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, offset, nbytes, _DONTNEED)

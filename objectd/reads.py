@@ -151,7 +151,9 @@ def check_and_open(
     st: ServerState, device: str, df: DiskFile, want_body: bool, whole_bytes_max: int
 ) -> ObjectReader | Loaded | Corrupt | Deleted | Missing:
     """Device check and open in one pool step (blocking); an object of at most
-    `whole_bytes_max` is also read whole (for a GET), verified and closed in the same step."""
+    `whole_bytes_max` is also read whole (for a GET), verified and closed in the same step.
+    Such a whole read of over 256 KiB leaves the page cache (objectd/pagecache.py drop_read:
+    the object was dropped when written too); streamed ranges of larger objects keep theirs."""
     st.devices.check(device)
     opened = df.open()
     if isinstance(opened, (Deleted, Missing)):
@@ -160,7 +162,7 @@ def check_and_open(
     if length > min(whole_bytes_max, st.conf.read_chunk_bytes):
         return opened
     try:
-        body = opened.read(0, length) if want_body and length else b""
+        body = opened.read(0, length, drop=True) if want_body and length else b""
     except ChecksumMismatch as e:  # the reader quarantined the object
         return Corrupt(str(e))
     finally:

@@ -7,6 +7,7 @@ import ctypes
 import mmap
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -21,6 +22,7 @@ from objectd.pagecache import (
     DropBehind,
     drop_written,
 )
+from objectd.reads import Loaded, check_and_open
 from objectd.wholewrite import MID_BODY_BYTES_MAX, write_whole_data
 
 MIB = 1024 * 1024
@@ -142,20 +144,36 @@ def test_a_whole_body_write_drops_a_large_body_once_durable(
         r.close()
 
 
-def test_a_large_read_leaves_the_cache_verify_and_small_reads_keep_it(tmp_path: Path) -> None:
-    """read() of a range over KEEP_CACHE_BYTES_MAX drops it once read; verify (sendfile sends
-    what it read from the page cache) and small ranges keep their pages."""
+def test_a_large_read_asked_to_drop_leaves_the_cache_others_keep_it(tmp_path: Path) -> None:
+    """read(drop=True) of a range over KEEP_CACHE_BYTES_MAX drops it once read; a plain read
+    (streamed ranges), verify (sendfile sends what it read from the page cache) and small
+    ranges keep their pages."""
     df, body, data = _whole_written(tmp_path, MIB)
     assert _resident_pages(data) == 0  # dropped once written
     r = df.open()
     assert not isinstance(r, Deleted | Missing)
     try:
-        assert r.read(0, 64 * 1024) == body[: 64 * 1024]
+        assert r.read(0, 64 * 1024, drop=True) == body[: 64 * 1024]
         small = _resident_pages(data)
         assert small * mmap.PAGESIZE >= 64 * 1024  # a small range stays
         r.verify(0, MIB)
         assert _resident_pages(data) * mmap.PAGESIZE >= MIB  # verify keeps what it read
-        assert r.read(0, MIB) == body
+        assert r.read(0, MIB, drop=True) == body
         assert _resident_pages(data) * mmap.PAGESIZE < 64 * 1024  # the large read went
+        assert r.read(0, MIB) == body
+        assert _resident_pages(data) * mmap.PAGESIZE >= MIB  # a plain read keeps them
     finally:
         r.close()
+
+
+def test_a_whole_object_read_in_one_step_leaves_the_cache(tmp_path: Path) -> None:
+    """check_and_open reads an object of at most read_chunk_bytes whole (the lane's GET of a
+    blockd chunk) and drops it; the object was dropped when written, so no read keeps it."""
+    df, body, data = _whole_written(tmp_path, MIB)
+    st = SimpleNamespace(
+        devices=SimpleNamespace(check=lambda _device: None),
+        conf=SimpleNamespace(read_chunk_bytes=MIB),
+    )
+    loaded = check_and_open(st, "sda", df, True, MIB)  # type: ignore[arg-type]
+    assert isinstance(loaded, Loaded) and loaded.body == body
+    assert _resident_pages(data) * mmap.PAGESIZE < 64 * 1024  # the footer's page may stay

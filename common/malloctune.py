@@ -42,9 +42,10 @@ _SETTINGS = (
 )
 
 
-def chosen_settings(environ: Mapping[str, str]) -> list[tuple[int, int]]:
-    """The (mallopt parameter, value) pairs to set: those the environment does not set."""
-    return [(param, value) for env, param, value in _SETTINGS if env not in environ]
+def chosen_settings(environ: Mapping[str, str]) -> list[tuple[str, int, int]]:
+    """The (environment variable, mallopt parameter, value) settings to make: those the
+    environment does not set."""
+    return [setting for setting in _SETTINGS if setting[0] not in environ]
 
 
 def tune_malloc(environ: Mapping[str, str] | None = None) -> dict[str, int]:
@@ -59,9 +60,6 @@ def tune_malloc(environ: Mapping[str, str] | None = None) -> dict[str, int]:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     env = os.environ if environ is None else environ
-    names = {param: name for name, param, _ in _SETTINGS}
-    done = {}
-    for param, value in chosen_settings(env):
-        if mallopt(param, value) == 1:
-            done[names[param]] = value
-    return done
+    return {
+        name: value for name, param, value in chosen_settings(env) if mallopt(param, value) == 1
+    }

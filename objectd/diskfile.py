@@ -40,10 +40,10 @@ from objectd.layout import (
     suffix_invalidated,
 )
 from objectd.pagecache import (
-    KEEP_CACHE_BYTES_MAX,
     WRITEBACK_BYTES_MIN,
     DropBehind,
     drop_read,
+    drop_synced,
     drop_written,
     start_writeback,
 )
@@ -516,8 +516,7 @@ class _RealWriter:
             writev_all(self._fd, [memoryview(encode_footer(md))])
             os.ftruncate(self._fd, os.lseek(self._fd, 0, os.SEEK_CUR))  # drop fallocate excess
             os.fsync(self._fd)
-            if self.bytes_written > KEEP_CACHE_BYTES_MAX:
-                drop_written(self._fd, 0, 0)  # all clean now: dropping waits for nothing
+            drop_synced(self._fd, self.bytes_written)
             os.close(self._fd)
             self._fd = -1
             self._df._commit_file(self.tmp, f"{md.timestamp.internal}.data")

@@ -42,6 +42,7 @@ __all__ = [
     "WRITEBACK_BYTES_MIN",
     "DropBehind",
     "drop_read",
+    "drop_synced",
     "drop_written",
     "start_writeback",
 ]
@@ -116,7 +117,22 @@ def drop_read(fd: int, offset: int, nbytes: int) -> None:
     "Session 10"). Streamed ranges of larger objects keep their pages: dropping them too made
     every repeated 256 MiB GET read the disk (359 against ~800 MB/s in `cairn bench
     compare`)."""
-    if nbytes > KEEP_CACHE_BYTES_MAX and _DONTNEED is not None:
+    if nbytes > KEEP_CACHE_BYTES_MAX:
+        _dont_need(fd, offset, nbytes)
+
+
+def drop_synced(fd: int, size: int) -> None:
+    """After a body's fsync: a body over KEEP_CACHE_BYTES_MAX leaves the page cache (its pages
+    are clean, so nothing is waited for). The one place both writers (the streamed one and
+    the lane's one-step one) take this decision."""
+    if size > KEEP_CACHE_BYTES_MAX:
+        _dont_need(fd, 0, 0)
+
+
+def _dont_need(fd: int, offset: int, nbytes: int) -> None:
+    """Drop the range's clean pages (`nbytes` 0: to the end of the file); errors only leave
+    pages cached."""
+    if _DONTNEED is not None:
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, offset, nbytes, _DONTNEED)
 
@@ -127,6 +143,4 @@ def drop_written(fd: int, offset: int, nbytes: int) -> None:
     reports any write error, and a page that stays cached is only memory."""
     if _sync_file_range is not None:
         _sync_file_range(fd, offset, nbytes, _WAIT_WRITE_WAIT)
-    if _DONTNEED is not None:
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, offset, nbytes, _DONTNEED)
+    _dont_need(fd, offset, nbytes)

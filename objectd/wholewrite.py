@@ -34,7 +34,7 @@ import xxhash
 
 from objectd.diskfile import Buffer, DiskFull, RealDiskFile, writev_all
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
-from objectd.pagecache import KEEP_CACHE_BYTES_MAX, drop_written
+from objectd.pagecache import drop_synced
 from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, commit_tmp, create_tmp
 
 __all__ = [
@@ -131,8 +131,7 @@ def write_whole_data(
         try:
             _write_all(fd, [*parts, memoryview(footer)])
             os.fsync(fd)
-            if size > KEEP_CACHE_BYTES_MAX:
-                drop_written(fd, 0, 0)  # all clean after the fsync (objectd/pagecache.py)
+            drop_synced(fd, size)
         finally:
             os.close(fd)
     except BaseException:

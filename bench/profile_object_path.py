@@ -292,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pyspy", type=Path, default=None)
     ap.add_argument("--pyspy-gil", action="store_true", help="sample only the GIL holder")
     ap.add_argument("--workloads", default="put4k,get4k,put256m,get256m")
+    ap.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="leave this run's cluster set aside instead of deleting it (A/B runs in a row:"
+        " no deletion slows the next run's PUTs, bench/fsquiet.py); delete it yourself later",
+    )
     args = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     # The last run's cluster is deleted after measuring, never right before (bench/fsquiet.py).
@@ -319,7 +325,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.mid,
             )
     finally:
-        purge(out, [*aside, args.base])
+        if args.keep_data:
+            set_aside(out, (args.base.name,))
+        else:
+            purge(out, [*aside, args.base])
     if args.json:
         args.json.write_text(
             json.dumps({"started": started, "figures": [f.__dict__ for f in figures]}, indent=1)

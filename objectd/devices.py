@@ -22,6 +22,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# After a step on a device times out, its work stays wholly in the pool for this long.
+SICK_S = 300.0
+
+
 class DeviceUnavailable(Exception):
     """The device is not there (not mounted / directory missing): 507."""
 
@@ -31,7 +35,8 @@ class DeviceBusy(Exception):
 
 
 class Devices:
-    """Per-device thread pools (blocking disk I/O never runs on the event loop) and DiskFiles."""
+    """Per-device thread pools and DiskFiles. Waits for the disk (fsync, large writes) never run
+    on the event loop; calls that only touch memory may (objectd/splitwrite.py)."""
 
     def __init__(
         self,
@@ -58,6 +63,7 @@ class Devices:
         self._ops_queued_max = ops_queued_max
         self._disk_timeout_s = disk_timeout_s
         self._inflight: dict[str, int] = {}
+        self._timed_out: dict[str, float] = {}  # device -> loop time of its last step timeout
         self._on_quarantine = on_quarantine
         # Tests only: every DiskFile made is a FaultyDiskFile following this plan.
         self.fault_plan = fault_plan
@@ -109,9 +115,47 @@ class Devices:
             fut = loop.run_in_executor(self._pool(device), functools.partial(fn, *args, **kwargs))
             return await asyncio.wait_for(fut, self._disk_timeout_s)
         except TimeoutError:
+            self._timed_out[device] = loop.time()
             raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
         finally:
             self._inflight[device] -= 1
+
+    async def run_owned(
+        self,
+        device: str,
+        release: Callable[[], None],
+        fn: Callable[P, R],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """`run`, for a step that uses what its caller holds (open descriptors, a temp file):
+        if it raises, times out or is cancelled, `release` is called exactly once, when the
+        step is over (at once when it already is; else by the thread that ends it), so
+        nothing is closed under a step still running. Not called when `fn` returns."""
+        inflight = self._inflight.get(device, 0)
+        if inflight >= self._ops_queued_max:
+            release()
+            raise DeviceBusy(f"device {device} has {inflight} operations queued")
+        self._inflight[device] = inflight + 1
+        loop = asyncio.get_running_loop()
+        done = self._pool(device).submit(functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(done), self._disk_timeout_s)
+        except BaseException as e:
+            done.add_done_callback(lambda _f: release())
+            if isinstance(e, TimeoutError):
+                self._timed_out[device] = loop.time()
+                raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
+            raise
+        finally:
+            self._inflight[device] -= 1
+
+    def healthy(self, device: str) -> bool:
+        """True unless a step on `device` timed out in the last SICK_S seconds (callers then
+        keep every system call of their work in the pool, where a hung disk costs one
+        request a 503 instead of stalling the event loop; objectd/splitwrite.py)."""
+        at = self._timed_out.get(device)
+        return at is None or asyncio.get_running_loop().time() - at > SICK_S
 
     def usable_devices(self) -> list[str]:
         """Devices present under devices_dir (blocking)."""

@@ -33,7 +33,7 @@ from objectd.conf import ServerState
 from objectd.container_update import TargetParseError, parse_targets
 from objectd.devices import DeviceBusy, DeviceUnavailable
 from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
-from objectd.fileformat import EtagAlg, ObjectMetadata
+from objectd.fileformat import EtagAlg, ObjectMetadata, encode_footer
 from objectd.headers import persisted_from_request
 from objectd.putbody import check_trailer, status, trailed_body_length
 from objectd.request import (
@@ -45,7 +45,9 @@ from objectd.request import (
     parse_timestamp,
 )
 from objectd.smallput import SMALL_BODY_BYTES_MAX, GaveUp
-from objectd.wholewrite import MID_BODY_BYTES_MAX, write_whole_data
+from objectd.smallwrite import check_space, create_tmp
+from objectd.splitwrite import Commit, commit_split, remove_obsolete
+from objectd.wholewrite import MID_BODY_BYTES_MAX, whole_metadata, write_parts, write_whole_data
 from objectd.writecore import acknowledge, refusal
 
 __all__ = ["MID_BODY_BYTES_MAX", "mid_put_route", "put_mid", "store_whole_step"]
@@ -132,20 +134,17 @@ async def store_whole(
         content_type=ctype,
         headers=persisted_from_request(headers),
     )
+    if_none_match = headers.get("If-None-Match") == "*"
+    header_etag = headers.get("ETag", "").strip().strip('"').lower()
+    checks = (ts, if_none_match, request_body, body_len, header_etag, md)
+    if isinstance(df, RealDiskFile) and st.devices.healthy(path.device):
+        split = await store_whole_split(st, path.device, df, *checks)
+        if isinstance(split, web.Response):
+            return split
+        etag, size = split
+        return await acknowledge(headers, st, path, df.hash_hex, ts, ctype, etag, size, targets)
     gave_up = GaveUp()
-    step = functools.partial(
-        store_whole_step,
-        st,
-        path.device,
-        df,
-        ts,
-        headers.get("If-None-Match") == "*",
-        request_body,
-        body_len,
-        headers.get("ETag", "").strip().strip('"').lower(),
-        md,
-        gave_up,
-    )
+    step = functools.partial(store_whole_step, st, path.device, df, *checks, gave_up)
     try:
         stored = await st.devices.run(path.device, step)
     except (DeviceUnavailable, DiskFull) as e:
@@ -237,6 +236,52 @@ def store_whole_step(
     if not write_whole_data(df, body, md, reserve, gave_up, cleanup=cleanup):
         return status(503, "gave up waiting for the disk")
     return etag, sum(len(p) for p in body)
+
+
+async def store_whole_split(
+    st: ServerState,
+    device: str,
+    df: RealDiskFile,
+    ts: Timestamp,
+    if_none_match: bool,
+    request_body: Parts,
+    body_len: int | None,
+    header_etag: str,
+    md: ObjectMetadata,
+) -> tuple[str, int] | web.Response:
+    """`store_whole_step` for a real disk file with its commit split between the event loop
+    and the pool (objectd/splitwrite.py): the device check, lookup and refusals (409, 412)
+    and the temp file's creation on the loop; the body's checks (400, 422), its write and
+    the durable commit in one pool step."""
+    st.devices.check(device)
+    found = df.lookup()
+    refused = refusal(found, ts, if_none_match)
+    if refused is not None:
+        return refused
+    body, trailer = (
+        (list(request_body), None) if body_len is None else _split(request_body, body_len)
+    )
+    size = sum(len(p) for p in body)
+    assert size <= MID_BODY_BYTES_MAX
+    check_space(df, size, st.conf.fallocate_reserve_bytes)
+    tmp, fd = create_tmp(df)
+    c = Commit(tmp, fd)
+
+    def prepare() -> tuple[str, int] | web.Response:  # in the pool: hashing and the write
+        checked = _checked_etag(body, trailer, body_len, header_etag)
+        if isinstance(checked, web.Response):
+            return checked
+        etag, alg = checked
+        filled = whole_metadata(replace(md, etag=etag, etag_alg=alg), body)
+        assert c.fd is not None
+        write_parts(c.fd, [*body, memoryview(encode_footer(filled))])
+        return etag, size
+
+    final_name = f"{md.timestamp.internal}.data"
+    stored = await commit_split(st.devices, device, df, c, final_name, size, prepare)
+    if not isinstance(found, Missing):
+        remove_obsolete(df)
+    return stored
 
 
 def _store_streamed(

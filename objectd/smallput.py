@@ -35,9 +35,11 @@ from objectd.request import (
 from objectd.smallwrite import (
     SMALL_WRITE_BYTES_MAX,
     SmallCommit,
+    open_small_tmp,
     prepare_small_data,
     write_small_data,
 )
+from objectd.splitwrite import Commit, commit_split, remove_obsolete
 from objectd.writecore import acknowledge, finish_put, open_for_put, refusal
 
 log = get_logger("cairn.object-server")
@@ -92,6 +94,17 @@ async def store_small(
         content_type=ctype,
         headers=persisted_from_request(headers),
     )
+    expected_etag = headers.get("ETag", "").strip().strip('"').lower()
+    if_none_match = headers.get("If-None-Match") == "*"
+    if isinstance(df, RealDiskFile) and group_syncs(st) is None and st.devices.healthy(path.device):
+        split = await store_small_split(
+            st, path.device, df, ts, if_none_match, body, expected_etag, md
+        )
+        if isinstance(split, web.Response):
+            return split
+        return await acknowledge(
+            headers, st, path, df.hash_hex, ts, ctype, split, len(body), targets
+        )
     gave_up = GaveUp()
     step = functools.partial(
         store_small_step,
@@ -99,9 +112,9 @@ async def store_small(
         path.device,
         df,
         ts,
-        headers.get("If-None-Match") == "*",
+        if_none_match,
         body,
-        headers.get("ETag", "").strip().strip('"').lower(),
+        expected_etag,
         md,
         gave_up,
         group_syncs(st),
@@ -168,6 +181,38 @@ class _Pending:
         self.sync = sync
         self.job = job
         self.cleanup = cleanup
+
+
+async def store_small_split(
+    st: ServerState,
+    device: str,
+    df: RealDiskFile,
+    ts: Timestamp,
+    if_none_match: bool,
+    body: bytes,
+    expected_etag: str,
+    md: ObjectMetadata,
+) -> str | web.Response:
+    """`store_small_step` for a real disk file with its commit split between the event loop
+    and the pool (objectd/splitwrite.py): the same checks in the same order and the same
+    durable commit. The ETag once committed, or the refusal (409, 412, 422)."""
+    st.devices.check(device)
+    found = df.lookup()
+    refused = refusal(found, ts, if_none_match)
+    if refused is not None:
+        return refused
+    reserve = st.conf.fallocate_reserve_bytes
+    made = open_small_tmp(df, body, md, reserve, expected_etag)
+    if made is None:
+        return status(422, "ETag does not match the body's MD5")
+    etag, md, tmp, fd = made
+    final_name = f"{md.timestamp.internal}.data"
+    stored = await commit_split(
+        st.devices, device, df, Commit(tmp, fd), final_name, len(body), lambda: etag
+    )
+    if not isinstance(found, Missing):
+        remove_obsolete(df)
+    return stored
 
 
 def store_small_step(

@@ -47,6 +47,7 @@ __all__ = [
     "check_space",
     "commit_tmp",
     "create_tmp",
+    "open_small_tmp",
     "prepare_small_data",
     "write_small_data",
 ]
@@ -173,17 +174,16 @@ class SmallCommit:
             os.close(fd)  # closing drops the lock
 
 
-def _write_tmp(
+def open_small_tmp(
     df: RealDiskFile,
     body: bytes,
     md: ObjectMetadata,
     reserve_bytes: int,
     expected_etag: str,
-    *,
-    sync: bool,
-) -> tuple[str, ObjectMetadata, str] | None:
-    """The temp file of `body` with its footer: (etag, filled-in metadata, temp path), or
-    None when `expected_etag` is given and is not the body's MD5 (nothing written)."""
+) -> tuple[str, ObjectMetadata, str, int] | None:
+    """The temp file of `body` with its footer, written and still open, not fsynced: (etag,
+    filled-in metadata, temp path, descriptor), or None when `expected_etag` is given and is
+    not the body's MD5 (nothing written). The caller closes the descriptor."""
     assert len(body) <= SMALL_WRITE_BYTES_MAX
     check_space(df, len(body), reserve_bytes)
     etag, digests = body_checksums(body)
@@ -198,10 +198,33 @@ def _write_tmp(
     )
     footer = encode_footer(md)
     tmp, fd = create_tmp(df)
+    try:
+        _write_all(fd, body + footer)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return etag, md, tmp, fd
+
+
+def _write_tmp(
+    df: RealDiskFile,
+    body: bytes,
+    md: ObjectMetadata,
+    reserve_bytes: int,
+    expected_etag: str,
+    *,
+    sync: bool,
+) -> tuple[str, ObjectMetadata, str] | None:
+    """`open_small_tmp`, fsynced (with `sync`) and closed: (etag, metadata, temp path)."""
+    made = open_small_tmp(df, body, md, reserve_bytes, expected_etag)
+    if made is None:
+        return None
+    etag, md, tmp, fd = made
     written = False
     try:
         try:
-            _write_all(fd, body + footer)
             if sync:
                 os.fsync(fd)
         finally:

@@ -41,6 +41,8 @@ __all__ = [
     "MID_BODY_BYTES_MAX",
     "TMP_NAME_TRIES_MAX",
     "block_digests",
+    "whole_metadata",
+    "write_parts",
     "write_whole_data",
 ]
 
@@ -89,7 +91,7 @@ def _parts(body: Buffer | Sequence[Buffer]) -> list[memoryview]:
     return [v if v.format == "B" else v.cast("B") for v in views]
 
 
-def _write_all(fd: int, parts: list[memoryview]) -> None:
+def write_parts(fd: int, parts: list[memoryview]) -> None:
     """Every byte of `parts` (never joined: diskfile's writev_all batches them within the
     kernel's IOV_MAX), with a full disk raised as DiskFull."""
     try:
@@ -98,6 +100,17 @@ def _write_all(fd: int, parts: list[memoryview]) -> None:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFull(str(e)) from None
         raise
+
+
+def whole_metadata(md: ObjectMetadata, body: Buffer | Sequence[Buffer]) -> ObjectMetadata:
+    """`md` (whose `etag` the caller has checked) with the body's length and block checksums."""
+    parts = _parts(body)
+    return replace(
+        md,
+        content_length=sum(len(p) for p in parts),
+        block_bytes=BLOCK_BYTES,
+        block_xxh3=block_digests(parts),
+    )
 
 
 def write_whole_data(
@@ -119,17 +132,12 @@ def write_whole_data(
     size = sum(len(p) for p in parts)
     assert size <= MID_BODY_BYTES_MAX
     check_space(df, size, reserve_bytes)
-    md = replace(
-        md,
-        content_length=size,
-        block_bytes=BLOCK_BYTES,
-        block_xxh3=block_digests(parts),
-    )
+    md = whole_metadata(md, parts)
     footer = encode_footer(md)
     tmp, fd = create_tmp(df)
     try:
         try:
-            _write_all(fd, [*parts, memoryview(footer)])
+            write_parts(fd, [*parts, memoryview(footer)])
             os.fsync(fd)
             drop_synced(fd, size)
         finally:

@@ -1,0 +1,217 @@
+"""A PUT's commit with the calls that only touch memory on the event loop and the rest in one
+pool step with no other Python between its system calls.
+
+The one-step writers (objectd/smallwrite.py, objectd/wholewrite.py) run a whole PUT in a
+pool thread: some twenty system calls (statvfs, listdir, open, write, fsync, close, open of
+hashes.invalid, flock, fstat, stat, write, fsync, mkdir, open, fsync, close, rename, ...).
+Each one hands the GIL to the event loop and takes it back, and uvloop takes the GIL again
+for every I/O callback, so while the loop is busy every call of the step can cost thread
+switches, and on this project's VM a switch between threads is dear (a bare pool round trip
+costs 45-115 us of CPU; docs/performance.md, "Session 11").
+
+So the loop does what only touches memory (page cache, directory entries): the device check,
+the lookup, the free-space check, the temp file's creation (and a small body's write), the
+hashes.invalid append (under its shared lock, taken without waiting) and the mkdir of the
+hash directory. One pool step then does, in order: a large body's checks and writev; fsync
+of the temp file, of hashes.invalid and of every directory the mkdirs changed; the rename;
+fsync of the hash directory. The caller acknowledges only after that step, so what becomes
+durable, and in which order, is what `RealDiskFile._commit_file` guarantees: data and
+invalidation first, then the rename, then the directory.
+
+The fsyncs themselves stay off the loop: on this machine a small PUT's commit took 1.5-56 ms
+of waiting for the disk (measured with the step run on the loop), time the loop must spend on
+other requests. Also left to the pool as before:
+
+- a new partition (no hashes.invalid yet) or a list the hasher holds locked: the step appends
+  and creates the directories itself (`hold_suffix_invalidated`, `makedirs_durable`);
+- a device that timed out in the last few minutes (`Devices.healthy` is false): the whole
+  one-step writer, so a hung disk stalls its own requests, not the loop.
+
+Obsolete files found by the lookup are unlinked after the step without another fsync (as
+Swift does): if a crash undoes the unlink, the older file is still obsolete (the newest file
+wins) and the hasher removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from common.fsutil import fsync_dir, makedirs_durable
+from objectd.devices import Devices
+from objectd.diskfile import RealDiskFile
+from objectd.layout import HASHES_INVALID, hold_suffix_invalidated, select_files
+from objectd.pagecache import drop_synced
+
+__all__ = ["Commit", "commit_split", "hold_invalidated_now", "make_hash_dir_now", "remove_obsolete"]
+
+T = TypeVar("T")
+
+
+class Commit:
+    """What one PUT's commit holds open: the temp file (`fd`), the shared lock on
+    hashes.invalid (`held`) and the hash directory (`dir_fd`). `abort` closes them all and
+    removes the temp file unless it was renamed (on any failure, or by the pool thread that
+    ends a step its request gave up on: `Devices.run_owned`)."""
+
+    __slots__ = ("dir_fd", "fd", "held", "renamed", "tmp")
+
+    def __init__(self, tmp: str, fd: int) -> None:
+        self.tmp = tmp
+        self.fd: int | None = fd
+        self.held: int | None = None
+        self.dir_fd: int | None = None
+        self.renamed = False
+
+    def close(self) -> None:
+        for fd in (self.fd, self.held, self.dir_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.fd = self.held = self.dir_fd = None
+
+    def abort(self) -> None:
+        self.close()
+        if not self.renamed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+
+
+def hold_invalidated_now(df: RealDiskFile) -> int | None:
+    """Append the object's suffix to its partition's hashes.invalid (not fsynced) and return
+    the descriptor holding the shared lock; None, with nothing appended, when the file does
+    not exist yet or the hasher holds it (the pool then does it: `hold_suffix_invalidated`).
+    Never blocks on the lock."""
+    path = f"{os.fspath(df.layout.partition_dir(df.partition))}/{HASHES_INVALID}"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        # The hasher replaces the file under its exclusive lock: a replaced inode is stale.
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            os.close(fd)
+            return None
+        os.write(fd, df.hash_hex[-3:].encode("ascii") + b"\n")  # one O_APPEND write: atomic
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except FileNotFoundError:  # replaced and not yet relinked
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_hash_dir_now(hash_dir: str) -> list[str] | None:
+    """Create the hash directory (and its suffix directory) without fsyncs: the directories
+    whose entries changed, to fsync before the rename; None when the partition directory is
+    missing too (the pool's `makedirs_durable` then does it all)."""
+    try:
+        os.mkdir(hash_dir)
+        return [os.path.dirname(hash_dir)]
+    except FileExistsError:
+        return []
+    except FileNotFoundError:
+        pass
+    suffix_dir = os.path.dirname(hash_dir)
+    changed = []
+    try:
+        os.mkdir(suffix_dir)
+        changed.append(os.path.dirname(suffix_dir))
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        return None
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(hash_dir)
+    changed.append(suffix_dir)
+    return changed
+
+
+def _make_durable(
+    c: Commit,
+    df: RealDiskFile,
+    final_path: str,
+    prepare: Callable[[], T | web.Response],
+    size: int,
+    dirs: list[str] | None,
+) -> T | web.Response:
+    """The pool's step: `prepare` (a large body's checks and write; its result is returned,
+    and a refusal stops the step), the fsyncs that must come before the rename, the rename
+    and the fsync of the hash directory. Without `c.held`, the hashes.invalid append and the
+    directories too. The only Python between the system calls is this function's."""
+    result = prepare()
+    if isinstance(result, web.Response):
+        return result
+    assert c.fd is not None
+    os.fsync(c.fd)
+    drop_synced(c.fd, size)
+    if c.held is None:
+        c.held = hold_suffix_invalidated(df.layout, df.partition, df.hash_hex[-3:], sync=True)
+    else:
+        os.fsync(c.held)
+    if dirs is None:
+        makedirs_durable(df.hash_dir)
+        c.dir_fd = os.open(df.hash_dir, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        for d in dirs:
+            fsync_dir(d)
+    os.rename(c.tmp, final_path)
+    c.renamed = True
+    assert c.dir_fd is not None
+    os.fsync(c.dir_fd)
+    return result
+
+
+async def commit_split(
+    devices: Devices,
+    device: str,
+    df: RealDiskFile,
+    c: Commit,
+    final_name: str,
+    size: int,
+    prepare: Callable[[], T | web.Response],
+) -> T | web.Response:
+    """Commit the temp file `c` as `final_name` in `df`'s hash directory (see the module's
+    docstring). `prepare` runs first in the pool's step: it writes what is not written yet
+    and returns what to go on with, or a refusal to stop at (the temp file removed). Returns
+    what `prepare` returned once durable. On any failure the temp file is removed and nothing
+    is renamed, unless the failure came after the rename (the fsync of the directory)."""
+    hash_dir = os.fspath(df.hash_dir)
+    try:
+        c.held = hold_invalidated_now(df)
+        dirs = make_hash_dir_now(hash_dir) if c.held is not None else None
+        if dirs is not None:
+            c.dir_fd = os.open(hash_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except BaseException:
+        c.abort()
+        raise
+    final_path = f"{hash_dir}/{final_name}"
+    step = functools.partial(_make_durable, c, df, final_path, prepare, size, dirs)
+    result = await devices.run_owned(device, c.abort, step)
+    c.close()  # drops the lock on hashes.invalid: the rename is durable
+    if isinstance(result, web.Response):
+        c.abort()
+    return result
+
+
+def remove_obsolete(df: RealDiskFile) -> None:
+    """Unlink the files a newer one made obsolete (no fsync: see the module's docstring)."""
+    hash_dir = os.fspath(df.hash_dir)
+    try:
+        names = os.listdir(hash_dir)
+    except FileNotFoundError:
+        return
+    for name in select_files(names).obsolete:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{hash_dir}/{name}")

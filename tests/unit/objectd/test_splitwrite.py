@@ -1,0 +1,216 @@
+"""A PUT's commit split between the event loop and the device's pool (objectd/splitwrite.py),
+and `Devices.run_owned`, on real files."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from aiohttp import web
+
+from common.timestamps import Timestamp
+from objectd.devices import DeviceBusy, Devices
+from objectd.diskfile import RealDiskFile
+from objectd.layout import (
+    HASHES_INVALID,
+    HASHES_INVALID_HEADER,
+    DeviceLayout,
+    read_invalid_suffixes,
+)
+from objectd.smallwrite import create_tmp
+from objectd.splitwrite import (
+    Commit,
+    commit_split,
+    hold_invalidated_now,
+    make_hash_dir_now,
+    remove_obsolete,
+)
+
+T = TypeVar("T")
+HASH = "0123456789abcdef0123456789abcdef"
+PART = 3
+
+
+@pytest.fixture
+def devices(tmp_path: Path) -> Devices:
+    (tmp_path / "sda").mkdir()
+    return Devices(tmp_path, "pre", "suf", mount_check=False, threads_per_device=2)
+
+
+@pytest.fixture
+def df(tmp_path: Path) -> RealDiskFile:
+    return RealDiskFile(DeviceLayout(tmp_path, "sda"), PART, HASH, "/a/c/o")
+
+
+def _tmp_with(df: RealDiskFile, data: bytes) -> Commit:
+    tmp, fd = create_tmp(df)
+    os.write(fd, data)
+    return Commit(tmp, fd)
+
+
+def _make_partition(df: RealDiskFile) -> Path:
+    pdir = df.layout.partition_dir(PART)
+    pdir.mkdir(parents=True)
+    (pdir / HASHES_INVALID).write_bytes(HASHES_INVALID_HEADER)
+    return pdir
+
+
+def _commit(
+    devices: Devices, df: RealDiskFile, c: Commit, name: str, prepare: Callable[[], T]
+) -> T | web.Response:
+    return asyncio.run(commit_split(devices, "sda", df, c, name, 5, prepare))
+
+
+def _tmp_files(df: RealDiskFile) -> list[str]:
+    return os.listdir(df.layout.tmp)
+
+
+def _lock_free(df: RealDiskFile) -> bool:
+    fd = os.open(df.layout.partition_dir(PART) / HASHES_INVALID, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_commit_in_an_existing_partition(devices: Devices, df: RealDiskFile) -> None:
+    _make_partition(df)
+    c = _tmp_with(df, b"hello")
+    assert _commit(devices, df, c, "1.data", lambda: ("etag",)) == ("etag",)
+    assert (df.hash_dir / "1.data").read_bytes() == b"hello"
+    assert _tmp_files(df) == []
+    assert read_invalid_suffixes(df.layout, PART) == {HASH[-3:]}
+    assert c.fd is None and c.held is None and c.dir_fd is None
+    assert _lock_free(df)  # the shared lock went with the commit
+
+
+def test_commit_in_a_new_partition_creates_it_in_the_pool(
+    devices: Devices, df: RealDiskFile
+) -> None:
+    c = _tmp_with(df, b"first")
+    assert _commit(devices, df, c, "1.data", lambda: "etag") == "etag"
+    assert (df.hash_dir / "1.data").read_bytes() == b"first"
+    invalid = (df.layout.partition_dir(PART) / HASHES_INVALID).read_bytes()
+    assert invalid.startswith(HASHES_INVALID_HEADER)
+    assert read_invalid_suffixes(df.layout, PART) == {HASH[-3:]}
+    assert _lock_free(df)
+
+
+def test_a_refusal_renames_nothing_and_removes_the_temp_file(
+    devices: Devices, df: RealDiskFile
+) -> None:
+    _make_partition(df)
+    c = _tmp_with(df, b"body")
+    refused = web.Response(status=422)
+    assert _commit(devices, df, c, "1.data", lambda: refused) is refused
+    assert not (df.hash_dir / "1.data").exists()
+    assert _tmp_files(df) == []
+    assert _lock_free(df)
+
+
+def test_a_failing_step_renames_nothing_and_releases_everything(
+    devices: Devices, df: RealDiskFile
+) -> None:
+    _make_partition(df)
+    c = _tmp_with(df, b"body")
+
+    def fail() -> str:
+        raise OSError(5, "disk-failing fake: EIO on write")
+
+    with pytest.raises(OSError):
+        _commit(devices, df, c, "1.data", fail)
+    assert not (df.hash_dir / "1.data").exists()
+    assert _tmp_files(df) == []
+    assert c.fd is None and c.held is None and c.dir_fd is None
+    assert _lock_free(df)
+
+
+def test_hasher_holding_the_list_leaves_the_append_to_the_pool(df: RealDiskFile) -> None:
+    pdir = _make_partition(df)
+    fd = os.open(pdir / HASHES_INVALID, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert hold_invalidated_now(df) is None  # never waits for the lock on the loop
+        assert read_invalid_suffixes(df.layout, PART) == set()
+    finally:
+        os.close(fd)
+    held = hold_invalidated_now(df)
+    assert held is not None
+    os.close(held)
+    assert read_invalid_suffixes(df.layout, PART) == {HASH[-3:]}
+
+
+def test_no_list_yet_means_the_pool_appends(df: RealDiskFile) -> None:
+    assert hold_invalidated_now(df) is None
+    assert not df.layout.partition_dir(PART).exists()
+
+
+def test_make_hash_dir_now_names_the_directories_to_fsync(df: RealDiskFile) -> None:
+    hash_dir = os.fspath(df.hash_dir)
+    suffix_dir = os.path.dirname(hash_dir)
+    part_dir = os.path.dirname(suffix_dir)
+    assert make_hash_dir_now(hash_dir) is None  # no partition: the pool makes them all
+    os.makedirs(part_dir)
+    assert make_hash_dir_now(hash_dir) == [part_dir, suffix_dir]
+    assert make_hash_dir_now(hash_dir) == []
+    os.rmdir(hash_dir)
+    assert make_hash_dir_now(hash_dir) == [suffix_dir]
+
+
+def test_remove_obsolete_keeps_the_newest(df: RealDiskFile) -> None:
+    df.hash_dir.mkdir(parents=True)
+    old, new = (f"{Timestamp(t).internal}.data" for t in (1, 2))
+    for name in (old, new):
+        (df.hash_dir / name).write_bytes(b"x")
+    remove_obsolete(df)
+    assert os.listdir(df.hash_dir) == [new]
+
+
+def test_run_owned_releases_after_an_abandoned_step_ends(tmp_path: Path) -> None:
+    (tmp_path / "sda").mkdir()
+    devices = Devices(
+        tmp_path, "p", "s", mount_check=False, threads_per_device=1, disk_timeout_s=0.05
+    )
+    go_on = threading.Event()
+    released: list[str] = []
+
+    def step() -> None:
+        go_on.wait(5)
+
+    def release() -> None:
+        released.append(threading.current_thread().name)
+
+    async def run() -> None:
+        assert devices.healthy("sda")
+        with pytest.raises(DeviceBusy):
+            await devices.run_owned("sda", release, step)
+        assert released == []  # the step still runs: nothing may be closed under it
+        assert not devices.healthy("sda")  # its work now stays in the pool
+        go_on.set()
+        for _ in range(100):
+            if released:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    devices.close()
+    assert len(released) == 1 and released[0].startswith("disk-sda")
+
+
+def test_run_owned_does_not_release_after_success(devices: Devices) -> None:
+    released: list[int] = []
+
+    async def run() -> int:
+        return await devices.run_owned("sda", lambda: released.append(1), lambda: 7)
+
+    assert asyncio.run(run()) == 7
+    assert released == []

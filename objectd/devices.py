@@ -26,6 +26,10 @@ R = TypeVar("R")
 SICK_S = 300.0
 
 
+def _nothing() -> None:
+    pass
+
+
 class DeviceUnavailable(Exception):
     """The device is not there (not mounted / directory missing): 507."""
 
@@ -106,19 +110,7 @@ class Devices:
 
         On timeout the thread still finishes its step; only the waiting request gives up.
         """
-        inflight = self._inflight.get(device, 0)
-        if inflight >= self._ops_queued_max:
-            raise DeviceBusy(f"device {device} has {inflight} operations queued")
-        self._inflight[device] = inflight + 1
-        loop = asyncio.get_running_loop()
-        try:
-            fut = loop.run_in_executor(self._pool(device), functools.partial(fn, *args, **kwargs))
-            return await asyncio.wait_for(fut, self._disk_timeout_s)
-        except TimeoutError:
-            self._timed_out[device] = loop.time()
-            raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
-        finally:
-            self._inflight[device] -= 1
+        return await self.run_owned(device, _nothing, fn, *args, **kwargs)
 
     async def run_owned(
         self,

@@ -286,13 +286,19 @@ class RealDiskFile:
             self._cleanup()
 
     def _cleanup(self) -> None:
+        if self.remove_obsolete():
+            fsync_dir(self.hash_dir)
+
+    def remove_obsolete(self) -> bool:
+        """Unlink the files a newer one made obsolete, without an fsync (the caller's choice:
+        if a crash undoes the unlink, the older file is still obsolete and the hasher removes
+        it). True if any file went."""
         removed = False
         for name in select_files(self._listdir()).obsolete:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.hash_dir / name)
                 removed = True
-        if removed:
-            fsync_dir(self.hash_dir)
+        return removed
 
     def _write_small(self, md: ObjectMetadata) -> None:
         makedirs_durable(self.layout.tmp)

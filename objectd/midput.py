@@ -46,7 +46,7 @@ from objectd.request import (
 )
 from objectd.smallput import SMALL_BODY_BYTES_MAX, GaveUp
 from objectd.smallwrite import check_space, create_tmp
-from objectd.splitwrite import Commit, commit_split, remove_obsolete
+from objectd.splitwrite import Commit, commit_split
 from objectd.wholewrite import MID_BODY_BYTES_MAX, whole_metadata, write_parts, write_whole_data
 from objectd.writecore import acknowledge, refusal
 
@@ -278,10 +278,8 @@ async def store_whole_split(
         return etag, size
 
     final_name = f"{md.timestamp.internal}.data"
-    stored = await commit_split(st.devices, device, df, c, final_name, size, prepare)
-    if not isinstance(found, Missing):
-        remove_obsolete(df)
-    return stored
+    cleanup = not isinstance(found, Missing)
+    return await commit_split(st.devices, device, df, c, final_name, size, prepare, cleanup=cleanup)
 
 
 def _store_streamed(

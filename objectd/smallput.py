@@ -39,7 +39,7 @@ from objectd.smallwrite import (
     prepare_small_data,
     write_small_data,
 )
-from objectd.splitwrite import Commit, commit_split, remove_obsolete
+from objectd.splitwrite import Commit, commit_split
 from objectd.writecore import acknowledge, finish_put, open_for_put, refusal
 
 log = get_logger("cairn.object-server")
@@ -207,12 +207,11 @@ async def store_small_split(
         return status(422, "ETag does not match the body's MD5")
     etag, md, tmp, fd = made
     final_name = f"{md.timestamp.internal}.data"
-    stored = await commit_split(
-        st.devices, device, df, Commit(tmp, fd), final_name, len(body), lambda: etag
+    cleanup = not isinstance(found, Missing)
+    c = Commit(tmp, fd)
+    return await commit_split(
+        st.devices, device, df, c, final_name, len(body), lambda: etag, cleanup=cleanup
     )
-    if not isinstance(found, Missing):
-        remove_obsolete(df)
-    return stored
 
 
 def store_small_step(

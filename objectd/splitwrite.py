@@ -46,10 +46,10 @@ from aiohttp import web
 from common.fsutil import fsync_dir, makedirs_durable
 from objectd.devices import Devices
 from objectd.diskfile import RealDiskFile
-from objectd.layout import HASHES_INVALID, hold_suffix_invalidated, select_files
+from objectd.layout import HASHES_INVALID, hold_suffix_invalidated
 from objectd.pagecache import drop_synced
 
-__all__ = ["Commit", "commit_split", "hold_invalidated_now", "make_hash_dir_now", "remove_obsolete"]
+__all__ = ["Commit", "commit_split", "hold_invalidated_now", "make_hash_dir_now"]
 
 T = TypeVar("T")
 
@@ -100,10 +100,7 @@ def hold_invalidated_now(df: RealDiskFile) -> int | None:
             os.close(fd)
             return None
         os.write(fd, df.hash_hex[-3:].encode("ascii") + b"\n")  # one O_APPEND write: atomic
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except FileNotFoundError:  # replaced and not yet relinked
+    except (BlockingIOError, FileNotFoundError):  # locked, or replaced and not yet relinked
         os.close(fd)
         return None
     except BaseException:
@@ -181,6 +178,8 @@ async def commit_split(
     final_name: str,
     size: int,
     prepare: Callable[[], T | web.Response],
+    *,
+    cleanup: bool,
 ) -> T | web.Response:
     """Commit the temp file `c` as `final_name` in `df`'s hash directory (see the module's
     docstring). `prepare` runs first in the pool's step: it writes what is not written yet
@@ -202,16 +201,6 @@ async def commit_split(
     c.close()  # drops the lock on hashes.invalid: the rename is durable
     if isinstance(result, web.Response):
         c.abort()
+    elif cleanup:  # the lookup found files: older ones may be obsolete now
+        df.remove_obsolete()
     return result
-
-
-def remove_obsolete(df: RealDiskFile) -> None:
-    """Unlink the files a newer one made obsolete (no fsync: see the module's docstring)."""
-    hash_dir = os.fspath(df.hash_dir)
-    try:
-        names = os.listdir(hash_dir)
-    except FileNotFoundError:
-        return
-    for name in select_files(names).obsolete:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{hash_dir}/{name}")

@@ -29,7 +29,6 @@ from objectd.splitwrite import (
     commit_split,
     hold_invalidated_now,
     make_hash_dir_now,
-    remove_obsolete,
 )
 
 T = TypeVar("T")
@@ -64,7 +63,7 @@ def _make_partition(df: RealDiskFile) -> Path:
 def _commit(
     devices: Devices, df: RealDiskFile, c: Commit, name: str, prepare: Callable[[], T]
 ) -> T | web.Response:
-    return asyncio.run(commit_split(devices, "sda", df, c, name, 5, prepare))
+    return asyncio.run(commit_split(devices, "sda", df, c, name, 5, prepare, cleanup=False))
 
 
 def _tmp_files(df: RealDiskFile) -> list[str]:
@@ -171,8 +170,9 @@ def test_remove_obsolete_keeps_the_newest(df: RealDiskFile) -> None:
     old, new = (f"{Timestamp(t).internal}.data" for t in (1, 2))
     for name in (old, new):
         (df.hash_dir / name).write_bytes(b"x")
-    remove_obsolete(df)
+    assert df.remove_obsolete()
     assert os.listdir(df.hash_dir) == [new]
+    assert not df.remove_obsolete()
 
 
 def test_run_owned_releases_after_an_abandoned_step_ends(tmp_path: Path) -> None:
@@ -214,3 +214,16 @@ def test_run_owned_does_not_release_after_success(devices: Devices) -> None:
 
     assert asyncio.run(run()) == 7
     assert released == []
+
+
+def test_commit_with_cleanup_removes_what_it_made_obsolete(
+    devices: Devices, df: RealDiskFile
+) -> None:
+    _make_partition(df)
+    df.hash_dir.mkdir(parents=True)
+    old, new = (f"{Timestamp(t).internal}.data" for t in (1, 2))
+    (df.hash_dir / old).write_bytes(b"old")
+    c = _tmp_with(df, b"new")
+    done = commit_split(devices, "sda", df, c, new, 3, lambda: "etag", cleanup=True)
+    assert asyncio.run(done) == "etag"
+    assert os.listdir(df.hash_dir) == [new]

@@ -46,6 +46,7 @@ __all__ = [
     "render_configs",
     "ring_commands",
     "running_swift",
+    "venv_matches_interpreter",
 ]
 
 SWIFT_PIP_SPEC = "swift"
@@ -199,11 +200,38 @@ def ring_commands(lay: SwiftLayout, builder_exe: str) -> list[list[list[str]]]:
     return rings
 
 
+def venv_matches_interpreter(venv: Path, base_executable: str | None = None) -> bool:
+    """Whether the venv at `venv` was made from the interpreter running this (its pyvenv.cfg
+    ``home`` is the directory of our base executable), so that Swift and cairn run on the
+    same Python build."""
+    try:
+        text = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return False
+    home = None
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "home":
+            home = value.strip()
+    if home is None:
+        return False
+    base = base_executable or getattr(sys, "_base_executable", sys.executable)
+    return Path(home).resolve() == Path(base).parent.resolve()
+
+
 def ensure_swift(venv: Path, log: Path | None = None) -> Path:
     """A venv with Swift from PyPI (created on first use); returns its bin directory."""
     bindir = venv / "bin"
-    if (bindir / "swift-proxy-server").exists() and (bindir / "swift-ring-builder").exists():
+    installed = (bindir / "swift-proxy-server").exists() and (
+        bindir / "swift-ring-builder"
+    ).exists()
+    if installed and venv_matches_interpreter(venv):
         return bindir
+    if installed:
+        # Made from another interpreter than this run's: the two systems would not be
+        # measured on the same Python build (a PGO build runs pure Python ~1.6x faster).
+        print(f"re-creating {venv}: it was made from another Python", file=sys.stderr)
+        shutil.rmtree(venv)
     print(f"installing OpenStack Swift from PyPI into {venv} ...", file=sys.stderr)
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-from bench.swiftref import KINDS, PROXY_PIPELINE, SwiftLayout, render_configs, ring_commands
+from bench.swiftref import (
+    KINDS,
+    PROXY_PIPELINE,
+    SwiftLayout,
+    render_configs,
+    ring_commands,
+    venv_matches_interpreter,
+)
 
 
 def _layout(base: Path) -> SwiftLayout:
@@ -90,3 +97,16 @@ def test_ring_commands_three_replicas_four_devices_two_zones(tmp_path: Path) -> 
     assert obj_add == [x for dev in want for x in (dev, "100")]
     acc_add = rings[KINDS.index("account")][1][3:]
     assert acc_add[0] == "r1z1-127.0.0.1:6012/d1"
+
+
+def test_venv_matches_interpreter_compares_home_with_base_executable(tmp_path: Path) -> None:
+    venv = tmp_path / "swift-venv"
+    venv.mkdir()
+    assert not venv_matches_interpreter(venv)  # no pyvenv.cfg: not ours
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    assert venv_matches_interpreter(venv, base_executable="/usr/bin/python3")
+    assert not venv_matches_interpreter(
+        venv, base_executable="/root/.pyenv/versions/3.11.7/bin/python3.11"
+    )
+    (venv / "pyvenv.cfg").write_text("version = 3.11.2\n")  # no home line
+    assert not venv_matches_interpreter(venv, base_executable="/usr/bin/python3")

@@ -215,8 +215,9 @@ def venv_matches_interpreter(venv: Path, base_executable: str | None = None) -> 
             home = value.strip()
     if home is None:
         return False
-    base = base_executable or getattr(sys, "_base_executable", sys.executable)
-    return Path(home).resolve() == Path(base).parent.resolve()
+    if base_executable is None:
+        base_executable = str(getattr(sys, "_base_executable", sys.executable))
+    return Path(home).resolve() == Path(base_executable).parent.resolve()
 
 
 def ensure_swift(venv: Path, log: Path | None = None) -> Path:

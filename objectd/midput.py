@@ -48,7 +48,7 @@ from objectd.smallput import SMALL_BODY_BYTES_MAX, GaveUp
 from objectd.smallwrite import check_space, create_tmp
 from objectd.splitwrite import Commit, commit_split
 from objectd.wholewrite import MID_BODY_BYTES_MAX, whole_metadata, write_parts, write_whole_data
-from objectd.writecore import acknowledge, refusal
+from objectd.writecore import acknowledge, lookup_unless_refused
 
 __all__ = ["MID_BODY_BYTES_MAX", "mid_put_route", "put_mid", "store_whole_step"]
 
@@ -216,11 +216,9 @@ def store_whole_step(
     """Device check, lookup, refusals (409, 412), the body's checks (400, 422), then the
     write and the durable commit (blocking): (etag, size) once committed, or the refusal.
     Nothing is committed once the request has given up waiting (`gave_up`)."""
-    st.devices.check(device)
-    found = df.lookup()
-    refused = refusal(found, ts, if_none_match)
-    if refused is not None:
-        return refused
+    found = lookup_unless_refused(st, device, df, ts, if_none_match)
+    if isinstance(found, web.Response):
+        return found
     if not isinstance(df, RealDiskFile):
         return _store_streamed(st, df, request_body, body_len, header_etag, md, gave_up)
     body, trailer = (
@@ -253,11 +251,9 @@ async def store_whole_split(
     and the pool (objectd/splitwrite.py): the device check, lookup and refusals (409, 412)
     and the temp file's creation on the loop; the body's checks (400, 422), its write and
     the durable commit in one pool step."""
-    st.devices.check(device)
-    found = df.lookup()
-    refused = refusal(found, ts, if_none_match)
-    if refused is not None:
-        return refused
+    found = lookup_unless_refused(st, device, df, ts, if_none_match)
+    if isinstance(found, web.Response):
+        return found
     body, trailer = (
         (list(request_body), None) if body_len is None else _split(request_body, body_len)
     )

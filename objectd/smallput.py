@@ -40,7 +40,13 @@ from objectd.smallwrite import (
     write_small_data,
 )
 from objectd.splitwrite import Commit, commit_split
-from objectd.writecore import acknowledge, finish_put, open_for_put, refusal
+from objectd.writecore import (
+    acknowledge,
+    finish_put,
+    lookup_unless_refused,
+    open_for_put,
+    refusal,
+)
 
 log = get_logger("cairn.object-server")
 
@@ -196,11 +202,9 @@ async def store_small_split(
     """`store_small_step` for a real disk file with its commit split between the event loop
     and the pool (objectd/splitwrite.py): the same checks in the same order and the same
     durable commit. The ETag once committed, or the refusal (409, 412, 422)."""
-    st.devices.check(device)
-    found = df.lookup()
-    refused = refusal(found, ts, if_none_match)
-    if refused is not None:
-        return refused
+    found = lookup_unless_refused(st, device, df, ts, if_none_match)
+    if isinstance(found, web.Response):
+        return found
     reserve = st.conf.fallocate_reserve_bytes
     made = open_small_tmp(df, body, md, reserve, expected_etag)
     if made is None:

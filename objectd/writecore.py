@@ -24,6 +24,7 @@ __all__ = [
     "conflict",
     "existing_timestamp",
     "finish_put",
+    "lookup_unless_refused",
     "open_for_put",
     "queue_expiry",
     "refusal",
@@ -59,6 +60,17 @@ def refusal(found: Lookup, ts: Timestamp, if_none_match: bool) -> web.Response |
     return None
 
 
+def lookup_unless_refused(
+    st: ServerState, device: str, df: DiskFile, ts: Timestamp, if_none_match: bool
+) -> Lookup | web.Response:
+    """The device check, then what is stored, or the refusal it calls for (409 older
+    timestamp, 412 If-None-Match: *); the prologue of every PUT path (blocking)."""
+    st.devices.check(device)
+    found = df.lookup()
+    refused = refusal(found, ts, if_none_match)
+    return found if refused is None else refused
+
+
 def open_for_put(
     st: ServerState,
     device: str,
@@ -73,11 +85,9 @@ def open_for_put(
     Returns the writer (computing the body's MD5, or with `md5=False` its xxh3-128 for a PUT
     with an ETag trailer), or the refusal (409 older timestamp, 412 If-None-Match: *).
     """
-    st.devices.check(device)
-    found = df.lookup()
-    refused = refusal(found, ts, if_none_match)
-    if refused is not None:
-        return refused
+    found = lookup_unless_refused(st, device, df, ts, if_none_match)
+    if isinstance(found, web.Response):
+        return found
     return df.writer(length, st.conf.fallocate_reserve_bytes, md5=md5)
 
 

@@ -218,7 +218,10 @@ def _consume_invalid(path: Path, consumed: int, empty_dirs: list[Path]) -> None:
     """Drop the first `consumed` bytes' entries (keep later appends); remove empty dirs."""
     fd = open_locked(path, fcntl.LOCK_EX)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        size = st.st_size
+        if st.st_nlink > 1:
+            _unlink_stale_names(path, st.st_ino)
         tail = os.pread(fd, max(0, size - consumed), consumed) if size > consumed else b""
         if consumed > len(HASHES_INVALID_HEADER) or size > consumed:
             # Replaced while we hold the old inode's lock; writers waiting on it retry.
@@ -232,6 +235,20 @@ def _consume_invalid(path: Path, consumed: int, empty_dirs: list[Path]) -> None:
                     fsync_dir(parent)
     finally:
         os.close(fd)
+
+
+def _unlink_stale_names(path: Path, ino: int) -> None:
+    """Remove the temp names still linked to hashes.invalid (inode `ino`), which the caller
+    holds exclusively locked: a writer that made the file on the event loop keeps its temp
+    name until its step has fsynced the partition's directories (objectd/splitwrite.py), and
+    one whose step failed leaves it. Under this lock no such writer is still at work."""
+    prefix = f".{path.name}."
+    with os.scandir(path.parent) as it:
+        for e in it:
+            if e.name.startswith(prefix) and e.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    if e.inode() == ino:
+                        os.unlink(e.path)
 
 
 def _load_cache(part_dir: Path) -> dict[str, str] | None:

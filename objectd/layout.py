@@ -235,6 +235,12 @@ def hold_suffix_invalidated(
             os.write(fd, line)  # one small O_APPEND write: atomic
             if sync:
                 os.fsync(fd)
+                if os.fstat(fd).st_nlink > 1:
+                    # Made on an event loop and still linked under its creator's temp name:
+                    # the creator's step has not yet made the partition's entries durable
+                    # (objectd/splitwrite.py, `create_partition_now`).
+                    fsync_dir(path.parent.parent)
+                    fsync_dir(path.parent)
     except BaseException:
         os.close(fd)
         raise
@@ -295,7 +301,8 @@ def _create_with_header(path: Path, first: bytes = b"", how: int | None = None) 
             os.link(tmp, path)
             linked = True
     finally:
-        tmp.unlink()
+        with contextlib.suppress(FileNotFoundError):  # a hasher may have removed it
+            tmp.unlink()
         if not (linked and how is not None):
             os.close(fd)
     keep = linked and how is not None

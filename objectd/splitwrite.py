@@ -20,12 +20,19 @@ invalidation first, then the rename, then the directory.
 
 The fsyncs themselves stay off the loop: on this machine a small PUT's commit took 1.5-56 ms
 of waiting for the disk (measured with the step run on the loop), time the loop must spend on
-other requests. Also left to the pool as before:
+other requests. Left to the pool as before:
 
-- a new partition (no hashes.invalid yet) or a list the hasher holds locked: the step appends
-  and creates the directories itself (`hold_suffix_invalidated`, `makedirs_durable`);
+- a list the hasher holds locked, or a device without its objects directory: the step
+  appends and creates the directories itself (`hold_suffix_invalidated`,
+  `makedirs_durable`);
 - a device that timed out in the last few minutes (`Devices.healthy` is false): the whole
   one-step writer, so a hung disk stalls its own requests, not the loop.
+
+A new partition is made on the loop too (`create_partition_now`: its directory and
+hashes.invalid, no fsync); the step fsyncs the device's objects directory and the partition
+directory with the others. Until it has, the file stays linked under its temp name as well,
+and every other writer that finds it so fsyncs those two directories itself
+(docs/object-format.md, "hashes.invalid").
 
 Obsolete files found by the lookup are unlinked after the step without another fsync (as
 Swift does): if a crash undoes the unlink, the older file is still obsolete (the newest file
@@ -46,10 +53,16 @@ from aiohttp import web
 from common.fsutil import fsync_dir, makedirs_durable
 from objectd.devices import Devices
 from objectd.diskfile import RealDiskFile
-from objectd.layout import HASHES_INVALID, hold_suffix_invalidated
+from objectd.layout import HASHES_INVALID, HASHES_INVALID_HEADER, hold_suffix_invalidated
 from objectd.pagecache import drop_synced
 
-__all__ = ["Commit", "commit_split", "hold_invalidated_now", "make_hash_dir_now"]
+__all__ = [
+    "Commit",
+    "commit_split",
+    "create_partition_now",
+    "hold_invalidated_now",
+    "make_hash_dir_now",
+]
 
 T = TypeVar("T")
 
@@ -60,7 +73,7 @@ class Commit:
     removes the temp file unless it was renamed (on any failure, or by the pool thread that
     ends a step its request gave up on: `Devices.run_owned`)."""
 
-    __slots__ = ("dir_fd", "fd", "held", "renamed", "tmp")
+    __slots__ = ("dir_fd", "fd", "held", "linked_tmp", "renamed", "tmp")
 
     def __init__(self, tmp: str, fd: int) -> None:
         self.tmp = tmp
@@ -68,6 +81,10 @@ class Commit:
         self.held: int | None = None
         self.dir_fd: int | None = None
         self.renamed = False
+        # A new partition's hashes.invalid made on the loop keeps its temp name linked until
+        # the step has fsynced the directories (`create_partition_now`); an aborted commit
+        # leaves it linked, so later writers keep fsyncing those directories themselves.
+        self.linked_tmp: str | None = None
 
     def close(self) -> None:
         for fd in (self.fd, self.held, self.dir_fd):
@@ -83,30 +100,74 @@ class Commit:
                 os.unlink(self.tmp)
 
 
-def hold_invalidated_now(df: RealDiskFile) -> int | None:
+def hold_invalidated_now(df: RealDiskFile, young: list[str] | None = None) -> int | None:
     """Append the object's suffix to its partition's hashes.invalid (not fsynced) and return
     the descriptor holding the shared lock; None, with nothing appended, when the file does
     not exist yet or the hasher holds it (the pool then does it: `hold_suffix_invalidated`).
-    Never blocks on the lock."""
-    path = f"{os.fspath(df.layout.partition_dir(df.partition))}/{HASHES_INVALID}"
+    Never blocks on the lock.
+
+    A file still linked under its creator's temp name too (`create_partition_now`: the
+    creator's step has not yet made the partition's directory entries durable) adds the
+    device's objects directory and the partition directory to `young`: this writer's step
+    fsyncs them as well, so it never acknowledges before the partition is durable."""
+    return _hold(df, young)[0]
+
+
+def _hold(df: RealDiskFile, young: list[str] | None) -> tuple[int | None, bool]:
+    """`hold_invalidated_now`, and whether the file was missing."""
+    part_dir = os.fspath(df.layout.partition_dir(df.partition))
+    path = f"{part_dir}/{HASHES_INVALID}"
     try:
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
     except FileNotFoundError:
-        return None
+        return None, True
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         # The hasher replaces the file under its exclusive lock: a replaced inode is stale.
-        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+        st = os.fstat(fd)
+        if st.st_ino != os.stat(path).st_ino:
             os.close(fd)
-            return None
+            return None, False
         os.write(fd, df.hash_hex[-3:].encode("ascii") + b"\n")  # one O_APPEND write: atomic
     except (BlockingIOError, FileNotFoundError):  # locked, or replaced and not yet relinked
         os.close(fd)
-        return None
+        return None, False
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    if st.st_nlink > 1 and young is not None:
+        young.extend((os.path.dirname(part_dir), part_dir))
+    return fd, False
+
+
+def create_partition_now(df: RealDiskFile) -> tuple[int, str, list[str]] | None:
+    """A new partition: its directory and its hashes.invalid (the header and this object's
+    suffix, shared-locked before it is linked in), made without fsyncs. Returns the locked
+    descriptor, the temp name still linked to the file, and the directories the step must
+    fsync (the device's objects directory and the partition directory: always both, as the
+    partition directory may be another writer's, not yet durable). None when the objects
+    directory is missing or another writer linked the file first."""
+    part_dir = os.fspath(df.layout.partition_dir(df.partition))
+    try:
+        os.mkdir(part_dir)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        return None
+    tmp = f"{part_dir}/.{HASHES_INVALID}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a fresh inode: nobody else can hold it
+        os.write(fd, HASHES_INVALID_HEADER + df.hash_hex[-3:].encode("ascii") + b"\n")
+        os.link(tmp, f"{part_dir}/{HASHES_INVALID}")
+    except BaseException as e:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, FileExistsError):
+            return None
+        raise
+    return fd, tmp, [os.path.dirname(part_dir), part_dir]
 
 
 def make_hash_dir_now(hash_dir: str) -> list[str] | None:
@@ -163,6 +224,9 @@ def _make_durable(
     else:
         for d in dirs:
             fsync_dir(d)
+    if c.linked_tmp is not None:  # the partition's entries are durable: others may rely on it
+        os.unlink(c.linked_tmp)
+        c.linked_tmp = None
     os.rename(c.tmp, final_path)
     c.renamed = True
     assert c.dir_fd is not None
@@ -188,8 +252,17 @@ async def commit_split(
     is renamed, unless the failure came after the rename (the fsync of the directory)."""
     hash_dir = os.fspath(df.hash_dir)
     try:
-        c.held = hold_invalidated_now(df)
+        young: list[str] = []
+        c.held, missing = _hold(df, young)
+        if missing:
+            made = create_partition_now(df)
+            if made is None:  # no objects dir (the pool makes it), or another writer won
+                c.held = _hold(df, young)[0]
+            else:
+                c.held, c.linked_tmp, young = made
         dirs = make_hash_dir_now(hash_dir) if c.held is not None else None
+        if dirs is not None and young:
+            dirs = list(dict.fromkeys(young + dirs))  # a new partition's dir comes twice
         if dirs is not None:
             c.dir_fd = os.open(hash_dir, os.O_RDONLY | os.O_DIRECTORY)
     except BaseException:

@@ -89,3 +89,25 @@ def test_open_locked_appending_says_whether_the_line_went_in(layout: DeviceLayou
     fd, appended = open_locked_appending(path, fcntl.LOCK_SH, b"def\n")
     os.close(fd)
     assert not appended and path.read_bytes() == HASHES_INVALID_HEADER + b"abc\n"
+
+
+def test_a_pool_writer_in_a_young_partition_fsyncs_its_directories(
+    layout: DeviceLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A list made on an event loop is still linked under its creator's temp name until the
+    # creator's step has fsynced the partition's directories: a writer on the pool path
+    # (which may acknowledge first) fsyncs them itself.
+    import objectd.layout
+
+    pdir = layout.partition_dir(7)
+    pdir.mkdir(parents=True)
+    (pdir / HASHES_INVALID).write_bytes(HASHES_INVALID_HEADER)
+    synced: list[Path] = []
+    monkeypatch.setattr(objectd.layout, "fsync_dir", lambda p: synced.append(Path(p)))
+    with suffix_invalidated(layout, 7, "abc"):
+        pass
+    assert synced == []  # an ordinary list: nothing more to sync
+    os.link(pdir / HASHES_INVALID, pdir / f".{HASHES_INVALID}.1.ab.tmp")
+    with suffix_invalidated(layout, 7, "def"):
+        pass
+    assert synced == [pdir.parent, pdir]

@@ -14,9 +14,12 @@ from typing import TypeVar
 import pytest
 from aiohttp import web
 
+import objectd.splitwrite
+from common import fsutil
 from common.timestamps import Timestamp
 from objectd.devices import DeviceBusy, Devices
 from objectd.diskfile import RealDiskFile
+from objectd.hashes import get_hashes
 from objectd.layout import (
     HASHES_INVALID,
     HASHES_INVALID_HEADER,
@@ -27,6 +30,7 @@ from objectd.smallwrite import create_tmp
 from objectd.splitwrite import (
     Commit,
     commit_split,
+    create_partition_now,
     hold_invalidated_now,
     make_hash_dir_now,
 )
@@ -92,9 +96,10 @@ def test_commit_in_an_existing_partition(devices: Devices, df: RealDiskFile) -> 
     assert _lock_free(df)  # the shared lock went with the commit
 
 
-def test_commit_in_a_new_partition_creates_it_in_the_pool(
+def test_commit_on_a_device_without_objects_dir_creates_it_in_the_pool(
     devices: Devices, df: RealDiskFile
 ) -> None:
+    assert not df.layout.objects.exists()
     c = _tmp_with(df, b"first")
     assert _commit(devices, df, c, "1.data", lambda: "etag") == "etag"
     assert (df.hash_dir / "1.data").read_bytes() == b"first"
@@ -102,6 +107,104 @@ def test_commit_in_a_new_partition_creates_it_in_the_pool(
     assert invalid.startswith(HASHES_INVALID_HEADER)
     assert read_invalid_suffixes(df.layout, PART) == {HASH[-3:]}
     assert _lock_free(df)
+
+
+def _names_of_invalid(df: RealDiskFile) -> list[str]:
+    """The partition directory's hashes.invalid temp names."""
+    pdir = df.layout.partition_dir(PART)
+    return [n for n in os.listdir(pdir) if n.startswith(f".{HASHES_INVALID}.")]
+
+
+def test_commit_in_a_new_partition_creates_it_on_the_loop_and_fsyncs_its_parents(
+    devices: Devices, df: RealDiskFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    df.layout.objects.mkdir(parents=True)
+    synced: list[str] = []
+    real_fsync_dir = fsutil.fsync_dir
+
+    def recording_fsync_dir(path: str) -> None:
+        # The object is not renamed into place before every directory is durable.
+        assert not (df.hash_dir / "1.data").exists()
+        synced.append(os.fspath(path))
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(objectd.splitwrite, "fsync_dir", recording_fsync_dir)
+    made: list[bool] = []
+    real_create = objectd.splitwrite.create_partition_now
+
+    def create(d: RealDiskFile) -> tuple[int, str, list[str]] | None:
+        out = real_create(d)
+        made.append(out is not None)
+        return out
+
+    monkeypatch.setattr(objectd.splitwrite, "create_partition_now", create)
+    c = _tmp_with(df, b"first")
+    assert _commit(devices, df, c, "1.data", lambda: "etag") == "etag"
+    assert made == [True]  # made on the loop, not by the pool's makedirs_durable
+    assert (df.hash_dir / "1.data").read_bytes() == b"first"
+    pdir = os.fspath(df.layout.partition_dir(PART))
+    suffix_dir = os.path.dirname(os.fspath(df.hash_dir))
+    assert synced == [os.fspath(df.layout.objects), pdir, suffix_dir]
+    invalid = df.layout.partition_dir(PART) / HASHES_INVALID
+    assert invalid.read_bytes() == HASHES_INVALID_HEADER + HASH[-3:].encode() + b"\n"
+    assert invalid.stat().st_nlink == 1 and _names_of_invalid(df) == []
+    assert _lock_free(df)
+
+
+def test_a_young_partition_makes_other_writers_fsync_its_directories(df: RealDiskFile) -> None:
+    df.layout.objects.mkdir(parents=True)
+    made = create_partition_now(df)
+    assert made is not None
+    fd, tmp, dirs = made
+    pdir = os.fspath(df.layout.partition_dir(PART))
+    assert dirs == [os.fspath(df.layout.objects), pdir]
+    assert not _lock_free(df)  # shared-locked before it was linked: the hasher waits
+    other = RealDiskFile(df.layout, PART, "f" * 29 + "abc", "/a/c/o2")
+    young: list[str] = []
+    held = hold_invalidated_now(other, young)
+    assert held is not None
+    assert young == [os.fspath(df.layout.objects), pdir]  # the creator's step is not done
+    os.close(held)
+    os.unlink(tmp)  # what the creator's step does once the directories are durable
+    young.clear()
+    held = hold_invalidated_now(other, young)
+    assert held is not None and young == []
+    os.close(held)
+    os.close(fd)
+    assert read_invalid_suffixes(df.layout, PART) == {HASH[-3:], "abc"}
+
+
+def test_create_partition_now_leaves_a_list_another_writer_made(df: RealDiskFile) -> None:
+    pdir = _make_partition(df)
+    assert create_partition_now(df) is None
+    assert _names_of_invalid(df) == []
+    assert (pdir / HASHES_INVALID).read_bytes() == HASHES_INVALID_HEADER
+
+
+def test_create_partition_now_without_objects_dir_is_left_to_the_pool(df: RealDiskFile) -> None:
+    assert create_partition_now(df) is None
+    assert not df.layout.objects.exists()
+
+
+def test_a_refused_commit_in_a_new_partition_leaves_its_name_until_the_hasher(
+    devices: Devices, df: RealDiskFile
+) -> None:
+    df.layout.objects.mkdir(parents=True)
+    c = _tmp_with(df, b"body")
+    refused = web.Response(status=422)
+    assert _commit(devices, df, c, "1.data", lambda: refused) is refused
+    assert not (df.hash_dir / "1.data").exists()
+    # The directories were not fsynced: the name stays, so other writers fsync them.
+    assert len(_names_of_invalid(df)) == 1
+    young: list[str] = []
+    other = RealDiskFile(df.layout, PART, "f" * 29 + "abc", "/a/c/o2")
+    held = hold_invalidated_now(other, young)
+    assert held is not None and young
+    os.close(held)
+    # The hasher, holding the list exclusively, removes the stale name.
+    get_hashes(df.layout, PART, now_s=1e9, reclaim_age_s=1e9)
+    assert _names_of_invalid(df) == []
+    assert (df.layout.partition_dir(PART) / HASHES_INVALID).stat().st_nlink == 1
 
 
 def test_a_refusal_renames_nothing_and_removes_the_temp_file(

@@ -32,6 +32,7 @@ from common.fsutil import atomic_write_bytes, fsync_dir
 from objectd.layout import (
     HASHES_INVALID,
     HASHES_INVALID_HEADER,
+    INVALID_TEMP_PREFIX,
     DeviceLayout,
     open_locked,
     select_files,
@@ -242,10 +243,9 @@ def _unlink_stale_names(path: Path, ino: int) -> None:
     holds exclusively locked: a writer that made the file on the event loop keeps its temp
     name until its step has fsynced the partition's directories (objectd/splitwrite.py), and
     one whose step failed leaves it. Under this lock no such writer is still at work."""
-    prefix = f".{path.name}."
     with os.scandir(path.parent) as it:
         for e in it:
-            if e.name.startswith(prefix) and e.name.endswith(".tmp"):
+            if e.name.startswith(INVALID_TEMP_PREFIX) and e.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
                     if e.inode() == ino:
                         os.unlink(e.path)

@@ -29,10 +29,12 @@ from objectd.fileformat import Kind
 __all__ = [
     "HASHES_INVALID",
     "HASHES_INVALID_HEADER",
+    "INVALID_TEMP_PREFIX",
     "DeviceLayout",
     "HashDirFiles",
     "hold_suffix_invalidated",
     "invalidate_suffix",
+    "link_new_invalid",
     "open_locked",
     "open_locked_appending",
     "read_invalid_suffixes",
@@ -44,6 +46,8 @@ __all__ = [
 
 HASHES_INVALID = "hashes.invalid"
 HASHES_INVALID_HEADER = b"cairn-hashes-invalid 1\n"
+# hashes.invalid's temp names (`link_new_invalid`): the prefix, then pid, random, ".tmp".
+INVALID_TEMP_PREFIX = f".{HASHES_INVALID}."
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _FILE_RE = re.compile(r"^([0-9]{10}\.[0-9]{5}(?:_[0-9a-f]{16})?)\.(data|meta|ts)$")
 _HASH_RE = re.compile(r"[0-9a-f]{32}")
@@ -283,36 +287,55 @@ def open_locked_appending(path: Path, how: int, first: bytes | None) -> tuple[in
     raise OSError(f"{path}: replaced too often while locking")
 
 
-def _create_with_header(path: Path, first: bytes = b"", how: int | None = None) -> int | None:
-    """Create hashes.invalid holding its header and `first`. With a flock mode `how`, the new
-    inode is locked before it is linked in (the hasher, which locks it exclusively, sees
-    `first` only once the caller drops the lock) and its fd is returned; None, or without
-    `how`, closed. Either way None when another process created it first."""
-    # link() never replaces an existing file, so racing writers agree on one header.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+def link_new_invalid(
+    path: str, first: bytes, how: int | None, *, sync: bool
+) -> tuple[int, str] | None:
+    """Create hashes.invalid at `path` holding its header and `first`: written to a temp
+    file, locked with the flock mode `how` (if given) before it is linked in (the hasher,
+    which locks it exclusively, sees `first` only once the caller drops the lock), fsynced
+    before the link when `sync`. Returns the open descriptor and the temp name, still linked
+    to the file; None, with nothing left behind, when another writer linked it first (link()
+    never replaces a file, so racing writers agree on one header)."""
+    tmp = f"{os.path.dirname(path)}/{INVALID_TEMP_PREFIX}{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-    linked = False
     try:
         if how is not None:
-            fcntl.flock(fd, how)
+            fcntl.flock(fd, how)  # a fresh inode: nobody else can hold it
         os.write(fd, HASHES_INVALID_HEADER + first)
-        os.fsync(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-            linked = True
-    finally:
+        if sync:
+            os.fsync(fd)
+        os.link(tmp, path)
+    except BaseException as e:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, FileExistsError):
+            return None
+        raise
+    return fd, tmp
+
+
+def _create_with_header(path: Path, first: bytes = b"", how: int | None = None) -> int | None:
+    """Create hashes.invalid holding its header and `first`, durably (`link_new_invalid`,
+    then the temp name unlinked and the directory fsynced). With a flock mode `how` the
+    locked descriptor is returned; None, or without `how`, closed. Either way None when
+    another process created it first."""
+    made = link_new_invalid(os.fspath(path), first, how, sync=True)
+    fd: int | None = None
+    if made is not None:
+        fd, tmp = made
         with contextlib.suppress(FileNotFoundError):  # a hasher may have removed it
-            tmp.unlink()
-        if not (linked and how is not None):
+            os.unlink(tmp)
+        if how is None:
             os.close(fd)
-    keep = linked and how is not None
+            fd = None
     try:
         fsync_dir(path.parent)
     except BaseException:
-        if keep:
+        if fd is not None:
             os.close(fd)
         raise
-    return fd if keep else None
+    return fd
 
 
 def read_invalid_suffixes(layout: DeviceLayout, partition: int) -> set[str]:

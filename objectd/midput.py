@@ -160,8 +160,11 @@ async def store_whole(
     return await acknowledge(headers, st, path, df.hash_hex, ts, ctype, etag, size, targets)
 
 
-def _split(parts: Parts, n: int) -> tuple[list[memoryview], bytes]:
-    """The first `n` bytes of `parts` (as views) and the rest (joined: the trailer)."""
+def _split(parts: Parts, n: int | None) -> tuple[list[memoryview], bytes | None]:
+    """The first `n` bytes of `parts` (as views) and the rest (joined: the trailer); with no
+    `n` (a PUT without a trailer), all of `parts` and None."""
+    if n is None:
+        return list(parts), None
     head: list[memoryview] = []
     tail: list[memoryview] = []
     left = n
@@ -221,9 +224,7 @@ def store_whole_step(
         return found
     if not isinstance(df, RealDiskFile):
         return _store_streamed(st, df, request_body, body_len, header_etag, md, gave_up)
-    body, trailer = (
-        (list(request_body), None) if body_len is None else _split(request_body, body_len)
-    )
+    body, trailer = _split(request_body, body_len)
     checked = _checked_etag(body, trailer, body_len, header_etag)
     if isinstance(checked, web.Response):
         return checked
@@ -254,9 +255,7 @@ async def store_whole_split(
     found = lookup_unless_refused(st, device, df, ts, if_none_match)
     if isinstance(found, web.Response):
         return found
-    body, trailer = (
-        (list(request_body), None) if body_len is None else _split(request_body, body_len)
-    )
+    body, trailer = _split(request_body, body_len)
     size = sum(len(p) for p in body)
     assert size <= MID_BODY_BYTES_MAX
     check_space(df, size, st.conf.fallocate_reserve_bytes)

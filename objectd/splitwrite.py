@@ -53,7 +53,7 @@ from aiohttp import web
 from common.fsutil import fsync_dir, makedirs_durable
 from objectd.devices import Devices
 from objectd.diskfile import RealDiskFile
-from objectd.layout import HASHES_INVALID, HASHES_INVALID_HEADER, hold_suffix_invalidated
+from objectd.layout import HASHES_INVALID, hold_suffix_invalidated, link_new_invalid
 from objectd.pagecache import drop_synced
 
 __all__ = [
@@ -154,19 +154,11 @@ def create_partition_now(df: RealDiskFile) -> tuple[int, str, list[str]] | None:
         pass
     except FileNotFoundError:
         return None
-    tmp = f"{part_dir}/.{HASHES_INVALID}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)  # a fresh inode: nobody else can hold it
-        os.write(fd, HASHES_INVALID_HEADER + df.hash_hex[-3:].encode("ascii") + b"\n")
-        os.link(tmp, f"{part_dir}/{HASHES_INVALID}")
-    except BaseException as e:
-        os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, FileExistsError):
-            return None
-        raise
+    line = df.hash_hex[-3:].encode("ascii") + b"\n"
+    made = link_new_invalid(f"{part_dir}/{HASHES_INVALID}", line, fcntl.LOCK_SH, sync=False)
+    if made is None:
+        return None
+    fd, tmp = made
     return fd, tmp, [os.path.dirname(part_dir), part_dir]
 
 
@@ -261,9 +253,9 @@ async def commit_split(
             else:
                 c.held, c.linked_tmp, young = made
         dirs = make_hash_dir_now(hash_dir) if c.held is not None else None
-        if dirs is not None and young:
-            dirs = list(dict.fromkeys(young + dirs))  # a new partition's dir comes twice
         if dirs is not None:
+            if young:
+                dirs = list(dict.fromkeys(young + dirs))  # a new partition's dir comes twice
             c.dir_fd = os.open(hash_dir, os.O_RDONLY | os.O_DIRECTORY)
     except BaseException:
         c.abort()

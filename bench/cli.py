@@ -1,6 +1,6 @@
 """`cairn bench ...`: compare cairn with OpenStack Swift, or load any Swift endpoint.
 
-cairn bench compare [--quick] [--out DIR] [--no-wrk] [--workloads put256m,get256m]
+cairn bench compare [--quick] [--out DIR] [--no-wrk] [--workloads put256m,get256m] [--reps N]
 cairn bench run --auth-url URL --user U --key K [--workloads put4k,get4k,...]
 cairn bench run --storage-url URL --token T --mix put=1,get=4 --size 65536 --duration 30
 """
@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-wrk", action="store_true", help="use only the Python load generator")
     c.add_argument("--workloads", default=None,
                    help="only these, comma-separated, e.g. put256m,get256m")  # fmt: skip
+    c.add_argument("--reps", type=int, default=2,
+                   help="runs of each workload per system, alternated (default 2)")  # fmt: skip
     r = sub.add_parser("run", help="run workloads against any Swift endpoint")
     r.add_argument("--auth-url", help="v1 auth URL (with --user/--key)")
     r.add_argument("--user", default="admin:admin")
@@ -167,8 +169,17 @@ def bench_main(argv: list[str]) -> int:
                     print(f"cairn bench compare: unknown workloads {bad}; known: {WORKLOADS}",
                           file=sys.stderr)  # fmt: skip
                     return 2
+            if args.reps < 1:
+                print(f"cairn bench compare: --reps must be at least 1, not {args.reps}",
+                      file=sys.stderr)  # fmt: skip
+                return 2
             return compare(
-                args.out, args.quick, args.swift_venv, use_wrk=not args.no_wrk, workloads=chosen
+                args.out,
+                args.quick,
+                args.swift_venv,
+                use_wrk=not args.no_wrk,
+                workloads=chosen,
+                reps=args.reps,
             )
         return _cmd_run(args)
     except KeyboardInterrupt:

@@ -231,11 +231,12 @@ def _run_all(
     spec: SuiteSpec,
     t0: float,
     workloads: tuple[str, ...] = WORKLOADS,
+    reps: int = REPS,
 ) -> dict[str, list[Result]]:
     runs: dict[str, list[Result]] = {n: [] for n in suts}
     names = [n for n in SYSTEMS if n in suts]
     for w in workloads:
-        for rep in range(REPS):
+        for rep in range(reps):
             for name in names if rep % 2 == 0 else names[::-1]:
                 r = run_workload(suts[name], spec, w, rep)
                 r.extra["rep"] = rep
@@ -250,15 +251,20 @@ def compare(
     venv: Path,
     use_wrk: bool = True,
     workloads: tuple[str, ...] = WORKLOADS,
+    reps: int = REPS,
 ) -> int:
     """Run the comparison; prints the table and, last, the ratio line. 0 if both ran.
 
     `workloads` (in WORKLOADS' order) runs only some of them, e.g. to look at one change;
-    the ratio line then says nan for those not run.
+    the ratio line then says nan for those not run. `reps` runs each workload that many
+    times per system, alternating which goes first (more than the default 2 shows a fresh
+    cluster's warm-up: compare.json keeps every run with its "rep").
     """
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:
         raise ValueError(f"unknown workloads {unknown}; known: {WORKLOADS}")
+    if reps < 1:
+        raise ValueError(f"reps must be at least 1, not {reps}")
     workloads = tuple(w for w in WORKLOADS if w in workloads)
     out.mkdir(parents=True, exist_ok=True)
     # The last run's data is deleted after measuring, never right before (bench/fsquiet.py).
@@ -271,7 +277,7 @@ def compare(
         purge(out, [*aside, *(out / name for name in SYSTEMS)])
 
     try:
-        return _compare(out, quick, venv, use_wrk, workloads, purged_s_ago, clean_up)
+        return _compare(out, quick, venv, use_wrk, workloads, reps, purged_s_ago, clean_up)
     finally:
         clean_up()  # also when the run failed or was interrupted
 
@@ -282,6 +288,7 @@ def _compare(
     venv: Path,
     use_wrk: bool,
     workloads: tuple[str, ...],
+    reps: int,
     purged_s_ago: float | None,
     clean_up: Callable[[], None],
 ) -> int:
@@ -292,7 +299,7 @@ def _compare(
         "hardware": hardware(),
         "quick": quick,
         "spec": asdict(spec),
-        "reps": REPS,
+        "reps": reps,
         "cairn_commit": _git_commit(),
         "swift_version": _swift_version(venv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -321,7 +328,7 @@ def _compare(
             # workloads, so both serve them with the same set of processes.
             for sut in suts.values():
                 pause.enter_context(paused_daemons(sut.daemon_roots))
-            runs = _run_all(suts, spec, t0, workloads)
+            runs = _run_all(suts, spec, t0, workloads, reps)
         meta["background_cpu_s"] = {
             n: round(sut.background.stop(), 2) for n, sut in suts.items() if sut.background
         }
@@ -339,7 +346,7 @@ def _compare(
     c, s = summaries.get("cairn", {}), summaries.get("swift", {})
     print(format_table(SYSTEMS, [(c.get(w), s.get(w)) for w in workloads]))
     print(
-        f"(throughput: mean of {REPS} runs; cpu/op: CPU ms of the request-serving processes "
+        f"(throughput: mean of {reps} runs; cpu/op: CPU ms of the request-serving processes "
         f"per successful request; p99: worst run; errors cairn/swift)"
     )
     for name, cpu in meta["background_cpu_s"].items():

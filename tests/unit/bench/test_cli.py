@@ -64,6 +64,22 @@ def test_compare_rejects_unknown_workloads_before_starting_anything(
     assert code == 2 and "fly" in capsys.readouterr().err
 
 
+def test_compare_rejects_reps_below_one_before_starting_anything(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = bench_main(["compare", "--quick", "--workloads", "put4k", "--reps", "0"])
+    assert code == 2 and "--reps must be at least 1" in capsys.readouterr().err
+
+
+def test_compare_function_rejects_reps_below_one(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from bench.compare import compare
+
+    with pytest.raises(ValueError, match="reps"):
+        compare(Path(str(tmp_path)), True, Path(str(tmp_path)), workloads=("put4k",), reps=0)
+
+
 def test_compare_function_rejects_unknown_workloads(tmp_path: object) -> None:
     from pathlib import Path
 

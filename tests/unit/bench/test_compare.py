@@ -12,12 +12,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from bench import compare as compare_mod
 from bench.cairnref import paused_daemons
-from bench.compare import _start_all, hardware
+from bench.compare import _run_all, _start_all, hardware
 from bench.procstat import tree_pids
+from bench.stats import Result
 from bench.swiftref import SwiftRefError
 from bench.target import SwiftTarget
-from bench.workloads import SystemUnderTest
+from bench.workloads import SystemUnderTest, quick_spec
 
 
 class _Probe:
@@ -124,3 +126,32 @@ def test_paused_daemons_stops_the_whole_tree_and_resumes_it() -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
         parent.wait()
+
+
+def test_run_all_repeats_each_workload_alternating_who_goes_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, str, int]] = []
+
+    def fake_run(sut: SystemUnderTest, spec: object, workload: str, rep: int) -> Result:
+        calls.append((sut.name, workload, rep))
+        return Result(workload=workload, ops=1, errors=0, duration_s=1.0)
+
+    monkeypatch.setattr(compare_mod, "run_workload", fake_run)
+    monkeypatch.setattr(compare_mod, "_progress", lambda *a: None)
+    suts = {
+        n: SystemUnderTest(n, SwiftTarget("http://127.0.0.1:9/v1/A", "t"), _Probe())
+        for n in ("swift", "cairn")
+    }
+    runs = _run_all(suts, quick_spec(), 0.0, ("put4k", "get4k"), 3)
+    first = [(n, r) for n, w, r in calls if w == "put4k"]
+    assert first == [
+        ("cairn", 0),
+        ("swift", 0),
+        ("swift", 1),
+        ("cairn", 1),
+        ("cairn", 2),
+        ("swift", 2),
+    ]
+    assert [c[1] for c in calls] == ["put4k"] * 6 + ["get4k"] * 6
+    assert [r.extra["rep"] for r in runs["cairn"]] == [0, 1, 2, 0, 1, 2]

@@ -257,8 +257,9 @@ def compare(
 
     `workloads` (in WORKLOADS' order) runs only some of them, e.g. to look at one change;
     the ratio line then says nan for those not run. `reps` runs each workload that many
-    times per system, alternating which goes first (more than the default 2 shows a fresh
-    cluster's warm-up: compare.json keeps every run with its "rep").
+    times per system, alternating which goes first (more than the default 2 shows how each
+    system's figure moves over a fresh cluster's first seconds: compare.json keeps every run
+    with its "rep").
     """
     unknown = [w for w in workloads if w not in WORKLOADS]
     if unknown:

@@ -220,10 +220,26 @@ def _progress(t0: float, name: str, rep: int, r: Result) -> None:
     print(
         f"[{time.monotonic() - t0:6.1f}s] {name:<5} {r.workload:<8} rep {rep + 1}: {thr}, "
         f"p99 {r.p99_s * 1000:7.1f} ms, {r.errors} errors, server cpu {r.server_cpu_s:.2f}s, "
-        f"loadgen cpu {r.client_cpu_s:.2f}s ({r.tool}){why}",
+        f"loadgen cpu {r.client_cpu_s:.2f}s ({r.tool}), "
+        f"writeback before it {r.extra.get('settle_s', 0.0):.2f}s{why}",
         file=sys.stderr,
         flush=True,
     )
+
+
+def settle_writeback() -> float:
+    """Write back every dirty page of the machine (sync(2)) and return how long that took.
+
+    Called before each timed run, untimed. A run of small PUTs leaves megabytes of file
+    system metadata dirty (inode tables, bitmaps, directory blocks: the fsyncs write only
+    the files' and directories' own blocks), which the kernel writes back some seconds
+    later, in the middle of whatever runs next; the fsyncs of that run then queue behind
+    it. With the systems alternating, each one's first seconds paid for the other's
+    writeback, or for the start-up's (docs/performance.md, "Session 15 run").
+    """
+    t = time.monotonic()
+    os.sync()
+    return time.monotonic() - t
 
 
 def _run_all(
@@ -232,14 +248,17 @@ def _run_all(
     t0: float,
     workloads: tuple[str, ...] = WORKLOADS,
     reps: int = REPS,
+    settle: Callable[[], float] = settle_writeback,
 ) -> dict[str, list[Result]]:
     runs: dict[str, list[Result]] = {n: [] for n in suts}
     names = [n for n in SYSTEMS if n in suts]
     for w in workloads:
         for rep in range(reps):
             for name in names if rep % 2 == 0 else names[::-1]:
+                settled_s = settle()
                 r = run_workload(suts[name], spec, w, rep)
                 r.extra["rep"] = rep
+                r.extra["settle_s"] = round(settled_s, 3)
                 runs[name].append(r)
                 _progress(t0, name, rep, r)
     return runs

@@ -88,6 +88,9 @@ class StorageNodeConfig:
     # instead of their own fsyncs (objectd/groupsync.py; Linux >= 5.8, else per-file fsync).
     # Off by default: measured slower where the file system is shared (docs/group-commit.md).
     group_sync: bool = False
+    # Object PUTs' fsyncs run by the kernel through io_uring from the object server's event
+    # loop (common/syncring.py) where the kernel allows it; false: in the device thread pools.
+    io_uring: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):

@@ -49,6 +49,9 @@ class ObjectServerConf:
     # Small PUTs made durable by a shared syncfs of the file system instead of their own
     # fsyncs (objectd/groupsync.py); used only where syncfs reports errors (Linux >= 5.8).
     group_sync: bool = False
+    # A PUT's fsyncs run by the kernel through io_uring from the event loop, where the kernel
+    # allows it (common/syncring.py), instead of a step in the device's thread pool.
+    io_uring: bool = True
     # Tombstones older than this are removed when suffixes are rehashed (cluster setting).
     reclaim_age_s: float = 7 * 24 * 3600.0
 
@@ -76,6 +79,7 @@ class ObjectServerConf:
             fallocate_reserve_bytes=node.fallocate_reserve_bytes,
             threads_per_device=node.threads_per_device,
             group_sync=node.group_sync,
+            io_uring=node.io_uring,
             node_timeout_s=deploy.proxy.node_timeout_s,
             reclaim_age_s=float(deploy.cluster.reclaim_age_s),
         )

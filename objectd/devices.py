@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from common.syncring import SyncRing, raise_first_error
 from objectd.diskfile import DiskFile, RealDiskFile
 from objectd.faulty import FaultPlan, FaultyDiskFile
 from objectd.layout import DeviceLayout, valid_device_name
@@ -71,6 +72,9 @@ class Devices:
         self._on_quarantine = on_quarantine
         # Tests only: every DiskFile made is a FaultyDiskFile following this plan.
         self.fault_plan = fault_plan
+        # fsyncs run by the kernel from the event loop (common/syncring.py), set by the
+        # server once its loop runs; None: every fsync goes through the pools.
+        self.ring: SyncRing | None = None
 
     def layout(self, device: str) -> DeviceLayout:
         if not valid_device_name(device) or device == "recon":  # recon/ holds daemon stats
@@ -141,6 +145,41 @@ class Devices:
             raise
         finally:
             self._inflight[device] -= 1
+
+    async def sync_owned(
+        self, device: str, release: Callable[[], None], fds: list[int], what: list[str]
+    ) -> None:
+        """fsync `fds` in order through `ring` (which must be set); OSError for the first
+        that failed (`what` names each one). The same bounds as `run_owned`: DeviceBusy when
+        the device has too many operations queued or the chain takes over the disk timeout,
+        and on any failure, timeout or cancellation `release` is called exactly once, when
+        the chain is over (the kernel looks up each descriptor only when it gets to it)."""
+        assert self.ring is not None
+        inflight = self._inflight.get(device, 0)
+        if inflight >= self._ops_queued_max:
+            release()
+            raise DeviceBusy(f"device {device} has {inflight} operations queued")
+        try:
+            done = self.ring.fsync(fds)
+        except BaseException:
+            release()
+            raise
+        self._inflight[device] = inflight + 1
+        try:
+            results = await asyncio.wait_for(asyncio.shield(done), self._disk_timeout_s)
+        except BaseException as e:
+            done.add_done_callback(lambda _f: release())
+            if isinstance(e, TimeoutError):
+                self._timed_out[device] = asyncio.get_running_loop().time()
+                raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
+            raise
+        finally:
+            self._inflight[device] -= 1
+        try:
+            raise_first_error(results, what)
+        except OSError:
+            release()
+            raise
 
     def healthy(self, device: str) -> bool:
         """True unless a step on `device` timed out in the last SICK_S seconds (callers then

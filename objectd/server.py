@@ -30,6 +30,7 @@ from common.server import (
     METRICS,
     make_app,
 )
+from common.syncring import SyncRing
 from objectd.conf import STATE, ObjectMetrics, ObjectServerConf, ServerState
 from objectd.devices import Devices
 from objectd.faulty import FaultPlan
@@ -115,6 +116,8 @@ async def make_object_app(
                 in_flight_max=conf.container_update_batches_in_flight,
                 on_batch=metrics.update_batch_rows.observe,
             )
+        if conf.io_uring:
+            devices.ring = SyncRing.open(asyncio.get_running_loop())
         refresher = asyncio.create_task(gauges.refresh_forever(conf.devices_dir))
         yield
         refresher.cancel()
@@ -124,6 +127,9 @@ async def make_object_app(
             await state.batcher.close()
         await state.session.close()
         await asyncio.to_thread(devices.close)
+        if devices.ring is not None:
+            devices.ring.close()
+            devices.ring = None
         if state.syncs is not None:
             state.syncs.close()
 

@@ -214,7 +214,15 @@ async def store_small_split(
     cleanup = not isinstance(found, Missing)
     c = Commit(tmp, fd)
     return await commit_split(
-        st.devices, device, df, c, final_name, len(body), lambda: etag, cleanup=cleanup
+        st.devices,
+        device,
+        df,
+        c,
+        final_name,
+        len(body),
+        lambda: etag,
+        cleanup=cleanup,
+        prepare_on_loop=True,
     )
 
 

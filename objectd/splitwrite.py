@@ -226,6 +226,60 @@ def _make_durable(
     return result
 
 
+async def _make_durable_on_ring(
+    devices: Devices,
+    device: str,
+    c: Commit,
+    final_path: str,
+    prepare: Callable[[], T | web.Response],
+    size: int,
+    dirs: list[str],
+) -> T | web.Response:
+    """`_make_durable` with its fsyncs run by the kernel (`Devices.sync_owned`) and the rest on
+    the loop, in the same order: `prepare`; fsync of the temp file, of hashes.invalid and of
+    every directory the mkdirs changed (one chain); then, only once every one of them has
+    succeeded, the temp name of a new partition's hashes.invalid unlinked and the rename (on
+    the loop: directory entries in memory); then the fsync of the hash directory. A failed
+    fsync in the kernel does not stop the calls linked after it (common/syncring.py), which
+    is why the rename is never in a chain with them."""
+    result = prepare()
+    if isinstance(result, web.Response):
+        return result
+    assert c.fd is not None and c.held is not None and c.dir_fd is not None
+    dir_fds: list[int] = []
+
+    def release() -> None:  # once the chain is over: the kernel may still use them until then
+        for fd in dir_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        dir_fds.clear()
+        c.abort()
+
+    try:
+        for d in dirs:
+            dir_fds.append(os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+    except BaseException:
+        release()
+        raise
+    what = ["temp file", HASHES_INVALID, *dirs]
+    await devices.sync_owned(device, release, [c.fd, c.held, *dir_fds], what)
+    for fd in dir_fds:
+        os.close(fd)
+    dir_fds.clear()
+    try:
+        drop_synced(c.fd, size)
+        if c.linked_tmp is not None:  # the partition's entries are durable now
+            os.unlink(c.linked_tmp)
+            c.linked_tmp = None
+        os.rename(c.tmp, final_path)
+        c.renamed = True
+    except BaseException:
+        c.abort()
+        raise
+    await devices.sync_owned(device, c.abort, [c.dir_fd], ["hash directory"])
+    return result
+
+
 async def commit_split(
     devices: Devices,
     device: str,
@@ -236,12 +290,17 @@ async def commit_split(
     prepare: Callable[[], T | web.Response],
     *,
     cleanup: bool,
+    prepare_on_loop: bool = False,
 ) -> T | web.Response:
     """Commit the temp file `c` as `final_name` in `df`'s hash directory (see the module's
     docstring). `prepare` runs first in the pool's step: it writes what is not written yet
     and returns what to go on with, or a refusal to stop at (the temp file removed). Returns
     what `prepare` returned once durable. On any failure the temp file is removed and nothing
-    is renamed, unless the failure came after the rename (the fsync of the directory)."""
+    is renamed, unless the failure came after the rename (the fsync of the directory).
+
+    `prepare_on_loop`: `prepare` only touches memory. Then, when the devices have a ring
+    (common/syncring.py) and the loop made the directories, the fsyncs run in the kernel
+    from the loop and no pool step is taken (`_make_durable_on_ring`)."""
     hash_dir = os.fspath(df.hash_dir)
     try:
         young: list[str] = []
@@ -261,8 +320,11 @@ async def commit_split(
         c.abort()
         raise
     final_path = f"{hash_dir}/{final_name}"
-    step = functools.partial(_make_durable, c, df, final_path, prepare, size, dirs)
-    result = await devices.run_owned(device, c.abort, step)
+    if devices.ring is not None and prepare_on_loop and dirs is not None:
+        result = await _make_durable_on_ring(devices, device, c, final_path, prepare, size, dirs)
+    else:
+        step = functools.partial(_make_durable, c, df, final_path, prepare, size, dirs)
+        result = await devices.run_owned(device, c.abort, step)
     c.close()  # drops the lock on hashes.invalid: the rename is durable
     if isinstance(result, web.Response):
         c.abort()

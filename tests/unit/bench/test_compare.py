@@ -143,7 +143,17 @@ def test_run_all_repeats_each_workload_alternating_who_goes_first(
         n: SystemUnderTest(n, SwiftTarget("http://127.0.0.1:9/v1/A", "t"), _Probe())
         for n in ("swift", "cairn")
     }
-    runs = _run_all(suts, quick_spec(), 0.0, ("put4k", "get4k"), 3)
+    settles = iter(range(100))
+
+    def settle() -> float:  # each timed run starts once the machine's writeback is done
+        calls.append(("settle", "", -1))
+        return next(settles) / 1000
+
+    runs = _run_all(suts, quick_spec(), 0.0, ("put4k", "get4k"), 3, settle)
+    assert calls[0] == ("settle", "", -1)
+    assert [c[0] == "settle" for c in calls] == [True, False] * 12
+    assert [r.extra["settle_s"] for r in runs["cairn"]] == [0.0, 0.003, 0.004, 0.006, 0.009, 0.01]
+    calls[:] = [c for c in calls if c[0] != "settle"]
     first = [(n, r) for n, w, r in calls if w == "put4k"]
     assert first == [
         ("cairn", 0),

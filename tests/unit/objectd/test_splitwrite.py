@@ -4,10 +4,11 @@ and `Devices.run_owned`, on real files."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +17,7 @@ from aiohttp import web
 
 import objectd.splitwrite
 from common import fsutil
+from common.syncring import SyncRing
 from common.timestamps import Timestamp
 from objectd.devices import DeviceBusy, Devices
 from objectd.diskfile import RealDiskFile
@@ -330,3 +332,201 @@ def test_commit_with_cleanup_removes_what_it_made_obsolete(
     done = commit_split(devices, "sda", df, c, new, 3, lambda: "etag", cleanup=True)
     assert asyncio.run(done) == "etag"
     assert os.listdir(df.hash_dir) == [new]
+
+
+# --- the commit's fsyncs run by the kernel from the loop (common/syncring.py) ---
+
+
+class FsyncFailingRingFake(SyncRing):
+    """Fault injection: a real ring whose chains report EIO for the call at `fail_at` of the
+    chain numbered `chain` (counted from 0), as a disk failing that fsync would."""
+
+    chain = 0
+    fail_at = 0
+
+    def fsync(self, fds: Sequence[int]) -> asyncio.Future[list[int]]:
+        done = super().fsync(fds)
+        n = self.chains_run + self.in_flight - 1
+        if n != self.chain:
+            return done
+        out: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+
+        def fail(f: asyncio.Future[list[int]]) -> None:
+            results = list(f.result())
+            results[self.fail_at] = -errno.EIO
+            out.set_result(results)
+
+        done.add_done_callback(fail)
+        return out
+
+
+def _commit_on_ring(
+    devices: Devices,
+    df: RealDiskFile,
+    c: Commit,
+    name: str,
+    prepare: Callable[[], T],
+    ring_class: type[SyncRing] = SyncRing,
+) -> tuple[T | web.Response, int]:
+    """commit_split with the devices' ring set: (its result, chains the ring ran)."""
+
+    async def go() -> tuple[T | web.Response, int]:
+        ring = ring_class.open(asyncio.get_running_loop())
+        if ring is None:
+            pytest.skip("io_uring refused here (kernel.io_uring_disabled or a seccomp profile)")
+        devices.ring = ring
+        try:
+            done = commit_split(
+                devices, "sda", df, c, name, 5, prepare, cleanup=False, prepare_on_loop=True
+            )
+            return await done, ring.chains_run
+        finally:
+            devices.ring = None
+            ring.close()
+
+    return asyncio.run(go())
+
+
+def _fds_open() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_ring_commit_in_an_existing_partition(devices: Devices, df: RealDiskFile) -> None:
+    _make_partition(df)
+    c = _tmp_with(df, b"hello")
+    before = _fds_open()
+    assert _commit_on_ring(devices, df, c, "1.data", lambda: "etag") == ("etag", 2)
+    assert (df.hash_dir / "1.data").read_bytes() == b"hello"
+    assert _tmp_files(df) == []
+    assert read_invalid_suffixes(df.layout, PART) == {HASH[-3:]}
+    assert c.fd is None and c.held is None and c.dir_fd is None
+    assert _fds_open() <= before  # the directories' descriptors were closed too
+    assert _lock_free(df)
+
+
+def test_ring_commit_in_a_new_partition_fsyncs_everything_before_the_rename(
+    devices: Devices, df: RealDiskFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    df.layout.objects.mkdir(parents=True)
+    chains: list[tuple[list[str], bool]] = []
+    real_sync = Devices.sync_owned
+
+    async def recording(
+        self: Devices,
+        device: str,
+        release: Callable[[], None],
+        fds: list[int],
+        what: list[str],
+    ) -> None:
+        chains.append((list(what), (df.hash_dir / "1.data").exists()))
+        return await real_sync(self, device, release, fds, what)
+
+    monkeypatch.setattr(Devices, "sync_owned", recording)
+    c = _tmp_with(df, b"first")
+    assert _commit_on_ring(devices, df, c, "1.data", lambda: "etag") == ("etag", 2)
+    pdir = os.fspath(df.layout.partition_dir(PART))
+    suffix_dir = os.path.dirname(os.fspath(df.hash_dir))
+    objects = os.fspath(df.layout.objects)
+    assert chains == [
+        (["temp file", HASHES_INVALID, objects, pdir, suffix_dir], False),  # not renamed yet
+        (["hash directory"], True),  # renamed only after every one of those succeeded
+    ]
+    assert _names_of_invalid(df) == []  # the partition is durable: its temp name is gone
+    assert (df.hash_dir / "1.data").read_bytes() == b"first"
+    assert _lock_free(df)
+
+
+@pytest.mark.parametrize("fail_at", [0, 1, 2])
+def test_ring_commit_with_a_failed_fsync_renames_nothing(
+    devices: Devices, df: RealDiskFile, fail_at: int
+) -> None:
+    df.layout.objects.mkdir(parents=True)  # a new partition: five fsyncs in the first chain
+    c = _tmp_with(df, b"body")
+    before = _fds_open()
+    FsyncFailingRingFake.chain, FsyncFailingRingFake.fail_at = 0, fail_at
+    with pytest.raises(OSError) as e:
+        _commit_on_ring(devices, df, c, "1.data", lambda: "etag", FsyncFailingRingFake)
+    assert e.value.errno == errno.EIO
+    assert not (df.hash_dir / "1.data").exists()
+    assert _tmp_files(df) == []
+    assert len(_names_of_invalid(df)) == 1  # still young: other writers keep fsyncing
+    assert c.fd is None and c.held is None and c.dir_fd is None
+    assert _fds_open() <= before
+    assert _lock_free(df)
+
+
+def test_ring_commit_with_a_failed_directory_fsync_after_the_rename(
+    devices: Devices, df: RealDiskFile
+) -> None:
+    _make_partition(df)
+    c = _tmp_with(df, b"body")
+    FsyncFailingRingFake.chain, FsyncFailingRingFake.fail_at = 1, 0
+    with pytest.raises(OSError):
+        _commit_on_ring(devices, df, c, "1.data", lambda: "etag", FsyncFailingRingFake)
+    # Renamed but not acknowledged (as when the pool's last fsync fails): nothing else left.
+    assert (df.hash_dir / "1.data").read_bytes() == b"body"
+    assert _tmp_files(df) == []
+    assert c.fd is None and c.held is None and c.dir_fd is None
+    assert _lock_free(df)
+
+
+def test_ring_commit_refusal_renames_nothing(devices: Devices, df: RealDiskFile) -> None:
+    _make_partition(df)
+    c = _tmp_with(df, b"body")
+    refused = web.Response(status=422)
+    assert _commit_on_ring(devices, df, c, "1.data", lambda: refused) == (refused, 0)
+    assert not (df.hash_dir / "1.data").exists()
+    assert _tmp_files(df) == []
+    assert _lock_free(df)
+
+
+class StuckRingFake:
+    """Fault injection: a ring whose chains complete only when the test says so (a hung disk)."""
+
+    def __init__(self) -> None:
+        self.pending: list[asyncio.Future[list[int]]] = []
+
+    def fsync(self, fds: list[int]) -> asyncio.Future[list[int]]:
+        f: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self.pending.append(f)
+        return f
+
+
+def test_sync_owned_releases_only_when_an_abandoned_chain_ends(tmp_path: Path) -> None:
+    (tmp_path / "sda").mkdir()
+    devices = Devices(
+        tmp_path, "p", "s", mount_check=False, threads_per_device=1, disk_timeout_s=0.05
+    )
+    stuck = StuckRingFake()
+    devices.ring = stuck  # type: ignore[assignment]
+    released: list[int] = []
+
+    async def run() -> None:
+        with pytest.raises(DeviceBusy):
+            await devices.sync_owned("sda", lambda: released.append(1), [0], ["x"])
+        assert released == []  # the kernel may still use the descriptors
+        assert not devices.healthy("sda")
+        stuck.pending[0].set_result([0])
+        await asyncio.sleep(0)
+        assert released == [1]
+
+    asyncio.run(run())
+
+
+def test_sync_owned_refuses_past_the_queue_bound(tmp_path: Path) -> None:
+    (tmp_path / "sda").mkdir()
+    devices = Devices(tmp_path, "p", "s", mount_check=False, threads_per_device=1, ops_queued_max=1)
+    stuck = StuckRingFake()
+    devices.ring = stuck  # type: ignore[assignment]
+    released: list[int] = []
+
+    async def run() -> None:
+        first = asyncio.ensure_future(devices.sync_owned("sda", lambda: None, [0], ["x"]))
+        await asyncio.sleep(0)
+        with pytest.raises(DeviceBusy):
+            await devices.sync_owned("sda", lambda: released.append(1), [0], ["x"])
+        assert released == [1]
+        stuck.pending[0].set_result([0])
+        await first
+
+    asyncio.run(run())

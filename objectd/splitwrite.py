@@ -34,6 +34,12 @@ directory with the others. Until it has, the file stays linked under its temp na
 and every other writer that finds it so fsyncs those two directories itself
 (docs/object-format.md, "hashes.invalid").
 
+Where the kernel allows io_uring (`Devices.ring`, common/syncring.py; `[[nodes]] io_uring`)
+and the body is already written (a small PUT), there is no pool step at all: the kernel's
+io-wq workers run the fsyncs before the rename as one chain, the loop then renames, and a
+second chain fsyncs the hash directory (`_make_durable_on_ring`). The same calls in the same
+order, with no GIL hand-off between them.
+
 Obsolete files found by the lookup are unlinked after the step without another fsync (as
 Swift does): if a crash undoes the unlink, the older file is still obsolete (the newest file
 wins) and the hasher removes it.

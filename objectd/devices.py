@@ -128,23 +128,32 @@ class Devices:
         if it raises, times out or is cancelled, `release` is called exactly once, when the
         step is over (at once when it already is; else by the thread that ends it), so
         nothing is closed under a step still running. Not called when `fn` returns."""
-        inflight = self._inflight.get(device, 0)
-        if inflight >= self._ops_queued_max:
-            release()
-            raise DeviceBusy(f"device {device} has {inflight} operations queued")
-        self._inflight[device] = inflight + 1
-        loop = asyncio.get_running_loop()
+        self._admit(device, release)
         done = self._pool(device).submit(functools.partial(fn, *args, **kwargs))
         try:
             return await asyncio.wait_for(asyncio.wrap_future(done), self._disk_timeout_s)
         except BaseException as e:
             done.add_done_callback(lambda _f: release())
             if isinstance(e, TimeoutError):
-                self._timed_out[device] = loop.time()
-                raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
+                raise self._timed_out_now(device) from None
             raise
         finally:
             self._inflight[device] -= 1
+
+    def _admit(self, device: str, release: Callable[[], None]) -> None:
+        """Count one more operation queued on `device`; DeviceBusy (after `release`) when
+        it already has `ops_queued_max`. The caller decrements `_inflight` when it ends."""
+        inflight = self._inflight.get(device, 0)
+        if inflight >= self._ops_queued_max:
+            release()
+            raise DeviceBusy(f"device {device} has {inflight} operations queued")
+        self._inflight[device] = inflight + 1
+
+    def _timed_out_now(self, device: str) -> DeviceBusy:
+        """An operation on `device` took over the disk timeout: the device counts as sick
+        for SICK_S (`healthy`); the error to raise."""
+        self._timed_out[device] = asyncio.get_running_loop().time()
+        return DeviceBusy(f"device {device} took over {self._disk_timeout_s}s")
 
     async def sync_owned(
         self, device: str, release: Callable[[], None], fds: list[int], what: list[str]
@@ -155,23 +164,19 @@ class Devices:
         and on any failure, timeout or cancellation `release` is called exactly once, when
         the chain is over (the kernel looks up each descriptor only when it gets to it)."""
         assert self.ring is not None
-        inflight = self._inflight.get(device, 0)
-        if inflight >= self._ops_queued_max:
-            release()
-            raise DeviceBusy(f"device {device} has {inflight} operations queued")
+        self._admit(device, release)
         try:
             done = self.ring.fsync(fds)
         except BaseException:
+            self._inflight[device] -= 1
             release()
             raise
-        self._inflight[device] = inflight + 1
         try:
             results = await asyncio.wait_for(asyncio.shield(done), self._disk_timeout_s)
         except BaseException as e:
             done.add_done_callback(lambda _f: release())
             if isinstance(e, TimeoutError):
-                self._timed_out[device] = asyncio.get_running_loop().time()
-                raise DeviceBusy(f"device {device} took over {self._disk_timeout_s}s") from None
+                raise self._timed_out_now(device) from None
             raise
         finally:
             self._inflight[device] -= 1

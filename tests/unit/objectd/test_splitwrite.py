@@ -87,6 +87,14 @@ def _lock_free(df: RealDiskFile) -> bool:
         os.close(fd)
 
 
+def _assert_nothing_renamed_and_all_released(df: RealDiskFile, c: Commit) -> None:
+    """After a failed commit: no object, no temp file, nothing held open, no lock."""
+    assert not (df.hash_dir / "1.data").exists()
+    assert _tmp_files(df) == []
+    assert c.fd is None and c.held is None and c.dir_fd is None
+    assert _lock_free(df)
+
+
 def test_commit_in_an_existing_partition(devices: Devices, df: RealDiskFile) -> None:
     _make_partition(df)
     c = _tmp_with(df, b"hello")
@@ -232,10 +240,7 @@ def test_a_failing_step_renames_nothing_and_releases_everything(
 
     with pytest.raises(OSError):
         _commit(devices, df, c, "1.data", fail)
-    assert not (df.hash_dir / "1.data").exists()
-    assert _tmp_files(df) == []
-    assert c.fd is None and c.held is None and c.dir_fd is None
-    assert _lock_free(df)
+    _assert_nothing_renamed_and_all_released(df, c)
 
 
 def test_hasher_holding_the_list_leaves_the_append_to_the_pool(df: RealDiskFile) -> None:
@@ -447,12 +452,9 @@ def test_ring_commit_with_a_failed_fsync_renames_nothing(
     with pytest.raises(OSError) as e:
         _commit_on_ring(devices, df, c, "1.data", lambda: "etag", FsyncFailingRingFake)
     assert e.value.errno == errno.EIO
-    assert not (df.hash_dir / "1.data").exists()
-    assert _tmp_files(df) == []
+    _assert_nothing_renamed_and_all_released(df, c)
     assert len(_names_of_invalid(df)) == 1  # still young: other writers keep fsyncing
-    assert c.fd is None and c.held is None and c.dir_fd is None
     assert _fds_open() <= before
-    assert _lock_free(df)
 
 
 def test_ring_commit_with_a_failed_directory_fsync_after_the_rename(

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from common.syncring import SyncRing, raise_first_error
 from objectd.diskfile import DiskFile, RealDiskFile
@@ -130,8 +130,20 @@ class Devices:
         nothing is closed under a step still running. Not called when `fn` returns."""
         self._admit(device, release)
         done = self._pool(device).submit(functools.partial(fn, *args, **kwargs))
+        return await self._await_owned(device, release, asyncio.wrap_future(done), done)
+
+    async def _await_owned(
+        self,
+        device: str,
+        release: Callable[[], None],
+        waited: Awaitable[R],
+        done: Future[Any] | asyncio.Future[Any],
+    ) -> R:
+        """Wait for `waited` (which ends with `done`, the operation itself) under the disk
+        timeout; an admitted operation's end (`_admit`). On a failure, timeout or
+        cancellation `release` runs once `done` is over; a timeout marks the device sick."""
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(done), self._disk_timeout_s)
+            return await asyncio.wait_for(waited, self._disk_timeout_s)
         except BaseException as e:
             done.add_done_callback(lambda _f: release())
             if isinstance(e, TimeoutError):
@@ -171,15 +183,7 @@ class Devices:
             self._inflight[device] -= 1
             release()
             raise
-        try:
-            results = await asyncio.wait_for(asyncio.shield(done), self._disk_timeout_s)
-        except BaseException as e:
-            done.add_done_callback(lambda _f: release())
-            if isinstance(e, TimeoutError):
-                raise self._timed_out_now(device) from None
-            raise
-        finally:
-            self._inflight[device] -= 1
+        results = await self._await_owned(device, release, asyncio.shield(done), done)
         try:
             raise_first_error(results, what)
         except OSError:

@@ -87,12 +87,17 @@ def _lock_free(df: RealDiskFile) -> bool:
         os.close(fd)
 
 
-def _assert_nothing_renamed_and_all_released(df: RealDiskFile, c: Commit) -> None:
-    """After a failed commit: no object, no temp file, nothing held open, no lock."""
-    assert not (df.hash_dir / "1.data").exists()
+def _assert_all_released(df: RealDiskFile, c: Commit) -> None:
+    """After a commit, whatever its outcome: no temp file, nothing held open, no lock."""
     assert _tmp_files(df) == []
     assert c.fd is None and c.held is None and c.dir_fd is None
     assert _lock_free(df)
+
+
+def _assert_nothing_renamed_and_all_released(df: RealDiskFile, c: Commit) -> None:
+    """After a failed commit: no object, and everything released."""
+    assert not (df.hash_dir / "1.data").exists()
+    _assert_all_released(df, c)
 
 
 def test_commit_in_an_existing_partition(devices: Devices, df: RealDiskFile) -> None:
@@ -467,9 +472,7 @@ def test_ring_commit_with_a_failed_directory_fsync_after_the_rename(
         _commit_on_ring(devices, df, c, "1.data", lambda: "etag", FsyncFailingRingFake)
     # Renamed but not acknowledged (as when the pool's last fsync fails): nothing else left.
     assert (df.hash_dir / "1.data").read_bytes() == b"body"
-    assert _tmp_files(df) == []
-    assert c.fd is None and c.held is None and c.dir_fd is None
-    assert _lock_free(df)
+    _assert_all_released(df, c)
 
 
 def test_ring_commit_refusal_renames_nothing(devices: Devices, df: RealDiskFile) -> None:

@@ -40,8 +40,10 @@ from objectd.layout import (
     suffix_invalidated,
 )
 from objectd.pagecache import (
+    KEEP_CACHE_BYTES_MAX,
     WRITEBACK_BYTES_MIN,
     DropBehind,
+    ReadBehind,
     drop_read,
     drop_synced,
     drop_written,
@@ -340,6 +342,10 @@ class _RealReader:
         self.info = info
         self._fd = fd
         self._verified_upto = 0  # blocks [0, n) already verified in order
+        # A large body's streamed reads leave the page cache behind them
+        # (objectd/pagecache.py ReadBehind).
+        large = info.data.content_length > KEEP_CACHE_BYTES_MAX
+        self._read_behind = ReadBehind() if large else None
         # A GET reads the next range in one pool thread while it sends the last one, and
         # closes from another: reads and close take turns, so a close never pulls the fd
         # from under a read (nor lets a read use a number the fd table gave to a new file).
@@ -365,6 +371,8 @@ class _RealReader:
             buf = os.pread(self._fd, end - start, start)
             if drop:
                 drop_read(self._fd, start, end - start)
+            elif self._read_behind is not None:
+                self._read_behind.read(self._fd, start, end)
         for i in range(first, last + 1):
             lo = (i - first) * md.block_bytes
             block = memoryview(buf)[lo : lo + md.block_bytes]
@@ -394,6 +402,8 @@ class _RealReader:
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
+                if self._read_behind is not None:
+                    self._read_behind.close(self._fd, self.info.data.content_length)
                 os.close(self._fd)
                 self._fd = -1
 

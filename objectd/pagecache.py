@@ -26,6 +26,14 @@ and cost little memory. Why drop at all, since a page of a new body must come fr
 Dropping what was just written (its pages are clean after the fsync) hands the same pages to
 the next body, and keeps memory for what is worth caching (inodes, directories, small
 objects). A read soon after a large write then comes from the disk.
+
+Reads follow the same rule (`ReadBehind`): a streamed read of a body over
+`KEEP_CACHE_BYTES_MAX` drops what it has read `READ_DROP_LAG_BYTES` behind its front, and the
+rest when the reader closes, as Swift's object server does for bodies over its
+keep_cache_size. Otherwise a cold 256 MiB GET pulled 256 MiB of new pages from free memory:
+on the VM above, after the machine had been idle for ~15 s (free memory reported back),
+reading such a file cost 0.35-0.37 s of system CPU against 0.03-0.04 s when dropped 2 MiB
+behind (docs/performance.md, "Session 17 run").
 """
 
 from __future__ import annotations
@@ -38,9 +46,13 @@ from collections.abc import Callable
 __all__ = [
     "DROP_LAG_BYTES",
     "DROP_STEP_BYTES",
+    "FOLIO_BYTES_MAX",
     "KEEP_CACHE_BYTES_MAX",
+    "READ_DROP_LAG_BYTES",
+    "READ_DROP_STEP_BYTES",
     "WRITEBACK_BYTES_MIN",
     "DropBehind",
+    "ReadBehind",
     "drop_read",
     "drop_synced",
     "drop_written",
@@ -55,6 +67,14 @@ KEEP_CACHE_BYTES_MAX = 256 * 1024
 # so waiting for it rarely waits), in steps of at least DROP_STEP_BYTES.
 DROP_LAG_BYTES = 8 * 1024 * 1024
 DROP_STEP_BYTES = 4 * 1024 * 1024
+# The largest page-cache folio (x86-64: PMD order, 2 MiB); folios are aligned to their size.
+FOLIO_BYTES_MAX = 2 * 1024 * 1024
+# A streamed read drops the pages it has read this far behind its front (the readahead
+# window, read_ahead_kb, is ahead of it and untouched), in steps of at least
+# READ_DROP_STEP_BYTES. What was read is already copied out (or, for sendfile, queued on the
+# socket: a page the socket still holds is simply not dropped).
+READ_DROP_LAG_BYTES = 2 * 1024 * 1024
+READ_DROP_STEP_BYTES = 2 * 1024 * 1024
 # Writes of at least this many bytes start their writeback at once.
 WRITEBACK_BYTES_MIN = 256 * 1024
 
@@ -70,22 +90,72 @@ class DropBehind:
     """Sans-IO: which written range is far enough behind the write front to be dropped.
 
     `advance(end)` is told the file offset the writes have reached and answers the range
-    (offset, nbytes) to drop now, or None; ranges never overlap and never come closer than
-    `lag_bytes` to the front.
+    (offset, nbytes) to drop now, or None; ranges never overlap, never come closer than
+    `lag_bytes` to the front, and end on a multiple of `align_bytes`.
+
+    The alignment matters: the page cache holds a file in folios of up to FOLIO_BYTES_MAX,
+    each aligned to its size, and POSIX_FADV_DONTNEED drops only the folios wholly inside its
+    range. Ranges cut at arbitrary offsets left every folio across a cut cached for good
+    (with 1 MiB steps, 224 of a 256 MiB body read stayed in the page cache).
     """
 
-    def __init__(self, lag_bytes: int = DROP_LAG_BYTES, step_bytes: int = DROP_STEP_BYTES) -> None:
-        assert lag_bytes >= 0 and step_bytes > 0
+    def __init__(
+        self,
+        lag_bytes: int = DROP_LAG_BYTES,
+        step_bytes: int = DROP_STEP_BYTES,
+        *,
+        start: int = 0,
+        align_bytes: int = FOLIO_BYTES_MAX,
+    ) -> None:
+        assert lag_bytes >= 0 and step_bytes > 0 and align_bytes > 0 and start >= 0
         self.lag_bytes = lag_bytes
         self.step_bytes = step_bytes
-        self.dropped_to = 0
+        self.align_bytes = align_bytes
+        self.dropped_to = start - start % align_bytes
 
     def advance(self, end: int) -> tuple[int, int] | None:
         upto = end - self.lag_bytes
+        upto -= upto % self.align_bytes
         if upto - self.dropped_to < self.step_bytes:
             return None
         start, self.dropped_to = self.dropped_to, upto
         return start, upto - start
+
+
+class ReadBehind:
+    """The pages a streamed read of a large body leaves behind it.
+
+    `read(fd, start, end)` is told each range read; once the front is far enough past what
+    was dropped (`DropBehind` with READ_DROP_LAG_BYTES, starting at the first read's folio),
+    the range behind it is dropped. `close(fd, end)` drops from there to `end`, the body's
+    end (what the last steps and the readahead brought in; the metadata after the body,
+    read at every open, stays). A ranged GET does not evict the pages before its range.
+    """
+
+    def __init__(
+        self, lag_bytes: int = READ_DROP_LAG_BYTES, step_bytes: int = READ_DROP_STEP_BYTES
+    ) -> None:
+        self._behind: DropBehind | None = None
+        self._lag_bytes = lag_bytes
+        self._step_bytes = step_bytes
+
+    def read(self, fd: int, start: int, end: int) -> tuple[int, int] | None:
+        """Note [start, end) read; drops (and returns) the range now behind the front."""
+        if self._behind is None:
+            self._behind = DropBehind(self._lag_bytes, self._step_bytes, start=start)
+        drop = self._behind.advance(end)
+        if drop is not None:
+            _dont_need(fd, *drop)
+        return drop
+
+    def close(self, fd: int, end: int) -> tuple[int, int] | None:
+        """Drop from the last dropped offset to `end`, if anything was read; returns that
+        range."""
+        if self._behind is None or end <= self._behind.dropped_to:
+            return None
+        start = self._behind.dropped_to
+        _dont_need(fd, start, end - start)
+        return start, end - start
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -109,14 +179,12 @@ def start_writeback(fd: int, offset: int, nbytes: int) -> None:
 
 
 def drop_read(fd: int, offset: int, nbytes: int) -> None:
-    """A range just read leaves the page cache when over KEEP_CACHE_BYTES_MAX. Used for an
-    object read whole in one step (at most 1 MiB: every blockd chunk), which was dropped when
-    written too: without it, reading such objects back took fresh pages from free memory
-    (a host fault each on a VM reporting free memory: blockd's 1 MiB read job fell from
-    541-587 to 304-397 MB/s once chunk writes were dropped; with it 517-603, docs/performance.md
-    "Session 10"). Streamed ranges of larger objects keep their pages: dropping them too made
-    every repeated 256 MiB GET read the disk (359 against ~800 MB/s in `cairn bench
-    compare`)."""
+    """A range just read whole in one step (at most 1 MiB: every blockd chunk) leaves the
+    page cache when over KEEP_CACHE_BYTES_MAX; the object was dropped when written too.
+    Without it, reading such objects back took fresh pages from free memory (a host fault
+    each on a VM reporting free memory: blockd's 1 MiB read job fell from 541-587 to
+    304-397 MB/s once chunk writes were dropped; with it 517-603, docs/performance.md
+    "Session 10"). Streamed reads drop behind their front instead (`ReadBehind`)."""
     if nbytes > KEEP_CACHE_BYTES_MAX:
         _dont_need(fd, offset, nbytes)
 

@@ -1,5 +1,6 @@
-"""objectd.pagecache: which ranges are dropped behind the write front, and that a large body
-written through a real DiskFile writer leaves the page cache while a small one stays."""
+"""objectd.pagecache: which ranges are dropped behind the write front and behind a streamed
+read, and that a large body written or read through a real DiskFile leaves the page cache
+while a small one stays."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from objectd.layout import DeviceLayout
 from objectd.pagecache import (
     DROP_LAG_BYTES,
     DROP_STEP_BYTES,
+    FOLIO_BYTES_MAX,
     KEEP_CACHE_BYTES_MAX,
+    READ_DROP_LAG_BYTES,
+    READ_DROP_STEP_BYTES,
     DropBehind,
+    ReadBehind,
     drop_written,
 )
 from objectd.reads import Loaded, check_and_open
@@ -35,8 +40,24 @@ def test_drop_behind_keeps_its_lag_and_never_overlaps() -> None:
     assert d.advance(11 * MIB) is None  # 3 MiB behind: below one step
     assert d.advance(12 * MIB) == (0, 4 * MIB)
     assert d.advance(13 * MIB) is None
-    assert d.advance(20 * MIB + 5) == (4 * MIB, 8 * MIB + 5)
-    assert d.dropped_to == 12 * MIB + 5
+    assert d.advance(20 * MIB + 5) == (4 * MIB, 8 * MIB)  # ends on a folio boundary
+    assert d.dropped_to == 12 * MIB
+    assert d.advance(22 * MIB) is None  # 2 MiB more: below one step
+    assert d.advance(24 * MIB + MIB // 2) == (12 * MIB, 4 * MIB)
+
+
+def test_drop_behind_cuts_only_on_folio_boundaries() -> None:
+    """POSIX_FADV_DONTNEED drops only folios wholly inside its range, and a page-cache folio
+    is up to FOLIO_BYTES_MAX, aligned to its size: every cut sits on such a boundary, the
+    first one at or before `start`."""
+    d = DropBehind(lag_bytes=MIB, step_bytes=MIB, start=3 * MIB + 7)
+    assert d.dropped_to == 2 * MIB
+    assert d.advance(4 * MIB + MIB // 2) is None  # 3.5 MiB behind rounds down to 2 MiB
+    assert d.advance(5 * MIB) == (2 * MIB, 2 * MIB)
+    for end in range(5 * MIB, 64 * MIB, 300_001):
+        got = d.advance(end)
+        if got is not None:
+            assert got[0] % FOLIO_BYTES_MAX == 0 and got[1] % FOLIO_BYTES_MAX == 0
 
 
 def test_defaults_drop_nothing_of_a_kept_body() -> None:
@@ -46,7 +67,13 @@ def test_defaults_drop_nothing_of_a_kept_body() -> None:
 
 
 def _resident_pages(path: Path) -> int:
-    """Pages of `path` in the page cache: mincore(2) over a read-only shared mapping."""
+    """Pages of `path` in the page cache."""
+    return sum(_residency(path))
+
+
+def _residency(path: Path) -> list[bool]:
+    """Page by page, whether `path` is in the page cache: mincore(2) over a read-only shared
+    mapping."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [
@@ -71,7 +98,17 @@ def _resident_pages(path: Path) -> int:
             libc.munmap(addr, size)
     finally:
         os.close(fd)
-    return sum(v & 1 for v in vec)
+    return [bool(v & 1) for v in vec]
+
+
+def _reads_back(df: RealDiskFile, body: bytes) -> None:
+    """The object reads back whole and intact."""
+    r = df.open()
+    assert not isinstance(r, Deleted | Missing)
+    try:
+        assert r.read(0, len(body)) == body
+    finally:
+        r.close()
 
 
 def test_drop_written_evicts_a_written_range(tmp_path: Path) -> None:
@@ -90,25 +127,13 @@ def test_drop_written_evicts_a_written_range(tmp_path: Path) -> None:
 def test_a_large_body_leaves_the_cache_a_small_one_stays(
     tmp_path: Path, size: int, kept: bool
 ) -> None:
-    (tmp_path / "sda").mkdir()
-    df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
-    body = os.urandom(size)
-    w = df.writer(size, 0)
-    for i in range(0, size, MIB):  # a 256 KiB body is one short piece
-        w.write(body[i : i + MIB])
-    w.commit(ObjectMetadata(kind="data", name="/a/c/o", timestamp=Timestamp(1)))
-    (data,) = [p for p in df.hash_dir.iterdir() if p.suffix == ".data"]
+    df, body, data = _large_written(tmp_path, size)  # a 256 KiB body is one short piece
     resident = _resident_pages(data)
     if kept:
         assert resident * mmap.PAGESIZE >= size  # the whole body is still cached
     else:
         assert resident == 0
-    r = df.open()  # and the body reads back intact either way
-    assert not isinstance(r, Deleted | Missing)
-    try:
-        assert r.read(0, size) == body
-    finally:
-        r.close()
+    _reads_back(df, body)  # intact either way
 
 
 def _whole_written(tmp_path: Path, size: int) -> tuple[RealDiskFile, bytes, Path]:
@@ -136,18 +161,14 @@ def test_a_whole_body_write_drops_a_large_body_once_durable(
         assert resident * mmap.PAGESIZE >= size
     else:
         assert resident == 0
-    r = df.open()
-    assert not isinstance(r, Deleted | Missing)
-    try:
-        assert r.read(0, size) == body
-    finally:
-        r.close()
+    _reads_back(df, body)
 
 
 def test_a_large_read_asked_to_drop_leaves_the_cache_others_keep_it(tmp_path: Path) -> None:
     """read(drop=True) of a range over KEEP_CACHE_BYTES_MAX drops it once read; a plain read
     (streamed ranges), verify (sendfile sends what it read from the page cache) and small
-    ranges keep their pages."""
+    ranges keep their pages while the reader is open (less than READ_DROP_LAG_BYTES behind
+    the front), and the close drops them."""
     df, body, data = _whole_written(tmp_path, MIB)
     assert _resident_pages(data) == 0  # dropped once written
     r = df.open()
@@ -164,6 +185,100 @@ def test_a_large_read_asked_to_drop_leaves_the_cache_others_keep_it(tmp_path: Pa
         assert _resident_pages(data) * mmap.PAGESIZE >= MIB  # a plain read keeps them
     finally:
         r.close()
+    assert _resident_pages(data) * mmap.PAGESIZE < 64 * 1024  # the footer's page may stay
+
+
+def test_read_behind_drops_behind_its_lag_from_the_first_read_on(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"\0" * (16 * MIB))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        rb = ReadBehind(lag_bytes=2 * MIB, step_bytes=2 * MIB)
+        assert rb.close(fd, 16 * MIB) is None  # nothing read, nothing dropped
+        assert rb.read(fd, 4 * MIB, 5 * MIB) is None  # a ranged read starting at 4 MiB
+        assert rb.read(fd, 5 * MIB, 7 * MIB) is None  # 1 MiB behind the lag
+        assert rb.read(fd, 7 * MIB, 8 * MIB) == (4 * MIB, 2 * MIB)  # never before its start
+        assert rb.read(fd, 8 * MIB, 9 * MIB + 5) is None  # under one step
+        assert rb.read(fd, 9 * MIB + 5, 11 * MIB) == (6 * MIB, 2 * MIB)
+        assert rb.close(fd, 16 * MIB - 3) == (8 * MIB, 8 * MIB - 3)
+    finally:
+        os.close(fd)
+    assert READ_DROP_LAG_BYTES >= 0 and READ_DROP_STEP_BYTES >= FOLIO_BYTES_MAX
+
+
+def _large_written(tmp_path: Path, size: int) -> tuple[RealDiskFile, bytes, Path]:
+    (tmp_path / "sda").mkdir()
+    df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
+    body = os.urandom(size)
+    w = df.writer(size, 0)
+    for i in range(0, size, MIB):
+        w.write(body[i : i + MIB])
+    w.commit(ObjectMetadata(kind="data", name="/a/c/o", timestamp=Timestamp(1)))
+    (data,) = [p for p in df.hash_dir.iterdir() if p.suffix == ".data"]
+    return df, body, data
+
+
+def test_a_streamed_read_of_a_large_body_leaves_the_cache_behind_it(tmp_path: Path) -> None:
+    """A GET streams a large body in steps (objectd/reads.py): the pages more than
+    READ_DROP_LAG_BYTES behind the front leave as it goes, the rest at the close, so a cold
+    read recycles a few MiB of pages instead of taking the whole body's from free memory.
+    64 MiB, because readahead grows its folios as a sequential read goes on: by then they
+    are large enough that cuts off folio boundaries left most pages cached."""
+    size = 64 * MIB
+    df, body, data = _large_written(tmp_path, size)
+    pages = size // mmap.PAGESIZE
+    r = df.open()
+    assert not isinstance(r, Deleted | Missing)
+    try:
+        front = 48 * MIB
+        got = b"".join(r.read(p, MIB) for p in range(0, front, MIB))
+        assert got == body[:front]
+        behind = front - READ_DROP_LAG_BYTES - READ_DROP_STEP_BYTES
+        resident = _residency(data)
+        assert not any(resident[: behind // mmap.PAGESIZE])  # dropped behind the front
+        assert all(resident[(front - MIB) // mmap.PAGESIZE : front // mmap.PAGESIZE])
+        r.verify(front, size - front)  # the sendfile path reads through verify
+    finally:
+        r.close()
+    assert not any(_residency(data)[:pages])  # the body is gone; the footer's page may stay
+    _reads_back(df, body)  # intact, from the disk
+
+
+def test_a_large_body_leaves_the_cache_behind_the_write_front(tmp_path: Path) -> None:
+    """The streamed writer drops DROP_LAG_BYTES behind its front while the body arrives in
+    pieces of any size (as socket reads hand them over), not only at the commit."""
+    (tmp_path / "sda").mkdir()
+    df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
+    size, piece = 64 * MIB, 200_003
+    body = os.urandom(size)
+    w = df.writer(size, 0)
+    try:
+        for i in range(0, size, piece):
+            w.write(body[i : i + piece])
+        tmp = next(p for p in (tmp_path / "sda" / "tmp").iterdir())
+        resident = _residency(tmp)
+        behind = size - DROP_LAG_BYTES - DROP_STEP_BYTES - FOLIO_BYTES_MAX
+        assert sum(resident[: behind // mmap.PAGESIZE]) == 0
+    finally:
+        w.abort()
+
+
+def test_a_ranged_read_keeps_the_pages_before_its_range(tmp_path: Path) -> None:
+    size = 8 * MIB
+    _df, body, data = _large_written(tmp_path, size)
+    df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
+    with open(data, "rb") as f:  # someone else's read brought the first 4 MiB in
+        assert f.read(4 * MIB) == body[: 4 * MIB]
+    assert all(_residency(data)[: 4 * MIB // mmap.PAGESIZE])
+    r = df.open()
+    assert not isinstance(r, Deleted | Missing)
+    try:
+        assert r.read(4 * MIB, 4 * MIB) == body[4 * MIB :]
+    finally:
+        r.close()
+    resident = _residency(data)
+    assert all(resident[: 4 * MIB // mmap.PAGESIZE])
+    assert not any(resident[4 * MIB // mmap.PAGESIZE : size // mmap.PAGESIZE])
 
 
 def test_a_whole_object_read_in_one_step_leaves_the_cache(tmp_path: Path) -> None:

@@ -184,18 +184,22 @@ def load_metadata(path: Path) -> ObjectMetadata:
 
 def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
     """Check a whole object file: footer, every block digest and the ETag, an MD5 or the
-    xxh3-128 its `etag_alg` names (the auditor's job).
+    xxh3-128 its `etag_alg` names (the auditor's job). A body over KEEP_CACHE_BYTES_MAX
+    leaves the page cache behind the check (objectd/pagecache.py ReadBehind).
 
     Yields the number of body bytes checked after each step, so a caller can rate-limit
     between steps; raises FileFormatError or ChecksumMismatch on damage. Blocking.
     """
     fd = os.open(path, os.O_RDONLY)
+    behind = ReadBehind()  # a large body leaves the page cache as it is checked
     try:
         md = _read_footer(fd)
         whole = hashlib.md5() if md.etag_alg == "md5" else xxhash.xxh3_128()
         step = max(1, step_bytes // md.block_bytes) * md.block_bytes
         for start in range(0, md.content_length, step):
             buf = os.pread(fd, min(step, md.content_length - start), start)
+            if md.content_length > KEEP_CACHE_BYTES_MAX:
+                behind.read(fd, start, start + len(buf))
             for lo in range(0, len(buf), md.block_bytes):
                 index = (start + lo) // md.block_bytes
                 block = memoryview(buf)[lo : lo + md.block_bytes]
@@ -205,6 +209,7 @@ def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
             yield start + len(buf)
         if md.kind == "data" and whole.hexdigest() != md.etag:
             raise ChecksumMismatch(f"{path}: body {md.etag_alg} differs from the ETag")
+        behind.close(fd, md.content_length)
     finally:
         os.close(fd)
 

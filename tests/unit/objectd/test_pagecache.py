@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from common.timestamps import Timestamp
-from objectd.diskfile import Deleted, Missing, RealDiskFile
+from objectd.diskfile import Deleted, Missing, RealDiskFile, verify_file
 from objectd.fileformat import ObjectMetadata
 from objectd.layout import DeviceLayout
 from objectd.pagecache import (
@@ -292,3 +292,13 @@ def test_a_whole_object_read_in_one_step_leaves_the_cache(tmp_path: Path) -> Non
     loaded = check_and_open(st, "sda", df, True, MIB)  # type: ignore[arg-type]
     assert isinstance(loaded, Loaded) and loaded.body == body
     assert _resident_pages(data) * mmap.PAGESIZE < 64 * 1024  # the footer's page may stay
+
+
+def test_the_auditors_check_of_a_large_body_leaves_the_cache(tmp_path: Path) -> None:
+    """verify_file (the auditor) reads every byte of every object: a large body leaves the
+    page cache behind the check, as a GET's does."""
+    size = 64 * MIB
+    _df, _body, data = _large_written(tmp_path, size)
+    checked = list(verify_file(data))
+    assert checked[-1] == size
+    assert not any(_residency(data)[: size // mmap.PAGESIZE])

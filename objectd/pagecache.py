@@ -127,9 +127,10 @@ class ReadBehind:
 
     `read(fd, start, end)` is told each range read; once the front is far enough past what
     was dropped (`DropBehind` with READ_DROP_LAG_BYTES, starting at the first read's folio),
-    the range behind it is dropped. `close(fd, end)` drops from there to `end`, the body's
-    end (what the last steps and the readahead brought in; the metadata after the body,
-    read at every open, stays). A ranged GET does not evict the pages before its range.
+    the range behind it is dropped. `close(fd, end)` drops the rest of what was read, from
+    there to the front's folio boundary, never past `end` (the body's end: the metadata
+    after the body, read at every open, stays). A ranged GET evicts neither the pages before
+    its range nor those after it (another reader's, or the readahead's).
     """
 
     def __init__(
@@ -138,24 +139,30 @@ class ReadBehind:
         self._behind: DropBehind | None = None
         self._lag_bytes = lag_bytes
         self._step_bytes = step_bytes
+        self._front = 0
 
     def read(self, fd: int, start: int, end: int) -> tuple[int, int] | None:
         """Note [start, end) read; drops (and returns) the range now behind the front."""
         if self._behind is None:
             self._behind = DropBehind(self._lag_bytes, self._step_bytes, start=start)
+        self._front = max(self._front, end)
         drop = self._behind.advance(end)
         if drop is not None:
             _dont_need(fd, *drop)
         return drop
 
     def close(self, fd: int, end: int) -> tuple[int, int] | None:
-        """Drop from the last dropped offset to `end`, if anything was read; returns that
-        range."""
-        if self._behind is None or end <= self._behind.dropped_to:
+        """Drop from the last dropped offset to the front (rounded up to a folio boundary,
+        at most `end`), if anything was read; returns that range."""
+        if self._behind is None:
             return None
+        align = self._behind.align_bytes
+        upto = min(end, -(-self._front // align) * align)
         start = self._behind.dropped_to
-        _dont_need(fd, start, end - start)
-        return start, end - start
+        if upto <= start:
+            return None
+        _dont_need(fd, start, upto - start)
+        return start, upto - start
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:

@@ -200,7 +200,12 @@ def test_read_behind_drops_behind_its_lag_from_the_first_read_on(tmp_path: Path)
         assert rb.read(fd, 7 * MIB, 8 * MIB) == (4 * MIB, 2 * MIB)  # never before its start
         assert rb.read(fd, 8 * MIB, 9 * MIB + 5) is None  # under one step
         assert rb.read(fd, 9 * MIB + 5, 11 * MIB) == (6 * MIB, 2 * MIB)
-        assert rb.close(fd, 16 * MIB - 3) == (8 * MIB, 8 * MIB - 3)
+        # the close drops what was read, to the front's folio boundary
+        assert rb.close(fd, 16 * MIB - 3) == (8 * MIB, 4 * MIB)
+        whole = ReadBehind(lag_bytes=2 * MIB, step_bytes=2 * MIB)
+        assert whole.read(fd, 0, 15 * MIB) == (0, 12 * MIB)
+        assert whole.read(fd, 15 * MIB, 16 * MIB - 3) is None
+        assert whole.close(fd, 16 * MIB - 3) == (12 * MIB, 4 * MIB - 3)  # never past `end`
     finally:
         os.close(fd)
     assert READ_DROP_LAG_BYTES >= 0 and READ_DROP_STEP_BYTES >= FOLIO_BYTES_MAX
@@ -279,6 +284,25 @@ def test_a_ranged_read_keeps_the_pages_before_its_range(tmp_path: Path) -> None:
     resident = _residency(data)
     assert all(resident[: 4 * MIB // mmap.PAGESIZE])
     assert not any(resident[4 * MIB // mmap.PAGESIZE : size // mmap.PAGESIZE])
+
+
+def test_a_ranged_read_keeps_the_pages_after_its_range(tmp_path: Path) -> None:
+    size = 16 * MIB
+    _df, body, data = _large_written(tmp_path, size)
+    df = RealDiskFile(DeviceLayout(tmp_path, "sda"), 3, HASH, "/a/c/o")
+    with open(data, "rb") as f:  # someone else's read brought the body in
+        assert f.read(size) == body
+    r = df.open()
+    assert not isinstance(r, Deleted | Missing)
+    try:
+        assert r.read(2 * MIB, MIB) == body[2 * MIB : 3 * MIB]
+    finally:
+        r.close()
+    resident = _residency(data)
+    page = mmap.PAGESIZE
+    assert all(resident[: 2 * MIB // page])  # before the range
+    assert not any(resident[2 * MIB // page : 4 * MIB // page])  # the range's folios
+    assert all(resident[4 * MIB // page : size // page])  # after it
 
 
 def test_a_whole_object_read_in_one_step_leaves_the_cache(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ objects). A read soon after a large write then comes from the disk.
 
 Reads follow the same rule (`ReadBehind`): a streamed read of a body over
 `KEEP_CACHE_BYTES_MAX` drops what it has read `READ_DROP_LAG_BYTES` behind its front, and the
-rest when the reader closes, as Swift's object server does for bodies over its
+rest of what it read when the reader closes, as Swift's object server does for bodies over its
 keep_cache_size. Otherwise a cold 256 MiB GET pulled 256 MiB of new pages from free memory:
 on the VM above, after the machine had been idle for ~15 s (free memory reported back),
 reading such a file cost 0.35-0.37 s of system CPU against 0.03-0.04 s when dropped 2 MiB

@@ -40,7 +40,6 @@ from objectd.layout import (
     suffix_invalidated,
 )
 from objectd.pagecache import (
-    KEEP_CACHE_BYTES_MAX,
     WRITEBACK_BYTES_MIN,
     DropBehind,
     ReadBehind,
@@ -191,14 +190,14 @@ def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
     between steps; raises FileFormatError or ChecksumMismatch on damage. Blocking.
     """
     fd = os.open(path, os.O_RDONLY)
-    behind = ReadBehind()  # a large body leaves the page cache as it is checked
     try:
         md = _read_footer(fd)
+        behind = ReadBehind.for_body(md.content_length)  # leaves the cache as it is checked
         whole = hashlib.md5() if md.etag_alg == "md5" else xxhash.xxh3_128()
         step = max(1, step_bytes // md.block_bytes) * md.block_bytes
         for start in range(0, md.content_length, step):
             buf = os.pread(fd, min(step, md.content_length - start), start)
-            if md.content_length > KEEP_CACHE_BYTES_MAX:
+            if behind is not None:
                 behind.read(fd, start, start + len(buf))
             for lo in range(0, len(buf), md.block_bytes):
                 index = (start + lo) // md.block_bytes
@@ -209,7 +208,8 @@ def verify_file(path: Path, step_bytes: int = 1 << 20) -> Iterator[int]:
             yield start + len(buf)
         if md.kind == "data" and whole.hexdigest() != md.etag:
             raise ChecksumMismatch(f"{path}: body {md.etag_alg} differs from the ETag")
-        behind.close(fd, md.content_length)
+        if behind is not None:
+            behind.close(fd, md.content_length)
     finally:
         os.close(fd)
 
@@ -349,8 +349,7 @@ class _RealReader:
         self._verified_upto = 0  # blocks [0, n) already verified in order
         # A large body's streamed reads leave the page cache behind them
         # (objectd/pagecache.py ReadBehind).
-        large = info.data.content_length > KEEP_CACHE_BYTES_MAX
-        self._read_behind = ReadBehind() if large else None
+        self._read_behind = ReadBehind.for_body(info.data.content_length)
         # A GET reads the next range in one pool thread while it sends the last one, and
         # closes from another: reads and close take turns, so a close never pulls the fd
         # from under a read (nor lets a read use a number the fd table gave to a new file).

@@ -141,6 +141,12 @@ class ReadBehind:
         self._step_bytes = step_bytes
         self._front = 0
 
+    @classmethod
+    def for_body(cls, size: int) -> ReadBehind | None:
+        """The tracker for reading a body of `size` bytes: None when it is small enough to
+        keep its pages (at most KEEP_CACHE_BYTES_MAX)."""
+        return cls() if size > KEEP_CACHE_BYTES_MAX else None
+
     def read(self, fd: int, start: int, end: int) -> tuple[int, int] | None:
         """Note [start, end) read; drops (and returns) the range now behind the front."""
         if self._behind is None:

@@ -115,6 +115,7 @@ async def make_object_app(
                 rows_max=conf.container_update_batch_rows_max,
                 in_flight_max=conf.container_update_batches_in_flight,
                 on_batch=metrics.update_batch_rows.observe,
+                linger_s=conf.container_update_linger_s,
             )
         if conf.io_uring:
             devices.ring = SyncRing.open(asyncio.get_running_loop())

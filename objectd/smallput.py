@@ -303,7 +303,10 @@ async def put_fast(st: ServerState, req: FastRequest) -> web.Response:
     except (BadRequest, TargetParseError) as e:
         return status(400, str(e))
     try:
-        return await store_small(headers, st, path, ts, ctype, req.body, targets)
+        if st.batcher is None:
+            return await store_small(headers, st, path, ts, ctype, req.body, targets)
+        with st.batcher.writing():
+            return await store_small(headers, st, path, ts, ctype, req.body, targets)
     except (DeviceUnavailable, DiskFull) as e:
         return status(507, str(e))
     except DeviceBusy as e:

@@ -17,6 +17,13 @@ the endpoint (an older server: 400, 404 or 405; or anything else that took the r
 something other than a batch): its updates go one request per row, as they always did, and
 the endpoint is tried again after `legacy_retry_s`.
 
+Lingering: while more small PUTs of this process are still writing (`writing()`) than rows
+wait for an answer, the rows of theirs that will come next are all but certain. A request
+about to leave then waits `linger_s` (a few milliseconds) and takes the rows that arrived
+meanwhile, so that at high PUT rates one request carries several rows instead of one
+(docs/performance.md, "Session 19 run"). A lone PUT never waits: with no other PUT writing,
+its row goes at once, as before.
+
 `BatchQueue` is the sans-IO core (what goes into the next request); `UpdateBatcher` does
 the I/O.
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -130,6 +137,19 @@ class BatchQueue(Generic[T]):
         self.in_flight += 1
         return batch
 
+    def top_up(self, rows: int, size_bytes: int) -> list[T]:
+        """More queued items for a request already taken that holds `rows` items of
+        `size_bytes` bytes, within the same limits as `take` (no new request slot)."""
+        more: list[T] = []
+        while self._queue and rows + len(more) < self.rows_max:
+            item, size = self._queue[0]
+            if size_bytes + size > self.bytes_max:
+                break
+            self._queue.popleft()
+            more.append(item)
+            size_bytes += size
+        return more
+
     def take_all(self) -> list[T]:
         """Every queued item, outside any request slot (to be sent some other way)."""
         items = [item for item, _size in self._queue]
@@ -173,8 +193,9 @@ class UpdateBatcher:
         queued_max: int = QUEUED_ROWS_MAX,
         legacy_retry_s: float = 300.0,
         on_batch: Callable[[int], None] | None = None,
+        linger_s: float = 0.0,
     ) -> None:
-        assert timeout_s > 0 and legacy_retry_s >= 0
+        assert timeout_s > 0 and legacy_retry_s >= 0 and linger_s >= 0
         self.session = session  # for the one-row requests (`send_update`)
         # The batch requests go through the lean client (docs/lean-http-client.md): an
         # aiohttp client request cost this process several times the CPU of the exchange.
@@ -192,8 +213,21 @@ class UpdateBatcher:
         self.on_batch = on_batch  # called with the rows of each batch that got an answer
         self.batches_sent = 0
         self.rows_sent = 0
+        self.linger_s = linger_s
+        self.writers = 0  # small PUTs of this process between `writing()` and their answer
+        self._waiting = 0  # rows queued or sent, their callers waiting for the outcome
         self._hosts: dict[str, _Host] = {}
         self._closed = False
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Around a small PUT that will send its container updates through this batcher:
+        while it writes, a batch about to leave may linger for its row."""
+        self.writers += 1
+        try:
+            yield
+        finally:
+            self.writers -= 1
 
     async def send_updates(
         self,
@@ -233,6 +267,7 @@ class UpdateBatcher:
         )
         if not host.queue.push(waiting, len(encoded)):
             return False
+        self._waiting += 1
         self._pump(target.host, host)
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -240,6 +275,7 @@ class UpdateBatcher:
         except TimeoutError:
             return False
         finally:
+            self._waiting -= 1
             if not waiting.done.done() or waiting.done.cancelled():
                 host.queue.discard(waiting)
 
@@ -283,6 +319,14 @@ class UpdateBatcher:
         task.add_done_callback(host.tasks.discard)
 
     async def _send_batch(self, name: str, host: _Host, batch: list[_Waiting]) -> None:
+        if self.linger_s > 0 and self.writers > self._waiting:
+            try:
+                await asyncio.sleep(self.linger_s)
+            except BaseException:  # closing: the rows taken fail like a failed request
+                _resolve(batch, [_FAILED] * len(batch))
+                host.queue.finished()
+                raise
+            batch += host.queue.top_up(len(batch), sum(len(w.encoded) for w in batch))
         live = [w for w in batch if not w.done.done()]
         if not live:  # every caller gave up meanwhile (taken, then cancelled: rare)
             host.queue.finished()

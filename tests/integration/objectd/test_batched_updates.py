@@ -110,6 +110,62 @@ def test_updates_waiting_for_a_request_go_together(tmp_path: Path) -> None:
     assert names == {f"o{n}": n for n in range(5)}  # o5 was deleted in the same batch
 
 
+def test_a_batch_lingers_only_for_rows_of_puts_still_writing(tmp_path: Path) -> None:
+    async def go() -> tuple[list[tuple[int, int]], list[bool], dict[str, int]]:
+        async with container_server(tmp_path / "c") as curl, aiohttp.ClientSession() as s:
+            host = curl.removeprefix("http://")
+            sda = ContainerTarget(host, "sda", 1)
+            counts = []
+            results: list[bool] = []
+
+            def put(b: UpdateBatcher, n: int) -> Awaitable[bool]:
+                return b.update("PUT", sda, "AUTH_a", "c", f"o{n}", _put_headers(n))
+
+            # No other PUT writing: a lone row goes at once, however long the linger (the
+            # bound is only there so that a wait of linger_s would fail the test).
+            lone = UpdateBatcher(s, ManualClock(), 10.0, linger_s=30.0)
+            with lone.writing():
+                results.append(await asyncio.wait_for(put(lone, 0), 5.0))
+            counts.append((lone.batches_sent, lone.rows_sent))
+            await lone.close()
+            # Three PUTs writing: the first row waits for the two that come after it.
+            for linger in (0.0, 0.2):
+                b = UpdateBatcher(s, ManualClock(), 10.0, linger_s=linger)
+                with b.writing(), b.writing(), b.writing():
+                    first = asyncio.ensure_future(put(b, 1))
+                    await asyncio.sleep(0)  # its request is out (or lingering)
+                    results += await asyncio.gather(first, put(b, 2), put(b, 3))
+                counts.append((b.batches_sent, b.rows_sent))
+                await b.close()
+            return counts, results, await listing(curl)
+
+    counts, results, names = run(go())
+    assert counts == [(1, 1), (2, 3), (1, 3)]
+    assert results == [True] * 7
+    assert names == {f"o{n}": n for n in range(4)}
+
+
+def test_closing_while_a_batch_lingers_fails_its_rows(tmp_path: Path) -> None:
+    async def go() -> tuple[list[bool], int]:
+        async with container_server(tmp_path / "c") as curl, aiohttp.ClientSession() as s:
+            sda = ContainerTarget(curl.removeprefix("http://"), "sda", 1)
+            b = UpdateBatcher(s, ManualClock(), 10.0, linger_s=30.0)
+            with b.writing(), b.writing(), b.writing():  # a third PUT is still writing
+                calls = [
+                    asyncio.ensure_future(
+                        b.update("PUT", sda, "AUTH_a", "c", f"o{n}", _put_headers(n))
+                    )
+                    for n in range(2)
+                ]
+                await asyncio.sleep(0.05)
+                await asyncio.wait_for(b.close(), 5.0)  # not after the 30 s linger
+                results = list(await asyncio.gather(*calls))
+            return results, b.batches_sent
+
+    results, sent = run(go())
+    assert results == [False, False] and sent == 0
+
+
 def test_object_puts_update_the_listing_in_batches(patient: ObjectServerConf, clock, tmp_path):
     async def go() -> tuple[dict[str, int], str]:
         async with (

@@ -73,6 +73,21 @@ def test_discard_only_unsent_items_by_identity() -> None:
     assert not q.discard(a)  # already sent
 
 
+def test_top_up_adds_to_a_taken_request_within_its_caps() -> None:
+    q: BatchQueue[str] = BatchQueue(rows_max=4, bytes_max=350)
+    q.push("a", 100)
+    assert q.take() == ["a"]
+    assert q.top_up(1, 100) == []  # nothing queued
+    for name in "bcde":
+        q.push(name, 100)
+    assert q.top_up(1, 100) == ["b", "c"]  # a fourth 100-byte row would pass 350 bytes
+    assert q.in_flight == 1  # the same request: no new slot
+    assert q.top_up(3, 300) == []  # still over the bytes cap
+    assert q.top_up(1, 0) == ["d", "e"]
+    q.push("f", 1)
+    assert q.top_up(4, 0) == [] and q.queued == 1  # rows cap
+
+
 def test_take_all_bypasses_request_slots() -> None:
     q: BatchQueue[int] = BatchQueue()
     q.push(1, 1)

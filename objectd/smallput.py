@@ -303,7 +303,7 @@ async def put_fast(st: ServerState, req: FastRequest) -> web.Response:
     except (BadRequest, TargetParseError) as e:
         return status(400, str(e))
     try:
-        if st.batcher is None:
+        if st.batcher is None or not targets:  # no row to come (blockd's objects: none)
             return await store_small(headers, st, path, ts, ctype, req.body, targets)
         with st.batcher.writing():
             return await store_small(headers, st, path, ts, ctype, req.body, targets)

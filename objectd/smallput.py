@@ -6,6 +6,7 @@ path and the body bytes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Mapping
 
@@ -303,9 +304,10 @@ async def put_fast(st: ServerState, req: FastRequest) -> web.Response:
     except (BadRequest, TargetParseError) as e:
         return status(400, str(e))
     try:
-        if st.batcher is None or not targets:  # no row to come (blockd's objects: none)
-            return await store_small(headers, st, path, ts, ctype, req.body, targets)
-        with st.batcher.writing():
+        # Only a PUT with a row to come counts for the batcher's linger (blockd's: none).
+        with (
+            st.batcher.writing() if st.batcher is not None and targets else contextlib.nullcontext()
+        ):
             return await store_small(headers, st, path, ts, ctype, req.body, targets)
     except (DeviceUnavailable, DiskFull) as e:
         return status(507, str(e))

@@ -125,17 +125,9 @@ class BatchQueue(Generic[T]):
         """The next request's rows, or [] when nothing waits or no request slot is free."""
         if not self._queue or self.in_flight >= self.in_flight_max:
             return []
-        batch: list[T] = []
-        total = 0
-        while self._queue and len(batch) < self.rows_max:
-            item, size = self._queue[0]
-            if batch and total + size > self.bytes_max:
-                break
-            self._queue.popleft()
-            batch.append(item)
-            total += size
+        first, size = self._queue.popleft()  # taken whatever its size
         self.in_flight += 1
-        return batch
+        return [first, *self.top_up(1, size)]
 
     def top_up(self, rows: int, size_bytes: int) -> list[T]:
         """More queued items for a request already taken that holds `rows` items of

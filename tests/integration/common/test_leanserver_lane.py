@@ -6,6 +6,8 @@ does not)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -47,6 +49,11 @@ def _app(gate: Gate | None = None) -> web.Application:
         body = b"%s|%s|%s" % (request.path.encode(), request_id.get().encode(), request.body)
         return web.Response(status=200, body=body, headers={"X-Route": "echo"})
 
+    async def parts_echo(request: FastRequest) -> web.Response:
+        # how many parts the body came in, and a digest of their bytes
+        digest = hashlib.sha256(b"".join(request.parts)).hexdigest()
+        return web.Response(status=201, text=f"{len(request.parts)} {digest}")
+
     async def boom(_request: FastRequest) -> web.Response:
         raise RuntimeError("secret detail that must not reach the wire")
 
@@ -67,6 +74,7 @@ def _app(gate: Gate | None = None) -> web.Application:
     app[FAST_ROUTES] = [
         FastRoute("PUT", under("/fast/"), echo, 1024, body_timeout_s=0.3),
         FastRoute("POST", under("/boom"), boom, 1024),
+        FastRoute("PUT", under("/parts/"), parts_echo, 4 << 20, body_parts=True),
         FastRoute("POST", under("/slow"), slow, 0),
     ]
     app[FAST_RESPONSE_HEADERS] = [("X-Extra", "yes")]
@@ -158,6 +166,59 @@ def test_keep_alive_and_pipelined(run_loop: Runner) -> None:
             assert [a[2].split(b"|")[0] for a in answers] == [b"/fast/p1", b"/fast/p2"]
             assert all("server" not in a[1] for a in answers)
             c.close()
+
+    run_loop(main())
+
+
+def test_large_body_received_directly_into_one_part(run_loop: Runner) -> None:
+    # A route that takes its body in parts gets a large body as ONE part however it was cut
+    # on the wire (the socket reads straight into it), then the connection goes on: a
+    # pipelined small request, another large body, and a hand-over to aiohttp.
+    rnd = random.Random(3)
+    big = [rnd.randbytes(n) for n in (1 << 20, (1 << 20) + 4099, 300_000)]
+
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            for i, body in enumerate(big):
+                data = put(f"/parts/{i}", body)
+                for lo in range(0, len(data), 200_000):  # in several writes, with pauses
+                    c.send(data[lo : lo + 200_000])
+                    await c.writer.drain()
+                    await asyncio.sleep(0.01)
+                status, headers, answer = await c.response()
+                assert status == 201 and "server" not in headers
+                assert answer.decode() == f"1 {hashlib.sha256(body).hexdigest()}"
+            # a large body and a small request in one write: both answered, in order
+            c.send(put("/parts/a", big[2]) + put("/fast/after", b"tail"))
+            s1, _h1, b1 = await c.response()
+            s2, _h2, b2 = await c.response()
+            assert s1 == 201 and b1.decode().split()[1] == hashlib.sha256(big[2]).hexdigest()
+            assert s2 == 200 and b2.endswith(b"|tail")
+            c.send(b"GET /slow-lane HTTP/1.1\r\nHost: x\r\n\r\n")
+            s3, h3, _b3 = await c.response()
+            assert s3 == 200 and "aiohttp" in h3["server"]
+            c.close()
+
+    run_loop(main())
+
+
+def test_client_gone_mid_direct_body(run_loop: Runner) -> None:
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            body = b"z" * (1 << 20)
+            c.send(put("/parts/gone", body)[:600_000])
+            await c.writer.drain()
+            await asyncio.sleep(0.05)
+            c.close()
+            await asyncio.sleep(0.05)
+            # the server carries on
+            c2 = await Conn.open(addr)
+            c2.send(put("/parts/ok", body))
+            status, _h, answer = await c2.response()
+            assert status == 201 and answer.decode().startswith("1 ")
+            c2.close()
 
     run_loop(main())
 

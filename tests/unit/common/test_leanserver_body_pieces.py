@@ -122,3 +122,69 @@ def test_body_parts_of_a_body_that_came_with_its_head_or_is_small() -> None:
         parts = p.take_body_parts(head)
         assert parts is not None and b"".join(parts) == body
         assert p.pending() == NEXT
+
+
+# -- a body received directly (receive_direct), as the lane's buffered protocol does ------
+
+
+def recv_into(parser: RequestParser, data: memoryview, most: int) -> int:
+    """What a transport does: read at most `most` bytes into the parser's direct buffer."""
+    view = parser.direct_buffer()
+    assert view is not None and len(view) > 0
+    n = min(len(view), len(data), most)
+    view[:n] = data[:n]
+    parser.direct_received(n)
+    return n
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_direct_body_after_random_buffered_pieces(seed: int) -> None:
+    rnd = random.Random(seed)
+    data = HEAD + BODY + NEXT
+    p = RequestParser()
+    # the head and some of the body the ordinary way, in pieces
+    upto = len(HEAD) + rnd.randint(0, len(BODY) - 1)
+    cuts = sorted(rnd.sample(range(1, upto), rnd.randint(1, 5)))
+    for lo, hi in zip([0, *cuts], [*cuts, upto], strict=True):
+        p.feed(data[lo:hi])
+    head = p.head()
+    assert head is not None and p.take_body_parts(head) is None
+    p.receive_direct(head)
+    assert p.direct_buffer() is not None and p.buffered_bytes == upto - len(HEAD)
+    view = memoryview(data)[upto : len(HEAD) + len(BODY)]
+    while len(view):
+        assert p.take_body_parts(head) is None
+        view = view[recv_into(p, view, rnd.randint(1, 300_000)) :]
+    assert p.direct_buffer() is None  # whole: the next read goes elsewhere
+    parts = p.take_body_parts(head)
+    assert parts is not None and len(parts) == 1 and parts[0] == BODY
+    assert not p.receiving_direct and p.buffered_bytes == 0
+    p.feed(NEXT)
+    nxt = p.head()
+    assert nxt is not None and nxt.method == "GET" and p.take_body(nxt) == b""
+
+
+def test_feed_while_direct_fills_the_body_then_keeps_the_rest() -> None:
+    # A transport that calls data_received (not get_buffer) still works: feed fills the
+    # body's buffer first and keeps what follows it for the next request.
+    p = RequestParser()
+    p.feed(HEAD + BODY[:1000])
+    head = p.head()
+    assert head is not None and p.take_body_parts(head) is None
+    p.receive_direct(head)
+    p.feed(BODY[1000:70000])
+    assert p.take_body_parts(head) is None
+    p.feed(BODY[70000:] + NEXT[:5])
+    assert p.take_body(head) == BODY  # the copy, for a route that takes bytes
+    assert p.buffered_bytes == 5
+    p.feed(NEXT[5:])
+    assert p.pending() == NEXT
+
+
+def test_receive_direct_refuses_a_whole_body() -> None:
+    p = RequestParser()
+    p.feed(HEAD + BODY)
+    head = p.head()
+    assert head is not None
+    with pytest.raises(AssertionError):
+        p.receive_direct(head)

@@ -244,6 +244,7 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
         # A routed request whose body is still arriving: route, head, when the head came.
         self._partial: tuple[FastRoute, RequestHead, float] | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._reading_direct = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses, but have its methods)
@@ -267,6 +268,7 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         direct = self.parser.direct_buffer()
+        self._reading_direct = direct is not None  # which buffer `buffer_updated` is about
         if direct is not None:
             return direct
         buf = self.lane.read_buffer()
@@ -274,7 +276,7 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         parser = self.parser
-        if parser.receiving_direct:
+        if self._reading_direct:
             parser.direct_received(nbytes)
             self._last_active = asyncio.get_running_loop().time()
             if parser.direct_buffer() is None and not self._write_paused:  # the body is whole

@@ -337,8 +337,7 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
             body = self.parser.take_body(head)
         if body is None:
             if (
-                parts is None
-                and route.body_parts
+                route.body_parts
                 and head.content_length >= DIRECT_BODY_BYTES_MIN
                 and not self.parser.receiving_direct
             ):

@@ -238,6 +238,12 @@ class RealDiskFile:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
+    def stored_base(self) -> Timestamp | None:
+        """The timestamp of the newest .data or .ts, from the file names alone (no footer
+        read, nothing checked); None when there is neither."""
+        base = select_files(self._listdir()).base
+        return None if base is None else base[0]
+
     def lookup(self) -> Lookup:
         files = select_files(self._listdir())
         if files.base is None:

@@ -32,7 +32,7 @@ from objectd.asyncpending import ContainerTarget
 from objectd.conf import ServerState
 from objectd.container_update import TargetParseError, parse_targets
 from objectd.devices import DeviceBusy, DeviceUnavailable
-from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
+from objectd.diskfile import DiskFile, DiskFull, RealDiskFile
 from objectd.fileformat import EtagAlg, ObjectMetadata, encode_footer
 from objectd.headers import persisted_from_request
 from objectd.putbody import check_trailer, status, trailed_body_length
@@ -230,7 +230,7 @@ def store_whole_step(
         return checked
     etag, alg = checked
     reserve = st.conf.fallocate_reserve_bytes
-    cleanup = not isinstance(found, Missing)
+    cleanup = found
     md = replace(md, etag=etag, etag_alg=alg)
     if not write_whole_data(df, body, md, reserve, gave_up, cleanup=cleanup):
         return status(503, "gave up waiting for the disk")
@@ -273,7 +273,7 @@ async def store_whole_split(
         return etag, size
 
     final_name = f"{md.timestamp.internal}.data"
-    cleanup = not isinstance(found, Missing)
+    cleanup = found
     return await commit_split(st.devices, device, df, c, final_name, size, prepare, cleanup=cleanup)
 
 

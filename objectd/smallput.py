@@ -212,7 +212,7 @@ async def store_small_split(
         return status(422, "ETag does not match the body's MD5")
     etag, md, tmp, fd = made
     final_name = f"{md.timestamp.internal}.data"
-    cleanup = not isinstance(found, Missing)
+    cleanup = found
     c = Commit(tmp, fd)
     return await commit_split(
         st.devices,

@@ -13,7 +13,15 @@ from common.timestamps import Timestamp
 from objectd.asyncpending import AsyncPending, ContainerTarget, write_pending
 from objectd.conf import ServerState
 from objectd.container_update import send_updates
-from objectd.diskfile import Deleted, DiskFile, Lookup, Missing, ObjectInfo, ObjectWriter
+from objectd.diskfile import (
+    Deleted,
+    DiskFile,
+    Lookup,
+    Missing,
+    ObjectInfo,
+    ObjectWriter,
+    RealDiskFile,
+)
 from objectd.expirer import ExpiryEntry, write_entry
 from objectd.fileformat import ObjectMetadata
 from objectd.putbody import status
@@ -62,13 +70,24 @@ def refusal(found: Lookup, ts: Timestamp, if_none_match: bool) -> web.Response |
 
 def lookup_unless_refused(
     st: ServerState, device: str, df: DiskFile, ts: Timestamp, if_none_match: bool
-) -> Lookup | web.Response:
-    """The device check, then what is stored, or the refusal it calls for (409 older
-    timestamp, 412 If-None-Match: *); the prologue of every PUT path (blocking)."""
+) -> bool | web.Response:
+    """The device check, then whether anything is stored (older files the commit may make
+    obsolete), or the refusal what is stored calls for (409 older timestamp, 412
+    If-None-Match: *); the prologue of every PUT path (blocking).
+
+    Without If-None-Match a real disk file is first judged by its file names alone
+    (`RealDiskFile.stored_base`): when the newest .data or .ts is older than `ts`, or there
+    is none, no footer is read. Only a name as new as `ts` (a 409 in the making) is looked up
+    in full, so a damaged file is still quarantined, and the answer is the full lookup's. A
+    damaged older file is not quarantined here: the commit makes it obsolete and removes it."""
     st.devices.check(device)
+    if not if_none_match and isinstance(df, RealDiskFile):
+        base = df.stored_base()
+        if base is None or base < ts:
+            return base is not None
     found = df.lookup()
     refused = refusal(found, ts, if_none_match)
-    return found if refused is None else refused
+    return not isinstance(found, Missing) if refused is None else refused
 
 
 def open_for_put(

@@ -226,3 +226,51 @@ def test_which_puts_the_route_takes(
             assert status == 200 and data == body
 
     asyncio.run(go())
+
+
+def _damage_footer(data_file: Path) -> None:
+    """Change the last byte of the file's trailer (its checksum): the footer no longer parses."""
+    raw = bytearray(data_file.read_bytes())
+    raw[-1] ^= 0xFF
+    data_file.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("mid", [True, False])
+def test_damaged_versions_under_a_put(tmp_path: Path, mid: bool) -> None:
+    """The PUT prologue judges an older version by its name alone (objectd/writecore.py
+    `lookup_unless_refused`): a damaged older file is replaced and removed, not quarantined;
+    a damaged file as new as the PUT is still quarantined and the PUT taken (its footer is
+    read); an intact newer one still refuses it. On the lane and on aiohttp's streamed path."""
+    clock = ManualClock(start=1_700_000_000.0)
+    conf = _conf(tmp_path)
+    sda = tmp_path / "sda"
+
+    def data_files() -> list[Path]:
+        return sorted((sda / "objects").rglob("*.data"))
+
+    def quarantined() -> list[Path]:
+        return sorted((sda / "quarantined").rglob("*.data"))
+
+    async def go() -> None:
+        async with server(conf, clock, mid) as addr:
+
+            async def put_at(delta: float) -> int:
+                h = trailed({"X-Timestamp": ts(clock, delta), "Content-Type": "a/b"})
+                status, headers, _ = await exchange(addr, put(OBJ, BODY + trailer(), h))
+                assert ("server" not in headers) is mid
+                return status
+
+            assert await put_at(0) == 201
+            (old,) = data_files()
+            _damage_footer(old)
+            assert await put_at(1) == 201  # damaged and older: replaced
+            (new,) = data_files()
+            assert new != old and not old.exists() and not quarantined()
+            assert await put_at(0.5) == 409  # intact and newer: refused
+            _damage_footer(new)
+            assert await put_at(1) == 201  # damaged and as new: quarantined, then stored
+            assert len(quarantined()) == 1 and len(data_files()) == 1
+            status, _h, data = await exchange(addr, get(OBJ))
+            assert status == 200 and data == BODY
+
+    asyncio.run(go())

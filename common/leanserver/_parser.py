@@ -119,17 +119,24 @@ class RequestParser:
         return len(self._buf) + self._pieces_bytes + self._direct_filled
 
     # -- receiving a body directly -----------------------------------------------------
-    def receive_direct(self, head: RequestHead) -> None:
+    def receive_direct(self, head: RequestHead, buffer: bytearray | None = None) -> None:
         """From now on, the rest of the current request's (incomplete) body goes straight
         into one buffer of its length: `direct_buffer` is where the next bytes belong,
         `direct_received(n)` says that `n` of them arrived there. `take_body_parts` then
-        returns that buffer as the body's only part. What was buffered of the body is
-        copied in once; `feed` keeps working (it fills the buffer first)."""
+        returns (a view of) that buffer as the body's only part. What was buffered of the
+        body is copied in once; `feed` keeps working (it fills the buffer first).
+
+        `buffer`: the buffer to use, exactly the body's length (common/leanserver/_bodies.py);
+        its old bytes are all overwritten before the body is handed out. A new one if None."""
         assert head is self._head and head.framed and self._direct is None
         start = head.head_bytes
         have = len(self._buf) + self._pieces_bytes
         assert have < start + head.content_length, "the body is whole already"
-        body = bytearray(head.content_length)
+        if buffer is None:
+            body = bytearray(head.content_length)
+        else:
+            assert len(buffer) == head.content_length, "a buffer of the body's length"
+            body = buffer
         pos = len(self._buf) - start
         body[:pos] = memoryview(self._buf)[start:]
         for piece in self._pieces or ():

@@ -15,6 +15,7 @@ from typing import cast
 
 from multidict import CIMultiDict
 
+from common.leanserver._bodies import BodyBuffers
 from common.leanserver._errors import LeanServerError
 from common.leanserver._parser import (
     DIRECT_BODY_BYTES_MIN,
@@ -137,6 +138,8 @@ class FastLane:
         # fills it and hands it over (`buffer_updated`) before it asks any protocol for
         # another (one event loop thread per lane).
         self._read_buf: memoryview | None = None
+        # Directly received bodies' buffers, given out again once their request is over.
+        self.bodies = BodyBuffers()
 
     def read_buffer(self) -> memoryview:
         if self._read_buf is None:
@@ -245,6 +248,9 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
         self._partial: tuple[FastRoute, RequestHead, float] | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._reading_direct = False
+        # The buffer of the body being received directly, or of the request being served
+        # with one: the lane's again when the request is over (`_serve`).
+        self._direct_body: bytearray | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses, but have its methods)
@@ -341,7 +347,8 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
                 and head.content_length >= DIRECT_BODY_BYTES_MIN
                 and not self.parser.receiving_direct
             ):
-                self.parser.receive_direct(head)
+                self._direct_body = self.lane.bodies.take(head.content_length)
+                self.parser.receive_direct(head, self._direct_body)
             if self._partial is None:
                 loop = asyncio.get_running_loop()
                 self._partial = (route, head, loop.time())
@@ -386,6 +393,10 @@ class FastLaneProtocol(asyncio.BufferedProtocol):
         finally:
             self._task = None
             lane._ended()
+            direct, self._direct_body = self._direct_body, None
+            if direct is not None:
+                del request  # its parts are views of the buffer
+                lane.bodies.give_back(direct)
         self._last_active = asyncio.get_running_loop().time()
         if self._write_paused:
             return  # the next request waits for resume_writing

@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.integration]
 
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 IO_TIMEOUT_S = 5.0
+# What the /hold/ route keeps of each body: a view of it, and the buffer it came in.
+HELD: list[memoryview] = []
+BUFFERS: list[bytearray] = []
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -54,6 +57,18 @@ def _app(gate: Gate | None = None) -> web.Application:
         digest = hashlib.sha256(b"".join(request.parts)).hexdigest()
         return web.Response(status=201, text=f"{len(request.parts)} {digest}")
 
+    async def hold(request: FastRequest) -> web.Response:
+        # keeps what a handler may keep: a view of its body (HELD), and, to see which buffer
+        # a body came in, the buffer object itself (BUFFERS; never handed to handlers)
+        (part,) = request.parts
+        BUFFERS.append(part.obj)
+        digest = hashlib.sha256(part).hexdigest()
+        if request.path.endswith("/keep"):
+            HELD.append(part)
+        else:
+            part.release()
+        return web.Response(status=201, text=digest)
+
     async def boom(_request: FastRequest) -> web.Response:
         raise RuntimeError("secret detail that must not reach the wire")
 
@@ -74,6 +89,7 @@ def _app(gate: Gate | None = None) -> web.Application:
     app[FAST_ROUTES] = [
         FastRoute("PUT", under("/fast/"), echo, 1024, body_timeout_s=0.3),
         FastRoute("POST", under("/boom"), boom, 1024),
+        FastRoute("PUT", under("/hold/"), hold, 4 << 20, body_parts=True),
         FastRoute("PUT", under("/parts/"), parts_echo, 4 << 20, body_parts=True),
         FastRoute("POST", under("/slow"), slow, 0),
     ]
@@ -201,6 +217,32 @@ def test_large_body_received_directly_into_one_part(run_loop: Runner) -> None:
             c.close()
 
     run_loop(main())
+
+
+def test_direct_body_buffers_are_reused_only_when_unviewed(run_loop: Runner) -> None:
+    # A buffer is given out again once its request is over and no view of it is alive; a
+    # view a handler kept keeps its bytes while later bodies of the same length arrive.
+    rnd = random.Random(5)
+    bodies = [rnd.randbytes(1 << 20) for _ in range(5)]
+    paths = ["keep", "drop", "keep", "drop", "drop"]
+    HELD.clear()
+    BUFFERS.clear()
+
+    async def main() -> None:
+        async with serving() as addr:
+            c = await Conn.open(addr)
+            for i, body in enumerate(bodies):
+                c.send(put(f"/hold/{i}/{paths[i]}", body))
+                status, _h, answer = await c.response()
+                assert status == 201 and answer.decode() == hashlib.sha256(body).hexdigest()
+            c.close()
+
+    run_loop(main())
+    assert [bytes(v) for v in HELD] == [bodies[0], bodies[2]]  # untouched by later bodies
+    # 0: a new buffer, kept viewed; 1: a new one, let go; 2: 1's again, kept viewed;
+    # 3: a new one, let go; 4: 3's again
+    assert BUFFERS[2] is BUFFERS[1] and BUFFERS[4] is BUFFERS[3]
+    assert len({id(b) for b in BUFFERS}) == 3
 
 
 def test_client_gone_mid_direct_body(run_loop: Runner) -> None:

@@ -188,3 +188,28 @@ def test_receive_direct_refuses_a_whole_body() -> None:
     assert head is not None
     with pytest.raises(AssertionError):
         p.receive_direct(head)
+
+
+def test_direct_body_into_a_given_buffer_of_old_bytes() -> None:
+    # A buffer given out again (common/leanserver/_bodies.py) holds an earlier body: every
+    # byte of it is the new body's once it is handed out, and the part is a view of it.
+    p = RequestParser()
+    p.feed(HEAD + BODY[:777])
+    head = p.head()
+    assert head is not None and p.take_body_parts(head) is None
+    old = bytearray(b"\xee" * len(BODY))
+    p.receive_direct(head, old)
+    view = memoryview(BODY)[777:]
+    while len(view):
+        view = view[recv_into(p, view, 100_000) :]
+    parts = p.take_body_parts(head)
+    assert parts is not None and len(parts) == 1 and parts[0].obj is old and parts[0] == BODY
+
+
+def test_receive_direct_refuses_a_buffer_of_another_length() -> None:
+    p = RequestParser()
+    p.feed(HEAD)
+    head = p.head()
+    assert head is not None
+    with pytest.raises(AssertionError):
+        p.receive_direct(head, bytearray(len(BODY) - 1))

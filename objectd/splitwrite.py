@@ -35,10 +35,11 @@ and every other writer that finds it so fsyncs those two directories itself
 (docs/object-format.md, "hashes.invalid").
 
 Where the kernel allows io_uring (`Devices.ring`, common/syncring.py; `[[nodes]] io_uring`)
-and the body is already written (a small PUT), there is no pool step at all: the kernel's
-io-wq workers run the fsyncs before the rename as one chain, the loop then renames, and a
-second chain fsyncs the hash directory (`_make_durable_on_ring`). The same calls in the same
-order, with no GIL hand-off between them.
+and what is left to write is short (a small PUT's nothing, a medium PUT's body of at most
+1 MiB, hashed and written on the loop: objectd/midput.py), there is no pool step at all:
+the kernel's io-wq workers run the fsyncs before the rename as one chain, the loop then
+renames, and a second chain fsyncs the hash directory (`_make_durable_on_ring`). The same
+calls in the same order, with no GIL hand-off between them.
 
 Obsolete files found by the lookup are unlinked after the step without another fsync (as
 Swift does): if a crash undoes the unlink, the older file is still obsolete (the newest file
@@ -304,9 +305,11 @@ async def commit_split(
     what `prepare` returned once durable. On any failure the temp file is removed and nothing
     is renamed, unless the failure came after the rename (the fsync of the directory).
 
-    `prepare_on_loop`: `prepare` only touches memory. Then, when the devices have a ring
-    (common/syncring.py) and the loop made the directories, the fsyncs run in the kernel
-    from the loop and no pool step is taken (`_make_durable_on_ring`)."""
+    `prepare_on_loop`: `prepare` is short enough for the loop (it touches memory and the
+    page cache only: a small PUT's nothing, a medium PUT's hashing and write of at most
+    1 MiB). Then, when the devices have a ring (common/syncring.py) and the loop made the
+    directories, `prepare` runs on the loop, the fsyncs in the kernel, and no pool step is
+    taken (`_make_durable_on_ring`)."""
     hash_dir = os.fspath(df.hash_dir)
     try:
         young: list[str] = []

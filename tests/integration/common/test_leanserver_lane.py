@@ -10,7 +10,7 @@ import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvloop
@@ -61,7 +61,7 @@ def _app(gate: Gate | None = None) -> web.Application:
         # keeps what a handler may keep: a view of its body (HELD), and, to see which buffer
         # a body came in, the buffer object itself (BUFFERS; never handed to handlers)
         (part,) = request.parts
-        BUFFERS.append(part.obj)
+        BUFFERS.append(cast(bytearray, part.obj))
         digest = hashlib.sha256(part).hexdigest()
         if request.path.endswith("/keep"):
             HELD.append(part)

@@ -1,14 +1,16 @@
-"""Crash-safe file writes: temp file, write, fsync, rename, fsync of the directory."""
+"""Crash-safe file writes: temp file, write, fsync, rename, fsync of the directory; and
+`writev_all`, every byte of a list of buffers written to a descriptor."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes", "atomic_writer", "fsync_dir", "makedirs_durable"]
+__all__ = ["atomic_write_bytes", "atomic_writer", "fsync_dir", "makedirs_durable", "writev_all"]
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -75,3 +77,28 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, mode: int = 0o
     """Replace `path` with `data` atomically and durably."""
     with atomic_writer(path, mode) as f:
         f.write(data)
+
+
+# Buffers per writev call (the kernel refuses more than IOV_MAX, 1024 on Linux).
+_IOV_BATCH = 512
+
+
+def writev_all(
+    fd: int, views: list[memoryview], writev: Callable[[int, list[memoryview]], int] = os.writev
+) -> None:
+    """Write every byte of `views` in order, at most _IOV_BATCH buffers per writev (the
+    kernel's IOV_MAX), resuming after a short write. Blocking."""
+    pending = [v for v in views if len(v)]
+    i = 0
+    while i < len(pending):
+        n = writev(fd, pending[i : i + _IOV_BATCH])
+        if n <= 0:
+            raise OSError(errno.EIO, "writev wrote nothing")
+        while n:
+            first = pending[i]
+            if n >= len(first):
+                n -= len(first)
+                i += 1
+            else:
+                pending[i] = first[n:]
+                n = 0

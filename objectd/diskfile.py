@@ -20,7 +20,7 @@ from typing import Protocol
 
 import xxhash
 
-from common.fsutil import fsync_dir, makedirs_durable
+from common.fsutil import fsync_dir, makedirs_durable, writev_all
 from common.timestamps import Timestamp
 from objectd.fileformat import (
     BLOCK_BYTES,
@@ -65,7 +65,6 @@ __all__ = [
     "load_metadata",
     "verify_file",
     "write_chunks",
-    "writev_all",
 ]
 
 
@@ -562,34 +561,9 @@ class _RealWriter:
             self.tmp.unlink()
 
 
-# Buffers per writev call (the kernel refuses more than IOV_MAX, 1024 on Linux).
-_IOV_BATCH = 512
-
-
 def _byte_view(chunk: Buffer) -> memoryview:
     view = memoryview(chunk)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
-def writev_all(
-    fd: int, views: list[memoryview], writev: Callable[[int, list[memoryview]], int] = os.writev
-) -> None:
-    """Write every byte of `views` in order, at most _IOV_BATCH buffers per writev (the
-    kernel's IOV_MAX), resuming after a short write. Blocking."""
-    pending = [v for v in views if len(v)]
-    i = 0
-    while i < len(pending):
-        n = writev(fd, pending[i : i + _IOV_BATCH])
-        if n <= 0:
-            raise OSError(errno.EIO, "writev wrote nothing")
-        while n:
-            first = pending[i]
-            if n >= len(first):
-                n -= len(first)
-                i += 1
-            else:
-                pending[i] = first[n:]
-                n = 0
 
 
 def write_chunks(writer: ObjectWriter, chunks: Sequence[Buffer]) -> None:

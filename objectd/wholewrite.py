@@ -32,7 +32,8 @@ from dataclasses import replace
 
 import xxhash
 
-from objectd.diskfile import Buffer, DiskFull, RealDiskFile, writev_all
+from common.fsutil import writev_all
+from objectd.diskfile import Buffer, DiskFull, RealDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata, encode_footer
 from objectd.pagecache import drop_synced
 from objectd.smallwrite import TMP_NAME_TRIES_MAX, check_space, commit_tmp, create_tmp
@@ -92,7 +93,7 @@ def _parts(body: Buffer | Sequence[Buffer]) -> list[memoryview]:
 
 
 def write_parts(fd: int, parts: list[memoryview]) -> None:
-    """Every byte of `parts` (never joined: diskfile's writev_all batches them within the
+    """Every byte of `parts` (never joined: common/fsutil.py's writev_all batches them within the
     kernel's IOV_MAX), with a full disk raised as DiskFull."""
     try:
         writev_all(fd, parts)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from common.fsutil import writev_all
 from common.timestamps import Timestamp
 from objectd import wholewrite
-from objectd.diskfile import DiskFull, RealDiskFile, verify_file, writev_all
+from objectd.diskfile import DiskFull, RealDiskFile, verify_file
 from objectd.fileformat import ObjectMetadata
 from objectd.layout import DeviceLayout, read_invalid_suffixes
 from objectd.wholewrite import (

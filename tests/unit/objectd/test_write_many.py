@@ -15,6 +15,7 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.fsutil import writev_all
 from common.timestamps import Timestamp
 from objectd.diskfile import (
     Deleted,
@@ -23,7 +24,6 @@ from objectd.diskfile import (
     load_metadata,
     verify_file,
     write_chunks,
-    writev_all,
 )
 from objectd.faulty import FaultPlan, FaultyDiskFile
 from objectd.fileformat import BLOCK_BYTES, ObjectMetadata

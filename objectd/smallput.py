@@ -20,7 +20,7 @@ from objectd.asyncpending import ContainerTarget
 from objectd.conf import ServerState
 from objectd.container_update import TargetParseError, parse_targets
 from objectd.devices import DeviceBusy, DeviceUnavailable
-from objectd.diskfile import DiskFile, DiskFull, Missing, RealDiskFile
+from objectd.diskfile import DiskFile, DiskFull, RealDiskFile
 from objectd.fileformat import ObjectMetadata
 from objectd.groupsync import GroupSync, GroupSyncs, syncfs_reports_errors
 from objectd.headers import persisted_from_request
@@ -46,7 +46,6 @@ from objectd.writecore import (
     finish_put,
     lookup_unless_refused,
     open_for_put,
-    refusal,
 )
 
 log = get_logger("cairn.object-server")
@@ -246,12 +245,10 @@ def store_small_step(
     commit); with `syncs` its file is renamed into place unsynced and `pending` names the
     barrier the caller must pass before acknowledging (objectd/groupsync.py)."""
     if isinstance(df, RealDiskFile):
-        layout = st.devices.check(device)
-        found = df.lookup()
-        refused = refusal(found, ts, if_none_match)
-        if refused is not None:
-            return refused
-        cleanup = not isinstance(found, Missing)
+        found = lookup_unless_refused(st, device, df, ts, if_none_match)
+        if isinstance(found, web.Response):
+            return found
+        cleanup = found
         reserve = st.conf.fallocate_reserve_bytes
         if syncs is not None:
             made = prepare_small_data(df, body, md, reserve, expected_etag, lambda: gave_up.value)
@@ -261,7 +258,7 @@ def store_small_step(
             if gave_up.value:  # the request stopped waiting: nobody would commit it
                 job.abort()
                 return status(503, "gave up")
-            return etag, len(body), _Pending(syncs.for_path(layout.root), job, cleanup)
+            return etag, len(body), _Pending(syncs.for_path(df.layout.root), job, cleanup)
         durable = write_small_data(
             df, body, md, reserve, expected_etag, lambda: gave_up.value, cleanup=cleanup
         )

@@ -32,6 +32,12 @@ supervisor restarted meanwhile is stopped and counted under its new pid.
 seconds during the volume's jobs are then printed on a line of their own, in no cpu/io
 figure. A failed lookup keeps the processes found before (with a warning).
 
+When a 1 MiB write job runs and ``--floor-dir`` (default: ``--cluster-data-dir``) is given,
+``bench.durable_floor`` first measures there how fast three fsynced copies of each MiB can be
+written with system calls only (``os.sync()`` before it, the cluster's daemons stopped as for
+a job); the last line sets tgt's and the volume's 1 MiB write against it. With all of a
+cluster's devices on one disk, that floor bounds the volume's sustained write.
+
 Needs qemu-utils, qemu-block-extra and tgt (Debian). Processes are stopped by pid.
 """
 
@@ -56,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cairnref import paused_daemons, service_pids
+from bench.durable_floor import FloorResult, measure
 from bench.ports import free_ports
 from bench.procstat import tree_cpu_s
 
@@ -377,6 +384,38 @@ def cluster_pids(data_dir: str) -> ClusterPids:
     return found
 
 
+FLOOR_JOB = "1m-seqwrite-qd8"
+FLOOR_REPLICAS = 3
+
+
+def durable_floor(directory: Path, volume: Target | None, quick: bool) -> FloorResult:
+    """bench.durable_floor's bound for 3 fsynced copies of each MiB, written under
+    `directory`, with a cluster volume's background daemons stopped as for its jobs."""
+    os.sync()  # nobody's dirty pages in the way
+    window = job_window(volume) if volume is not None else contextlib.nullcontext()
+    with window, tempfile.TemporaryDirectory(prefix="durable-floor-", dir=directory) as tmp:
+        return measure(Path(tmp), mib=200 if quick else 800, replicas=FLOOR_REPLICAS)
+
+
+def floor_line(floor: FloorResult, results: dict[tuple[str, str], Result]) -> str:
+    """The floor, and the 1 MiB write figures of this run against it."""
+    parts = [
+        f"durable floor ({FLOOR_REPLICAS} fsynced copies of each MiB, system calls only,"
+        f" bench.durable_floor): {floor.mb_s:.1f} MB/s, machine CPU"
+        f" {floor.cpu_ms_per_mib:.2f} ms per MiB"
+    ]
+    tgt = results.get((FLOOR_JOB, "tgt"))
+    if tgt is not None:
+        parts.append(f"0.8x tgt's 1 MiB write = {0.8 * tgt.figure:.1f} MB/s")
+    vol = results.get((FLOOR_JOB, "volume"))
+    if vol is not None:
+        parts.append(
+            f"volume/floor {vol.figure / floor.mb_s:.2f}"
+            f" (incl. flush {vol.figure_incl_flush / floor.mb_s:.2f})"
+        )
+    return "; ".join(parts)
+
+
 def _loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -396,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         " with SIGSTOP for each job, as tgt has no background work)",
     )
     parser.add_argument("--only", choices=("cairn", "tgt", "volume"), help="run one target only")
+    parser.add_argument(
+        "--floor-dir",
+        help="before a 1 MiB write job, measure bench.durable_floor's 3-replica bound here"
+        " (default: --cluster-data-dir, the disk the volume's replicas use)",
+    )
     parser.add_argument(
         "--jobs",
         help="comma-separated job names to run (default all: "
@@ -428,6 +472,12 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir = args.cluster_data_dir
                 volume.lookup = lambda: cluster_pids(data_dir)
             targets.append(volume)
+        floor_dir = args.floor_dir or args.cluster_data_dir
+        floor: FloorResult | None = None
+        if floor_dir and any(j.name == FLOOR_JOB for j in jobs):
+            # first: after the jobs, a volume's blockd and the page cache's writeback are
+            # still busy with what they wrote, and the floor would count their work
+            floor = durable_floor(Path(floor_dir), volume, args.quick)
         results = run_all(targets, args.quick, args.repeat, jobs)
     names = [t.name for t in targets]
     if {"cairn", "tgt"} <= set(names) and jobs == JOBS:
@@ -441,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "volume" in names:
             print(DAEMON_LEGEND)
+    if floor is not None:
+        print(floor_line(floor, results))
     if volume is not None and volume.lookup is not None and args.keep_daemons:
         # (stopped during the jobs by default: nothing to count then)
         print(

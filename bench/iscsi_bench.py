@@ -146,12 +146,7 @@ def job_window(target: Target) -> Iterator[JobCPU]:
     resumed (SIGCONT) last, also when the job fails or is interrupted; the CPU of its serving
     processes and object servers filled in when the block ends without an error. A target
     with a `lookup` finds its processes again first (a restarted daemon has a new pid)."""
-    if target.lookup is not None:
-        try:
-            target.take(target.lookup())
-        except (OSError, subprocess.SubprocessError, ValueError) as e:
-            # `cairn status` failed (a service restarting, say): the pids found last time
-            print(f"warning: cluster processes not looked up again ({e!r})", file=sys.stderr)
+    _look_up_again(target)
     cpu = JobCPU()
     with paused_daemons(target.paused_pids):
         serving0 = tree_cpu_s(target.pids) if target.pids else 0.0
@@ -165,6 +160,15 @@ def job_window(target: Target) -> Iterator[JobCPU]:
         # per daemon: one that exited meanwhile counts nothing, and takes no one else's share
         for pid, before in zip(target.daemon_pids, daemons0, strict=True):
             target.daemon_cpu_s += max(0.0, tree_cpu_s([pid]) - before)
+
+
+def _look_up_again(target: Target) -> None:
+    if target.lookup is not None:
+        try:
+            target.take(target.lookup())
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            # `cairn status` failed (a service restarting, say): the pids found last time
+            print(f"warning: cluster processes not looked up again ({e!r})", file=sys.stderr)
 
 
 def _wait_port(port: int, timeout_s: float) -> None:
@@ -392,8 +396,14 @@ def durable_floor(directory: Path, volume: Target | None, quick: bool) -> FloorR
     """bench.durable_floor's bound for 3 fsynced copies of each MiB, written under
     `directory`, with a cluster volume's background daemons stopped as for its jobs."""
     os.sync()  # nobody's dirty pages in the way
-    window = job_window(volume) if volume is not None else contextlib.nullcontext()
-    with window, tempfile.TemporaryDirectory(prefix="durable-floor-", dir=directory) as tmp:
+    paused: tuple[int, ...] = ()
+    if volume is not None:
+        _look_up_again(volume)
+        paused = volume.paused_pids  # (not job_window: no CPU of this counts for a job)
+    with (
+        paused_daemons(paused),
+        tempfile.TemporaryDirectory(prefix="durable-floor-", dir=directory) as tmp,
+    ):
         return measure(Path(tmp), mib=200 if quick else 800, replicas=FLOOR_REPLICAS)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import uvloop
 
 from bench.iscsi_bench import cluster_pids
-from bench.procstat import tree_cpu_s
+from bench.procstat import machine_busy_s, tree_cpu_s
 from blockd.chunkstore import ChunkStore
 from blockd.ringstore import open_ring_store
 from common.clock import SystemClock
@@ -46,12 +46,6 @@ class Figure:
     machine_ms_per_mib: float
 
 
-def _machine_busy_s() -> float:
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(data_dir: str, puts: int, concurrency: int, chunks: int, warm: bool) -> Figure:
     cfg = load_deployment(Path(data_dir) / "cairn.toml", data_dir)
     objects = cluster_pids(data_dir).objects
@@ -70,9 +64,9 @@ async def measure(data_dir: str, puts: int, concurrency: int, chunks: int, warm:
 
         if warm:
             await run(chunks, 0)
-        obj0, busy0, me0, t0 = tree_cpu_s(objects), _machine_busy_s(), os.times(), time.monotonic()
+        obj0, busy0, me0, t0 = tree_cpu_s(objects), machine_busy_s(), os.times(), time.monotonic()
         await run(puts, chunks)
-        t1, me1, busy1, obj1 = time.monotonic(), os.times(), _machine_busy_s(), tree_cpu_s(objects)
+        t1, me1, busy1, obj1 = time.monotonic(), os.times(), machine_busy_s(), tree_cpu_s(objects)
     client_s = me1.user + me1.system - me0.user - me0.system
     return Figure(
         puts,

@@ -39,7 +39,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-__all__ = ["FloorResult", "busy_ticks", "machine_busy_s", "measure"]
+from bench.procstat import machine_busy_s
+from common.fsutil import fsync_dir, writev_all
+
+__all__ = ["FloorResult", "measure"]
 
 MIB = 1 << 20
 _ACK = b"k"
@@ -63,21 +66,6 @@ class FloorResult:
         return self.machine_cpu_s * 1e3 / self.mib
 
 
-def busy_ticks(cpu_line: str) -> int:
-    """Busy clock ticks of /proc/stat's first (``cpu``) line: every field of the first
-    eight but idle and iowait (user nice system idle iowait irq softirq steal)."""
-    fields = cpu_line.split()
-    if len(fields) < 9 or fields[0] != "cpu":
-        raise ValueError("not /proc/stat's cpu line")
-    v = [int(x) for x in fields[1:9]]
-    return sum(v) - v[3] - v[4]
-
-
-def machine_busy_s() -> float:
-    with open("/proc/stat") as f:
-        return busy_ticks(f.readline()) / os.sysconf("SC_CLK_TCK")
-
-
 def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
     """Fill `view`; False at a clean end of stream before its first byte."""
     got = 0
@@ -91,18 +79,12 @@ def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
     return True
 
 
-def _write_all(fd: int, view: memoryview) -> None:
-    done = 0
-    while done < len(view):
-        done += os.write(fd, view[done:])
-
-
 def _store(directory: Path, serial: int, view: memoryview, durable: bool) -> Path:
     """One version of one object, stored as an object server stores a chunk replica."""
     tmp = directory / f".tmp-{serial}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_all(fd, view)
+        writev_all(fd, [view])
         if durable:
             os.fsync(fd)
     finally:
@@ -110,11 +92,7 @@ def _store(directory: Path, serial: int, view: memoryview, durable: bool) -> Pat
     final = directory / f"{serial:08d}.data"
     os.rename(tmp, final)
     if durable:
-        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(directory)
     return final
 
 

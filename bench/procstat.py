@@ -1,4 +1,5 @@
-"""CPU seconds used by a set of process trees, from /proc/<pid>/stat (Linux only).
+"""CPU seconds used by a set of process trees, from /proc/<pid>/stat, and by the whole
+machine, from /proc/stat (Linux only).
 
 Server CPU per request is the steadier figure on a shared machine: other tenants slow a
 run down but do not add CPU time to our processes. A tree's time is utime + stime of every
@@ -13,7 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcStat", "TreeCPU", "parse_stat", "tree_cpu_s", "tree_pids"]
+__all__ = [
+    "ProcStat",
+    "TreeCPU",
+    "busy_ticks",
+    "machine_busy_s",
+    "parse_stat",
+    "tree_cpu_s",
+    "tree_pids",
+]
 
 _PROC = Path("/proc")
 
@@ -86,3 +95,20 @@ class TreeCPU:
 
     def stop(self) -> float:
         return tree_cpu_s(self.roots) - self._t0
+
+
+def busy_ticks(cpu_line: str) -> int:
+    """Busy clock ticks of /proc/stat's first (``cpu``) line: every field of the first
+    eight but idle and iowait (user nice system idle iowait irq softirq steal)."""
+    fields = cpu_line.split()
+    if len(fields) < 9 or fields[0] != "cpu":
+        raise ValueError("not /proc/stat's cpu line")
+    v = [int(x) for x in fields[1:9]]
+    return sum(v) - v[3] - v[4]
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every CPU of the machine has spent busy since boot (all processes and
+    the kernel)."""
+    with open("/proc/stat") as f:
+        return busy_ticks(f.readline()) / os.sysconf("SC_CLK_TCK")

@@ -7,19 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.durable_floor import MIB, FloorResult, busy_ticks, measure
+from bench.durable_floor import MIB, FloorResult, measure
 from bench.iscsi_bench import Result, floor_line
-
-
-def test_busy_ticks_leave_out_idle_and_iowait() -> None:
-    # user nice system idle iowait irq softirq steal guest guest_nice
-    assert busy_ticks("cpu  100 5 50 9000 70 3 2 1 0 0") == 100 + 5 + 50 + 3 + 2 + 1
-
-
-@pytest.mark.parametrize("bad", ["", "cpu0 1 2 3 4 5 6 7 8", "cpu 1 2 3"])
-def test_busy_ticks_reject_other_lines(bad: str) -> None:
-    with pytest.raises(ValueError):
-        busy_ticks(bad)
 
 
 def test_every_replica_keeps_the_last_version_of_each_stream(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.procstat import ProcStat, TreeCPU, parse_stat, tree_cpu_s, tree_pids
+from bench.procstat import ProcStat, TreeCPU, busy_ticks, parse_stat, tree_cpu_s, tree_pids
 
 LINE = ("4242 (swift-proxy) server) S 17 4242 4242 0 -1 4194560 1000 0 0 0 "
         "150 50 7 3 20 0 1 0 100 1000000 500 18446744073709551615")  # fmt: skip
@@ -43,3 +43,14 @@ def test_real_tree_counts_a_busy_child() -> None:
     # The reaped child's CPU now sits in our cutime/cstime, so the tree still counts it.
     assert probe.stop() > 0.0
     assert tree_cpu_s([me]) > 0.0
+
+
+def test_busy_ticks_leave_out_idle_and_iowait() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    assert busy_ticks("cpu  100 5 50 9000 70 3 2 1 0 0") == 100 + 5 + 50 + 3 + 2 + 1
+
+
+@pytest.mark.parametrize("bad", ["", "cpu0 1 2 3 4 5 6 7 8", "cpu 1 2 3"])
+def test_busy_ticks_reject_other_lines(bad: str) -> None:
+    with pytest.raises(ValueError):
+        busy_ticks(bad)
